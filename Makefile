@@ -1,0 +1,61 @@
+# signing-agent: operator and developer entry points.
+#   make run      install what is missing, create the dev token, start the agent
+#   make test     the test suite, against throw-away SoftHSM2 tokens
+# Key management (secrets are read from stdin, never from the command line):
+#   make import-key LABEL=... EXCHANGE=... API_KEY=... < secret-file
+#   make list-keys | make revoke-key LABEL=...
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AGENT := $(BIN)/signing-agent
+CONFIG ?= signing-agent.toml
+SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
+# `sudo` only where we are not root already (CI and dev machines run as root)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test token import-key list-keys revoke-key proto deps softhsm clean
+
+run: deps token
+	$(AGENT) --config $(CONFIG) serve
+
+test: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The dev token under softhsm/: config, token files and random PINs (mode 0600).
+token: deps
+	$(AGENT) token init-softhsm --dir softhsm --label signing-agent-dev --module $(SOFTHSM_MODULE)
+
+import-key: deps
+	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(API_KEY)" || \
+	  { echo "usage: make import-key LABEL=name EXCHANGE=binance API_KEY=key-id < secret" >&2; exit 2; }
+	$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)"
+
+list-keys: deps
+	@$(AGENT) --config $(CONFIG) keys list
+
+revoke-key: deps
+	@test -n "$(LABEL)" || { echo "usage: make revoke-key LABEL=name" >&2; exit 2; }
+	$(AGENT) --config $(CONFIG) keys revoke --label "$(LABEL)"
+
+# Regenerate the gRPC code from proto/ (the result is committed; a test checks it is fresh).
+proto: deps
+	$(BIN)/python -m agent._proto.generate
+
+deps: $(VENV)/.installed softhsm
+
+# Reinstall when the project metadata changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+softhsm:
+	@test -e $(SOFTHSM_MODULE) || { \
+	  echo "installing softhsm2 (PKCS#11 module for the dev and test tokens)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis run .test-output

@@ -1,0 +1,12 @@
+"""signing-agent: exchange secrets stay inside a PKCS#11 token; bots get signed requests.
+
+Modules, meeting at small interfaces (after tmkms' keyring / chain rules / session):
+  config    the TOML file: which module, token, PIN source, where to listen
+  custody   the keyring: keys as non-extractable token objects, MACs computed in the token
+  schemes   one pure module per exchange: structured request -> bytes to sign -> signed request
+  service   the gRPC Signer service: ties a request, its key and its scheme together
+  server    serving: Unix socket (default) or loopback TCP, logs, signals
+  client    the Python client bots use (and the CLI's `sign`)
+"""
+
+__version__ = "0.1.0"

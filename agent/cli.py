@@ -1,0 +1,309 @@
+"""`signing-agent`: serve, manage keys, and sign from the shell as a bot would.
+
+Secrets are read from standard input only (no echo at a terminal), never from
+argv or the environment, and never printed.
+
+Exit codes: 0 success; 1 the operation was refused (key exists, not found,
+malformed input, signing refused); 2 usage or configuration error; 3 the token
+refused the PIN; 4 the token or the agent is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_REFUSED, EXIT_CONFIG, EXIT_LOGIN, EXIT_UNAVAILABLE = 1, 2, 3, 4
+MAX_STDIN_BYTES = 1 << 20
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace):
+    from agent.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+
+
+def _open_keyring(args: argparse.Namespace):
+    from agent.config import ConfigError
+    from agent.custody import Keyring, TokenLoginError, TokenUnavailable
+
+    config = _config(args)
+    try:
+        return config, Keyring.open(config.token)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    except TokenLoginError as exc:
+        raise CliError(str(exc), EXIT_LOGIN) from None
+    except TokenUnavailable as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def _custody_errors(fn):
+    """Map custody errors of a keyring operation to CLI errors."""
+    from agent.custody import CustodyError, TokenUnavailable
+
+    def wrapped(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except TokenUnavailable as exc:
+            raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+        except CustodyError as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapped
+
+
+def read_secret_lines(count: int) -> list[bytearray]:
+    """Read COUNT lines (secret, then passphrase where needed) from stdin, without echo at a terminal."""
+    if sys.stdin.isatty():
+        prompts = ["Secret: ", "Passphrase: "][:count]
+        return [bytearray(getpass.getpass(p).encode()) for p in prompts]
+    data = bytearray(sys.stdin.buffer.read(MAX_STDIN_BYTES + 1))
+    if len(data) > MAX_STDIN_BYTES:
+        raise CliError("standard input is larger than 1 MiB; give the secret alone")
+    lines = [bytearray(line.rstrip(b"\r")) for line in bytes(data).split(b"\n")]
+    data[:] = b"\x00" * len(data)
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) > count:
+        what = "the secret" if count == 1 else "the secret and the passphrase"
+        raise CliError(f"standard input has {len(lines)} lines; this exchange takes {what} only, one per line")
+    lines += [bytearray() for _ in range(count - len(lines))]
+    return lines
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agent import logs
+    from agent.config import ConfigError, parse_tcp
+    from agent.server import serve
+
+    logs.configure()
+    config = _config(args)
+    try:
+        if args.tcp:
+            config = dataclasses.replace(config, server=dataclasses.replace(config.server, tcp=parse_tcp(args.tcp)))
+        _, keyring = _open_keyring(args)
+        return serve(keyring, config)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
+    from agent.schemes import UnknownExchange, exchange_info
+
+    try:
+        exchange_info(args.exchange)
+        validate_label(args.label)
+        validate_api_key(args.api_key)
+    except (UnknownExchange, InvalidKeyMaterial) as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    _, keyring = _open_keyring(args)
+    with keyring:
+        (secret,) = read_secret_lines(1)
+        try:
+            info = _custody_errors(keyring.import_hmac_secret)(
+                label=args.label, exchange=args.exchange, api_key=args.api_key, secret=secret
+            )
+        finally:
+            secret[:] = b"\x00" * len(secret)
+    print(f"imported key {info.label!r} for {info.exchange} (fingerprint {info.fingerprint})")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    _, keyring = _open_keyring(args)
+    with keyring:
+        keys = _custody_errors(keyring.list_keys)()
+    if args.json:
+        print(json.dumps([k.as_dict() for k in keys], indent=2))
+        return 0
+    if not keys:
+        print("no keys in the token (import one: signing-agent keys import --help)")
+        return 0
+    rows = [("LABEL", "EXCHANGE", "API KEY", "TYPE", "CREATED", "FINGERPRINT")]
+    rows += [(k.label, k.exchange, k.api_key, k.key_type, k.created, k.fingerprint) for k in keys]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    _, keyring = _open_keyring(args)
+    with keyring:
+        info = _custody_errors(keyring.revoke)(args.label)
+    print(f"revoked key {info.label!r} ({info.exchange}, fingerprint {info.fingerprint}); the token object is destroyed")
+    return 0
+
+
+def parse_request_json(text: str) -> dict[str, Any]:
+    """The bot's request shape: {"method", "path", "query": {...}?, "body": {...} | "raw text"?}.
+
+    Numbers are kept exactly as written (1e-7 stays "1e-7"); order is kept; duplicate names are refused.
+    """
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        names = [n for n, _ in pairs]
+        for n in names:
+            if names.count(n) > 1:
+                raise CliError(f"request JSON: {n!r} appears twice in one object")
+        return pairs
+
+    def no_constants(name: str) -> Any:
+        raise CliError(f"request JSON: {name} is not a valid value")
+
+    try:
+        doc = json.loads(
+            text, object_pairs_hook=pairs_hook, parse_float=str, parse_int=str, parse_constant=no_constants
+        )
+    except json.JSONDecodeError as exc:
+        raise CliError(f"request JSON is not valid: {exc}") from None
+    if not isinstance(doc, list):
+        raise CliError('request JSON must be an object: {"method": ..., "path": ..., "query": {...}, "body": ...}')
+    request = dict(doc)
+    unknown = set(request) - {"method", "path", "query", "body"}
+    if unknown:
+        raise CliError(f"request JSON: unknown field(s) {', '.join(sorted(unknown))}")
+    for field in ("method", "path"):
+        if not isinstance(request.get(field), str):
+            raise CliError(f"request JSON: {field!r} is required and must be a string")
+    query = request.get("query")
+    if query is not None and not isinstance(query, list):
+        raise CliError("request JSON: 'query' must be an object of name: value")
+    body = request.get("body")
+    if body is not None and not isinstance(body, (list, str)):
+        raise CliError("request JSON: 'body' must be an object of name: value, or a string of raw text")
+    for where, params in (("query", query), ("body", body)):
+        if isinstance(params, list):
+            for name, value in params:
+                if value is None or isinstance(value, list):
+                    raise CliError(f"request JSON: {where} value of {name!r} must be a string, number or boolean")
+    return {"method": request["method"], "path": request["path"], "query": query, "body": body}
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from agent.client import AgentUnavailableError, SignerClient, SigningError
+
+    text = sys.stdin.read(MAX_STDIN_BYTES + 1)
+    if len(text) > MAX_STDIN_BYTES:
+        raise CliError("the request on standard input is larger than 1 MiB")
+    request = parse_request_json(text)
+    target = args.target
+    if target is None:
+        target = f"unix://{_config(args).server.socket}"
+    try:
+        with SignerClient(target, timeout=args.timeout) as client:
+            signed = client.sign(args.key, **request)
+    except AgentUnavailableError as exc:
+        raise CliError(f"agent at {target}: {exc}", EXIT_UNAVAILABLE) from None
+    except SigningError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(signed.as_dict(), indent=2))
+    return 0
+
+
+def cmd_token_init_softhsm(args: argparse.Namespace) -> int:
+    from agent.tokeninit import TokenInitError, init_softhsm_dir
+
+    if not Path(args.module).exists():
+        raise CliError(f"PKCS#11 module {args.module} not found (install softhsm2)", EXIT_UNAVAILABLE)
+    try:
+        for line in init_softhsm_dir(Path(args.dir), args.label, args.module):
+            print(line)
+    except TokenInitError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signing-agent",
+        description="Exchange secrets stay in a PKCS#11 token; bots get signed requests over gRPC.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $SIGNING_AGENT_CONFIG, else ./signing-agent.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the agent (Unix socket; TCP opt-in)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on loopback TCP (no TLS: loopback only)")
+    p.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="import, list and revoke keys in the token").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    p = keys.add_parser(
+        "import",
+        help="import an exchange secret (read from stdin) as a non-extractable token key",
+        description="The secret is read from standard input (prompted without echo at a terminal). "
+        "Example: signing-agent keys import --label main --exchange binance --api-key KEYID < secret.txt",
+    )
+    p.add_argument("--label", required=True, help="name the bots will use for this key")
+    p.add_argument("--exchange", required=True, help="binance, binanceusdm or binanceus")
+    p.add_argument("--api-key", required=True, help="the exchange's API key id (public half)")
+    p.set_defaults(func=cmd_keys_import)
+    p = keys.add_parser("list", help="list keys: label, exchange, API key id, type, created, fingerprint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="destroy a key in the token; running agents refuse it at once")
+    p.add_argument("--label", required=True)
+    p.set_defaults(func=cmd_keys_revoke)
+
+    p = sub.add_parser(
+        "sign",
+        help="sign one JSON request from stdin through the running agent, as a bot would",
+        description='stdin: {"method": "POST", "path": "/api/v3/order", "query": {...}, "body": {...} or "raw"}',
+    )
+    p.add_argument("--key", required=True, help="label of the key to sign with")
+    p.add_argument("--target", help="agent address (default: the config's Unix socket), e.g. 127.0.0.1:50051")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent (default 5)")
+    p.set_defaults(func=cmd_sign)
+
+    token = sub.add_parser("token", help="development tokens").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION"
+    )
+    p = token.add_parser("init-softhsm", help="create a SoftHSM2 dev token with random PINs (mode 0600)")
+    p.add_argument("--dir", required=True, help="directory for softhsm2.conf, tokens/ and the PIN files")
+    p.add_argument("--label", required=True, help="token label")
+    p.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so", help="SoftHSM2 module path")
+    p.set_defaults(func=cmd_token_init_softhsm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"signing-agent: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,90 @@
+"""Binance spot, USD-M futures and Binance US: HMAC-SHA256 over `totalParams`.
+
+Reference: shared/docs/exchange-signing.md 2.1; Binance's rest-api.md "SIGNED
+endpoint security". totalParams is the query string concatenated, with no
+separator, with the form body, exactly as sent. The signature (lowercase hex)
+is appended last as `signature=`: to the body when there is one, else to the
+query. Parameter names and values are percent-encoded as UTF-8 before signing
+(required for non-ASCII since 2026-01-15; identical to ccxt's `urlencode`,
+which leaves only A-Z a-z 0-9 _ . - ~ unencoded).
+
+When neither part carries `timestamp`, the agent's clock supplies it as the
+first parameter of the part that carries the signature (where ccxt puts it).
+A raw body is taken as already form-encoded and is kept byte for byte.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote
+
+from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+
+API_KEY_HEADER = "X-MBX-APIKEY"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def _encode(params: tuple[tuple[str, str], ...]) -> str:
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
+
+
+def _raw_body_pairs(text: str) -> list[tuple[str, str]]:
+    """A raw Binance body is form-encoded ASCII; parse it only to check names, never re-encode it."""
+    if not text:
+        return []
+    if not text.isascii():
+        raise RequestInvalid("raw body must be ASCII: percent-encode non-ASCII characters (UTF-8), as Binance requires")
+    try:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) for Binance") from None
+
+
+class BinanceScheme:
+    name = "binance-hmac-sha256"
+
+    def sign(self, request: UnsignedRequest, *, api_key: str, now_ms: int, mac) -> SignedRequest:
+        request = request.validated()
+        body = request.body
+        pairs = list(request.query) + (_raw_body_pairs(body.text) if isinstance(body, RawBody) else list(body or ()))
+        names = [name for name, _ in pairs]
+        if "signature" in names:
+            raise RequestInvalid("remove 'signature': the agent computes it")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise RequestInvalid(f"parameter {repeated[0]!r} appears more than once (query and body count together)")
+        timestamp = dict(pairs).get("timestamp")
+        if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit()):
+            raise RequestInvalid("'timestamp' must be milliseconds since the epoch (digits only)")
+        stamp: tuple[tuple[str, str], ...] = () if timestamp is not None else (("timestamp", str(now_ms)),)
+
+        has_body = body is not None and (not isinstance(body, RawBody) or body.text != "")
+        if has_body:
+            query_text = _encode(request.query)
+            body_text = _join(_encode(stamp), _body_text(body))
+        else:
+            query_text = _encode(stamp + request.query)
+            body_text = ""
+        signature = "signature=" + mac((query_text + body_text).encode("ascii"), "sha256").hex()
+        if has_body:
+            body_text = _join(body_text, signature)
+        else:
+            query_text = _join(query_text, signature)
+
+        headers = [(API_KEY_HEADER, api_key)]
+        if has_body:
+            headers.append(("Content-Type", FORM_CONTENT_TYPE))
+        path = f"{request.path}?{query_text}" if query_text else request.path
+        return SignedRequest(method=request.method, path=path, headers=tuple(headers), body=body_text)
+
+
+def _body_text(body) -> str:
+    if body is None:
+        return ""
+    return body.text if isinstance(body, RawBody) else _encode(body)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}&{second}" if first and second else first or second
+
+
+SCHEME = BinanceScheme()

@@ -1,0 +1,97 @@
+"""The request shapes every exchange shares, and their validation.
+
+In:  UnsignedRequest(method, path, query=[(name, value)...], body=None | [(name, value)...] | RawBody(text))
+Out: SignedRequest(method, path_with_query, headers=[(name, value)...], body)
+Parameter order is kept everywhere: exchanges sign bytes, and bytes have an order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("GET", "POST", "PUT", "DELETE")
+MAX_PATH_LEN = 2048
+MAX_PARAMS = 256
+MAX_NAME_LEN = 128
+MAX_VALUE_LEN = 8192
+MAX_RAW_BODY_LEN = 256 * 1024
+
+Params = tuple[tuple[str, str], ...]
+
+
+class RequestInvalid(ValueError):
+    """The request cannot be signed as given; the message names the field and what to change."""
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """Body text that is sent, and signed, byte for byte as given."""
+
+    text: str
+
+
+Body = Params | RawBody | None
+
+
+@dataclass(frozen=True)
+class UnsignedRequest:
+    method: str
+    path: str
+    query: Params = ()
+    body: Body = None
+
+    def validated(self) -> "UnsignedRequest":
+        """Check the shape common to all exchanges; raise RequestInvalid naming the problem."""
+        if self.method not in METHODS:
+            raise RequestInvalid(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if not self.path.startswith("/") or len(self.path) > MAX_PATH_LEN:
+            raise RequestInvalid("path must start with '/' and be at most 2048 characters")
+        if any(c in self.path for c in "?#") or not self.path.isprintable() or " " in self.path:
+            raise RequestInvalid("path must not contain '?', '#', spaces or control characters; put parameters in query")
+        _check_params("query", self.query)
+        if isinstance(self.body, RawBody):
+            if len(self.body.text) > MAX_RAW_BODY_LEN:
+                raise RequestInvalid(f"raw body is longer than {MAX_RAW_BODY_LEN} characters")
+            if not _utf8(self.body.text):
+                raise RequestInvalid("raw body is not valid Unicode")
+        elif self.body is not None:
+            _check_params("body", self.body)
+        return self
+
+
+def _check_params(where: str, params: Params) -> None:
+    if len(params) > MAX_PARAMS:
+        raise RequestInvalid(f"{where} has more than {MAX_PARAMS} parameters")
+    seen: set[str] = set()
+    for name, value in params:
+        if not name or len(name) > MAX_NAME_LEN:
+            raise RequestInvalid(f"{where} parameter names must be 1-{MAX_NAME_LEN} characters")
+        if len(value) > MAX_VALUE_LEN:
+            raise RequestInvalid(f"{where} parameter {name!r} is longer than {MAX_VALUE_LEN} characters")
+        if not name.isprintable() or not _utf8(name) or not _utf8(value):
+            raise RequestInvalid(f"{where} parameter names must be printable, and names and values valid Unicode")
+        if name in seen:
+            raise RequestInvalid(f"{where} parameter {name!r} appears twice")
+        seen.add(name)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    method: str
+    path: str  # with the query string
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    body: str = ""
+
+    def headers_dict(self) -> dict[str, str]:
+        return dict(self.headers)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"method": self.method, "path": self.path, "headers": self.headers_dict(), "body": self.body}

@@ -1,0 +1,107 @@
+"""Serving: the Signer service on a Unix socket (default, mode 0600) and, opt-in, loopback TCP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from agent._proto import signer_pb2_grpc
+from agent.config import Config, ConfigError
+from agent.custody import Keyring
+from agent.logs import get_logger
+from agent.service import SignerService
+
+# sockaddr_un.sun_path is 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+GRACE_SECONDS = 5.0
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Make the socket's directory private and clear a stale socket; refuse to displace a live agent."""
+    if len(str(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; choose a shorter one")
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: left by an agent that did not exit cleanly
+        else:
+            raise ConfigError(f"another agent is already serving on {path}")
+        finally:
+            probe.close()
+
+
+def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[str]]:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sign"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring), server)
+    socket_path = config.server.socket
+    prepare_socket_path(socket_path)
+    endpoints = [f"unix:{socket_path}"]
+    # The socket is created by the bind below: a umask makes it 0600 from its first instant.
+    old_umask = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{socket_path}")
+    finally:
+        os.umask(old_umask)
+    os.chmod(socket_path, 0o600)
+    if config.server.tcp is not None:
+        target = config.server.tcp.target
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise ConfigError(f"cannot listen on {target} (address in use?)")
+        endpoints.append(target)
+    return server, endpoints
+
+
+def serve(keyring: Keyring, config: Config) -> int:
+    """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
+    log = get_logger()
+    server, endpoints = build_server(keyring, config)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("agent.stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    log.info(
+        "agent.ready",
+        endpoints=endpoints,
+        token=config.token.label,
+        module=str(config.token.module),
+        keys=len(keyring.list_keys()),
+        pid=os.getpid(),
+    )
+    stopping.wait()
+    server.stop(GRACE_SECONDS).wait()
+    keyring.close()
+    try:
+        config.server.socket.unlink()
+    except FileNotFoundError:
+        pass
+    log.info("agent.stopped")
+    return 0

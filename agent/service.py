@@ -1,0 +1,100 @@
+"""The gRPC Signer service: request in, key from custody, scheme from the exchange, signed request out.
+
+Every outcome maps to a status a bot can act on:
+  unknown or revoked key  NOT_FOUND          (import it, or fix the label)
+  malformed request       INVALID_ARGUMENT   (the message names the field)
+  token unreachable       UNAVAILABLE        (transient; retry with backoff)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from agent._proto import signer_pb2, signer_pb2_grpc
+from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenUnavailable, LABEL_RE
+from agent.logs import get_logger
+from agent.schemes import RawBody, RequestInvalid, SignedRequest, UnknownExchange, UnsignedRequest, exchange_info
+
+
+def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
+    which = msg.WhichOneof("body")
+    body: Any
+    if which == "fields":
+        body = tuple((p.name, p.value) for p in msg.fields.items)
+    elif which == "raw":
+        body = RawBody(msg.raw)
+    else:
+        body = None
+    return UnsignedRequest(
+        method=msg.method,
+        path=msg.path,
+        query=tuple((p.name, p.value) for p in msg.query),
+        body=body,
+    )
+
+
+def signed_to_proto(signed: SignedRequest) -> signer_pb2.SignedRequest:
+    return signer_pb2.SignedRequest(
+        method=signed.method,
+        path=signed.path,
+        headers=[signer_pb2.Header(name=n, value=v) for n, v in signed.headers],
+        body=signed.body,
+    )
+
+
+class SignerService(signer_pb2_grpc.SignerServicer):
+    def __init__(self, keyring: Keyring, clock_ms=lambda: time.time_ns() // 1_000_000) -> None:
+        self._keyring = keyring
+        self._clock_ms = clock_ms
+        self._log = get_logger()
+
+    def sign(self, label: str, request: UnsignedRequest) -> tuple[str, SignedRequest]:
+        """Sign REQUEST with the key LABEL; returns (exchange, signed request)."""
+        if not LABEL_RE.match(label):
+            raise RequestInvalid("key must be a key label (letters, digits, '.', '_', '-'; at most 64)")
+        for attempt in range(2):
+            entry = self._keyring.lookup(label)
+            scheme = exchange_info(entry.info.exchange).scheme
+            try:
+                signed = scheme.sign(
+                    request,
+                    api_key=entry.info.api_key,
+                    now_ms=self._clock_ms(),
+                    mac=lambda message, hash_name: self._keyring.hmac(entry, message, hash_name),
+                )
+                return entry.info.exchange, signed
+            except KeyRevoked:
+                # The handle died: the key was revoked, rotated under the same label, or the
+                # session was reopened. Look it up once more; a revoked key is then NOT_FOUND.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def Sign(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> signer_pb2.SignedRequest:
+        started = time.perf_counter()
+        fields = {"key": request.key, "method": request.method, "path": request.path[:256]}
+        try:
+            exchange, signed = self.sign(request.key, request_from_proto(request))
+        except (RequestInvalid, UnknownExchange) as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), started, fields)
+        except KeyNotFound as exc:
+            self._refuse(context, grpc.StatusCode.NOT_FOUND, str(exc), started, fields)
+        except TokenUnavailable as exc:
+            self._refuse(context, grpc.StatusCode.UNAVAILABLE, str(exc), started, fields)
+        except CustodyError as exc:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), started, fields)
+        self._log.info("sign", decision="signed", exchange=exchange, latency_ms=_ms_since(started), **fields)
+        return signed_to_proto(signed)
+
+    def _refuse(self, context, code: grpc.StatusCode, message: str, started: float, fields: dict) -> None:
+        self._log.info(
+            "sign", decision="refused", status=code.name, reason=message, latency_ms=_ms_since(started), **fields
+        )
+        context.abort(code, message)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

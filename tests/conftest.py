@@ -1,0 +1,210 @@
+"""Fixtures: a real SoftHSM2 token in a temp dir, the real agent process, and a secret-leak guard.
+
+Leak guard: every secret a test uses comes from `new_secret()` (or is registered
+with `register_secret()`). After each test, its captured output and failure
+report are searched for every registered secret; at the end of the session,
+so is every file the agent and CLI processes wrote. Any hit fails the run,
+naming where, never printing the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import signal
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+TOKEN_LABEL = "test-token"
+
+# -- secret registry and leak guard ---------------------------------------------------
+
+_SECRETS: set[str] = set()
+_LEAKS: list[str] = []
+_OUTPUT_DIRS: list[Path] = []
+ALPHABET = string.ascii_letters + string.digits
+
+
+def register_secret(secret: str) -> str:
+    _SECRETS.add(secret)
+    return secret
+
+
+def new_secret(length: int = 64, alphabet: str = ALPHABET) -> str:
+    """A random exchange-style secret, registered with the leak guard."""
+    return register_secret("".join(_secrets.choice(alphabet) for _ in range(length)))
+
+
+def _find_leaks(text: str) -> bool:
+    return any(s in text for s in _SECRETS)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    texts = [content for _, content in report.sections]
+    if report.longrepr is not None:
+        texts.append(str(report.longrepr))
+    if any(_find_leaks(t) for t in texts):
+        _LEAKS.append(f"output or failure report of {report.nodeid} ({report.when})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for directory in _OUTPUT_DIRS:
+        for path in directory.rglob("*"):
+            if path.is_file() and path.suffix in (".log", ".out", ".err"):
+                if _find_leaks(path.read_text(errors="replace")):
+                    _LEAKS.append(str(path))
+    if _LEAKS:
+        session.exitstatus = 1
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["A TEST SECRET LEAKED into:"] + [f"  {where}" for where in _LEAKS]
+        if reporter:
+            reporter.write_line("\n".join(lines), red=True, bold=True)
+        else:
+            print("\n".join(lines), file=sys.stderr)
+
+
+# -- token ------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """A test deployment: token dir, agent config, and a directory for process output."""
+
+    root: Path
+    config: Path
+    logs: Path
+
+    def write_config(self, name: str, *, label: str = TOKEN_LABEL, pin: str | None = None, extra: str = "") -> Path:
+        pin_line = 'pin_file = "softhsm/user.pin"'
+        if pin is not None:
+            pin_file = self.root / f"{name}.pin"
+            pin_file.write_text(pin + "\n")
+            pin_file.chmod(0o600)
+            pin_line = f'pin_file = "{pin_file.name}"'
+        path = self.root / f"{name}.toml"
+        path.write_text(
+            f'[token]\nmodule = "{MODULE}"\nlabel = "{label}"\n{pin_line}\n'
+            '[token.env]\nSOFTHSM2_CONF = "softhsm/softhsm2.conf"\n'
+            f'[server]\nsocket = "run/{name}.sock"\n{extra}'
+        )
+        return path
+
+
+def run_cli(env: Env, *args: str, stdin: str = "", config: Path | None = None, check: bool = False):
+    """Run `signing-agent ARGS` as a separate process, as an operator would; output is kept for the leak scan."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config or env.config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=env.root,
+    )
+    stamp = f"{time.monotonic_ns()}"
+    (env.logs / f"cli-{stamp}.out").write_text(proc.stdout)
+    (env.logs / f"cli-{stamp}.err").write_text(proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"signing-agent {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def make_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> Env:
+    """A deployment with its own SoftHSM2 token (its own softhsm2.conf and token directory)."""
+    if not Path(MODULE).exists():
+        pytest.fail(f"SoftHSM2 module {MODULE} not found: `make test` installs softhsm2")
+    root = tmp_path_factory.mktemp(name)
+    logs = root / "logs"
+    logs.mkdir()
+    _OUTPUT_DIRS.append(logs)
+    subprocess.run(
+        [sys.executable, "-m", "agent", "token", "init-softhsm", "--dir", str(root / "softhsm"),
+         "--label", TOKEN_LABEL, "--module", MODULE],
+        check=True, capture_output=True, cwd=ROOT, timeout=60,
+    )
+    e = Env(root=root, config=root / "agent.toml", logs=logs)
+    e.write_config("agent")
+    return e
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    return make_env(tmp_path_factory, "deploy")
+
+
+@pytest.fixture(scope="session")
+def keyring(env: Env):
+    """A keyring in this test process, on the session token (the module loads once per process)."""
+    from agent.config import load_config
+    from agent.custody import Keyring
+
+    with Keyring.open(load_config(env.config).token) as kr:
+        yield kr
+
+
+@pytest.fixture
+def label(request: pytest.FixtureRequest) -> str:
+    """A fresh key label for one test."""
+    return f"t{_secrets.token_hex(6)}"
+
+
+# -- the agent process ----------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen
+    socket: Path
+    log: Path
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def start_agent(env: Env, config: Path, *extra: str, wait: bool = True) -> Agent:
+    from agent.config import load_config
+
+    socket = load_config(config).server.socket
+    log = env.logs / f"agent-{config.stem}-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--config", str(config), "serve", *extra],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=env.root,
+    )
+    agent = Agent(proc=proc, socket=socket, log=log)
+    if wait:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"agent exited {proc.returncode}: {log.read_text()}")
+            if socket.exists():
+                with grpc.insecure_channel(agent.target) as ch:
+                    try:
+                        grpc.channel_ready_future(ch).result(timeout=1)
+                        return agent
+                    except grpc.FutureTimeoutError:
+                        pass
+            time.sleep(0.05)
+        agent.stop(signal.SIGKILL)
+        raise AssertionError(f"agent did not come up: {log.read_text()}")
+    return agent
+
+
+@pytest.fixture(scope="module")
+def agent(env: Env):
+    a = start_agent(env, env.config)
+    yield a
+    assert a.stop() == 0, a.log.read_text()
