@@ -18,6 +18,7 @@ def configure(stream: TextIO | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),

@@ -31,42 +31,52 @@ def _check(name: str, rv: int) -> None:
         raise TokenInitError(f"{name} failed with CKR 0x{rv:08X}")
 
 
-def _slot_with_free_token(lib: ctypes.CDLL) -> int:
-    """Return a slot whose token is not initialised yet (SoftHSM2 always keeps one free)."""
+class _CK_TOKEN_INFO(ctypes.Structure):
+    _fields_ = [
+        ("label", ctypes.c_char * 32),
+        ("manufacturerID", ctypes.c_char * 32),
+        ("model", ctypes.c_char * 16),
+        ("serialNumber", ctypes.c_char * 16),
+        ("flags", ctypes.c_ulong),
+        ("rest", ctypes.c_ubyte * 256),  # fields we do not read; generous room
+    ]
 
-    class CK_TOKEN_INFO(ctypes.Structure):
-        _fields_ = [
-            ("label", ctypes.c_char * 32),
-            ("manufacturerID", ctypes.c_char * 32),
-            ("model", ctypes.c_char * 16),
-            ("serialNumber", ctypes.c_char * 16),
-            ("flags", ctypes.c_ulong),
-            ("rest", ctypes.c_ubyte * 256),  # fields we do not read; generous padding
-        ]
 
+CKF_TOKEN_INITIALIZED = 0x400
+
+
+def _tokens(lib: ctypes.CDLL) -> list[tuple[int, str, int]]:
+    """(slot id, token label, token flags) for every slot with a token present."""
     count = ctypes.c_ulong(0)
     _check("C_GetSlotList", lib.C_GetSlotList(1, None, ctypes.byref(count)))
     slots = (ctypes.c_ulong * max(count.value, 1))()
     _check("C_GetSlotList", lib.C_GetSlotList(1, slots, ctypes.byref(count)))
-    CKF_TOKEN_INITIALIZED = 0x400
+    found = []
     for slot in slots[: count.value]:
-        info = CK_TOKEN_INFO()
+        info = _CK_TOKEN_INFO()
         _check("C_GetTokenInfo", lib.C_GetTokenInfo(slot, ctypes.byref(info)))
-        if not info.flags & CKF_TOKEN_INITIALIZED:
-            return int(slot)
-    raise TokenInitError("the module has no slot with an uninitialised token")
+        found.append((int(slot), bytes(info.label).rstrip(b" ").decode(errors="replace"), int(info.flags)))
+    return found
+
+
+def _loaded(module: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(module)
+    rv = lib.C_Initialize(None)
+    if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
+        _check("C_Initialize", rv)
+    return lib
 
 
 def init_token(module: str, label: str, so_pin: bytes, user_pin: bytes) -> None:
     """Initialise a free token with LABEL, set its SO PIN and user PIN."""
     if len(label.encode()) > 32:
         raise TokenInitError("a token label is at most 32 bytes")
-    lib = ctypes.CDLL(module)
-    rv = lib.C_Initialize(None)
-    if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
-        _check("C_Initialize", rv)
+    lib = _loaded(module)
     try:
-        slot = _slot_with_free_token(lib)
+        free = [slot for slot, _, flags in _tokens(lib) if not flags & CKF_TOKEN_INITIALIZED]
+        if not free:
+            raise TokenInitError("the module has no slot with an uninitialised token")
+        slot = free[0]
         padded_label = label.encode().ljust(32, b" ")
         _check(
             "C_InitToken",
@@ -94,26 +104,10 @@ def init_token(module: str, label: str, so_pin: bytes, user_pin: bytes) -> None:
 
 
 def token_exists(module: str, label: str) -> bool:
-    """Whether an initialised token labelled LABEL is present (ctypes; same process rules as init_token)."""
-
-    class CK_TOKEN_INFO(ctypes.Structure):
-        _fields_ = [("label", ctypes.c_char * 32), ("rest", ctypes.c_ubyte * 512)]
-
-    lib = ctypes.CDLL(module)
-    rv = lib.C_Initialize(None)
-    if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
-        _check("C_Initialize", rv)
+    """Whether an initialised token labelled LABEL is present (same process rules as init_token)."""
+    lib = _loaded(module)
     try:
-        count = ctypes.c_ulong(0)
-        _check("C_GetSlotList", lib.C_GetSlotList(1, None, ctypes.byref(count)))
-        slots = (ctypes.c_ulong * max(count.value, 1))()
-        _check("C_GetSlotList", lib.C_GetSlotList(1, slots, ctypes.byref(count)))
-        for slot in slots[: count.value]:
-            info = CK_TOKEN_INFO()
-            _check("C_GetTokenInfo", lib.C_GetTokenInfo(slot, ctypes.byref(info)))
-            if bytes(info.label).rstrip(b" ").decode(errors="replace") == label:
-                return True
-        return False
+        return any(name == label and flags & CKF_TOKEN_INITIALIZED for _, name, flags in _tokens(lib))
     finally:
         lib.C_Finalize(None)
 

@@ -235,3 +235,39 @@ def test_token_unreachable_is_unavailable_and_the_agent_recovers_by_itself(tmp_p
             assert "signature=" in got.path
     finally:
         assert agent.stop() == 0
+
+
+def test_import_at_a_terminal_does_not_echo_the_secret(env: Env, label: str):
+    """At a terminal the secret is prompted for without echo; the terminal transcript never shows it."""
+    import pty
+    import select
+    import sys
+
+    secret = new_secret(64)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI, with the pty as its controlling terminal
+        os.chdir(env.root)
+        os.execv(sys.executable, [sys.executable, "-m", "agent", "--config", str(env.config), "keys", "import",
+                                  "--label", label, "--exchange", "binance", "--api-key", "AKID-tty"])
+    transcript = b""
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal transcript
+        deadline = time.monotonic() + timeout
+        while marker not in transcript and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    transcript += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    read_until(b"Secret: ")
+    assert b"Secret: " in transcript
+    os.write(fd, secret.encode() + b"\n")
+    read_until(b"fingerprint")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    (env.logs / f"tty-{label}.out").write_bytes(transcript)  # scanned by the leak guard too
+    assert os.waitstatus_to_exitcode(status) == 0, transcript.decode(errors="replace")
+    assert secret.encode() not in transcript
+    assert label in [k["label"] for k in json.loads(run_cli(env, "keys", "list", "--json", check=True).stdout)]
