@@ -93,17 +93,20 @@ def read_secret_lines(count: int) -> list[bytearray]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.config import ConfigError, parse_tcp
+    from agent.custody import TokenUnavailable
     from agent.server import serve
 
     logs.configure()
-    config = _config(args)
     try:
-        if args.tcp:
-            config = dataclasses.replace(config, server=dataclasses.replace(config.server, tcp=parse_tcp(args.tcp)))
-        _, keyring = _open_keyring(args)
+        tcp = parse_tcp(args.tcp) if args.tcp else None
+        config, keyring = _open_keyring(args)
+        if tcp is not None:
+            config = dataclasses.replace(config, server=dataclasses.replace(config.server, tcp=tcp))
         return serve(keyring, config)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
+    except TokenUnavailable as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
 
 
 def cmd_keys_import(args: argparse.Namespace) -> int:
@@ -155,18 +158,23 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+class _JsonObject(list):
+    """A JSON object as its (name, value) pairs, in order: tells objects from arrays after parsing."""
+
+
 def parse_request_json(text: str) -> dict[str, Any]:
     """The bot's request shape: {"method", "path", "query": {...}?, "body": {...} | "raw text"?}.
 
     Numbers are kept exactly as written (1e-7 stays "1e-7"); order is kept; duplicate names are refused.
     """
 
-    def pairs_hook(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        names = [n for n, _ in pairs]
-        for n in names:
-            if names.count(n) > 1:
-                raise CliError(f"request JSON: {n!r} appears twice in one object")
-        return pairs
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> _JsonObject:
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise CliError(f"request JSON: {name[:64]!r} appears twice in one object")
+            seen.add(name)
+        return _JsonObject(pairs)
 
     def no_constants(name: str) -> Any:
         raise CliError(f"request JSON: {name} is not a valid value")
@@ -175,41 +183,45 @@ def parse_request_json(text: str) -> dict[str, Any]:
         doc = json.loads(
             text, object_pairs_hook=pairs_hook, parse_float=str, parse_int=str, parse_constant=no_constants
         )
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CliError(f"request JSON is not valid: {exc}") from None
-    if not isinstance(doc, list):
+    if not isinstance(doc, _JsonObject):
         raise CliError('request JSON must be an object: {"method": ..., "path": ..., "query": {...}, "body": ...}')
     request = dict(doc)
     unknown = set(request) - {"method", "path", "query", "body"}
     if unknown:
-        raise CliError(f"request JSON: unknown field(s) {', '.join(sorted(unknown))}")
+        raise CliError(f"request JSON: unknown field(s) {', '.join(sorted(n[:64] for n in unknown))}")
     for field in ("method", "path"):
         if not isinstance(request.get(field), str):
             raise CliError(f"request JSON: {field!r} is required and must be a string")
     query = request.get("query")
-    if query is not None and not isinstance(query, list):
+    if query is not None and not isinstance(query, _JsonObject):
         raise CliError("request JSON: 'query' must be an object of name: value")
     body = request.get("body")
-    if body is not None and not isinstance(body, (list, str)):
+    if body is not None and not isinstance(body, (_JsonObject, str)):
         raise CliError("request JSON: 'body' must be an object of name: value, or a string of raw text")
     for where, params in (("query", query), ("body", body)):
-        if isinstance(params, list):
+        if isinstance(params, _JsonObject):
             for name, value in params:
-                if value is None or isinstance(value, list):
-                    raise CliError(f"request JSON: {where} value of {name!r} must be a string, number or boolean")
+                if not isinstance(value, (str, bool)):
+                    raise CliError(f"request JSON: {where} value of {name[:64]!r} must be a string, number or boolean")
     return {"method": request["method"], "path": request["path"], "query": query, "body": body}
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from agent.client import AgentUnavailableError, SignerClient, SigningError
+    from agent.client import AgentUnavailableError, SignerClient, SigningError, default_target
 
-    text = sys.stdin.read(MAX_STDIN_BYTES + 1)
-    if len(text) > MAX_STDIN_BYTES:
+    data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+    if len(data) > MAX_STDIN_BYTES:
         raise CliError("the request on standard input is larger than 1 MiB")
-    request = parse_request_json(text)
+    try:
+        request = parse_request_json(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CliError("the request on standard input is not UTF-8 text") from None
     target = args.target
     if target is None:
-        target = f"unix://{_config(args).server.socket}"
+        _config(args)  # a clear message for a missing or broken config
+        target = default_target(args.config)
     try:
         with SignerClient(target, timeout=args.timeout) as client:
             signed = client.sign(args.key, **request)

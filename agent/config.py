@@ -58,7 +58,10 @@ class TokenConfig:
                     f"PIN file {self.pin_file} is accessible by group or others "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {self.pin_file}"
                 )
-            pin = self.pin_file.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                pin = self.pin_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise ConfigError(f"PIN file {self.pin_file} is not UTF-8 text") from None
             source = f"PIN file {self.pin_file}"
         else:
             assert self.pin_env is not None

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -55,9 +56,13 @@ METADATA_APP = "signing-agent"
 METADATA_VERSION = 1
 FINGERPRINT_MESSAGE = b"signing-agent key fingerprint v1"
 
-LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-API_KEY_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch
+API_KEY_RE = re.compile(r"[\x21-\x7e]{1,256}")
 SECRET_MIN_LEN = 8
+# How long "no such key" is believed without asking the token again. A key imported
+# meanwhile becomes usable within this time; lookups of unknown labels cost nothing.
+MISSING_TTL_SECONDS = 0.5
+MISSING_CACHE_SIZE = 4096
 SECRET_MAX_LEN = 1024
 
 # Errors after which the session (or the module) must be reopened.
@@ -123,6 +128,7 @@ class KeyInfo:
 class KeyEntry:
     info: KeyInfo
     handle: Any  # pkcs11 SecretKey; only Keyring calls into it
+    generation: int  # the session it was found in: handles die with their module initialisation
 
 
 def fingerprint_of(mac_of_message: bytes) -> str:
@@ -138,14 +144,14 @@ def hmac_key_material(secret: bytes) -> bytearray:
 
 
 def validate_label(label: str) -> None:
-    if not LABEL_RE.match(label):
+    if not LABEL_RE.fullmatch(label):
         raise InvalidKeyMaterial(
             "a key label is 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
 
 
 def validate_api_key(api_key: str) -> None:
-    if not API_KEY_RE.match(api_key):
+    if not API_KEY_RE.fullmatch(api_key):
         raise InvalidKeyMaterial("the API key id must be 1-256 printable ASCII characters without spaces")
 
 
@@ -154,9 +160,7 @@ def validate_secret(secret: bytes, *, api_key: str) -> None:
     if not secret:
         raise InvalidKeyMaterial("the secret is empty")
     if not SECRET_MIN_LEN <= len(secret) <= SECRET_MAX_LEN:
-        raise InvalidKeyMaterial(
-            f"the secret is {len(secret)} characters; exchange secrets are {SECRET_MIN_LEN} to {SECRET_MAX_LEN}"
-        )
+        raise InvalidKeyMaterial(f"the secret is too short or too long: exchange secrets are {SECRET_MIN_LEN} to {SECRET_MAX_LEN} characters")
     if any(b < 0x21 or b > 0x7E for b in secret):
         raise InvalidKeyMaterial(
             "the secret contains spaces, control or non-ASCII characters; paste it exactly as the exchange shows it"
@@ -240,7 +244,12 @@ class Keyring:
         self._lib: Any = None
         self._session: Any = None
         self._cache: dict[str, KeyEntry] = {}
+        # Labels just found missing, with the monotonic time until which that answer holds:
+        # a flood of unknown labels must not make every request scan the token.
+        self._missing: dict[str, float] = {}
         self._reinitialize = False
+        self._generation = 0
+        self._closed = False
 
     # -- session ---------------------------------------------------------------
 
@@ -255,6 +264,8 @@ class Keyring:
     def _ensure_session(self) -> Any:
         if self._session is not None:
             return self._session
+        if self._closed:
+            raise TokenUnavailable("the agent is shutting down")
         if self._lib is None:
             self._lib = load_module(self._config)
         elif self._reinitialize:
@@ -290,14 +301,18 @@ class Keyring:
             raise TokenLoginError(f"token {label!r} has no user PIN set; initialise it first") from None
         except _SESSION_LOST as exc:
             raise TokenUnavailable(f"cannot open a session on token {label!r} ({type(exc).__name__})") from None
+        self._generation += 1
         self._cache.clear()
+        self._missing.clear()
         return self._session
 
     def _lose_session(self) -> None:
         """Forget the session after a device error; the next call reinitialises the module and logs in again."""
         self._session = None
         self._reinitialize = True
+        self._generation += 1
         self._cache.clear()
+        self._missing.clear()
 
     def _token_present(self) -> bool:
         """Ask the module afresh whether our token is there (C_GetSlotList, C_GetTokenInfo).
@@ -321,6 +336,7 @@ class Keyring:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._session is not None:
                 try:
                     self._session.close()
@@ -357,6 +373,10 @@ class Keyring:
             except _SESSION_LOST as exc:
                 self._lose_session()
                 raise TokenUnavailable(f"token {self._config.label!r} is unreachable ({type(exc).__name__})") from None
+            except p11err.PKCS11Error as exc:
+                # Anything else the module refuses (a mechanism it lacks, a read-only token...):
+                # name it, so an operator can act, rather than let it surface as a crash.
+                raise CustodyError(f"token {self._config.label!r} refused the operation ({type(exc).__name__})") from None
 
     def list_keys(self) -> list[KeyInfo]:
         return sorted((info for info, _ in self._call(self._ours)), key=lambda i: i.label)
@@ -366,6 +386,9 @@ class Keyring:
         entry = self._cache.get(label)  # dict reads are atomic; entries are immutable
         if entry is not None:
             return entry
+        not_found = KeyNotFound(f"no key labelled {label!r} (never imported, or revoked)")
+        if self._missing.get(label, 0.0) > time.monotonic():
+            raise not_found
 
         def find(session: Any) -> KeyEntry:
             entry = self._cache.get(label)
@@ -373,11 +396,15 @@ class Keyring:
                 return entry
             found = self._ours(session, label)
             if not found:
-                raise self._not_found(KeyNotFound(f"no key labelled {label!r} (never imported, or revoked)"))
+                error = self._not_found(not_found)
+                if len(self._missing) >= MISSING_CACHE_SIZE:
+                    self._missing.clear()
+                self._missing[label] = time.monotonic() + MISSING_TTL_SECONDS
+                raise error
             if len(found) > 1:
                 raise CustodyError(f"{len(found)} keys are labelled {label!r}; revoke and import again")
             info, handle = found[0]
-            entry = KeyEntry(info=info, handle=handle)
+            entry = KeyEntry(info=info, handle=handle, generation=self._generation)
             self._cache[label] = entry
             return entry
 
@@ -388,6 +415,9 @@ class Keyring:
         mechanism = HMAC_MECHANISMS[hash_name]
 
         def sign(session: Any) -> bytes:
+            if entry.generation != self._generation:
+                # Found before the module was reinitialised: the handle means nothing now.
+                raise KeyRevoked(f"key {entry.info.label!r} must be looked up again")
             try:
                 return bytes(entry.handle.sign(message, mechanism=mechanism))
             except _HANDLE_GONE:
@@ -432,6 +462,7 @@ class Keyring:
                 except BaseException:
                     obj.destroy()
                     raise
+                self._missing.pop(label, None)
                 return info
 
             return self._call(create)
@@ -446,7 +477,7 @@ class Keyring:
         def destroy(session: Any) -> KeyInfo:
             found = self._ours(session, label)
             if not found:
-                raise KeyNotFound(f"no key labelled {label!r}")
+                raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
             for _, obj in found:
                 obj.destroy()
             self._cache.pop(label, None)

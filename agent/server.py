@@ -28,8 +28,16 @@ def prepare_socket_path(path: Path) -> None:
     """Make the socket's directory private and clear a stale socket; refuse to displace a live agent."""
     if len(str(path)) > MAX_SOCKET_PATH:
         raise ConfigError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes; choose a shorter one")
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
+    directory = path.parent
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = directory.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            if st.st_uid != os.getuid():
+                raise ConfigError(f"socket directory {directory} is open to others and not ours to fix; use another")
+            directory.chmod(0o700)  # others must not even reach the socket file
+    except OSError as exc:
+        raise ConfigError(f"cannot prepare socket directory {directory}: {exc.strerror}") from None
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
@@ -78,6 +86,7 @@ def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[st
 def serve(keyring: Keyring, config: Config) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
+    key_count = len(keyring.list_keys())  # also proves the session works before we listen
     server, endpoints = build_server(keyring, config)
     stopping = threading.Event()
 
@@ -93,7 +102,7 @@ def serve(keyring: Keyring, config: Config) -> int:
         endpoints=endpoints,
         token=config.token.label,
         module=str(config.token.module),
-        keys=len(keyring.list_keys()),
+        keys=key_count,
         pid=os.getpid(),
     )
     stopping.wait()

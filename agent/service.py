@@ -14,7 +14,15 @@ from typing import Any
 import grpc
 
 from agent._proto import signer_pb2, signer_pb2_grpc
-from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenUnavailable, LABEL_RE
+from agent.custody import (
+    CustodyError,
+    InvalidKeyMaterial,
+    Keyring,
+    KeyNotFound,
+    KeyRevoked,
+    TokenUnavailable,
+    validate_label,
+)
 from agent.logs import get_logger
 from agent.schemes import RawBody, RequestInvalid, SignedRequest, UnknownExchange, UnsignedRequest, exchange_info
 
@@ -53,8 +61,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     def sign(self, label: str, request: UnsignedRequest) -> tuple[str, SignedRequest]:
         """Sign REQUEST with the key LABEL; returns (exchange, signed request)."""
-        if not LABEL_RE.match(label):
-            raise RequestInvalid("key must be a key label (letters, digits, '.', '_', '-'; at most 64)")
+        try:
+            validate_label(label)
+        except InvalidKeyMaterial as exc:
+            raise RequestInvalid(f"key: {exc}") from None
+        request = request.validated()  # the shape every exchange shares, before any token work
         for attempt in range(2):
             entry = self._keyring.lookup(label)
             try:
@@ -80,7 +91,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     def Sign(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> signer_pb2.SignedRequest:
         started = time.perf_counter()
-        fields = {"key": request.key[:64], "method": request.method[:16], "path": request.path[:256]}
+        # Logged before validation, so cut to size and never with a query (it could carry a signature).
+        fields = {"key": request.key[:64], "method": request.method[:16], "path": request.path.split("?")[0][:256]}
         try:
             exchange, signed = self.sign(request.key, request_from_proto(request))
         except Exception as exc:

@@ -25,16 +25,22 @@ from conftest import MODULE, TOKEN_LABEL, new_secret
 API_KEY = "apikey-public-part"
 
 
+def in_token(keyring: Keyring, fn):
+    """Run FN(session) under the keyring's lock, with the module's own errors left as they are."""
+    with keyring._lock:
+        return fn(keyring._ensure_session())
+
+
 def _handle(keyring: Keyring, label: str):
     return keyring.lookup(label).handle
 
 
 def _objects_labelled(keyring: Keyring, label: str) -> list:
-    return keyring._call(lambda s: list(s.get_objects({Attribute.LABEL: label})))
+    return in_token(keyring, lambda s: list(s.get_objects({Attribute.LABEL: label})))
 
 
 def _object_count(keyring: Keyring) -> int:
-    return keyring._call(lambda s: len(list(s.get_objects())))
+    return in_token(keyring, lambda s: len(list(s.get_objects())))
 
 
 @pytest.fixture
@@ -79,14 +85,14 @@ def test_key_object_attributes(keyring: Keyring, imported):
         Attribute.MODIFIABLE: False,
         Attribute.COPYABLE: False,
     }
-    got = keyring._call(lambda s: {attr: key[attr] for attr in expected})
+    got = in_token(keyring, lambda s: {attr: key[attr] for attr in expected})
     assert got == expected
 
 
 def test_value_cannot_be_read(keyring: Keyring, imported):
     key = _handle(keyring, imported[0])
     with pytest.raises(p11err.AttributeSensitive):
-        keyring._call(lambda s: key[Attribute.VALUE])
+        in_token(keyring, lambda s: key[Attribute.VALUE])
 
 
 def test_key_cannot_be_wrapped_out(keyring: Keyring, imported):
@@ -99,7 +105,7 @@ def test_key_cannot_be_wrapped_out(keyring: Keyring, imported):
         return wrapping.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
 
     with pytest.raises((p11err.KeyUnextractable, p11err.KeyNotWrappable)):
-        keyring._call(wrap)
+        in_token(keyring, wrap)
 
 
 @pytest.mark.parametrize("attr,value", [(Attribute.EXTRACTABLE, True), (Attribute.SENSITIVE, False)])
@@ -110,8 +116,8 @@ def test_protection_attributes_cannot_be_relaxed(keyring: Keyring, imported, att
         key[attr] = value
 
     with pytest.raises(p11err.PKCS11Error):
-        keyring._call(relax)
-    assert keyring._call(lambda s: key[attr]) is (not value)
+        in_token(keyring, relax)
+    assert in_token(keyring, lambda s: key[attr]) is (not value)
 
 
 def test_key_cannot_be_copied_as_extractable(keyring: Keyring, imported):
@@ -121,7 +127,7 @@ def test_key_cannot_be_copied_as_extractable(keyring: Keyring, imported):
         return key.copy({Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False, Attribute.TOKEN: False})
 
     with pytest.raises(p11err.PKCS11Error):
-        keyring._call(copy)
+        in_token(keyring, copy)
     assert len(_objects_labelled(keyring, imported[0])) == 1
 
 
@@ -142,7 +148,7 @@ def test_nothing_can_be_derived_from_the_key(keyring: Keyring, imported):
 
     before = _object_count(keyring)
     with pytest.raises(p11err.PKCS11Error):
-        keyring._call(derive)
+        in_token(keyring, derive)
     assert _object_count(keyring) == before
 
 
@@ -232,7 +238,7 @@ def test_foreign_objects_are_ignored(keyring: Keyring, label: str):
             }
         )
 
-    obj = keyring._call(create)
+    obj = in_token(keyring, create)
     try:
         assert label not in [k.label for k in keyring.list_keys()]
         with pytest.raises(KeyNotFound):
@@ -240,4 +246,4 @@ def test_foreign_objects_are_ignored(keyring: Keyring, label: str):
         with pytest.raises(KeyNotFound):
             keyring.revoke(label)
     finally:
-        keyring._call(lambda s: obj.destroy())
+        in_token(keyring, lambda s: obj.destroy())

@@ -9,6 +9,8 @@ import re
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import ccxt
@@ -271,3 +273,42 @@ def test_import_at_a_terminal_does_not_echo_the_secret(env: Env, label: str):
     assert os.waitstatus_to_exitcode(status) == 0, transcript.decode(errors="replace")
     assert secret.encode() not in transcript
     assert label in [k["label"] for k in json.loads(run_cli(env, "keys", "list", "--json", check=True).stdout)]
+
+
+@pytest.mark.parametrize(
+    "stdin,message",
+    [
+        ("[1]", "must be an object"),
+        ('[["method", "GET"]]', "must be an object"),
+        ('{"method": "GET", "path": "/x", "query": [1]}', "'query' must be an object"),
+        ('{"method": "GET", "path": "/x", "query": {"a": null}}', "string, number or boolean"),
+        ('{"method": "GET", "path": "/x", "query": {"a": {"b": 1}}}', "string, number or boolean"),
+        ('{"method": "GET", "path": "/x", "query": {"a": 1, "a": 2}}', "appears twice"),
+        ('{"method": "GET", "path": "/x", "query": {"a": NaN}}', "not a valid value"),
+        ('{"method": "GET", "path": "/x", "extra": 1}', "unknown field"),
+        ("[" * 100_000, "not valid"),
+        (b"\xff\xfe".decode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_cli_sign_refuses_malformed_json_clearly(env: Env, agent, stdin: str, message: str):
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(env.config), "sign", "--key", "k"],
+        input=stdin.encode("latin-1") if "\xff" in stdin else stdin.encode(), capture_output=True, timeout=60,
+        cwd=env.root,
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr.decode() and b"Traceback" not in proc.stderr
+
+
+def test_malformed_labels_and_methods_are_invalid_argument(env: Env, agent, label: str):
+    assert import_key(env, label, new_secret(64)).returncode == 0
+    newline = import_key(env, label + "\n", new_secret(64))
+    assert newline.returncode == 2 and "label" in newline.stderr
+    with SignerClient(agent.target) as client:
+        for bad_label in (label + "\n", "", "x" * 65):
+            with pytest.raises(InvalidRequestError, match="key"):
+                client.sign(bad_label, "GET", "/api/v3/account")
+        with pytest.raises(InvalidRequestError, match="method"):
+            client.sign(label, "X" * 100_000, "/api/v3/account")
+        with pytest.raises(InvalidRequestError, match="query only"):
+            client.sign(label, "GET", "/api/v3/account", body={"a": "1"})

@@ -9,7 +9,7 @@ The agent owns the clock: schemes receive `now_ms` and never read a clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
@@ -19,8 +19,6 @@ MacFunction = Callable[[bytes, str], bytes]
 
 
 class Scheme(Protocol):
-    name: str
-
     def sign(self, request: UnsignedRequest, *, api_key: str, now_ms: int, mac: MacFunction) -> SignedRequest: ...
 
 
@@ -30,19 +28,16 @@ class ExchangeInfo:
 
     exchange: str
     scheme: Scheme
-    hosts: tuple[str, ...] = field(default=())
-    note: str = ""
 
 
 def _registry() -> dict[str, ExchangeInfo]:
     from agent.schemes import binance
 
     return {
-        "binance": ExchangeInfo(
-            "binance", binance.SCHEME, ("api.binance.com", "fapi.binance.com"), "spot and USD-M futures"
-        ),
-        "binanceusdm": ExchangeInfo("binanceusdm", binance.SCHEME, ("fapi.binance.com",), "USD-M futures"),
-        "binanceus": ExchangeInfo("binanceus", binance.SCHEME, ("api.binance.us",), "Binance US"),
+        # One key signs spot and USD-M futures alike; binanceusdm is ccxt's id for the latter.
+        "binance": ExchangeInfo("binance", binance.SCHEME),
+        "binanceusdm": ExchangeInfo("binanceusdm", binance.SCHEME),
+        "binanceus": ExchangeInfo("binanceus", binance.SCHEME),
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, quote
 
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 
 API_KEY_HEADER = "X-MBX-APIKEY"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -40,18 +40,16 @@ def _raw_body_pairs(text: str) -> list[tuple[str, str]]:
 
 
 class BinanceScheme:
-    name = "binance-hmac-sha256"
-
     def sign(self, request: UnsignedRequest, *, api_key: str, now_ms: int, mac) -> SignedRequest:
         request = request.validated()
         body = request.body
-        pairs = list(request.query) + (_raw_body_pairs(body.text) if isinstance(body, RawBody) else list(body or ()))
-        names = [name for name, _ in pairs]
-        if "signature" in names:
+        if request.method == "GET" and body is not None:
+            raise RequestInvalid("Binance reads GET parameters from the query only; move the body into 'query'")
+        pairs = tuple(request.query) + tuple(_raw_body_pairs(body.text) if isinstance(body, RawBody) else body or ())
+        if any(name == "signature" for name, _ in pairs):
             raise RequestInvalid("remove 'signature': the agent computes it")
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise RequestInvalid(f"parameter {repeated[0]!r} appears more than once (query and body count together)")
+        # Binance signs query and body as one parameter list: the limits apply to the whole.
+        check_params("query and body together", pairs)
         timestamp = dict(pairs).get("timestamp")
         if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit()):
             raise RequestInvalid("'timestamp' must be milliseconds since the epoch (digits only)")
@@ -78,8 +76,6 @@ class BinanceScheme:
 
 
 def _body_text(body) -> str:
-    if body is None:
-        return ""
     return body.text if isinstance(body, RawBody) else _encode(body)
 
 

@@ -43,23 +43,24 @@ class UnsignedRequest:
     def validated(self) -> "UnsignedRequest":
         """Check the shape common to all exchanges; raise RequestInvalid naming the problem."""
         if self.method not in METHODS:
-            raise RequestInvalid(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+            raise RequestInvalid(f"method {self.method[:16]!r} is not one of {', '.join(METHODS)}")
         if not self.path.startswith("/") or len(self.path) > MAX_PATH_LEN:
             raise RequestInvalid("path must start with '/' and be at most 2048 characters")
         if any(c in self.path for c in "?#") or not self.path.isprintable() or " " in self.path:
             raise RequestInvalid("path must not contain '?', '#', spaces or control characters; put parameters in query")
-        _check_params("query", self.query)
+        check_params("query", self.query)
         if isinstance(self.body, RawBody):
             if len(self.body.text) > MAX_RAW_BODY_LEN:
                 raise RequestInvalid(f"raw body is longer than {MAX_RAW_BODY_LEN} characters")
             if not _utf8(self.body.text):
                 raise RequestInvalid("raw body is not valid Unicode")
         elif self.body is not None:
-            _check_params("body", self.body)
+            check_params("body", self.body)
         return self
 
 
-def _check_params(where: str, params: Params) -> None:
+def check_params(where: str, params: Params) -> None:
+    """Count, sizes, printable names, valid Unicode, and no name twice."""
     if len(params) > MAX_PARAMS:
         raise RequestInvalid(f"{where} has more than {MAX_PARAMS} parameters")
     seen: set[str] = set()
@@ -67,7 +68,7 @@ def _check_params(where: str, params: Params) -> None:
         if not name or len(name) > MAX_NAME_LEN:
             raise RequestInvalid(f"{where} parameter names must be 1-{MAX_NAME_LEN} characters")
         if len(value) > MAX_VALUE_LEN:
-            raise RequestInvalid(f"{where} parameter {name!r} is longer than {MAX_VALUE_LEN} characters")
+            raise RequestInvalid(f"{where} parameter {name[:MAX_NAME_LEN]!r} is longer than {MAX_VALUE_LEN} characters")
         if not name.isprintable() or not _utf8(name) or not _utf8(value):
             raise RequestInvalid(f"{where} parameter names must be printable, and names and values valid Unicode")
         if name in seen:
