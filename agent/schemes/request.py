@@ -7,7 +7,7 @@ Parameter order is kept everywhere: exchanges sign bytes, and bytes have an orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 MAX_PATH_LEN = 2048
@@ -39,9 +39,13 @@ class UnsignedRequest:
     path: str
     query: Params = ()
     body: Body = None
+    # Set on the copy validated() returns, so a request checked by the service is not checked again.
+    checked: bool = field(default=False, compare=False, repr=False)
 
     def validated(self) -> "UnsignedRequest":
         """Check the shape common to all exchanges; raise RequestInvalid naming the problem."""
+        if self.checked:
+            return self
         if self.method not in METHODS:
             raise RequestInvalid(f"method {self.method[:16]!r} is not one of {', '.join(METHODS)}")
         if not self.path.startswith("/") or len(self.path) > MAX_PATH_LEN:
@@ -56,7 +60,7 @@ class UnsignedRequest:
                 raise RequestInvalid("raw body is not valid Unicode")
         elif self.body is not None:
             check_params("body", self.body)
-        return self
+        return replace(self, checked=True)
 
 
 def check_params(where: str, params: Params) -> None:
