@@ -111,10 +111,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_keys_import(args: argparse.Namespace) -> int:
     from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
-    from agent.schemes import UnknownExchange, exchange_info
+    from agent.schemes import UnknownExchange, scheme_for
 
     try:
-        exchange_info(args.exchange)
+        scheme_for(args.exchange)
         validate_label(args.label)
         validate_api_key(args.api_key)
     except (UnknownExchange, InvalidKeyMaterial) as exc:
@@ -210,6 +210,7 @@ def parse_request_json(text: str) -> dict[str, Any]:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     from agent.client import AgentUnavailableError, SignerClient, SigningError, default_target
+    from agent.config import ConfigError
 
     data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:
@@ -218,10 +219,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
         request = parse_request_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise CliError("the request on standard input is not UTF-8 text") from None
-    target = args.target
-    if target is None:
-        _config(args)  # a clear message for a missing or broken config
-        target = default_target(args.config)
+    try:
+        target = args.target or default_target(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
     try:
         with SignerClient(target, timeout=args.timeout) as client:
             signed = client.sign(args.key, **request)

@@ -59,11 +59,11 @@ FINGERPRINT_MESSAGE = b"signing-agent key fingerprint v1"
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch
 API_KEY_RE = re.compile(r"[\x21-\x7e]{1,256}")
 SECRET_MIN_LEN = 8
+SECRET_MAX_LEN = 1024
 # How long "no such key" is believed without asking the token again. A key imported
 # meanwhile becomes usable within this time; lookups of unknown labels cost nothing.
 MISSING_TTL_SECONDS = 0.5
 MISSING_CACHE_SIZE = 4096
-SECRET_MAX_LEN = 1024
 
 # Errors after which the session (or the module) must be reopened.
 _SESSION_LOST = (
@@ -160,7 +160,9 @@ def validate_secret(secret: bytes, *, api_key: str) -> None:
     if not secret:
         raise InvalidKeyMaterial("the secret is empty")
     if not SECRET_MIN_LEN <= len(secret) <= SECRET_MAX_LEN:
-        raise InvalidKeyMaterial(f"the secret is too short or too long: exchange secrets are {SECRET_MIN_LEN} to {SECRET_MAX_LEN} characters")
+        raise InvalidKeyMaterial(
+            f"the secret is too short or too long: exchange secrets are {SECRET_MIN_LEN} to {SECRET_MAX_LEN} characters"
+        )
     if any(b < 0x21 or b > 0x7E for b in secret):
         raise InvalidKeyMaterial(
             "the secret contains spaces, control or non-ASCII characters; paste it exactly as the exchange shows it"

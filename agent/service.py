@@ -24,7 +24,7 @@ from agent.custody import (
     validate_label,
 )
 from agent.logs import get_logger
-from agent.schemes import RawBody, RequestInvalid, SignedRequest, UnknownExchange, UnsignedRequest, exchange_info
+from agent.schemes import RawBody, RequestInvalid, SignedRequest, UnknownExchange, UnsignedRequest, scheme_for
 
 
 def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
@@ -69,7 +69,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         for attempt in range(2):
             entry = self._keyring.lookup(label)
             try:
-                scheme = exchange_info(entry.info.exchange).scheme
+                scheme = scheme_for(entry.info.exchange)
             except UnknownExchange:
                 raise CustodyError(
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"

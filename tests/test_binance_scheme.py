@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, exchange_info
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
 from conftest import new_secret, register_secret
 
 # Binance spot rest-api.md "SIGNED endpoint examples for POST /api/v3/order"
@@ -37,7 +37,7 @@ FAPI_PARAMS = (
 )
 FAPI_SIG_1 = "3c661234138461fcc7a7d8746c6558c9842d4e10870d2ecbedf7777cad694af9"
 
-SCHEME = exchange_info("binance").scheme
+SCHEME = scheme_for("binance")
 NOW_MS = 1_700_000_000_123
 
 
@@ -82,7 +82,7 @@ def test_doc_example_3_mixed_query_and_body(raw: bool):
 
 @pytest.mark.parametrize("exchange", ["binance", "binanceusdm"])
 def test_usdm_futures_doc_example_1(exchange: str):
-    signed = exchange_info(exchange).scheme.sign(
+    signed = scheme_for(exchange).sign(
         UnsignedRequest("POST", "/fapi/v1/order", query=FAPI_PARAMS),
         api_key=FAPI_API_KEY, now_ms=NOW_MS, mac=mac_for(FAPI_SECRET),
     )
@@ -90,7 +90,7 @@ def test_usdm_futures_doc_example_1(exchange: str):
 
 
 def test_binance_us_doc_example():
-    signed = exchange_info("binanceus").scheme.sign(
+    signed = scheme_for("binanceus").sign(
         UnsignedRequest("POST", "/api/v3/order", query=DOC_PARAMS), api_key=DOC_API_KEY, now_ms=NOW_MS,
         mac=mac_for(DOC_SECRET),
     )
@@ -136,7 +136,7 @@ def test_equals_ccxt_sign(exchange, api, ccxt_path, path, method, params):
         UnsignedRequest(method, path, query=pairs) if method in ("GET", "DELETE")
         else UnsignedRequest(method, path, body=pairs)
     )
-    signed = exchange_info(exchange).scheme.sign(request, api_key="AKID-test", now_ms=NOW_MS, mac=mac_for(secret))
+    signed = scheme_for(exchange).sign(request, api_key="AKID-test", now_ms=NOW_MS, mac=mac_for(secret))
     assert BASES[exchange] + signed.path == expected["url"]
     assert signed.body == (expected["body"] or "")
     assert dict(signed.headers) == expected["headers"]

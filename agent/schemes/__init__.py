@@ -9,7 +9,6 @@ The agent owns the clock: schemes receive `now_ms` and never read a clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
@@ -22,33 +21,26 @@ class Scheme(Protocol):
     def sign(self, request: UnsignedRequest, *, api_key: str, now_ms: int, mac: MacFunction) -> SignedRequest: ...
 
 
-@dataclass(frozen=True)
-class ExchangeInfo:
-    """An exchange id as operators type it (ccxt's ids), and the scheme that signs for it."""
-
-    exchange: str
-    scheme: Scheme
-
-
-def _registry() -> dict[str, ExchangeInfo]:
+def _registry() -> dict[str, Scheme]:
     from agent.schemes import binance
 
     return {
-        # One key signs spot and USD-M futures alike; binanceusdm is ccxt's id for the latter.
-        "binance": ExchangeInfo("binance", binance.SCHEME),
-        "binanceusdm": ExchangeInfo("binanceusdm", binance.SCHEME),
-        "binanceus": ExchangeInfo("binanceus", binance.SCHEME),
+        # Exchange ids as operators type them (ccxt's ids). One Binance key signs spot and
+        # USD-M futures alike; binanceusdm is ccxt's id for the latter.
+        "binance": binance.SCHEME,
+        "binanceusdm": binance.SCHEME,
+        "binanceus": binance.SCHEME,
     }
 
 
-EXCHANGES: dict[str, ExchangeInfo] = _registry()
+EXCHANGES: dict[str, Scheme] = _registry()
 
 
 class UnknownExchange(ValueError):
     pass
 
 
-def exchange_info(exchange: str) -> ExchangeInfo:
+def scheme_for(exchange: str) -> Scheme:
     try:
         return EXCHANGES[exchange]
     except KeyError:
@@ -60,7 +52,6 @@ def exchange_info(exchange: str) -> ExchangeInfo:
 __all__ = [
     "Body",
     "EXCHANGES",
-    "ExchangeInfo",
     "MacFunction",
     "RawBody",
     "RequestInvalid",
@@ -68,5 +59,5 @@ __all__ = [
     "SignedRequest",
     "UnknownExchange",
     "UnsignedRequest",
-    "exchange_info",
+    "scheme_for",
 ]
