@@ -7,8 +7,6 @@ token path is the same scheme with the token's MAC; see test_e2e.py).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 
 import ccxt
 import pytest
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
 from conftest import new_secret, register_secret
+from reference import fixed_environment, hmac_credential
 
 # Binance spot rest-api.md "SIGNED endpoint examples for POST /api/v3/order"
 # (the same values appear in the Binance US docs).
@@ -41,12 +40,8 @@ SCHEME = scheme_for("binance")
 NOW_MS = 1_700_000_000_123
 
 
-def mac_for(secret: str):
-    return lambda message, hash_name: hmac.new(secret.encode(), message, getattr(hashlib, hash_name)).digest()
-
-
 def sign(request: UnsignedRequest, secret: str = DOC_SECRET, api_key: str = DOC_API_KEY, now_ms: int = NOW_MS):
-    return SCHEME.sign(request, api_key=api_key, now_ms=now_ms, mac=mac_for(secret))
+    return SCHEME.sign(request, hmac_credential("binance", api_key, secret), fixed_environment(now_ms))
 
 
 # -- published examples --------------------------------------------------------------
@@ -84,15 +79,15 @@ def test_doc_example_3_mixed_query_and_body(raw: bool):
 def test_usdm_futures_doc_example_1(exchange: str):
     signed = scheme_for(exchange).sign(
         UnsignedRequest("POST", "/fapi/v1/order", query=FAPI_PARAMS),
-        api_key=FAPI_API_KEY, now_ms=NOW_MS, mac=mac_for(FAPI_SECRET),
+        hmac_credential(exchange, FAPI_API_KEY, FAPI_SECRET), fixed_environment(NOW_MS),
     )
     assert signed.path.endswith(f"&timestamp=1591702613943&signature={FAPI_SIG_1}")
 
 
 def test_binance_us_doc_example():
     signed = scheme_for("binanceus").sign(
-        UnsignedRequest("POST", "/api/v3/order", query=DOC_PARAMS), api_key=DOC_API_KEY, now_ms=NOW_MS,
-        mac=mac_for(DOC_SECRET),
+        UnsignedRequest("POST", "/api/v3/order", query=DOC_PARAMS),
+        hmac_credential("binanceus", DOC_API_KEY, DOC_SECRET), fixed_environment(NOW_MS),
     )
     assert signed.path.endswith(f"signature={DOC_SIG_1_AND_2}")
 
@@ -136,7 +131,9 @@ def test_equals_ccxt_sign(exchange, api, ccxt_path, path, method, params):
         UnsignedRequest(method, path, query=pairs) if method in ("GET", "DELETE")
         else UnsignedRequest(method, path, body=pairs)
     )
-    signed = scheme_for(exchange).sign(request, api_key="AKID-test", now_ms=NOW_MS, mac=mac_for(secret))
+    signed = scheme_for(exchange).sign(
+        request, hmac_credential(exchange, "AKID-test", secret), fixed_environment(NOW_MS)
+    )
     assert BASES[exchange] + signed.path == expected["url"]
     assert signed.body == (expected["body"] or "")
     assert dict(signed.headers) == expected["headers"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, quote
 
+from agent.schemes.context import Credential, Environment, b64
+from agent.schemes.spec import Exchange
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 
 API_KEY_HEADER = "X-MBX-APIKEY"
@@ -40,7 +42,7 @@ def _raw_body_pairs(text: str) -> list[tuple[str, str]]:
 
 
 class BinanceScheme:
-    def sign(self, request: UnsignedRequest, *, api_key: str, now_ms: int, mac) -> SignedRequest:
+    def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
         body = request.body
         if request.method == "GET" and body is not None:
@@ -53,7 +55,7 @@ class BinanceScheme:
         timestamp = dict(pairs).get("timestamp")
         if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit()):
             raise RequestInvalid("'timestamp' must be milliseconds since the epoch (digits only)")
-        stamp: tuple[tuple[str, str], ...] = () if timestamp is not None else (("timestamp", str(now_ms)),)
+        stamp: tuple[tuple[str, str], ...] = () if timestamp is not None else (("timestamp", str(env.now_ms)),)
 
         has_body = body is not None and (not isinstance(body, RawBody) or body.text != "")
         if has_body:
@@ -62,17 +64,24 @@ class BinanceScheme:
         else:
             query_text = _encode(stamp + request.query)
             body_text = ""
-        signature = "signature=" + mac((query_text + body_text).encode("ascii"), "sha256").hex()
+        signature = "signature=" + _signature(key, (query_text + body_text).encode("ascii"))
         if has_body:
             body_text = _join(body_text, signature)
         else:
             query_text = _join(query_text, signature)
 
-        headers = [(API_KEY_HEADER, api_key)]
+        headers = [(API_KEY_HEADER, key.api_key)]
         if has_body:
             headers.append(("Content-Type", FORM_CONTENT_TYPE))
         path = f"{request.path}?{query_text}" if query_text else request.path
         return SignedRequest(method=request.method, path=path, headers=tuple(headers), body=body_text)
+
+
+def _signature(key: Credential, payload: bytes) -> str:
+    """HMAC keys: lowercase hex. Ed25519 and RSA keys: base64, percent-encoded as a parameter value."""
+    if key.key_type == "hmac":
+        return key.mac(payload, "sha256").hex()
+    return quote(b64(key.sign(payload)), safe="")
 
 
 def _body_text(body) -> str:
@@ -84,3 +93,16 @@ def _join(first: str, second: str) -> str:
 
 
 SCHEME = BinanceScheme()
+
+EXCHANGES = (
+    # Spot: Ed25519 is what Binance recommends; HMAC keys are "deprecated" in its docs.
+    Exchange("binance", SCHEME, key_types=("hmac", "ed25519", "rsa"), generated=("ed25519", "rsa"),
+             ccxt_id="binance", docs="2.1"),
+    # USD-M futures: one Binance key signs spot and futures alike; RSA is documented for fapi.
+    Exchange("binanceusdm", SCHEME, key_types=("hmac", "ed25519", "rsa"), generated=("ed25519", "rsa"),
+             ccxt_id="binanceusdm", docs="2.1"),
+    Exchange("binanceus", SCHEME, ccxt_id="binanceus", docs="2.1"),
+    # Binance TR signs Binance-style (HMAC-SHA256 hex, X-MBX-APIKEY) according to third-party
+    # clients only: no official page was read and ccxt has no class (exchange-signing.md 2.1).
+    Exchange("binancetr", SCHEME, docs="2.1 (unverified)"),
+)
