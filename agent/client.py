@@ -101,9 +101,17 @@ class SignerClient:
         path: str,
         query: ParamsLike | None = None,
         body: ParamsLike | str | None = None,
+        *,
+        timestamp_ms: int | None = None,
     ) -> SignedRequest:
-        """Return the signed request for the key labelled KEY. BODY: parameters, raw text, or None."""
-        msg = signer_pb2.SignRequest(key=key, method=method, path=path, query=to_params(query))
+        """Return the signed request for the key labelled KEY. BODY: parameters, raw text, or None.
+
+        TIMESTAMP_MS: the instant to sign for, instead of the agent's clock (ccxt bridge, replays of
+        test vectors); the agent's nonces never go below it, nor backwards.
+        """
+        msg = signer_pb2.SignRequest(
+            key=key, method=method, path=path, query=to_params(query), timestamp_ms=timestamp_ms or 0
+        )
         if isinstance(body, str):
             msg.raw = body
         elif body is not None:

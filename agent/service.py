@@ -8,7 +8,9 @@ Every outcome maps to a status a bot can act on:
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,7 +26,48 @@ from agent.custody import (
     validate_label,
 )
 from agent.logs import get_logger
-from agent.schemes import RawBody, RequestInvalid, SignedRequest, UnknownExchange, UnsignedRequest, scheme_for
+from agent.custody import KeyEntry
+from agent.schemes import (
+    Environment,
+    RawBody,
+    RequestInvalid,
+    SignedRequest,
+    UnknownExchange,
+    UnsignedRequest,
+    scheme_for,
+)
+
+
+@dataclass(frozen=True)
+class TokenCredential:
+    """A scheme's view of one key in the token (see agent.schemes.context.Credential)."""
+
+    keyring: Keyring
+    entry: KeyEntry
+
+    @property
+    def api_key(self) -> str:
+        return self.entry.info.api_key
+
+    @property
+    def key_type(self) -> str:
+        return self.entry.info.key_type
+
+    @property
+    def passphrase(self) -> str | None:
+        return None
+
+    def option(self, name: str) -> str | None:
+        return None
+
+    def mac(self, message: bytes, hash_name: Any) -> bytes:
+        return self.keyring.hmac(self.entry, message, hash_name)
+
+    def sign(self, message: bytes) -> bytes:
+        raise CustodyError("asymmetric keys are not supported yet")
+
+    def nonce(self, floor: int) -> int:
+        raise CustodyError("nonces are not supported yet")
 
 
 def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
@@ -59,8 +102,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self._clock_ms = clock_ms
         self._log = get_logger()
 
-    def sign(self, label: str, request: UnsignedRequest) -> tuple[str, SignedRequest]:
-        """Sign REQUEST with the key LABEL; returns (exchange, signed request)."""
+    def sign(self, label: str, request: UnsignedRequest, timestamp_ms: int = 0) -> tuple[str, SignedRequest]:
+        """Sign REQUEST with the key LABEL; returns (exchange, signed request).
+
+        TIMESTAMP_MS: the caller's clock for this request; 0 means the agent's.
+        """
         try:
             validate_label(label)
         except InvalidKeyMaterial as exc:
@@ -75,12 +121,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
                 ) from None
             try:
-                signed = scheme.sign(
-                    request,
-                    api_key=entry.info.api_key,
-                    now_ms=self._clock_ms(),
-                    mac=lambda message, hash_name: self._keyring.hmac(entry, message, hash_name),
-                )
+                env = Environment(now_ms=timestamp_ms or self._clock_ms(), random_bytes=os.urandom)
+                signed = scheme.sign(request, TokenCredential(self._keyring, entry), env)
                 return entry.info.exchange, signed
             except KeyRevoked:
                 # The handle died: the key was revoked, rotated under the same label, or the
@@ -94,7 +136,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         # Logged before validation, so cut to size and never with a query (it could carry a signature).
         fields = {"key": request.key[:64], "method": request.method[:16], "path": request.path.split("?")[0][:256]}
         try:
-            exchange, signed = self.sign(request.key, request_from_proto(request))
+            if request.timestamp_ms < 0:
+                raise RequestInvalid("timestamp_ms must be milliseconds since the epoch, or 0 for the agent's clock")
+            exchange, signed = self.sign(request.key, request_from_proto(request), request.timestamp_ms)
         except Exception as exc:
             code, message = _status_for(exc)
             self._log.info(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/_proto/signer.proto\x12\x10signing_agent.v1\"$\n\x05Param\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\x06Params\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.signing_agent.v1.Param\"\xa3\x01\n\x0bSignRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x05query\x18\x04 \x03(\x0b\x32\x17.signing_agent.v1.Param\x12*\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x18.signing_agent.v1.ParamsH\x00\x12\r\n\x03raw\x18\x06 \x01(\tH\x00\x42\x06\n\x04\x62ody\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"f\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.signing_agent.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t2P\n\x06Signer\x12\x46\n\x04Sign\x12\x1d.signing_agent.v1.SignRequest\x1a\x1f.signing_agent.v1.SignedRequestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/_proto/signer.proto\x12\x10signing_agent.v1\"$\n\x05Param\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\x06Params\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.signing_agent.v1.Param\"\xb9\x01\n\x0bSignRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x05query\x18\x04 \x03(\x0b\x32\x17.signing_agent.v1.Param\x12*\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x18.signing_agent.v1.ParamsH\x00\x12\r\n\x03raw\x18\x06 \x01(\tH\x00\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x42\x06\n\x04\x62ody\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"f\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.signing_agent.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t2P\n\x06Signer\x12\x46\n\x04Sign\x12\x1d.signing_agent.v1.SignRequest\x1a\x1f.signing_agent.v1.SignedRequestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMS']._serialized_start=85
   _globals['_PARAMS']._serialized_end=133
   _globals['_SIGNREQUEST']._serialized_start=136
-  _globals['_SIGNREQUEST']._serialized_end=299
-  _globals['_HEADER']._serialized_start=301
-  _globals['_HEADER']._serialized_end=338
-  _globals['_SIGNEDREQUEST']._serialized_start=340
-  _globals['_SIGNEDREQUEST']._serialized_end=442
-  _globals['_SIGNER']._serialized_start=444
-  _globals['_SIGNER']._serialized_end=524
+  _globals['_SIGNREQUEST']._serialized_end=321
+  _globals['_HEADER']._serialized_start=323
+  _globals['_HEADER']._serialized_end=360
+  _globals['_SIGNEDREQUEST']._serialized_start=362
+  _globals['_SIGNEDREQUEST']._serialized_end=464
+  _globals['_SIGNER']._serialized_start=466
+  _globals['_SIGNER']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

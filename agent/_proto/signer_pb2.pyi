@@ -21,20 +21,22 @@ class Params(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Param, _Mapping]]] = ...) -> None: ...
 
 class SignRequest(_message.Message):
-    __slots__ = ("key", "method", "path", "query", "fields", "raw")
+    __slots__ = ("key", "method", "path", "query", "fields", "raw", "timestamp_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     key: str
     method: str
     path: str
     query: _containers.RepeatedCompositeFieldContainer[Param]
     fields: Params
     raw: str
-    def __init__(self, key: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[_Iterable[_Union[Param, _Mapping]]] = ..., fields: _Optional[_Union[Params, _Mapping]] = ..., raw: _Optional[str] = ...) -> None: ...
+    timestamp_ms: int
+    def __init__(self, key: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[_Iterable[_Union[Param, _Mapping]]] = ..., fields: _Optional[_Union[Params, _Mapping]] = ..., raw: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("name", "value")

@@ -1,0 +1,112 @@
+"""ccxt without secrets: a ccxt exchange whose private requests the agent signs.
+
+    from agent.ccxt_bridge import agent_exchange
+
+    exchange = agent_exchange("binance", key="binance-main")      # no apiKey, no secret
+    exchange.create_order("BTC/USDT", "limit", "buy", 0.001, 50000)
+
+How: ccxt builds each request as usual. For a private call, its `sign()` runs
+once with placeholder credentials (worthless strings, never a secret), which
+gives the request exactly as ccxt would send it. The exchange's module in
+`exchanges/` strips what the signature added (signature, auth headers, the
+nonce) and keeps the rest: method, path, query, body, and the instant ccxt
+stamped. The agent signs that structured request with the key in its token
+and returns the complete request, which replaces ccxt's.
+
+So the bot holds no secret, and what is sent is what plain ccxt would send
+with the secret in memory (tests check this byte for byte), except ccxt's
+decorative headers that no signature covers (exchange-signing.md 0.7).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from agent.client import SignerClient
+from agent.schemes import Body, UnsignedRequest
+
+
+@dataclass(frozen=True)
+class Unsigned:
+    """A private request as ccxt built it, without its authentication."""
+
+    base_url: str  # scheme and host (and any fixed prefix the agent does not sign)
+    request: UnsignedRequest
+    timestamp_ms: int | None = None  # the instant ccxt stamped; the agent signs for it
+
+
+def split_url(url: str, prefix: str = "") -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(base_url, path, query pairs) of URL; PREFIX (for example '/api') stays in base_url."""
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}{prefix}"
+    path = parts.path[len(prefix):] if prefix and parts.path.startswith(prefix) else parts.path
+    return base, path, tuple(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def without(pairs: tuple[tuple[str, str], ...], *names: str) -> tuple[tuple[str, str], ...]:
+    return tuple((n, v) for n, v in pairs if n not in names)
+
+
+def _module(exchange_id: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"agent.ccxt_bridge.exchanges.{exchange_id}")
+    except ModuleNotFoundError:
+        raise ValueError(f"no ccxt bridge for {exchange_id!r}") from None
+
+
+def agent_exchange(
+    exchange_id: str,
+    key: str,
+    *,
+    client: SignerClient | None = None,
+    target: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Any:
+    """A ccxt exchange of class EXCHANGE_ID whose private calls the agent signs with key KEY.
+
+    CLIENT (or TARGET) reaches the agent; by default the agent of ./signing-agent.toml.
+    CONFIG is passed to ccxt as usual (options, timeouts...), without credentials.
+    """
+    import ccxt  # optional dependency: only bots that use ccxt need it
+
+    module = _module(exchange_id)
+    base_class = getattr(ccxt, exchange_id)
+    signer = client or SignerClient(target)
+    config = dict(config or {})
+    for credential in ("apiKey", "secret", "password", "uid", "privateKey"):
+        if credential in config:
+            raise ValueError(f"do not give ccxt a {credential!r}: the agent holds the key")
+    # Placeholders satisfy ccxt's credential checks and its sign(); they sign nothing that is sent.
+    config.update(module.PLACEHOLDER)
+
+    class AgentSigned(base_class):  # type: ignore[misc, valid-type]
+        def sign(self, path, api="public", method="GET", params={}, headers=None, body=None):  # noqa: B006 (ccxt's signature)
+            built = super().sign(path, api, method, params, headers, body)
+            unsigned = module.unsign(self, built, api)
+            if unsigned is None:  # public: ccxt added no authentication
+                return built
+            req = unsigned.request
+            signed = signer.sign(
+                key, req.method, req.path, req.query, _body_arg(req.body), timestamp_ms=unsigned.timestamp_ms
+            )
+            return {
+                "url": unsigned.base_url + signed.path,
+                "method": signed.method,
+                "body": signed.body or None,
+                "headers": signed.headers_dict(),
+            }
+
+    AgentSigned.__name__ = f"AgentSigned_{exchange_id}"
+    return AgentSigned(config)
+
+
+def _body_arg(body: Body) -> Any:
+    from agent.schemes import RawBody
+
+    if isinstance(body, RawBody):
+        return body.text
+    return body
