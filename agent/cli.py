@@ -68,23 +68,56 @@ def _custody_errors(fn):
     return wrapped
 
 
-def read_secret_lines(count: int) -> list[bytearray]:
-    """Read COUNT lines (secret, then passphrase where needed) from stdin, without echo at a terminal."""
+def read_key_input(*, pem: bool, passphrase: bool) -> tuple[bytearray, str | None]:
+    """The secret (one line, or a PEM block) then, where the exchange has one, the passphrase.
+
+    From a pipe or file: the secret first, the passphrase on the next line. At a terminal:
+    prompted without echo (PEM keys must come from a file: `< key.pem`).
+    """
     if sys.stdin.isatty():
-        prompts = ["Secret: ", "Passphrase: "][:count]
-        return [bytearray(getpass.getpass(p).encode()) for p in prompts]
+        if pem:
+            raise CliError("give the private key on standard input from a file: ... < key.pem")
+        secret = bytearray(getpass.getpass("Secret: ").encode())
+        phrase = getpass.getpass("Passphrase: ") if passphrase else None
+        return secret, phrase
     data = bytearray(sys.stdin.buffer.read(MAX_STDIN_BYTES + 1))
-    if len(data) > MAX_STDIN_BYTES:
-        raise CliError("standard input is larger than 1 MiB; give the secret alone")
-    lines = [bytearray(line.rstrip(b"\r")) for line in bytes(data).split(b"\n")]
-    data[:] = b"\x00" * len(data)
-    while lines and not lines[-1]:
-        lines.pop()
-    if len(lines) > count:
-        what = "the secret" if count == 1 else "the secret and the passphrase"
-        raise CliError(f"standard input has {len(lines)} lines; this exchange takes {what} only, one per line")
-    lines += [bytearray() for _ in range(count - len(lines))]
-    return lines
+    try:
+        if len(data) > MAX_STDIN_BYTES:
+            raise CliError("standard input is larger than 1 MiB; give the secret alone")
+        lines = [line.rstrip(b"\r") for line in bytes(data).split(b"\n")]
+        if pem and lines and lines[0].startswith(b"-----BEGIN"):
+            end = next((i for i, line in enumerate(lines) if line.startswith(b"-----END")), None)
+            if end is None:
+                raise CliError("the PEM block on standard input has no -----END line")
+            secret, rest = bytearray(b"\n".join(lines[: end + 1]) + b"\n"), lines[end + 1:]
+        else:
+            secret, rest = bytearray(lines[0] if lines else b""), lines[1:]
+        while rest and not rest[-1]:
+            rest.pop()
+        if len(rest) > (1 if passphrase else 0):
+            what = "the secret, then the passphrase on the next line" if passphrase else "the secret alone"
+            raise CliError(f"standard input has more lines than expected; give {what}")
+        phrase = None
+        if passphrase:
+            if not rest:
+                raise CliError("this exchange's keys have a passphrase: give it on the line after the secret")
+            try:
+                phrase = rest[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise CliError("the passphrase is not UTF-8 text") from None
+        return secret, phrase
+    finally:
+        data[:] = b"\x00" * len(data)
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--option takes NAME=VALUE, not {pair[:64]!r}", EXIT_CONFIG)
+        options[name] = value
+    return options
 
 
 # -- commands -------------------------------------------------------------------
@@ -109,26 +142,94 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
 
 
-def cmd_keys_import(args: argparse.Namespace) -> int:
+def _exchange_checked(args: argparse.Namespace, *, generated: bool = False):
+    """The exchange's rules, checked against the arguments before the token is opened."""
     from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
-    from agent.schemes import UnknownExchange, scheme_for
+    from agent.provision import exchange_rules
+    from agent.schemes import UnsupportedKey
 
     try:
-        scheme_for(args.exchange)
         validate_label(args.label)
-        validate_api_key(args.api_key)
-    except (UnknownExchange, InvalidKeyMaterial) as exc:
+        exchange = exchange_rules(args.exchange)
+        exchange.check_key_type(args.type, generated=generated)
+        options = exchange.resolve_options(_options(args.option))
+        if getattr(args, "api_key", None) is not None:
+            validate_api_key(args.api_key)
+    except (InvalidKeyMaterial, UnsupportedKey) as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
+    return exchange, options
+
+
+def cmd_keys_import(args: argparse.Namespace) -> int:
+    from agent import provision
+
+    exchange, options = _exchange_checked(args)
+    needs_passphrase = exchange.passphrase_rule(options) is not None
     _, keyring = _open_keyring(args)
     with keyring:
-        (secret,) = read_secret_lines(1)
+        secret, passphrase = read_key_input(pem=args.type != "hmac", passphrase=needs_passphrase)
         try:
-            info = _custody_errors(keyring.import_hmac_secret)(
-                label=args.label, exchange=args.exchange, api_key=args.api_key, secret=secret
+            info = _custody_errors(provision.import_key)(
+                keyring, label=args.label, exchange_id=exchange.id, api_key=args.api_key, key_type=args.type,
+                secret=secret, passphrase=passphrase, options=options,
             )
         finally:
             secret[:] = b"\x00" * len(secret)
-    print(f"imported key {info.label!r} for {info.exchange} (fingerprint {info.fingerprint})")
+    print(f"imported {info.key_type} key {info.label!r} for {info.exchange} (fingerprint {info.fingerprint})")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from agent import provision
+
+    exchange, options = _exchange_checked(args, generated=True)
+    _, keyring = _open_keyring(args)
+    with keyring:
+        info, public = _custody_errors(provision.generate_key)(
+            keyring, label=args.label, exchange_id=exchange.id, key_type=args.type, bits=args.bits, options=options
+        )
+    print(provision.public_key_pem(public), end="")
+    print(
+        f"generated {info.key_type} key {info.label!r} for {info.exchange} inside the token (fingerprint "
+        f"{info.fingerprint}). Register the public key above with {info.exchange}, then: signing-agent keys "
+        f"register --label {info.label} --api-key <the API key id {info.exchange} issues>",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_register(args: argparse.Namespace) -> int:
+    from agent import provision
+    from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
+
+    try:
+        validate_label(args.label)
+        validate_api_key(args.api_key)
+    except InvalidKeyMaterial as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    _, keyring = _open_keyring(args)
+    with keyring:
+        info = next((k for k in _custody_errors(keyring.list_keys)() if k.label == args.label), None)
+        if info is None:
+            raise CliError(f"no key labelled {args.label!r}")
+        exchange = provision.exchange_rules(info.exchange)
+        passphrase = None
+        if exchange.passphrase_rule(info.options) is not None:
+            passphrase = (getpass.getpass("Passphrase: ") if sys.stdin.isatty()
+                          else sys.stdin.readline().rstrip("\r\n"))
+        info = _custody_errors(provision.register)(keyring, label=args.label, api_key=args.api_key,
+                                                   passphrase=passphrase)
+    print(f"registered key {info.label!r} with API key {info.api_key}; it can sign now")
+    return 0
+
+
+def cmd_keys_public(args: argparse.Namespace) -> int:
+    from agent import provision
+
+    _, keyring = _open_keyring(args)
+    with keyring:
+        public = _custody_errors(keyring.public_key)(args.label)
+    print(provision.public_key_pem(public), end="")
     return 0
 
 
@@ -143,7 +244,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         print("no keys in the token (import one: signing-agent keys import --help)")
         return 0
     rows = [("LABEL", "EXCHANGE", "API KEY", "TYPE", "CREATED", "FINGERPRINT")]
-    rows += [(k.label, k.exchange, k.api_key, k.key_type, k.created, k.fingerprint) for k in keys]
+    rows += [(k.label, k.exchange, k.api_key or "(unregistered)", k.key_type, k.created, k.fingerprint)
+             for k in keys]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -277,9 +379,32 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: signing-agent keys import --label main --exchange binance --api-key KEYID < secret.txt",
     )
     p.add_argument("--label", required=True, help="name the bots will use for this key")
-    p.add_argument("--exchange", required=True, help="binance, binanceusdm or binanceus")
+    p.add_argument("--exchange", required=True, help="exchange id (ccxt's): binance, okx, kraken... (see README)")
     p.add_argument("--api-key", required=True, help="the exchange's API key id (public half)")
+    p.add_argument("--type", default="hmac", choices=("hmac", "ed25519", "rsa", "ec-p256"),
+                   help="hmac (default: the secret string) or a private key (PEM on stdin)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="per-key option, e.g. key_version=3 for KuCoin")
     p.set_defaults(func=cmd_keys_import)
+    p = keys.add_parser(
+        "generate",
+        help="generate a key pair inside the token (the strongest mode) and print its public key",
+        description="The private key is created non-extractable inside the token and never exists elsewhere. "
+        "Register the printed public key with the exchange, then run `keys register` with the API key id it issues.",
+    )
+    p.add_argument("--label", required=True)
+    p.add_argument("--exchange", required=True)
+    p.add_argument("--type", required=True, choices=("ed25519", "rsa"))
+    p.add_argument("--bits", type=int, default=2048, help="RSA modulus size: 2048 (default), 3072 or 4096")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_keys_generate)
+    p = keys.add_parser("register", help="give a generated key the API key id the exchange issued for it")
+    p.add_argument("--label", required=True)
+    p.add_argument("--api-key", required=True)
+    p.set_defaults(func=cmd_keys_register)
+    p = keys.add_parser("public", help="print the public key of an asymmetric key (PEM)")
+    p.add_argument("--label", required=True)
+    p.set_defaults(func=cmd_keys_public)
     p = keys.add_parser("list", help="list keys: label, exchange, API key id, type, created, fingerprint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_keys_list)

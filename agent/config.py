@@ -14,6 +14,9 @@ Example (the dev default, `signing-agent.toml` at the project root):
     socket = "run/agent.sock"              # Unix socket, created with mode 0600
     # tcp = "127.0.0.1:50051"              # opt-in, loopback only
 
+    [state]
+    dir = "state"                          # nonce high-water marks (mode 0700); keep it across restarts
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -93,6 +96,7 @@ class Config:
     path: Path
     token: TokenConfig
     server: ServerConfig
+    state_dir: Path  # the agent's durable state: nonce high-water marks
 
 
 def default_config_path() -> Path:
@@ -165,4 +169,8 @@ def load_config(path: Path | None = None) -> Config:
     socket = resolve(server_raw.get("socket", "run/agent.sock"))
     tcp_raw = server_raw.get("tcp")
     tcp = parse_tcp(tcp_raw) if tcp_raw else None
-    return Config(path=path, token=token, server=ServerConfig(socket=socket, tcp=tcp))
+    state_raw = raw.get("state", {})
+    if not isinstance(state_raw, dict) or not isinstance(state_raw.get("dir", "state"), str):
+        raise ConfigError(f"{path}: [state] must be a table with a string 'dir'")
+    state_dir = resolve(state_raw.get("dir", "state"))
+    return Config(path=path, token=token, server=ServerConfig(socket=socket, tcp=tcp), state_dir=state_dir)

@@ -17,6 +17,7 @@ Two facts shape it:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -24,13 +25,17 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 import pkcs11
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11err
+from pkcs11.util.ec import encode_named_curve_parameters
 
 from agent.config import TokenConfig
 
@@ -53,8 +58,17 @@ HMAC_KEY_PAD_TO = 64
 # Written into CKA_ID of our objects so that other applications' objects on
 # the same token are never listed, used or destroyed by us.
 METADATA_APP = "signing-agent"
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # v1 (HMAC only, api_key in the metadata) is still read
 FINGERPRINT_MESSAGE = b"signing-agent key fingerprint v1"
+# The exchange account a key belongs to (API key id, passphrase) lives in a private
+# data object beside the key: a key generated in the token gets its API key id only
+# after its public key is registered with the exchange, and key objects are not modifiable.
+ACCOUNT_APP = "signing-agent/account"
+PRIVATE_KEY_TYPES = ("ed25519", "rsa", "ec-p256")
+ED25519_PARAMS = encode_named_curve_parameters("1.3.101.112")
+P256_PARAMS = encode_named_curve_parameters("1.2.840.10045.3.1.7")
+RSA_BITS = (2048, 3072, 4096)
+PASSPHRASE_MAX_LEN = 128
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch
 API_KEY_RE = re.compile(r"[\x21-\x7e]{1,256}")
@@ -111,28 +125,41 @@ class InvalidKeyMaterial(CustodyError, ValueError):
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """What the agent may tell about a key: everything but the key."""
+    """What the agent may tell about a key: everything but the key (and never the passphrase)."""
 
     label: str
     exchange: str
-    api_key: str
-    key_type: str
+    api_key: str  # "" until the account is registered (keys generated in the token)
+    key_type: str  # hmac | ed25519 | rsa | ec-p256
     created: str  # ISO 8601, UTC
-    fingerprint: str  # truncated HMAC of a fixed message under the key: identifies, does not reveal
+    # hmac: truncated HMAC of a fixed message under the key. Others: truncated SHA-256 of the
+    # public key (SubjectPublicKeyInfo DER). Identifies the key; reveals nothing.
+    fingerprint: str
+    options: dict[str, str] = field(default_factory=dict)
+    has_passphrase: bool = False
 
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+    @property
+    def registered(self) -> bool:
+        return bool(self.api_key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "registered": self.registered}
 
 
 @dataclass(frozen=True)
 class KeyEntry:
     info: KeyInfo
-    handle: Any  # pkcs11 SecretKey; only Keyring calls into it
+    handle: Any  # pkcs11 SecretKey or PrivateKey; only Keyring calls into it
     generation: int  # the session it was found in: handles die with their module initialisation
+    passphrase: str | None = field(default=None, repr=False)  # the passphrase header's value
 
 
 def fingerprint_of(mac_of_message: bytes) -> str:
     return mac_of_message[:16].hex()
+
+
+def public_fingerprint(public_der: bytes) -> str:
+    return hashlib.sha256(public_der).hexdigest()[:32]
 
 
 def hmac_key_material(secret: bytes) -> bytearray:
@@ -171,56 +198,195 @@ def validate_secret(secret: bytes, *, api_key: str) -> None:
         raise InvalidKeyMaterial("the secret equals the API key id: the secret was probably pasted in its place")
 
 
+def validate_passphrase(passphrase: str) -> None:
+    if not passphrase or len(passphrase) > PASSPHRASE_MAX_LEN or not passphrase.isprintable():
+        raise InvalidKeyMaterial(
+            f"the passphrase must be 1-{PASSPHRASE_MAX_LEN} printable characters (as set at the exchange)"
+        )
+
+
 def _encode_metadata(info: KeyInfo) -> bytes:
-    doc = {"app": METADATA_APP, "v": METADATA_VERSION, **info.as_dict()}
-    del doc["label"]  # the label lives in CKA_LABEL
+    doc: dict[str, Any] = {
+        "app": METADATA_APP,
+        "v": METADATA_VERSION,
+        "exchange": info.exchange,
+        "key_type": info.key_type,
+        "created": info.created,
+        "options": info.options,
+    }
+    if info.key_type == "hmac":  # asymmetric keys: computed from the public half when read
+        doc["fingerprint"] = info.fingerprint
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _decode_metadata(label: str, raw: bytes) -> KeyInfo | None:
-    """KeyInfo from CKA_ID, or None when the object is not one of ours."""
+    """KeyInfo (without its account) from CKA_ID, or None when the object is not one of ours."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(doc, dict) or doc.get("app") != METADATA_APP or doc.get("v") != METADATA_VERSION:
+    if not isinstance(doc, dict) or doc.get("app") != METADATA_APP or doc.get("v") not in (1, METADATA_VERSION):
         return None
     try:
+        options = doc.get("options", {})
         return KeyInfo(
             label=label,
-            exchange=doc["exchange"],
-            api_key=doc["api_key"],
-            key_type=doc["key_type"],
-            created=doc["created"],
-            fingerprint=doc["fingerprint"],
+            exchange=str(doc["exchange"]),
+            api_key=str(doc.get("api_key", "")),  # v1 kept it here
+            key_type=str(doc["key_type"]),
+            created=str(doc["created"]),
+            fingerprint=str(doc.get("fingerprint", "")),
+            options={str(k): str(v) for k, v in options.items()} if isinstance(options, dict) else {},
         )
     except KeyError:
         return None
 
 
+def _encode_account(api_key: str, passphrase: str | None) -> bytes:
+    doc: dict[str, str] = {"api_key": api_key}
+    if passphrase is not None:
+        doc["passphrase"] = passphrase
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _decode_account(raw: bytes) -> tuple[str, str | None] | None:
+    try:
+        doc = json.loads(raw)
+        return str(doc["api_key"]), (str(doc["passphrase"]) if "passphrase" in doc else None)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+
+
+# Every key object: persistent, private (invisible without login), and usable to sign only.
+_KEY_COMMON: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.MODIFIABLE: False,
+    Attribute.COPYABLE: False,
+    Attribute.DESTROYABLE: True,
+}
+# ...and for the secret halves: sensitive and never extractable, wrapped, derived from or decrypting.
+_SECRET_HALF: dict[Attribute, Any] = {
+    **_KEY_COMMON,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.SIGN: True,
+    Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
+
+
 def _hmac_key_template(label: str, metadata: bytes, material: bytearray) -> dict[Attribute, Any]:
     """A persistent, private, sensitive, non-extractable key that can sign and do nothing else."""
     return {
+        **_SECRET_HALF,
         Attribute.CLASS: ObjectClass.SECRET_KEY,
         Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
-        Attribute.TOKEN: True,
-        Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
-        Attribute.SIGN: True,
         Attribute.VERIFY: False,
         Attribute.ENCRYPT: False,
-        Attribute.DECRYPT: False,
         Attribute.WRAP: False,
-        Attribute.UNWRAP: False,
-        Attribute.DERIVE: False,
-        Attribute.MODIFIABLE: False,
-        Attribute.COPYABLE: False,
-        Attribute.DESTROYABLE: True,
         Attribute.LABEL: label,
         Attribute.ID: metadata,
         Attribute.VALUE: bytes(material),
     }
+
+
+def _account_template(label: str, value: bytes) -> dict[Attribute, Any]:
+    return {
+        Attribute.CLASS: ObjectClass.DATA,
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.MODIFIABLE: False,
+        Attribute.COPYABLE: False,
+        Attribute.DESTROYABLE: True,
+        Attribute.LABEL: label,
+        Attribute.APPLICATION: ACCOUNT_APP,
+        Attribute.VALUE: value,
+    }
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+
+
+def _private_key_templates(
+    key: Any, label: str, metadata: bytes
+) -> tuple[str, dict[Attribute, Any], dict[Attribute, Any]]:
+    """(key type, private template, public template) for a `cryptography` private key."""
+    common = {Attribute.LABEL: label, Attribute.ID: metadata}
+    public = {**_KEY_COMMON, **common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.VERIFY: True,
+              Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.DERIVE: False}
+    private = {**_SECRET_HALF, **common, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        point = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        for t in (private, public):
+            t.update({Attribute.KEY_TYPE: KeyType.EC_EDWARDS, Attribute.EC_PARAMS: ED25519_PARAMS})
+        private[Attribute.VALUE] = seed
+        public[Attribute.EC_POINT] = b"\x04\x20" + point  # DER OCTET STRING, as the module returns it
+        return "ed25519", private, public
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise InvalidKeyMaterial(f"EC keys must be on P-256 (secp256r1), not {key.curve.name}")
+        point = key.public_key().public_bytes(serialization.Encoding.X962,
+                                              serialization.PublicFormat.UncompressedPoint)
+        for t in (private, public):
+            t.update({Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: P256_PARAMS})
+        private[Attribute.VALUE] = key.private_numbers().private_value.to_bytes(32, "big")
+        public[Attribute.EC_POINT] = b"\x04" + bytes([len(point)]) + point
+        return "ec-p256", private, public
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size not in RSA_BITS:
+            raise InvalidKeyMaterial(f"RSA keys must be {', '.join(map(str, RSA_BITS))} bits, not {key.key_size}")
+        n = key.private_numbers()
+        for t in (private, public):
+            t.update({Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: _int_bytes(n.public_numbers.n),
+                      Attribute.PUBLIC_EXPONENT: _int_bytes(n.public_numbers.e)})
+        private.update({
+            Attribute.PRIVATE_EXPONENT: _int_bytes(n.d), Attribute.PRIME_1: _int_bytes(n.p),
+            Attribute.PRIME_2: _int_bytes(n.q), Attribute.EXPONENT_1: _int_bytes(n.dmp1),
+            Attribute.EXPONENT_2: _int_bytes(n.dmq1), Attribute.COEFFICIENT: _int_bytes(n.iqmp),
+        })
+        return "rsa", private, public
+    raise InvalidKeyMaterial("the private key must be Ed25519, EC P-256 or RSA")
+
+
+def _public_key_of(obj: Any, key_type: str) -> Any:
+    """A `cryptography` public key from a token public-key object (its attributes are public)."""
+    if key_type == "ed25519":
+        point = bytes(obj[Attribute.EC_POINT])
+        return ed25519.Ed25519PublicKey.from_public_bytes(point[2:] if len(point) == 34 else point)
+    if key_type == "ec-p256":
+        point = bytes(obj[Attribute.EC_POINT])
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point[2:] if len(point) == 67 else point)
+    if key_type == "rsa":
+        n = int.from_bytes(bytes(obj[Attribute.MODULUS]), "big")
+        e = int.from_bytes(bytes(obj[Attribute.PUBLIC_EXPONENT]), "big")
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    raise CustodyError(f"keys of type {key_type!r} have no public key")
+
+
+def public_der(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def verify_signature(public_key: Any, key_type: str, signature: bytes, message: bytes) -> bool:
+    """Check a signature made by Keyring.sign (self-tests after import and generation)."""
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        if key_type == "ed25519":
+            public_key.verify(signature, message)
+        elif key_type == "rsa":
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            public_key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def load_module(config: TokenConfig) -> Any:
@@ -355,15 +521,37 @@ class Keyring:
 
     # -- reading ---------------------------------------------------------------
 
-    def _ours(self, session: Any, label: str | None = None) -> list[tuple[KeyInfo, Any]]:
-        template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.SECRET_KEY}
+    def _ours(self, session: Any, label: str | None = None) -> list[tuple[KeyInfo, Any, str | None]]:
+        """(info with its account, signing object, passphrase) for each of our keys (labelled LABEL)."""
+        accounts: dict[str, tuple[str, str | None]] = {}
+        template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: ACCOUNT_APP}
         if label is not None:
             template[Attribute.LABEL] = label
-        found = []
+        for obj in session.get_objects(template):
+            account = _decode_account(bytes(obj[Attribute.VALUE]))
+            if account is not None:
+                accounts[obj[Attribute.LABEL]] = account
+        fingerprints: dict[str, str] = {}
+        template = {Attribute.CLASS: ObjectClass.PUBLIC_KEY}
+        if label is not None:
+            template[Attribute.LABEL] = label
         for obj in session.get_objects(template):
             info = _decode_metadata(obj[Attribute.LABEL], bytes(obj[Attribute.ID]))
-            if info is not None:
-                found.append((info, obj))
+            if info is not None and info.key_type in PRIVATE_KEY_TYPES:
+                fingerprints[info.label] = public_fingerprint(public_der(_public_key_of(obj, info.key_type)))
+        found = []
+        for cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+            template = {Attribute.CLASS: cls}
+            if label is not None:
+                template[Attribute.LABEL] = label
+            for obj in session.get_objects(template):
+                info = _decode_metadata(obj[Attribute.LABEL], bytes(obj[Attribute.ID]))
+                if info is None:
+                    continue
+                api_key, passphrase = accounts.get(info.label, (info.api_key, None))
+                info = replace(info, api_key=api_key, has_passphrase=passphrase is not None,
+                               fingerprint=info.fingerprint or fingerprints.get(info.label, "missing public key"))
+                found.append((info, obj, passphrase))
         return found
 
     def _call(self, fn: Any) -> Any:
@@ -381,7 +569,7 @@ class Keyring:
                 raise CustodyError(f"token {self._config.label!r} refused the operation ({type(exc).__name__})") from None
 
     def list_keys(self) -> list[KeyInfo]:
-        return sorted((info for info, _ in self._call(self._ours)), key=lambda i: i.label)
+        return sorted((info for info, _, _ in self._call(self._ours)), key=lambda i: i.label)
 
     def lookup(self, label: str) -> KeyEntry:
         """The key labelled LABEL, from the cache when possible (the hot path scans nothing)."""
@@ -405,83 +593,306 @@ class Keyring:
                 raise error
             if len(found) > 1:
                 raise CustodyError(f"{len(found)} keys are labelled {label!r}; revoke and import again")
-            info, handle = found[0]
-            entry = KeyEntry(info=info, handle=handle, generation=self._generation)
-            self._cache[label] = entry
+            info, handle, passphrase = found[0]
+            entry = KeyEntry(info=info, handle=handle, generation=self._generation, passphrase=passphrase)
+            if info.registered:  # an unregistered key is looked up again once registered
+                self._cache[label] = entry
             return entry
 
         return self._call(find)
 
-    def hmac(self, entry: KeyEntry, message: bytes, hash_name: HashName) -> bytes:
-        """HMAC of MESSAGE under the key, computed inside the token."""
-        mechanism = HMAC_MECHANISMS[hash_name]
+    def _use(self, entry: KeyEntry, operation: Any) -> Any:
+        """Run OPERATION(handle) under the lock; a dead handle evicts the entry (revoked, or new session)."""
 
-        def sign(session: Any) -> bytes:
+        def use(session: Any) -> Any:
             if entry.generation != self._generation:
                 # Found before the module was reinitialised: the handle means nothing now.
                 raise KeyRevoked(f"key {entry.info.label!r} must be looked up again")
             try:
-                return bytes(entry.handle.sign(message, mechanism=mechanism))
+                return bytes(operation(entry.handle))
             except _HANDLE_GONE:
                 # Destroyed (revoked) since we cached it, possibly by another process.
                 if self._cache.get(entry.info.label) is entry:
                     del self._cache[entry.info.label]
                 raise self._not_found(KeyRevoked(f"key {entry.info.label!r} was revoked")) from None
 
-        return self._call(sign)
+        return self._call(use)
+
+    def hmac(self, entry: KeyEntry, message: bytes, hash_name: HashName) -> bytes:
+        """HMAC of MESSAGE under the key, computed inside the token."""
+        if entry.info.key_type != "hmac":
+            raise CustodyError(f"key {entry.info.label!r} is an {entry.info.key_type} key, not an HMAC key")
+        mechanism = HMAC_MECHANISMS[hash_name]
+        return self._use(entry, lambda handle: handle.sign(message, mechanism=mechanism))
+
+    def sign(self, entry: KeyEntry, message: bytes) -> bytes:
+        """Signature of MESSAGE by the private key, computed inside the token.
+
+        ed25519: pure EdDSA over the whole message. rsa: PKCS#1 v1.5 with SHA-256.
+        ec-p256: ECDSA over SHA-256(MESSAGE) (hashed here: it involves no secret), raw r||s.
+        """
+        key_type = entry.info.key_type
+        if key_type == "ed25519":
+            return self._use(entry, lambda handle: handle.sign(message, mechanism=Mechanism.EDDSA))
+        if key_type == "rsa":
+            return self._use(entry, lambda handle: handle.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
+        if key_type == "ec-p256":
+            digest = hashlib.sha256(message).digest()
+            return self._use(entry, lambda handle: handle.sign(digest, mechanism=Mechanism.ECDSA))
+        raise CustodyError(f"key {entry.info.label!r} is an HMAC key; it makes MACs, not signatures")
+
+    def public_key(self, label: str) -> Any:
+        """The public half of an asymmetric key, as a `cryptography` public key."""
+
+        def read(session: Any) -> Any:
+            found = self._ours(session, label)
+            if not found:
+                raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
+            info = found[0][0]
+            if info.key_type == "hmac":
+                raise CustodyError(f"key {label!r} is an HMAC key; it has no public key")
+            for obj in session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: label}):
+                if _decode_metadata(label, bytes(obj[Attribute.ID])) is not None:
+                    return _public_key_of(obj, info.key_type)
+            raise CustodyError(f"the public half of key {label!r} is missing from the token")
+
+        return self._call(read)
 
     # -- provisioning ------------------------------------------------------------
 
-    def import_hmac_secret(self, *, label: str, exchange: str, api_key: str, secret: bytes | bytearray) -> KeyInfo:
-        """Store SECRET as a new non-extractable HMAC key. Writes nothing unless everything is valid."""
+    @staticmethod
+    def _new_info(label: str, exchange: str, api_key: str, key_type: str, fingerprint: str,
+                  options: dict[str, str], passphrase: str | None) -> KeyInfo:
+        return KeyInfo(
+            label=label, exchange=exchange, api_key=api_key, key_type=key_type,
+            created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            fingerprint=fingerprint, options=dict(options), has_passphrase=passphrase is not None,
+        )
+
+    @staticmethod
+    def _label_free(session: Any, label: str) -> None:
+        if any(True for _ in session.get_objects({Attribute.LABEL: label})):
+            raise KeyExists(f"a key labelled {label!r} exists; revoke it first or choose another label")
+
+    @staticmethod
+    def _only_one(session: Any, label: str, cls: ObjectClass) -> None:
+        # Two provisionings racing for one label: both see two objects, both back out.
+        if len(list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}))) != 1:
+            raise KeyExists(f"another import of {label!r} ran at the same time; nothing was kept")
+
+    def _provision(self, build: Any, label: str) -> KeyInfo:
+        """Run BUILD(session, created) under the lock; on any failure destroy every object it created.
+
+        So a refused or failed provisioning leaves nothing behind (a crash in the middle can
+        leave a key without its account: listed as unregistered, and refused for signing).
+        """
+
+        def run(session: Any) -> KeyInfo:
+            created: list[Any] = []
+            try:
+                info = build(session, created)
+            except BaseException:
+                for obj in reversed(created):
+                    try:
+                        obj.destroy()
+                    except p11err.PKCS11Error:
+                        pass
+                raise
+            self._missing.pop(label, None)
+            self._cache.pop(label, None)
+            return info
+
+        return self._call(run)
+
+    def import_hmac_key(
+        self,
+        *,
+        label: str,
+        exchange: str,
+        api_key: str,
+        key: bytes | bytearray,
+        options: dict[str, str] | None = None,
+        passphrase: str | None = None,
+        sign_passphrase: bool = False,
+    ) -> KeyInfo:
+        """Store KEY (HMAC key bytes) as a new non-extractable key, with its account.
+
+        SIGN_PASSPHRASE (KuCoin v2/v3): store base64(HMAC-SHA256(key, passphrase)), computed in
+        the token, instead of the passphrase. Writes nothing unless everything is valid.
+        """
         validate_label(label)
         validate_api_key(api_key)
-        validate_secret(bytes(secret), api_key=api_key)
-        expected_fp = fingerprint_of(hmac.new(bytes(secret), FINGERPRINT_MESSAGE, hashlib.sha256).digest())
-        info = KeyInfo(
-            label=label,
-            exchange=exchange,
-            api_key=api_key,
-            key_type="hmac",
-            created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            fingerprint=expected_fp,
-        )
-        material = hmac_key_material(secret)
+        if not key:
+            raise InvalidKeyMaterial("the HMAC key is empty")
+        if passphrase is not None:
+            validate_passphrase(passphrase)
+        expected_fp = fingerprint_of(hmac.new(bytes(key), FINGERPRINT_MESSAGE, hashlib.sha256).digest())
+        info = self._new_info(label, exchange, api_key, "hmac", expected_fp, options or {}, passphrase)
+        material = hmac_key_material(key)
+
+        def build(session: Any, created: list[Any]) -> KeyInfo:
+            self._label_free(session, label)
+            obj = session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
+            created.append(obj)
+            # Self-test: the stored key must give the fingerprint computed from the secret.
+            got = fingerprint_of(bytes(obj.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)))
+            if not hmac.compare_digest(got, expected_fp):
+                raise CustodyError("the token computed a different MAC than expected; the key was not kept")
+            header_value = passphrase
+            if passphrase is not None and sign_passphrase:
+                mac = bytes(obj.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))
+                header_value = base64.b64encode(mac).decode("ascii")
+            created.append(session.create_object(_account_template(label, _encode_account(api_key, header_value))))
+            self._only_one(session, label, ObjectClass.SECRET_KEY)
+            return info
+
         try:
-
-            def create(session: Any) -> KeyInfo:
-                if any(True for _ in session.get_objects({Attribute.LABEL: label})):
-                    raise KeyExists(f"a key labelled {label!r} exists; revoke it first or choose another label")
-                obj = session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
-                try:
-                    # Self-test: the stored key must give the fingerprint computed from the secret.
-                    got = fingerprint_of(bytes(obj.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)))
-                    if not hmac.compare_digest(got, expected_fp):
-                        raise CustodyError("the token computed a different MAC than expected; the key was not kept")
-                    # Two imports racing for one label: both see two objects, both back out.
-                    if len(list(session.get_objects({Attribute.LABEL: label}))) != 1:
-                        raise KeyExists(f"another import of {label!r} ran at the same time; nothing was kept")
-                except BaseException:
-                    obj.destroy()
-                    raise
-                self._missing.pop(label, None)
-                return info
-
-            return self._call(create)
+            return self._provision(build, label)
         except p11err.KeySizeRange:
             raise InvalidKeyMaterial("the token refused the key size") from None
         finally:
             material[:] = b"\x00" * len(material)
 
+    def import_private_key(
+        self,
+        *,
+        label: str,
+        exchange: str,
+        api_key: str,
+        private_key: Any,
+        options: dict[str, str] | None = None,
+        passphrase: str | None = None,
+    ) -> KeyInfo:
+        """Store PRIVATE_KEY (a `cryptography` key) as a non-extractable token key, with its public half."""
+        validate_label(label)
+        validate_api_key(api_key)
+        if passphrase is not None:
+            validate_passphrase(passphrase)
+        public = private_key.public_key()
+        key_type = _private_key_templates(private_key, label, b"")[0]
+        # Asymmetric keys' fingerprints come from their public half, read from the token.
+        info = self._new_info(label, exchange, api_key, key_type, "", options or {}, passphrase)
+        _, private_t, public_t = _private_key_templates(private_key, label, _encode_metadata(info))
+
+        def build(session: Any, created: list[Any]) -> KeyInfo:
+            self._label_free(session, label)
+            priv = session.create_object(private_t)
+            created.append(priv)
+            created.append(session.create_object(public_t))
+            self._self_test(priv, public, key_type)
+            created.append(session.create_object(_account_template(label, _encode_account(api_key, passphrase))))
+            self._only_one(session, label, ObjectClass.PRIVATE_KEY)
+            return replace(info, fingerprint=public_fingerprint(public_der(public)))
+
+        try:
+            return self._provision(build, label)
+        finally:
+            private_t.clear()
+
+    @staticmethod
+    def _self_test(private_obj: Any, public: Any, key_type: str) -> None:
+        """The token's signature must verify under the public key we will hand out."""
+        message = FINGERPRINT_MESSAGE
+        if key_type == "ed25519":
+            sig = bytes(private_obj.sign(message, mechanism=Mechanism.EDDSA))
+        elif key_type == "rsa":
+            sig = bytes(private_obj.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
+        else:
+            sig = bytes(private_obj.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA))
+        if not verify_signature(public, key_type, sig, message):
+            raise CustodyError("the token's signature does not verify under the public key; the key was not kept")
+
+    def generate_key(
+        self, *, label: str, exchange: str, key_type: str, bits: int = 2048, options: dict[str, str] | None = None
+    ) -> tuple[KeyInfo, Any]:
+        """Generate a key pair inside the token: the private half never exists anywhere else.
+
+        Returns (info, public key). The key has no account until `register` gives it the API key
+        id the exchange issued for the public key; until then it is refused for signing.
+        """
+        validate_label(label)
+        if key_type == "rsa" and bits not in RSA_BITS:
+            raise InvalidKeyMaterial(f"RSA keys are {', '.join(map(str, RSA_BITS))} bits")
+        if key_type not in ("ed25519", "rsa"):
+            raise InvalidKeyMaterial("keys generated in the token are ed25519 or rsa")
+        info = self._new_info(label, exchange, "", key_type, "", options or {}, None)
+        metadata = _encode_metadata(info)
+        holder: dict[str, Any] = {}
+
+        def build(session: Any, created: list[Any]) -> KeyInfo:
+            self._label_free(session, label)
+            common = {Attribute.LABEL: label, Attribute.ID: metadata}
+            public_t = {**_KEY_COMMON, **common, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
+                        Attribute.WRAP: False, Attribute.DERIVE: False}
+            private_t = {**_SECRET_HALF, **common}
+            if key_type == "ed25519":
+                public_t[Attribute.EC_PARAMS] = ED25519_PARAMS
+                pub, priv = session.generate_keypair(
+                    KeyType.EC_EDWARDS, mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, store=True,
+                    public_template=public_t, private_template=private_t,
+                )
+            else:
+                pub, priv = session.generate_keypair(
+                    KeyType.RSA, bits, store=True, public_template=public_t, private_template=private_t
+                )
+            created.extend([priv, pub])
+            public = _public_key_of(pub, key_type)
+            self._self_test(priv, public, key_type)
+            self._only_one(session, label, ObjectClass.PRIVATE_KEY)
+            holder["public"] = public
+            return replace(info, fingerprint=public_fingerprint(public_der(public)))
+
+        info = self._provision(build, label)
+        return info, holder["public"]
+
+    def register(self, label: str, *, api_key: str, passphrase: str | None = None,
+                 sign_passphrase: bool = False) -> KeyInfo:
+        """Give a key generated in the token its account: the API key id the exchange issued for it."""
+        validate_label(label)
+        validate_api_key(api_key)
+        if passphrase is not None:
+            validate_passphrase(passphrase)
+
+        def build(session: Any, created: list[Any]) -> KeyInfo:
+            found = self._ours(session, label)
+            if not found:
+                raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
+            info, handle, _ = found[0]
+            if info.registered:
+                raise KeyExists(f"key {label!r} is registered already (API key {info.api_key}); "
+                                "revoke it and generate a new one to change accounts")
+            header_value = passphrase
+            if passphrase is not None and sign_passphrase:
+                if info.key_type != "hmac":
+                    raise InvalidKeyMaterial("only HMAC keys can sign a passphrase")
+                header_value = base64.b64encode(
+                    bytes(handle.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))).decode("ascii")
+            created.append(session.create_object(_account_template(label, _encode_account(api_key, header_value))))
+            if len(list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label,
+                                             Attribute.APPLICATION: ACCOUNT_APP}))) != 1:
+                raise KeyExists(f"another registration of {label!r} ran at the same time; nothing was kept")
+            return replace(info, api_key=api_key, has_passphrase=passphrase is not None)
+
+        return self._provision(build, label)
+
     def revoke(self, label: str) -> KeyInfo:
-        """Destroy the key labelled LABEL in the token. Running agents refuse it at their next use."""
+        """Destroy the key labelled LABEL (all its objects). Running agents refuse it at their next use."""
 
         def destroy(session: Any) -> KeyInfo:
             found = self._ours(session, label)
             if not found:
                 raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
-            for _, obj in found:
+            # The signing object first: from then on the key is unusable, whatever happens next.
+            for _, obj, _ in found:
                 obj.destroy()
+            for cls in (ObjectClass.PUBLIC_KEY, ObjectClass.DATA):
+                for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
+                    ours = (
+                        obj[Attribute.APPLICATION] == ACCOUNT_APP if cls == ObjectClass.DATA
+                        else _decode_metadata(label, bytes(obj[Attribute.ID])) is not None
+                    )
+                    if ours:
+                        obj.destroy()
             self._cache.pop(label, None)
             return found[0][0]
 

@@ -16,6 +16,7 @@ from agent._proto import signer_pb2_grpc
 from agent.config import Config, ConfigError
 from agent.custody import Keyring
 from agent.logs import get_logger
+from agent.nonces import NonceError, NonceStore
 from agent.service import SignerService
 
 # sockaddr_un.sun_path is 108 bytes with the terminating NUL.
@@ -60,7 +61,12 @@ def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[st
             ("grpc.so_reuseport", 0),
         ],
     )
-    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring), server)
+    nonces = NonceStore(config.state_dir)
+    try:
+        nonces.check()
+    except NonceError as exc:
+        raise ConfigError(str(exc)) from None
+    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces), server)
     socket_path = config.server.socket
     prepare_socket_path(socket_path)
     endpoints = [f"unix:{socket_path}"]

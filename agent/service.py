@@ -26,6 +26,7 @@ from agent.custody import (
     validate_label,
 )
 from agent.logs import get_logger
+from agent.nonces import NonceError, NonceStore
 from agent.custody import KeyEntry
 from agent.schemes import (
     Environment,
@@ -34,6 +35,7 @@ from agent.schemes import (
     SignedRequest,
     UnknownExchange,
     UnsignedRequest,
+    UnsupportedKey,
     scheme_for,
 )
 
@@ -44,6 +46,7 @@ class TokenCredential:
 
     keyring: Keyring
     entry: KeyEntry
+    nonces: NonceStore
 
     @property
     def api_key(self) -> str:
@@ -55,19 +58,22 @@ class TokenCredential:
 
     @property
     def passphrase(self) -> str | None:
-        return None
+        return self.entry.passphrase
 
     def option(self, name: str) -> str | None:
-        return None
+        return self.entry.info.options.get(name)
 
     def mac(self, message: bytes, hash_name: Any) -> bytes:
         return self.keyring.hmac(self.entry, message, hash_name)
 
     def sign(self, message: bytes) -> bytes:
-        raise CustodyError("asymmetric keys are not supported yet")
+        return self.keyring.sign(self.entry, message)
 
     def nonce(self, floor: int) -> int:
-        raise CustodyError("nonces are not supported yet")
+        try:
+            return self.nonces.next(self.entry.info.exchange, self.entry.info.api_key, floor)
+        except NonceError as exc:
+            raise CustodyError(str(exc)) from None
 
 
 def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
@@ -97,8 +103,11 @@ def signed_to_proto(signed: SignedRequest) -> signer_pb2.SignedRequest:
 
 
 class SignerService(signer_pb2_grpc.SignerServicer):
-    def __init__(self, keyring: Keyring, clock_ms=lambda: time.time_ns() // 1_000_000) -> None:
+    def __init__(
+        self, keyring: Keyring, nonces: NonceStore, clock_ms=lambda: time.time_ns() // 1_000_000
+    ) -> None:
         self._keyring = keyring
+        self._nonces = nonces
         self._clock_ms = clock_ms
         self._log = get_logger()
 
@@ -114,6 +123,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         request = request.validated()  # the shape every exchange shares, before any token work
         for attempt in range(2):
             entry = self._keyring.lookup(label)
+            if not entry.info.registered:
+                raise CustodyError(
+                    f"key {label!r} has no API key id yet: register its public key with {entry.info.exchange}, "
+                    f"then run `signing-agent keys register --label {label} --api-key ...`"
+                )
             try:
                 scheme = scheme_for(entry.info.exchange)
             except UnknownExchange:
@@ -122,7 +136,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 ) from None
             try:
                 env = Environment(now_ms=timestamp_ms or self._clock_ms(), random_bytes=os.urandom)
-                signed = scheme.sign(request, TokenCredential(self._keyring, entry), env)
+                signed = scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
                 return entry.info.exchange, signed
             except KeyRevoked:
                 # The handle died: the key was revoked, rotated under the same label, or the
@@ -157,7 +171,7 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, TokenUnavailable):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, CustodyError):
+    if isinstance(exc, (CustodyError, UnsupportedKey)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     # A bug. Its text is not echoed: nothing unreviewed leaves the agent.
     get_logger().error("sign.bug", error=type(exc).__name__, exc_info=exc)

@@ -37,6 +37,9 @@ class Unsigned:
     base_url: str  # scheme and host (and any fixed prefix the agent does not sign)
     request: UnsignedRequest
     timestamp_ms: int | None = None  # the instant ccxt stamped; the agent signs for it
+    # Headers ccxt sends that no signature covers and the agent does not produce (Bitget's
+    # demo-trading PAPTRADING...): passed through as they are; the agent's headers win.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 def split_url(url: str, prefix: str = "") -> tuple[str, str, tuple[tuple[str, str], ...]]:
@@ -84,8 +87,8 @@ def agent_exchange(
     config.update(module.PLACEHOLDER)
 
     class AgentSigned(base_class):  # type: ignore[misc, valid-type]
-        def sign(self, path, api="public", method="GET", params={}, headers=None, body=None):  # noqa: B006 (ccxt's signature)
-            built = super().sign(path, api, method, params, headers, body)
+        def sign(self, path, api="public", method="GET", params={}):  # noqa: B006 (ccxt 4.5's signature)
+            built = super().sign(path, api, method, params)
             unsigned = module.unsign(self, built, api)
             if unsigned is None:  # public: ccxt added no authentication
                 return built
@@ -97,7 +100,7 @@ def agent_exchange(
                 "url": unsigned.base_url + signed.path,
                 "method": signed.method,
                 "body": signed.body or None,
-                "headers": signed.headers_dict(),
+                "headers": {**dict(unsigned.extra_headers), **signed.headers_dict()},
             }
 
     AgentSigned.__name__ = f"AgentSigned_{exchange_id}"

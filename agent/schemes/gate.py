@@ -1,0 +1,108 @@
+"""Gate v4: HMAC-SHA512, hex, over five lines; KEY, Timestamp and SIGN headers.
+
+Reference: shared/docs/exchange-signing.md 2.10; Gate's APIv4 "Authentication";
+ccxt gate.sign(). The signed text is
+
+    METHOD \\n /api/v4<path> \\n query \\n hex(SHA-512(body)) \\n seconds
+
+The agent's path is the full path sent, `/api/v4/...`, which is also the path
+signed: nothing is added behind the caller's (or the policy's) back. The query
+is sent percent-encoded as UTF-8 (all but A-Z a-z 0-9 _ . - ~, as ccxt) and
+signed *decoded*: Gate's own SDKs sign `unquote(encoded query)` (Python
+`unquote_plus(urlencode(q))`, Go `url.QueryUnescape(RawQuery)`), and ccxt
+signs `rawencode`, the same text. So non-ASCII values are signed as UTF-8 text,
+as Gate's SDKs do, not refused. The SHA-512 of the body (of "" when there is
+none) is computed here: it involves no secret. Bodies are JSON, sent as given;
+parameter pairs become a JSON object of strings in ccxt's compact form
+(non-ASCII kept as UTF-8, as ccxt with orjson); `()` is `{}`, None no body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import quote
+
+from agent.schemes.context import Credential, Environment
+from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.spec import Exchange
+
+PATH_PREFIX = "/api/v4/"
+JSON_CONTENT_TYPE = "application/json"
+
+
+def _encoded_query(query: tuple[tuple[str, str], ...]) -> str:
+    """The query as sent: ccxt's urlencode (UTF-8 percent-encoding, only A-Z a-z 0-9 _ . - ~ kept)."""
+    text = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in query)
+    # ccxt (issue 25570): Gate wants literal commas in `currencies=` lists; ccxt then
+    # un-escapes every %2C of the query. Both forms decode to the same signed text.
+    if "currencies=" in text and "%2C" in text:
+        text = text.replace("%2C", ",")
+    return text
+
+
+def _signed_query(query: tuple[tuple[str, str], ...]) -> str:
+    """The query as signed: the sent query percent-decoded, i.e. the names and values as given."""
+    return "&".join(f"{name}={value}" for name, value in query)
+
+
+def _body_text(body: Body) -> str:
+    if body is None:
+        return ""
+    if isinstance(body, RawBody):
+        if body.text == "":
+            return ""
+        try:
+            value = json.loads(body.text, parse_constant=_no_constant)
+        except ValueError:
+            raise RequestInvalid("raw body must be valid JSON text for Gate") from None
+        if not isinstance(value, (dict, list)):
+            raise RequestInvalid("raw body must be a JSON object or array for Gate")
+        return body.text
+    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
+
+
+def _no_constant(name: str):
+    raise ValueError(name)  # NaN, Infinity: not JSON
+
+
+class GateScheme:
+    def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
+        request = request.validated()
+        if not request.path.startswith(PATH_PREFIX):
+            raise RequestInvalid(
+                f"Gate paths are the full path sent and signed, starting with {PATH_PREFIX} "
+                "(for example /api/v4/spot/orders)"
+            )
+        if not request.path.isascii():
+            raise RequestInvalid("Gate paths are ASCII; percent-encode path parameters")
+        if request.method == "GET" and request.body is not None:
+            raise RequestInvalid("Gate GET requests take no body; move the parameters into 'query'")
+        body_text = _body_text(request.body)
+        timestamp = str(env.now_ms // 1000)
+        payload = "\n".join((
+            request.method,
+            request.path,
+            _signed_query(request.query),
+            hashlib.sha512(body_text.encode("utf-8")).hexdigest(),
+            timestamp,
+        ))
+        signature = key.mac(payload.encode("utf-8"), "sha512").hex()
+        headers = (
+            ("KEY", key.api_key),
+            ("Timestamp", timestamp),
+            ("SIGN", signature),
+            # ccxt sends it on every private request, GET included.
+            ("Content-Type", JSON_CONTENT_TYPE),
+        )
+        sent_query = _encoded_query(request.query)
+        path = f"{request.path}?{sent_query}" if sent_query else request.path
+        return SignedRequest(method=request.method, path=path, headers=headers, body=body_text)
+
+
+SCHEME = GateScheme()
+
+EXCHANGES = (
+    # Gate issues HMAC keys only (no self-generated key type found, exchange-signing.md 1).
+    Exchange("gate", SCHEME, ccxt_id="gate", docs="2.10"),
+)

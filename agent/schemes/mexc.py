@@ -1,0 +1,184 @@
+"""MEXC spot v3 and futures (contract): HMAC-SHA256, lowercase hex; which scheme, by path prefix.
+
+Reference: shared/docs/exchange-signing.md 2.15; mexcdevelop/apidocs (spot_v3_en, contract_v1_en);
+ccxt mexc.sign(). ccxt has one class, "mexc", and picks the scheme by API section, which fixes the
+URL: spot and broker go to https://api.mexc.com/api/v3/..., private contract calls to
+https://api.mexc.com/api/v1/private/... The agent sees only the path, so it dispatches on it:
+  /api/v3/          spot, Binance-style: totalParams = query string + form body, as sent; `timestamp`
+                    and `recvWindow` (5000, MEXC's and ccxt's default) appended last when absent, as
+                    ccxt does; `signature` appended last; header X-MEXC-APIKEY.
+  /api/v1/private/  contract: accessKey + Request-Time(ms) + paramString, where paramString is the
+                    query sorted by name (GET, DELETE) or the JSON body (POST); headers ApiKey,
+                    Request-Time, Signature.
+Any other prefix is refused: /api/v1/contract/ is public, /open/api/v2/ is the retired spot v2.
+Broker endpoints (/api/v3/broker/) send, in ccxt, a JSON body that the signature does not cover:
+the agent refuses to sign a request whose body would go unsigned.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl, quote
+
+from agent.schemes.context import Credential, Environment
+from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
+from agent.schemes.spec import Exchange, UnsupportedKey
+
+SPOT_PREFIX = "/api/v3/"
+BROKER_PREFIX = "/api/v3/broker/"
+CONTRACT_PREFIX = "/api/v1/private/"
+SPOT_API_KEY_HEADER = "X-MEXC-APIKEY"
+DEFAULT_RECV_WINDOW = "5000"
+JSON_CONTENT_TYPE = "application/json"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def _encode(params) -> str:
+    """ccxt's urlencode: UTF-8 percent-encoding of all but A-Z a-z 0-9 _ . - ~ (uppercase hex, as MEXC asks)."""
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}&{second}" if first and second else first or second
+
+
+def _digits(value: str | None) -> bool:
+    return value is None or (value.isascii() and value.isdigit())
+
+
+class MexcScheme:
+    def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
+        request = request.validated()
+        if key.key_type != "hmac":
+            raise UnsupportedKey(f"mexc signs with HMAC keys only, not {key.key_type}")
+        if request.path.startswith(CONTRACT_PREFIX):
+            return _sign_contract(request, key, env)
+        if request.path.startswith(SPOT_PREFIX):
+            return _sign_spot(request, key, env)
+        raise RequestInvalid(
+            "MEXC paths must start with /api/v3/ (spot) or /api/v1/private/ (futures); "
+            "/api/v1/contract/ is public and /open/api/v2/ is retired"
+        )
+
+
+# -- spot v3 -------------------------------------------------------------------------
+
+
+def _form_pairs(text: str) -> list[tuple[str, str]]:
+    """A raw spot body is form-encoded ASCII; parse it only to check names, never re-encode it."""
+    if text.lstrip().startswith(("{", "[")):
+        raise RequestInvalid("MEXC spot signs query + form body; send the parameters in 'query' (as ccxt does), not JSON")
+    if not text.isascii():
+        raise RequestInvalid("raw body must be ASCII: percent-encode non-ASCII characters (UTF-8)")
+    try:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) for MEXC spot") from None
+
+
+def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
+    body = request.body
+    has_body = bool(body.text) if isinstance(body, RawBody) else bool(body)
+    if request.method == "GET" and body is not None:
+        raise RequestInvalid("MEXC reads GET parameters from the query only; move the body into 'query'")
+    if has_body and request.path.startswith(BROKER_PREFIX):
+        raise RequestInvalid(
+            "MEXC broker endpoints do not sign the request body; send every parameter in 'query' so that it is signed"
+        )
+    body_pairs = _form_pairs(body.text) if isinstance(body, RawBody) else list(body or ())
+    pairs = tuple(request.query) + tuple(body_pairs)
+    if any(name == "signature" for name, _ in pairs):
+        raise RequestInvalid("remove 'signature': the agent computes it")
+    check_params("query and body together", pairs)  # MEXC signs both as one parameter list
+    given = dict(pairs)
+    if not _digits(given.get("timestamp")):
+        raise RequestInvalid("'timestamp' must be milliseconds since the epoch (digits only)")
+    if not _digits(given.get("recvWindow")):
+        raise RequestInvalid("'recvWindow' must be milliseconds (digits only; MEXC allows at most 60000)")
+    stamp = []
+    if "timestamp" not in given:
+        stamp.append(("timestamp", str(env.now_ms)))
+    if "recvWindow" not in given:
+        stamp.append(("recvWindow", DEFAULT_RECV_WINDOW))
+
+    if has_body:
+        query_text = _encode(request.query)
+        body_text = _join(body.text if isinstance(body, RawBody) else _encode(body), _encode(stamp))
+    else:
+        query_text = _join(_encode(request.query), _encode(stamp))
+        body_text = ""
+    signature = "signature=" + key.mac((query_text + body_text).encode("ascii"), "sha256").hex()
+    if has_body:
+        body_text = _join(body_text, signature)
+    else:
+        query_text = _join(query_text, signature)
+
+    headers = [(SPOT_API_KEY_HEADER, key.api_key)]
+    if has_body:
+        headers.append(("Content-Type", FORM_CONTENT_TYPE))
+    elif request.method != "GET":  # ccxt sends it on POST, PUT and DELETE, without a body
+        headers.append(("Content-Type", JSON_CONTENT_TYPE))
+    path = f"{request.path}?{query_text}" if query_text else request.path
+    return SignedRequest(request.method, path, tuple(headers), body_text)
+
+
+# -- futures (contract) ----------------------------------------------------------------
+
+
+def _unique_object(pairs):
+    names = [name for name, _ in pairs]
+    if len(names) != len(set(names)):
+        raise ValueError("duplicate name")
+    return dict(pairs)
+
+
+def _no_constant(name: str):
+    raise ValueError(name)  # NaN, Infinity: not JSON
+
+
+def _json_text(body: Body) -> str:
+    """'{}' for no body (as ccxt sends); a raw body as given, checked; pairs as ccxt's json() of strings."""
+    if body is None:
+        return "{}"
+    if isinstance(body, RawBody):
+        try:
+            value = json.loads(body.text, object_pairs_hook=_unique_object, parse_constant=_no_constant)
+        except ValueError:
+            raise RequestInvalid("raw body must be JSON, without a name twice, for MEXC futures") from None
+        if not isinstance(value, (dict, list)):
+            raise RequestInvalid("raw body must be a JSON object or array for MEXC futures")
+        return body.text
+    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
+
+
+def _sign_contract(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
+    if request.method in ("GET", "DELETE"):
+        if request.body is not None:
+            raise RequestInvalid(f"MEXC futures signs {request.method} parameters from the query only; move the body into 'query'")
+        # Sorted by name: MEXC signs "the parameters in dictionary order"; sent in that order too (as ccxt).
+        param_string = _encode(sorted(request.query))
+        body_text = ""
+    elif request.method == "POST":
+        if request.query:
+            raise RequestInvalid("MEXC futures signs the POST body only; move the query parameters into the JSON body")
+        param_string = body_text = _json_text(request.body)
+    else:
+        raise RequestInvalid(f"MEXC futures endpoints are GET, POST or DELETE, not {request.method}")
+
+    timestamp = str(env.now_ms)
+    signature = key.mac(f"{key.api_key}{timestamp}{param_string}".encode("utf-8"), "sha256").hex()
+    headers = (
+        ("ApiKey", key.api_key),
+        ("Request-Time", timestamp),
+        ("Content-Type", JSON_CONTENT_TYPE),
+        ("Signature", signature),
+    )
+    path = f"{request.path}?{param_string}" if request.method != "POST" and param_string else request.path
+    return SignedRequest(request.method, path, headers, body_text)
+
+
+SCHEME = MexcScheme()
+
+EXCHANGES = (
+    Exchange("mexc", SCHEME, ccxt_id="mexc", docs="2.15"),
+)
