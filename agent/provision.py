@@ -11,6 +11,7 @@ import base64
 import binascii
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -48,12 +49,14 @@ def parse_private_key(data: bytes, key_type: str) -> Any:
     """A private key from PEM (PKCS#8, SEC1 or PKCS#1), or Coinbase's base64 Ed25519 secret."""
     text = bytes(data).strip()
     key: Any
+    if text.startswith(b"-----BEGIN") and b"\\n" in text:
+        text = text.replace(b"\\n", b"\n")  # copied out of Coinbase's JSON key file, escapes and all
     if text.startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_private_key(text, password=None)
         except TypeError:
             raise InvalidKeyMaterial("the PEM key is encrypted; decrypt it first (openssl pkey -in k.pem)") from None
-        except (ValueError, serialization.UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm):
             raise InvalidKeyMaterial("the PEM block is not a private key this agent can read") from None
     elif key_type == "ed25519":
         # Coinbase CDP Ed25519 secrets: base64 of seed || public key (64 bytes), or of the seed alone.

@@ -251,6 +251,7 @@ def test_any_parameters_equal_ccxt(params, method, version, now_ms):
         (UnsignedRequest("GET", "/api/v3/brokerage/accounts", body=(("a", "1"),)), "query only"),
         (UnsignedRequest("POST", "/api/v3/brokerage/orders", query=(("a", "1"),)), "JSON body"),
         (UnsignedRequest("POST", "/api/v3/brokerage/orders", body=RawBody("{not json")), "JSON"),
+        (UnsignedRequest("POST", "/api/v3/brokerage/orders", body=RawBody("[" * 200_000)), "JSON"),
         (UnsignedRequest("PATCH", "/api/v3/brokerage/orders"), "method"),
         (UnsignedRequest("GET", "/api/v3/brokerage/accounts?limit=1"), "path"),
     ],

@@ -59,7 +59,7 @@ def _body_text(request: UnsignedRequest) -> str:
             return ""
         try:
             json.loads(body.text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's parser limit
             raise RequestInvalid("raw body must be JSON for Coinbase (the API reads application/json)") from None
         return body.text
     if not body:

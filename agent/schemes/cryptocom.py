@@ -64,7 +64,7 @@ def _params(request: UnsignedRequest) -> tuple[dict[str, object], str]:
             params = json.loads(
                 body.text, object_pairs_hook=_no_duplicates, parse_float=_Decimal, parse_constant=_refuse_constant
             )
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's parser limit
             if isinstance(exc, RequestInvalid):
                 raise
             raise RequestInvalid("raw body must be the JSON object of the method's params") from None
@@ -142,7 +142,8 @@ class CryptocomScheme:
         present = [name for name in _ENVELOPE_KEYS if name in params]
         if present:
             raise RequestInvalid(
-                f"remove {present[0]!r}: give only the method's params; the agent adds id, method, api_key, sig and nonce"
+                f"remove {present[0]!r}: give only the method's params; "
+                "the agent adds id, method, api_key, sig and nonce"
             )
         signed_params = param_string(params)
         nonce = str(key.nonce(env.now_ms))

@@ -43,7 +43,7 @@ def _body_text(request: UnsignedRequest) -> str:
         raise RequestInvalid("a Deribit request body is JSON-RPC text: give it as a raw body, or use GET with a query")
     try:
         json.loads(body.text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's parser limit
         raise RequestInvalid("raw body must be JSON (a JSON-RPC request) for Deribit") from None
     return body.text
 

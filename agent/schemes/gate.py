@@ -3,7 +3,7 @@
 Reference: shared/docs/exchange-signing.md 2.10; Gate's APIv4 "Authentication";
 ccxt gate.sign(). The signed text is
 
-    METHOD \\n /api/v4<path> \\n query \\n hex(SHA-512(body)) \\n seconds
+    METHOD \\n path (/api/v4/...) \\n query \\n hex(SHA-512(body)) \\n seconds
 
 The agent's path is the full path sent, `/api/v4/...`, which is also the path
 signed: nothing is added behind the caller's (or the policy's) back. The query

@@ -15,10 +15,11 @@ the payload. Like ccxt, a POST also carries the parameters' JSON as its body
 (Gemini ignores it; its docs send none); a GET carries no body.
 
 Nonce: only from the key (`key.nonce`), floor = the clock in milliseconds (ccxt's
-default). Keys created with "time based nonce" need SECONDS within 30 s of
-Gemini's clock: import them with option nonce_unit=seconds (ccxt's
-options["nonce"] = "seconds"); the nonce still strictly increases, so more
-than one request a second, sustained, runs it ahead of the clock.
+default). Create the Gemini key WITHOUT "Uses a time based nonce": such keys
+want seconds within 30 s of Gemini's clock, which a strictly increasing nonce
+cannot promise (sustained load runs it ahead, and after a power loss the agent's
+nonce store jumps forward by design). ccxt's options["nonce"] = "seconds" is
+therefore not followed: the agent signs with milliseconds.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ class GeminiScheme:
         if "request" in names:
             raise RequestInvalid(REQUEST_REFUSED)
 
-        seconds = key.option("nonce_unit") == "seconds"
-        nonce = str(key.nonce(env.now_ms // 1000 if seconds else env.now_ms))
+        nonce = str(key.nonce(env.now_ms))
         inner = params_text.strip()[1:-1]
         payload_json = (
             '{"request":' + _json(request.path) + ',"nonce":' + _json(nonce) + ("," + inner if names else "") + "}"
@@ -109,5 +109,5 @@ class GeminiScheme:
 SCHEME = GeminiScheme()
 
 EXCHANGES = (
-    Exchange("gemini", SCHEME, options={"nonce_unit": ("milliseconds", "seconds")}, ccxt_id="gemini", docs="2.11"),
+    Exchange("gemini", SCHEME, ccxt_id="gemini", docs="2.11"),
 )

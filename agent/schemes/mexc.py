@@ -67,7 +67,9 @@ class MexcScheme:
 def _form_pairs(text: str) -> list[tuple[str, str]]:
     """A raw spot body is form-encoded ASCII; parse it only to check names, never re-encode it."""
     if text.lstrip().startswith(("{", "[")):
-        raise RequestInvalid("MEXC spot signs query + form body; send the parameters in 'query' (as ccxt does), not JSON")
+        raise RequestInvalid(
+            "MEXC spot signs query + form body; send the parameters in 'query' (as ccxt does), not JSON"
+        )
     if not text.isascii():
         raise RequestInvalid("raw body must be ASCII: percent-encode non-ASCII characters (UTF-8)")
     try:
@@ -154,7 +156,9 @@ def _json_text(body: Body) -> str:
 def _sign_contract(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
     if request.method in ("GET", "DELETE"):
         if request.body is not None:
-            raise RequestInvalid(f"MEXC futures signs {request.method} parameters from the query only; move the body into 'query'")
+            raise RequestInvalid(
+                f"MEXC futures signs {request.method} parameters from the query only; move the body into 'query'"
+            )
         # Sorted by name: MEXC signs "the parameters in dictionary order"; sent in that order too (as ccxt).
         param_string = _encode(sorted(request.query))
         body_text = ""

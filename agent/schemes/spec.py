@@ -73,7 +73,10 @@ class Exchange:
         """The HMAC key bytes for SECRET as the exchange shows it (Kraken: base64-decoded)."""
         if self.secret_encoding == "base64":
             try:
-                return base64.b64decode(secret, validate=True)
+                key = base64.b64decode(secret, validate=True)
             except (binascii.Error, ValueError):
                 raise UnsupportedKey(f"a {self.id} secret is base64 text; this one does not decode") from None
+            if len(key) < 32:  # Kraken's are 64 bytes: a short one is a paste error, not a key
+                raise UnsupportedKey(f"a {self.id} secret decodes to {len(key)} bytes; expected 64")
+            return key
         return secret

@@ -8,8 +8,7 @@ none for GET/DELETE and ccxt's query-only futures POSTs) is passed byte for byte
 
 ccxt also returns `X-Gate-Size-Decimal: 1` for futures calls (decimal contract
 sizes). No signature covers it, but it changes what Gate accepts and returns,
-so it must reach the exchange: `kept_headers()` names it, and it is handed to
-the bridge when `Unsigned` has a `headers` field (see the report to the lead).
+so it must reach the exchange: it is passed on as an extra header.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ def unsign(exchange, built: dict, api) -> Unsigned | None:
     base, path, query = split_url(built["url"])
     body = built.get("body")
     request = UnsignedRequest(built["method"], path, query=query, body=None if body is None else RawBody(body))
-    extra = {}
-    if "headers" in getattr(Unsigned, "__dataclass_fields__", {}):  # INTEGRATION: proposed Unsigned.headers
-        extra["headers"] = kept_headers(built)
-    return Unsigned(base_url=base, request=request, timestamp_ms=int(headers["Timestamp"]) * 1000, **extra)
+    return Unsigned(
+        base_url=base, request=request, timestamp_ms=int(headers["Timestamp"]) * 1000, extra_headers=kept_headers(built)
+    )

@@ -3,7 +3,8 @@
 ccxt's payload is `{"request":"<path>","nonce":"N",<parameters>}`; the
 parameters are kept byte for byte as a raw JSON object body, and the agent
 builds its own payload around them. ccxt's nonce is milliseconds, or seconds
-when its options["nonce"] is "seconds"; it is passed on as milliseconds.
+when its options["nonce"] is "seconds"; it is passed on as milliseconds, and
+the agent always signs with a millisecond nonce (see agent/schemes/gemini.py).
 """
 
 from __future__ import annotations
