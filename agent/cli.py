@@ -86,7 +86,8 @@ def read_key_input(*, pem: bool, passphrase: bool) -> tuple[bytearray, str | Non
             raise CliError("standard input is larger than 1 MiB; give the secret alone")
         lines = [line.rstrip(b"\r") for line in bytes(data).split(b"\n")]
         if pem and lines and lines[0].startswith(b"-----BEGIN"):
-            end = next((i for i, line in enumerate(lines) if line.startswith(b"-----END")), None)
+            # `in`, not startswith: a PEM copied out of a JSON file is one line with literal \\n escapes.
+            end = next((i for i, line in enumerate(lines) if b"-----END" in line), None)
             if end is None:
                 raise CliError("the PEM block on standard input has no -----END line")
             secret, rest = bytearray(b"\n".join(lines[: end + 1]) + b"\n"), lines[end + 1:]
