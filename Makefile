@@ -2,7 +2,9 @@
 #   make run      install what is missing, create the dev token, start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
 # Key management (secrets are read from stdin, never from the command line):
-#   make import-key LABEL=... EXCHANGE=... API_KEY=... < secret-file
+#   make import-key LABEL=... EXCHANGE=... API_KEY=... [TYPE=hmac|ed25519|rsa|ec-p256] < secret-file
+#   make generate-key LABEL=... EXCHANGE=... TYPE=ed25519|rsa    (prints the public key to register)
+#   make register-key LABEL=... API_KEY=...                      (the id the exchange issued for it)
 #   make list-keys | make revoke-key LABEL=...
 
 SHELL := /bin/bash
@@ -15,7 +17,7 @@ SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
 # `sudo` only where we are not root already (CI and dev machines run as root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test token import-key list-keys revoke-key proto deps softhsm clean
+.PHONY: run test token import-key generate-key register-key list-keys revoke-key proto deps softhsm clean
 
 run: deps token
 	$(AGENT) --config $(CONFIG) serve
@@ -30,7 +32,18 @@ token: deps
 import-key: deps
 	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(API_KEY)" || \
 	  { echo "usage: make import-key LABEL=name EXCHANGE=binance API_KEY=key-id < secret" >&2; exit 2; }
-	$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)"
+	$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)" \
+	  --type "$(or $(TYPE),hmac)" $(foreach o,$(OPTIONS),--option "$(o)")
+
+generate-key: deps
+	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(TYPE)" || \
+	  { echo "usage: make generate-key LABEL=name EXCHANGE=binance TYPE=ed25519|rsa" >&2; exit 2; }
+	@$(AGENT) --config $(CONFIG) keys generate --label "$(LABEL)" --exchange "$(EXCHANGE)" --type "$(TYPE)"
+
+register-key: deps
+	@test -n "$(LABEL)" -a -n "$(API_KEY)" || \
+	  { echo "usage: make register-key LABEL=name API_KEY=key-id [< passphrase-file]" >&2; exit 2; }
+	$(AGENT) --config $(CONFIG) keys register --label "$(LABEL)" --api-key "$(API_KEY)"
 
 list-keys: deps
 	@$(AGENT) --config $(CONFIG) keys list
