@@ -33,7 +33,7 @@ import-key: deps
 	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(API_KEY)" || \
 	  { echo "usage: make import-key LABEL=name EXCHANGE=binance API_KEY=key-id < secret" >&2; exit 2; }
 	$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)" \
-	  --type "$(or $(TYPE),hmac)" $(foreach o,$(OPTIONS),--option "$(o)")
+	  $(if $(TYPE),--type "$(TYPE)") $(foreach o,$(OPTIONS),--option "$(o)")
 
 generate-key: deps
 	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(TYPE)" || \

@@ -85,6 +85,10 @@ def read_key_input(*, pem: bool, passphrase: bool) -> tuple[bytearray, str | Non
         if len(data) > MAX_STDIN_BYTES:
             raise CliError("standard input is larger than 1 MiB; give the secret alone")
         lines = [line.rstrip(b"\r") for line in bytes(data).split(b"\n")]
+        if pem:
+            # Skip what precedes the block (blank lines, openssl's "Bag Attributes" ...).
+            begin = next((i for i, line in enumerate(lines) if line.startswith(b"-----BEGIN")), None)
+            lines = lines[begin:] if begin is not None else lines
         if pem and lines and lines[0].startswith(b"-----BEGIN"):
             # `in`, not startswith: a PEM copied out of a JSON file is one line with literal \\n escapes.
             end = next((i for i, line in enumerate(lines) if b"-----END" in line), None)
@@ -152,6 +156,7 @@ def _exchange_checked(args: argparse.Namespace, *, generated: bool = False):
     try:
         validate_label(args.label)
         exchange = exchange_rules(args.exchange)
+        args.type = args.type or exchange.key_types[0]
         exchange.check_key_type(args.type, generated=generated)
         options = exchange.resolve_options(_options(args.option))
         if getattr(args, "api_key", None) is not None:
@@ -213,7 +218,7 @@ def cmd_keys_register(args: argparse.Namespace) -> int:
         info = next((k for k in _custody_errors(keyring.list_keys)() if k.label == args.label), None)
         if info is None:
             raise CliError(f"no key labelled {args.label!r}")
-        exchange = provision.exchange_rules(info.exchange)
+        exchange = _custody_errors(provision.exchange_rules)(info.exchange)
         passphrase = None
         if exchange.passphrase_rule(info.options) is not None:
             passphrase = (getpass.getpass("Passphrase: ") if sys.stdin.isatty()
@@ -382,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", required=True, help="name the bots will use for this key")
     p.add_argument("--exchange", required=True, help="exchange id (ccxt's): binance, okx, kraken... (see README)")
     p.add_argument("--api-key", required=True, help="the exchange's API key id (public half)")
-    p.add_argument("--type", default="hmac", choices=("hmac", "ed25519", "rsa", "ec-p256"),
-                   help="hmac (default: the secret string) or a private key (PEM on stdin)")
+    p.add_argument("--type", choices=("hmac", "ed25519", "rsa", "ec-p256"),
+                   help="hmac (the secret string) or a private key (PEM on stdin); default: the exchange's "
+                   "usual type (hmac; ec-p256 for coinbase)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="per-key option, e.g. key_version=3 for KuCoin")
     p.set_defaults(func=cmd_keys_import)

@@ -277,6 +277,11 @@ _SECRET_HALF: dict[Attribute, Any] = {
 }
 
 
+# Private keys also refuse C_SignRecover. (CKA_ALLOWED_MECHANISMS would pin each key to its one
+# mechanism, but python-pkcs11 0.10 crashes packing it; the agent only calls the key's own mechanism.)
+_PRIVATE_HALF: dict[Attribute, Any] = {**_SECRET_HALF, Attribute.SIGN_RECOVER: False}
+
+
 def _hmac_key_template(label: str, metadata: bytes, material: bytearray) -> dict[Attribute, Any]:
     """A persistent, private, sensitive, non-extractable key that can sign and do nothing else."""
     return {
@@ -317,7 +322,7 @@ def _private_key_templates(
     common = {Attribute.LABEL: label, Attribute.ID: metadata}
     public = {**_KEY_COMMON, **common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.VERIFY: True,
               Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.DERIVE: False}
-    private = {**_SECRET_HALF, **common, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+    private = {**_PRIVATE_HALF, **common, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
     if isinstance(key, ed25519.Ed25519PrivateKey):
         seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                  serialization.NoEncryption())
@@ -415,6 +420,8 @@ class Keyring:
         # Labels just found missing, with the monotonic time until which that answer holds:
         # a flood of unknown labels must not make every request scan the token.
         self._missing: dict[str, float] = {}
+        # Keys generated but not registered yet, with the time until which that answer holds.
+        self._pending: dict[str, tuple[KeyEntry, float]] = {}
         self._reinitialize = False
         self._generation = 0
         self._closed = False
@@ -472,6 +479,7 @@ class Keyring:
         self._generation += 1
         self._cache.clear()
         self._missing.clear()
+        self._pending.clear()
         return self._session
 
     def _lose_session(self) -> None:
@@ -481,6 +489,7 @@ class Keyring:
         self._generation += 1
         self._cache.clear()
         self._missing.clear()
+        self._pending.clear()
 
     def _token_present(self) -> bool:
         """Ask the module afresh whether our token is there (C_GetSlotList, C_GetTokenInfo).
@@ -538,7 +547,10 @@ class Keyring:
         for obj in session.get_objects(template):
             info = _decode_metadata(obj[Attribute.LABEL], bytes(obj[Attribute.ID]))
             if info is not None and info.key_type in PRIVATE_KEY_TYPES:
-                fingerprints[info.label] = public_fingerprint(public_der(_public_key_of(obj, info.key_type)))
+                try:
+                    fingerprints[info.label] = public_fingerprint(public_der(_public_key_of(obj, info.key_type)))
+                except ValueError:
+                    fingerprints[info.label] = "unreadable public key"
         found = []
         for cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
             template = {Attribute.CLASS: cls}
@@ -579,6 +591,9 @@ class Keyring:
         not_found = KeyNotFound(f"no key labelled {label!r} (never imported, or revoked)")
         if self._missing.get(label, 0.0) > time.monotonic():
             raise not_found
+        pending = self._pending.get(label)
+        if pending is not None and pending[1] > time.monotonic() and pending[0].generation == self._generation:
+            return pending[0]
 
         def find(session: Any) -> KeyEntry:
             entry = self._cache.get(label)
@@ -595,8 +610,12 @@ class Keyring:
                 raise CustodyError(f"{len(found)} keys are labelled {label!r}; revoke and import again")
             info, handle, passphrase = found[0]
             entry = KeyEntry(info=info, handle=handle, generation=self._generation, passphrase=passphrase)
-            if info.registered:  # an unregistered key is looked up again once registered
+            if info.registered:
                 self._cache[label] = entry
+            else:  # looked up again once registered (at most MISSING_TTL_SECONDS later)
+                if len(self._pending) >= MISSING_CACHE_SIZE:
+                    self._pending.clear()
+                self._pending[label] = (entry, time.monotonic() + MISSING_TTL_SECONDS)
             return entry
 
         return self._call(find)
@@ -671,13 +690,16 @@ class Keyring:
 
     @staticmethod
     def _label_free(session: Any, label: str) -> None:
-        if any(True for _ in session.get_objects({Attribute.LABEL: label})):
-            raise KeyExists(f"a key labelled {label!r} exists; revoke it first or choose another label")
+        for obj in session.get_objects({Attribute.LABEL: label}):
+            what = {ObjectClass.DATA: "a data object", ObjectClass.PUBLIC_KEY: "a public key"}.get(
+                obj[Attribute.CLASS], "a key")
+            raise KeyExists(f"{what} labelled {label!r} exists on the token; revoke it first or choose another label")
 
-    @staticmethod
-    def _only_one(session: Any, label: str, cls: ObjectClass) -> None:
-        # Two provisionings racing for one label: both see two objects, both back out.
-        if len(list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}))) != 1:
+    def _only_one(self, session: Any, label: str) -> None:
+        # Two provisionings racing for one label (of any key type): both see two, both back out.
+        accounts = session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label,
+                                        Attribute.APPLICATION: ACCOUNT_APP})
+        if len(self._ours(session, label)) != 1 or len(list(accounts)) > 1:
             raise KeyExists(f"another import of {label!r} ran at the same time; nothing was kept")
 
     def _provision(self, build: Any, label: str) -> KeyInfo:
@@ -700,6 +722,7 @@ class Keyring:
                 raise
             self._missing.pop(label, None)
             self._cache.pop(label, None)
+            self._pending.pop(label, None)
             return info
 
         return self._call(run)
@@ -732,7 +755,10 @@ class Keyring:
 
         def build(session: Any, created: list[Any]) -> KeyInfo:
             self._label_free(session, label)
-            obj = session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
+            try:
+                obj = session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
+            except p11err.KeySizeRange:
+                raise InvalidKeyMaterial("the token refused the key size") from None
             created.append(obj)
             # Self-test: the stored key must give the fingerprint computed from the secret.
             got = fingerprint_of(bytes(obj.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)))
@@ -743,13 +769,11 @@ class Keyring:
                 mac = bytes(obj.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))
                 header_value = base64.b64encode(mac).decode("ascii")
             created.append(session.create_object(_account_template(label, _encode_account(api_key, header_value))))
-            self._only_one(session, label, ObjectClass.SECRET_KEY)
+            self._only_one(session, label)
             return info
 
         try:
             return self._provision(build, label)
-        except p11err.KeySizeRange:
-            raise InvalidKeyMaterial("the token refused the key size") from None
         finally:
             material[:] = b"\x00" * len(material)
 
@@ -781,7 +805,7 @@ class Keyring:
             created.append(session.create_object(public_t))
             self._self_test(priv, public, key_type)
             created.append(session.create_object(_account_template(label, _encode_account(api_key, passphrase))))
-            self._only_one(session, label, ObjectClass.PRIVATE_KEY)
+            self._only_one(session, label)
             return replace(info, fingerprint=public_fingerprint(public_der(public)))
 
         try:
@@ -824,7 +848,7 @@ class Keyring:
             common = {Attribute.LABEL: label, Attribute.ID: metadata}
             public_t = {**_KEY_COMMON, **common, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
                         Attribute.WRAP: False, Attribute.DERIVE: False}
-            private_t = {**_SECRET_HALF, **common}
+            private_t = {**_PRIVATE_HALF, **common}
             if key_type == "ed25519":
                 public_t[Attribute.EC_PARAMS] = ED25519_PARAMS
                 pub, priv = session.generate_keypair(
@@ -838,7 +862,7 @@ class Keyring:
             created.extend([priv, pub])
             public = _public_key_of(pub, key_type)
             self._self_test(priv, public, key_type)
-            self._only_one(session, label, ObjectClass.PRIVATE_KEY)
+            self._only_one(session, label)
             holder["public"] = public
             return replace(info, fingerprint=public_fingerprint(public_der(public)))
 
@@ -880,11 +904,12 @@ class Keyring:
 
         def destroy(session: Any) -> KeyInfo:
             found = self._ours(session, label)
-            if not found:
-                raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
             # The signing object first: from then on the key is unusable, whatever happens next.
             for _, obj, _ in found:
                 obj.destroy()
+            # Then its public half and account; also when a revoke or import was interrupted
+            # and left them without a key, so that the label can be used again.
+            leftovers = 0
             for cls in (ObjectClass.PUBLIC_KEY, ObjectClass.DATA):
                 for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
                     ours = (
@@ -893,7 +918,14 @@ class Keyring:
                     )
                     if ours:
                         obj.destroy()
+                        leftovers += 1
             self._cache.pop(label, None)
+            self._pending.pop(label, None)
+            if not found:
+                if leftovers:
+                    return KeyInfo(label=label, exchange="", api_key="", key_type="(incomplete)", created="",
+                                   fingerprint="")
+                raise self._not_found(KeyNotFound(f"no key labelled {label!r}"))
             return found[0][0]
 
         return self._call(destroy)

@@ -12,9 +12,12 @@ processes can share keys), reads the record, and writes it back in place:
 * `last` is written on every issue. A crashed process loses nothing: the page
   cache keeps the write.
 * `reserved` is a bound fsynced to disk before any nonce passes it, moved
-  RESERVE ahead each time. After a power loss (detected by a new boot id) the
-  last write may be gone, so issuing resumes above `reserved`: nonces jump
-  forward, never back.
+  RESERVE ahead each time. After a reboot (a new boot id: a power loss looks
+  the same) the last write may be gone, so issuing resumes above `reserved`:
+  nonces jump forward by at most RESERVE, never back. RESERVE is 10 s of
+  millisecond nonces: one fsync per key every 10 s under load, and a jump
+  small enough for exchanges that also bound a nonce by their clock
+  (Crypto.com: 60 s).
 
 A record that does not parse stops issuing for that key (fail closed) with a
 message naming the file, rather than guessing a value that might repeat.
@@ -25,10 +28,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import secrets
 import threading
 from pathlib import Path
 
-RESERVE = 1_000_000  # ms nonces: about 17 minutes; µs nonces: 1 second
+RESERVE = 10_000  # 10 s of millisecond nonces (see above)
 _WIDTH = 20  # digits per number: fixed-width records are rewritten in place
 _RECORD_LEN = _WIDTH * 2 + 2 + 36 + 1
 
@@ -37,11 +41,15 @@ class NonceError(Exception):
     """No nonce can be issued safely; the message names the file and what to do."""
 
 
+class NonceStoreUnavailable(NonceError):
+    """The state directory cannot be read or written right now (I/O error, disk full)."""
+
+
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:36].ljust(36, "-")
-    except OSError:  # not Linux: treat every start as a new boot (jump over the reservation)
-        return "-" * 36
+    except OSError:  # not Linux: an id of this process, so every start counts as a reboot (safe side)
+        return secrets.token_hex(18)
 
 
 class NonceStore:
@@ -52,14 +60,28 @@ class NonceStore:
         self._fds: dict[str, int] = {}
 
     def _fd(self, name: str) -> int:
+        """The open state file NAME; reopened when the file on disk was replaced or removed,
+        so that every process locks the same file."""
+        path = self._dir / name
         fd = self._fds.get(name)
-        if fd is None:
+        if fd is not None:
             try:
-                self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                fd = os.open(self._dir / name, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise NonceError(f"cannot open nonce state {self._dir / name}: {exc.strerror}") from None
-            self._fds[name] = fd
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            del self._fds[name]
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if created:  # the new directory entry must survive a power loss too
+            dir_fd = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._fds[name] = fd
         return fd
 
     def check(self) -> None:
@@ -83,24 +105,30 @@ class NonceStore:
             raise NonceError("nonce floor must not be negative")
         name = self.file_name(exchange, api_key)
         with self._lock:
-            fd = self._fd(name)
-            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                last, reserved, boot = self._read(fd, name)
-                if boot != self._boot:
-                    last = max(last, reserved)  # after a power loss the last write may be lost
-                nonce = max(floor, last + 1)
-                if nonce >= 10 ** _WIDTH:
-                    raise NonceError(f"nonce for {name} would exceed {_WIDTH} digits")
-                if nonce > reserved:
-                    reserved = nonce + RESERVE
-                    self._write(fd, nonce, reserved)
-                    os.fsync(fd)
-                else:
-                    self._write(fd, nonce, reserved)
-                return nonce
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                return self._next_locked(name, floor)
+            except OSError as exc:
+                raise NonceStoreUnavailable(f"nonce state {self._dir / name}: {exc.strerror}") from None
+
+    def _next_locked(self, name: str, floor: int) -> int:
+        fd = self._fd(name)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            last, reserved, boot = self._read(fd, name)
+            if boot != self._boot:
+                last = max(last, reserved)  # after a reboot or power loss the last write may be lost
+            nonce = max(floor, last + 1)
+            if nonce >= 10 ** _WIDTH:
+                raise NonceError(f"nonce for {name} would exceed {_WIDTH} digits")
+            if nonce > reserved:
+                reserved = nonce + RESERVE
+                self._write(fd, nonce, reserved)
+                os.fsync(fd)
+            else:
+                self._write(fd, nonce, reserved)
+            return nonce
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _read(self, fd: int, name: str) -> tuple[int, int, str]:
         raw = os.pread(fd, _RECORD_LEN + 1, 0)

@@ -111,7 +111,11 @@ def serve(keyring: Keyring, config: Config) -> int:
         keys=key_count,
         pid=os.getpid(),
     )
-    stopping.wait()
+    # Wait with a timeout: a signal delivered to one of gRPC's threads only sets a flag, which
+    # the main thread acts on when it runs Python code again. An untimed wait could miss it
+    # for good (seen: an agent ignoring SIGTERM).
+    while not stopping.wait(0.2):
+        pass
     server.stop(GRACE_SECONDS).wait()
     keyring.close()
     try:

@@ -26,7 +26,7 @@ from agent.custody import (
     validate_label,
 )
 from agent.logs import get_logger
-from agent.nonces import NonceError, NonceStore
+from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.custody import KeyEntry
 from agent.schemes import (
     Environment,
@@ -72,8 +72,14 @@ class TokenCredential:
     def nonce(self, floor: int) -> int:
         try:
             return self.nonces.next(self.entry.info.exchange, self.entry.info.api_key, floor)
+        except NonceStoreUnavailable as exc:
+            raise TokenUnavailable(str(exc)) from None
         except NonceError as exc:
             raise CustodyError(str(exc)) from None
+
+
+# How far ahead of the agent's clock a caller's timestamp_ms may be (clock skew between hosts).
+MAX_FUTURE_MS = 60_000
 
 
 def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
@@ -150,8 +156,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         # Logged before validation, so cut to size and never with a query (it could carry a signature).
         fields = {"key": request.key[:64], "method": request.method[:16], "path": request.path.split("?")[0][:256]}
         try:
-            if request.timestamp_ms < 0:
-                raise RequestInvalid("timestamp_ms must be milliseconds since the epoch, or 0 for the agent's clock")
+            if request.timestamp_ms < 0 or request.timestamp_ms > self._clock_ms() + MAX_FUTURE_MS:
+                # A future instant would also move the key's nonces forward for good.
+                raise RequestInvalid(
+                    "timestamp_ms must be milliseconds since the epoch, at most "
+                    f"{MAX_FUTURE_MS // 1000} s ahead of the agent's clock (0: the agent's clock)"
+                )
             exchange, signed = self.sign(request.key, request_from_proto(request), request.timestamp_ms)
         except Exception as exc:
             code, message = _status_for(exc)

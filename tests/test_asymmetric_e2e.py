@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import ccxt
@@ -20,13 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from agent.ccxt_bridge import agent_exchange
-from agent.client import SignerClient
+from agent.client import SignerClient, SigningError
 from agent.schemes import Environment, UnsignedRequest, exchange_for
 from conftest import Env, new_secret, register_secret, run_cli
 from test_ccxt_bots import _capture, sent
 from test_keys import verify
 
-NOW_MS = 1_763_700_000_000
+NOW_MS = int(time.time() * 1000) - 5_000  # timestamp_ms may not be in the future
 
 
 class RecordingCredential:
@@ -82,15 +83,22 @@ def test_generated_key_public_half_verifies_the_agents_signature(env: Env, agent
     api_key = f"ak-{secrets.token_hex(6)}"
     with SignerClient(agent.target) as client:
         # Not registered yet: refused, with what to do.
-        from agent.client import SigningError
-
         with pytest.raises(SigningError, match="register") as refused:
             client.sign(label, request_.method, request_.path, request_.query)
         assert refused.value.code == "FAILED_PRECONDITION"
         passphrase = register_secret("Pp-" + new_secret(10)) if exchange_for(exchange).passphrase else None
         run_cli(env, "keys", "register", "--label", label, "--api-key", api_key,
                 stdin=(passphrase + "\n") if passphrase else "", check=True)
-        signed = client.sign(label, request_.method, request_.path, request_.query, timestamp_ms=NOW_MS)
+        # A running agent believes "unregistered" for up to 0.5 s (as it believes "not found").
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                signed = client.sign(label, request_.method, request_.path, request_.query, timestamp_ms=NOW_MS)
+                break
+            except SigningError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     assert api_key in repr(signed)
     # The text the exchange's scheme signs, computed here independently of the agent process.
     options = exchange_for(exchange).resolve_options({})
@@ -157,3 +165,18 @@ def test_binance_ed25519_pem_bot_equals_plain_ccxt(env: Env, agent, label: str):
         through_agent = sent(bot, ["private"], "order", "POST", params)
     plain = _capture(ccxt.binance({**config, "apiKey": api_key, "secret": pem}), NOW_MS)
     assert through_agent == sent(plain, ["private"], "order", "POST", params)
+
+
+@pytest.mark.e2e
+def test_pem_with_leading_lines_and_default_type(env: Env, label: str):
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    register_secret(pem.split("\n")[1])
+    # openssl pkcs12 output starts with "Bag Attributes"; Coinbase keys default to ec-p256.
+    stdin = "Bag Attributes\n    localKeyID: 01\n" + pem
+    done = run_cli(env, "keys", "import", "--label", label, "--exchange", "coinbase", "--api-key", "k", stdin=stdin)
+    assert done.returncode == 0 and "ec-p256" in done.stdout, done.stderr
+    refused = run_cli(env, "keys", "import", "--label", label + "x", "--exchange", "coinbase", "--api-key", "k",
+                      stdin=new_secret(32) + "\n")
+    assert refused.returncode == 1 and "PEM block" in refused.stderr

@@ -129,7 +129,7 @@ CASES = [
 
 def _import(env: Env, label: str, exchange: str, api_key: str, secret: str, passphrase: str | None, options):
     stdin = secret + "\n" + (passphrase + "\n" if passphrase else "")
-    args = ["keys", "import", "--label", label, "--exchange", exchange, "--api-key", api_key]
+    args = ["keys", "import", "--label", label, "--exchange", exchange, "--api-key", api_key, "--type", "hmac"]
     for name, value in options.items():
         args += ["--option", f"{name}={value}"]
     run_cli(env, *args, stdin=stdin, check=True)

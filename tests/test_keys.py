@@ -215,3 +215,27 @@ def test_revoke_destroys_every_object_of_the_key(keyring: Keyring, label: str):
     assert classes == sorted([int(ObjectClass.PRIVATE_KEY), int(ObjectClass.PUBLIC_KEY), int(ObjectClass.DATA)])
     keyring.revoke(label)
     assert _objects_labelled(keyring, label) == []
+
+
+def test_private_keys_refuse_sign_recover(keyring: Keyring, label: str):
+    """C_SignRecover with raw RSA would be a decryption oracle; the key refuses it."""
+    provision.import_key(keyring, label=label, exchange_id="binance", api_key="AKID", key_type="rsa",
+                         secret=pem_of(KEYS["rsa"]()))
+    handle = keyring.lookup(label).handle
+    assert in_token(keyring, lambda s: handle[Attribute.SIGN_RECOVER]) is False
+
+
+def test_revoke_clears_what_an_interrupted_revoke_left(keyring: Keyring, label: str):
+    provision.import_key(keyring, label=label, exchange_id="okx", api_key="AKID", key_type="hmac",
+                         secret=new_secret(32).encode(), passphrase="pp-" + new_secret(6))
+    # Interrupted after the key was destroyed: only the account object is left.
+    handle = keyring.lookup(label).handle
+    in_token(keyring, lambda s: handle.destroy())
+    keyring._cache.clear()
+    with pytest.raises(KeyExists, match="a data object labelled"):
+        provision.import_key(keyring, label=label, exchange_id="okx", api_key="AKID", key_type="hmac",
+                             secret=new_secret(32).encode(), passphrase="pp")
+    assert keyring.revoke(label).key_type == "(incomplete)"
+    assert _objects_labelled(keyring, label) == []
+    provision.import_key(keyring, label=label, exchange_id="okx", api_key="AKID", key_type="hmac",
+                         secret=new_secret(32).encode(), passphrase="pp-" + new_secret(6))

@@ -99,3 +99,24 @@ def test_sigkill_then_restart_never_goes_back(tmp_path: Path):
     # The killed process may have issued a few more than we read: restart must be above all of them.
     after = NonceStore(tmp_path).next("kraken", "shared", 0)
     assert after > max(seen)
+
+
+def test_a_replaced_state_file_is_reopened(tmp_path: Path):
+    """An operator restoring a state file under a running agent: the agent follows the new file,
+    so every process locks and reads the same one."""
+    store = NonceStore(tmp_path)
+    store.next("kraken", "K", 1000)
+    path = tmp_path / NonceStore.file_name("kraken", "K")
+    replacement = tmp_path / "restored"
+    replacement.write_text(f"{5000:020d} {6000:020d} {path.read_text().split()[2]}\n")
+    replacement.replace(path)
+    assert store.next("kraken", "K", 0) == 5001
+
+
+def test_unwritable_state_is_reported_not_crashed(tmp_path: Path):
+    from agent.nonces import NonceStoreUnavailable
+
+    store = NonceStore(tmp_path / "state")
+    (tmp_path / "state").write_text("a file where the directory should be")
+    with pytest.raises(NonceStoreUnavailable):
+        store.next("kraken", "K", 1)

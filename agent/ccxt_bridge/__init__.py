@@ -21,12 +21,13 @@ decorative headers that no signature covers (exchange-signing.md 0.7).
 from __future__ import annotations
 
 import importlib
+import weakref
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from agent.client import SignerClient
+from agent.client import AgentUnavailableError, InvalidRequestError, KeyNotFoundError, SignerClient, SigningError
 from agent.schemes import Body, UnsignedRequest
 
 
@@ -79,6 +80,12 @@ def agent_exchange(
     module = _module(exchange_id)
     base_class = getattr(ccxt, exchange_id)
     signer = client or SignerClient(target)
+    # The agent's refusals as the ccxt exceptions bots already handle (retry on NetworkError...).
+    errors = {
+        AgentUnavailableError: ccxt.NetworkError,
+        KeyNotFoundError: ccxt.AuthenticationError,
+        InvalidRequestError: ccxt.BadRequest,
+    }
     config = dict(config or {})
     for credential in ("apiKey", "secret", "password", "uid", "privateKey"):
         if credential in config:
@@ -93,9 +100,13 @@ def agent_exchange(
             if unsigned is None:  # public: ccxt added no authentication
                 return built
             req = unsigned.request
-            signed = signer.sign(
-                key, req.method, req.path, req.query, _body_arg(req.body), timestamp_ms=unsigned.timestamp_ms
-            )
+            try:
+                signed = signer.sign(
+                    key, req.method, req.path, req.query, _body_arg(req.body), timestamp_ms=unsigned.timestamp_ms
+                )
+            except SigningError as exc:
+                ccxt_error = next((e for cls, e in errors.items() if isinstance(exc, cls)), ccxt.PermissionDenied)
+                raise ccxt_error(f"{self.id} {method} {path}: signing agent: {exc}") from exc
             return {
                 "url": unsigned.base_url + signed.path,
                 "method": signed.method,
@@ -104,7 +115,10 @@ def agent_exchange(
             }
 
     AgentSigned.__name__ = f"AgentSigned_{exchange_id}"
-    return AgentSigned(config)
+    exchange = AgentSigned(config)
+    if client is None:  # ours: closed with the exchange object
+        weakref.finalize(exchange, signer.close)
+    return exchange
 
 
 def _body_arg(body: Body) -> Any:

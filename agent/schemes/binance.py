@@ -15,30 +15,15 @@ A raw body is taken as already form-encoded and is kept byte for byte.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
+from agent.schemes.encoding import form_pairs, join_params, urlencode
 from agent.schemes.spec import Exchange
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 
 API_KEY_HEADER = "X-MBX-APIKEY"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-
-
-def _encode(params: tuple[tuple[str, str], ...]) -> str:
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
-def _raw_body_pairs(text: str) -> list[tuple[str, str]]:
-    """A raw Binance body is form-encoded ASCII; parse it only to check names, never re-encode it."""
-    if not text:
-        return []
-    if not text.isascii():
-        raise RequestInvalid("raw body must be ASCII: percent-encode non-ASCII characters (UTF-8), as Binance requires")
-    try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) for Binance") from None
 
 
 class BinanceScheme:
@@ -47,7 +32,8 @@ class BinanceScheme:
         body = request.body
         if request.method == "GET" and body is not None:
             raise RequestInvalid("Binance reads GET parameters from the query only; move the body into 'query'")
-        pairs = tuple(request.query) + tuple(_raw_body_pairs(body.text) if isinstance(body, RawBody) else body or ())
+        body_pairs = form_pairs(body.text, "Binance") if isinstance(body, RawBody) else body or ()
+        pairs = tuple(request.query) + tuple(body_pairs)
         if any(name == "signature" for name, _ in pairs):
             raise RequestInvalid("remove 'signature': the agent computes it")
         # Binance signs query and body as one parameter list: the limits apply to the whole.
@@ -59,16 +45,16 @@ class BinanceScheme:
 
         has_body = body is not None and (not isinstance(body, RawBody) or body.text != "")
         if has_body:
-            query_text = _encode(request.query)
-            body_text = _join(_encode(stamp), _body_text(body))
+            query_text = urlencode(request.query)
+            body_text = join_params(urlencode(stamp), _body_text(body))
         else:
-            query_text = _encode(stamp + request.query)
+            query_text = urlencode(stamp + request.query)
             body_text = ""
         signature = "signature=" + _signature(key, (query_text + body_text).encode("ascii"))
         if has_body:
-            body_text = _join(body_text, signature)
+            body_text = join_params(body_text, signature)
         else:
-            query_text = _join(query_text, signature)
+            query_text = join_params(query_text, signature)
 
         headers = [(API_KEY_HEADER, key.api_key)]
         if has_body:
@@ -85,11 +71,7 @@ def _signature(key: Credential, payload: bytes) -> str:
 
 
 def _body_text(body) -> str:
-    return body.text if isinstance(body, RawBody) else _encode(body)
-
-
-def _join(first: str, second: str) -> str:
-    return f"{first}&{second}" if first and second else first or second
+    return body.text if isinstance(body, RawBody) else urlencode(body)
 
 
 SCHEME = BinanceScheme()

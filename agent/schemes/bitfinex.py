@@ -21,42 +21,12 @@ sent byte for byte (for numbers, arrays and nested objects).
 
 from __future__ import annotations
 
-import json
-
 from agent.schemes.context import Credential, Environment
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import NONCE_REFUSED, json_object_body
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
 AUTH_PREFIX = "/v2/auth/"
-NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"
-
-
-def _json(value) -> str:
-    """ccxt's json(): compact, non-ASCII as UTF-8 (orjson's output)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _json_object_names(text: str) -> list[str]:
-    """The top-level names of the JSON object TEXT; RequestInvalid if it is not one, unambiguously."""
-
-    def pairs_hook(pairs):
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names):
-            raise RequestInvalid("raw JSON body has a name twice in one object; send each name once")
-        return pairs
-
-    def no_constant(name):
-        raise RequestInvalid(f"raw JSON body contains {name}, which is not JSON")
-
-    try:
-        parsed = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=no_constant)
-    except (ValueError, RecursionError) as error:
-        if isinstance(error, RequestInvalid):
-            raise
-        parsed = None
-    if not isinstance(parsed, list) or not text.strip().startswith("{"):
-        raise RequestInvalid("Bitfinex takes a JSON object body: send one JSON object ('{}' for no parameters)")
-    return [name for name, _ in parsed]
 
 
 class BitfinexScheme:
@@ -71,14 +41,8 @@ class BitfinexScheme:
             )
         if request.query:
             raise RequestInvalid("Bitfinex signs the JSON body only: move the query parameters into 'body'")
-        body = request.body
-        if isinstance(body, RawBody):
-            names = _json_object_names(body.text)
-            text = body.text
-        else:
-            names = [name for name, _ in body or ()]
-            text = _json(dict(body or ()))
-        if "nonce" in names:
+        params, text = json_object_body(request.body, "Bitfinex")
+        if "nonce" in params:
             raise RequestInvalid(NONCE_REFUSED)
 
         nonce = str(key.nonce(env.now_ms))

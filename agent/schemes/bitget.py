@@ -18,8 +18,9 @@ ccxt's X-CHANNEL-API-CODE header is decorative and not produced (exchange-signin
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.okx import JSON_CONTENT_TYPE, encode_query, json_body_text, require_passphrase
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import json_body_text, urlencode
+from agent.schemes.okx import JSON_CONTENT_TYPE, require_passphrase
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 
@@ -33,12 +34,9 @@ class BitgetScheme:
             raise RequestInvalid("Bitget takes a body on POST only; move the parameters into 'query'")
         query = sorted(request.query)  # ccxt's keysort (names are unique)
         # ccxt's URL: its urlencode with '%24' put back to '$' (ccxt issue #21169).
-        sent_query = encode_query(query).replace("%24", "$")
+        sent_query = urlencode(query).replace("%24", "$")
         signed_query = "&".join(f"{name}={value}" for name, value in query)
-        if request.body is not None and not isinstance(request.body, RawBody) and not request.body:
-            body_text = "{}"  # ccxt's json({}) for a POST without parameters
-        else:
-            body_text = json_body_text(request.body, "Bitget")
+        body_text = json_body_text(request.body, "Bitget", no_params="{}")  # ccxt's json({}) for no parameters
         timestamp = str(env.now_ms)
         prehash = f"{timestamp}{request.method}{request.path}{'?' + signed_query if query else ''}{body_text}"
         message = prehash.encode("utf-8")

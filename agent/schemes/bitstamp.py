@@ -16,9 +16,9 @@ sample leaves that slot empty, so this form is unverified.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import parse_qsl, quote
 
 from agent.schemes.context import Credential, Environment
+from agent.schemes.encoding import form_pairs, urlencode
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
@@ -28,20 +28,11 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 EMPTY_POST_BODY = "foo=bar"
 
 
-def _encode(params: tuple[tuple[str, str], ...]) -> str:
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
 def _body_text(body) -> str:
     if isinstance(body, RawBody):
-        if body.text and not body.text.isascii():
-            raise RequestInvalid("raw body must be ASCII form data: percent-encode non-ASCII characters (UTF-8)")
-        try:
-            parse_qsl(body.text, keep_blank_values=True, strict_parsing=bool(body.text))
-        except ValueError:
-            raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) for Bitstamp") from None
+        form_pairs(body.text, "Bitstamp")  # checked only: sent and signed as given
         return body.text
-    return _encode(body or ())
+    return urlencode(body or ())
 
 
 def uuid4_from(random16: bytes) -> str:
@@ -57,7 +48,7 @@ class BitstampScheme:
             raise RequestInvalid("Bitstamp GET requests carry no body; move the parameters into 'query'")
         if request.method == "POST" and not body:
             body = EMPTY_POST_BODY
-        query = _encode(request.query)
+        query = urlencode(request.query)
         path = f"{request.path}?{query}" if query else request.path
         content_type = FORM_CONTENT_TYPE if body else ""
         x_auth = f"BITSTAMP {key.api_key}"

@@ -17,50 +17,15 @@ and cannot hurt; it is left out for HMAC keys so that those requests stay identi
 
 from __future__ import annotations
 
-import json
-from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import json_object_body, urlencode
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 PATH_PREFIX = "/v5/"
 DEFAULT_RECV_WINDOW = "5000"
 JSON_CONTENT_TYPE = "application/json"
-
-
-def _encode(params) -> str:
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
-def _unique_object(pairs):
-    names = [name for name, _ in pairs]
-    if len(names) != len(set(names)):
-        raise ValueError("duplicate name")
-    return dict(pairs)
-
-
-def _no_constant(name: str):
-    raise ValueError(name)  # NaN, Infinity: not JSON
-
-
-def json_object_text(body: Body, exchange: str) -> str:
-    """The JSON text to send and sign: '{}' for no body (as ccxt sends), a raw body as given
-    (checked to be one JSON object without duplicate names), pairs as ccxt's json() of strings
-    (compact, non-ASCII kept as UTF-8: what ccxt's json() gives with orjson)."""
-    if body is None:
-        return "{}"
-    if isinstance(body, RawBody):
-        try:
-            value = json.loads(body.text, object_pairs_hook=_unique_object, parse_constant=_no_constant)
-        except ValueError:
-            raise RequestInvalid(
-                f"raw body must be one JSON object, without a name twice, for {exchange}"
-            ) from None
-        if not isinstance(value, dict):
-            raise RequestInvalid(f"raw body must be a JSON object for {exchange}")
-        return body.text
-    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
 
 
 class BybitScheme:
@@ -75,12 +40,13 @@ class BybitScheme:
         if request.method == "GET":
             if request.body is not None:
                 raise RequestInvalid("Bybit signs GET parameters from the query only; move the body into 'query'")
-            payload = _encode(request.query)
+            payload = urlencode(request.query)
             body_text = ""
         elif request.method == "POST":
             if request.query:
                 raise RequestInvalid("Bybit signs the POST body only; move the query parameters into the JSON body")
-            payload = body_text = json_object_text(request.body, "Bybit")
+            _, payload = json_object_body(request.body, "Bybit")
+            body_text = payload
         else:
             raise RequestInvalid(f"Bybit v5 private endpoints are GET or POST, not {request.method}")
 

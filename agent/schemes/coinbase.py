@@ -25,9 +25,9 @@ query there is refused: the JWT would not cover it and ccxt never sends one.
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64url
+from agent.schemes.encoding import ccxt_json, urlencode
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
@@ -43,15 +43,6 @@ _CLAIMS = {
 _ALG = {"ec-p256": "ES256", "ed25519": "EdDSA"}
 
 
-def _json(value: object) -> str:
-    """ccxt's json(): compact, UTF-8 (orjson, which ccxt uses when installed)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _encode(params: tuple[tuple[str, str], ...]) -> str:
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
 def _body_text(request: UnsignedRequest) -> str:
     body = request.body
     if isinstance(body, RawBody):
@@ -64,7 +55,7 @@ def _body_text(request: UnsignedRequest) -> str:
         return body.text
     if not body:
         return ""
-    return _json(dict(body))
+    return ccxt_json(dict(body))
 
 
 class CoinbaseScheme:
@@ -80,7 +71,7 @@ class CoinbaseScheme:
                     f"Coinbase takes {request.method} parameters in the JSON body; move the query into 'body'"
                 )
             body = _body_text(request)
-        query = _encode(request.query)
+        query = urlencode(request.query)
         path = f"{request.path}?{query}" if query else request.path
         seconds = env.now_ms // 1000
 
@@ -117,7 +108,7 @@ def _jwt(key: Credential, alg: str, uri: str, seconds: int, env: Environment) ->
         "iat": seconds,
         uri_claim: uri if uri_claim == "uri" else [uri],
     }
-    signing_input = b64url(_json(header).encode("utf-8")) + "." + b64url(_json(claims).encode("utf-8"))
+    signing_input = b64url(ccxt_json(header).encode("utf-8")) + "." + b64url(ccxt_json(claims).encode("utf-8"))
     return signing_input + "." + b64url(key.sign(signing_input.encode("ascii")))
 
 

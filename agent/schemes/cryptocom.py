@@ -21,9 +21,8 @@ depth 3 and below (the samples fall back to str() there).
 
 from __future__ import annotations
 
-import json
-
 from agent.schemes.context import Credential, Environment
+from agent.schemes.encoding import ccxt_json, json_object_body
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
@@ -36,43 +35,13 @@ class _Decimal(str):
     """A JSON number with a fraction or exponent, kept as text so it can be refused by name."""
 
 
-def _json(value: object) -> str:
-    """ccxt's json(): compact, UTF-8 (orjson, which ccxt uses when installed)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise RequestInvalid(f"params name {name[:64]!r} appears twice in the raw JSON body")
-        result[name] = value
-    return result
-
-
-def _refuse_constant(name: str) -> object:
-    raise RequestInvalid(f"params contain {name}, which is not JSON")
-
-
 def _params(request: UnsignedRequest) -> tuple[dict[str, object], str]:
     """(params, their JSON text for the body)."""
-    body = request.body
-    if isinstance(body, RawBody):
-        if body.text.strip() == "":
-            return {}, "{}"
-        try:
-            params = json.loads(
-                body.text, object_pairs_hook=_no_duplicates, parse_float=_Decimal, parse_constant=_refuse_constant
-            )
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's parser limit
-            if isinstance(exc, RequestInvalid):
-                raise
-            raise RequestInvalid("raw body must be the JSON object of the method's params") from None
-        if not isinstance(params, dict):
-            raise RequestInvalid("raw body must be the JSON object of the method's params (a JSON object)")
-        return params, body.text
-    params = dict(body or ())
-    return params, _json(params)
+    if isinstance(request.body, RawBody) and request.body.text.strip() == "":
+        return {}, "{}"
+    params, text = json_object_body(request.body, "Crypto.com", parse_float=_Decimal)
+    assert isinstance(params, dict)  # json_object_body without arrays=True: always an object
+    return params, text
 
 
 def param_string(params: dict[str, object], level: int = 0) -> str:
@@ -150,8 +119,8 @@ class CryptocomScheme:
         message = method + nonce + key.api_key + signed_params + nonce
         sig = key.mac(message.encode("utf-8"), "sha256").hex()
         body = (
-            f'{{"id":{_json(nonce)},"method":{_json(method)},"params":{params_text},'
-            f'"api_key":{_json(key.api_key)},"sig":{_json(sig)},"nonce":{_json(nonce)}}}'
+            f'{{"id":{ccxt_json(nonce)},"method":{ccxt_json(method)},"params":{params_text},'
+            f'"api_key":{ccxt_json(key.api_key)},"sig":{ccxt_json(sig)},"nonce":{ccxt_json(nonce)}}}'
         )
         return SignedRequest(
             method="POST", path=request.path, headers=(("Content-Type", JSON_CONTENT_TYPE),), body=body

@@ -20,17 +20,13 @@ keys are taken.
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment
+from agent.schemes.encoding import urlencode
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
 JSON_CONTENT_TYPE = "application/json"
-
-
-def _encode(params: tuple[tuple[str, str], ...]) -> str:
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
 
 
 def _body_text(request: UnsignedRequest) -> str:
@@ -52,7 +48,7 @@ class DeribitScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
         body = _body_text(request)
-        query = _encode(request.query)
+        query = urlencode(request.query)
         uri = f"{request.path}?{query}" if query else request.path
         timestamp = str(env.now_ms)
         nonce = str(key.nonce(env.now_ms))

@@ -20,11 +20,10 @@ parameter pairs become a JSON object of strings in ccxt's compact form
 from __future__ import annotations
 
 import hashlib
-import json
-from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import json_body_text, urlencode
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
 PATH_PREFIX = "/api/v4/"
@@ -33,7 +32,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 def _encoded_query(query: tuple[tuple[str, str], ...]) -> str:
     """The query as sent: ccxt's urlencode (UTF-8 percent-encoding, only A-Z a-z 0-9 _ . - ~ kept)."""
-    text = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in query)
+    text = urlencode(query)
     # ccxt (issue 25570): Gate wants literal commas in `currencies=` lists; ccxt then
     # un-escapes every %2C of the query. Both forms decode to the same signed text.
     if "currencies=" in text and "%2C" in text:
@@ -44,26 +43,6 @@ def _encoded_query(query: tuple[tuple[str, str], ...]) -> str:
 def _signed_query(query: tuple[tuple[str, str], ...]) -> str:
     """The query as signed: the sent query percent-decoded, i.e. the names and values as given."""
     return "&".join(f"{name}={value}" for name, value in query)
-
-
-def _body_text(body: Body) -> str:
-    if body is None:
-        return ""
-    if isinstance(body, RawBody):
-        if body.text == "":
-            return ""
-        try:
-            value = json.loads(body.text, parse_constant=_no_constant)
-        except ValueError:
-            raise RequestInvalid("raw body must be valid JSON text for Gate") from None
-        if not isinstance(value, (dict, list)):
-            raise RequestInvalid("raw body must be a JSON object or array for Gate")
-        return body.text
-    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
-
-
-def _no_constant(name: str):
-    raise ValueError(name)  # NaN, Infinity: not JSON
 
 
 class GateScheme:
@@ -78,7 +57,7 @@ class GateScheme:
             raise RequestInvalid("Gate paths are ASCII; percent-encode path parameters")
         if request.method == "GET" and request.body is not None:
             raise RequestInvalid("Gate GET requests take no body; move the parameters into 'query'")
-        body_text = _body_text(request.body)
+        body_text = json_body_text(request.body, "Gate", no_params="{}")
         timestamp = str(env.now_ms // 1000)
         payload = "\n".join((
             request.method,

@@ -25,42 +25,13 @@ therefore not followed: the agent signs with milliseconds.
 from __future__ import annotations
 
 import base64
-import json
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import NONCE_REFUSED, ccxt_json, json_object_body
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
-NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"
 REQUEST_REFUSED = "remove 'request': the agent sets it to the path"
-
-
-def _json(value) -> str:
-    """ccxt's json(): compact, non-ASCII as UTF-8 (orjson's output)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _json_object_names(text: str) -> list[str]:
-    """The top-level names of the JSON object TEXT; RequestInvalid if it is not one, unambiguously."""
-
-    def pairs_hook(pairs):
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names):
-            raise RequestInvalid("raw JSON body has a name twice in one object; send each name once")
-        return pairs
-
-    def no_constant(name):
-        raise RequestInvalid(f"raw JSON body contains {name}, which is not JSON")
-
-    try:
-        parsed = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=no_constant)
-    except (ValueError, RecursionError) as error:
-        if isinstance(error, RequestInvalid):
-            raise
-        parsed = None
-    if not isinstance(parsed, list) or not text.strip().startswith("{"):
-        raise RequestInvalid("Gemini parameters go in a JSON object: send one JSON object as the body ('{}' for none)")
-    return [name for name, _ in parsed]
 
 
 def sign_payload(key: Credential, payload_json: str) -> tuple[str, str]:
@@ -76,22 +47,17 @@ class GeminiScheme:
             raise RequestInvalid("Gemini private endpoints take POST (a few take GET)")
         if request.query:
             raise RequestInvalid("Gemini reads parameters from the signed payload only: move the query into 'body'")
-        body = request.body
-        if isinstance(body, RawBody):
-            names = _json_object_names(body.text)
-            params_text = body.text
-        else:
-            names = [name for name, _ in body or ()]
-            params_text = _json(dict(body or ()))
-        if "nonce" in names:
+        params, params_text = json_object_body(request.body, "Gemini")
+        if "nonce" in params:
             raise RequestInvalid(NONCE_REFUSED)
-        if "request" in names:
+        if "request" in params:
             raise RequestInvalid(REQUEST_REFUSED)
 
         nonce = str(key.nonce(env.now_ms))
         inner = params_text.strip()[1:-1]
         payload_json = (
-            '{"request":' + _json(request.path) + ',"nonce":' + _json(nonce) + ("," + inner if names else "") + "}"
+            '{"request":' + ccxt_json(request.path) + ',"nonce":' + ccxt_json(nonce)
+            + ("," + inner if params else "") + "}"
         )
         payload, signature = sign_payload(key, payload_json)
         headers = (

@@ -31,12 +31,12 @@ and for such names sorting before or after encoding gives the same order.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import json_body_text
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 # Allowed hosts per family; the first is the default (ccxt 4.5.90's urls['hostnames']).
@@ -104,26 +104,6 @@ def signed_text(method: str, host: str, path: str, canonical: str) -> bytes:
     return f"{method}\n{host}\n{path}\n{canonical}".encode("utf-8")
 
 
-def _body_text(body: Body) -> str:
-    if body is None:
-        return ""
-    if isinstance(body, RawBody):
-        if body.text == "":
-            return ""
-        try:
-            value = json.loads(body.text, parse_constant=_no_constant)
-        except ValueError:
-            raise RequestInvalid("raw body must be valid JSON text for HTX") from None
-        if not isinstance(value, (dict, list)):
-            raise RequestInvalid("raw body must be a JSON object or array for HTX")
-        return body.text
-    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
-
-
-def _no_constant(name: str):
-    raise ValueError(name)  # NaN, Infinity: not JSON
-
-
 class HtxScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
@@ -144,7 +124,7 @@ class HtxScheme:
             if not _NAME.match(name):
                 raise RequestInvalid("HTX parameter names must be letters, digits, '-', '_', '.' or '~'")
         host = host_for(request.path, key)
-        body_text = _body_text(request.body) if request.method == "POST" else ""
+        body_text = json_body_text(request.body, "HTX", no_params="{}") if request.method == "POST" else ""
 
         params = [
             ("AccessKeyId", key.api_key),

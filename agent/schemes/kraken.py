@@ -24,10 +24,10 @@ the nonce in front of it without touching the rest.
 from __future__ import annotations
 
 import hashlib
-import json
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
+from agent.schemes.encoding import FORM, NONCE_REFUSED, ccxt_json, form_pairs, parse_json_body
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 from agent.schemes.spec import Exchange
 
@@ -36,7 +36,6 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
 # Endpoints whose parameters are arrays of objects: ccxt sends them as JSON, and pairs cannot express them.
 JSON_ONLY_ENDPOINTS = ("AddOrderBatch", "CancelOrderBatch")
-NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"
 
 
 def _form(params) -> str:
@@ -44,37 +43,9 @@ def _form(params) -> str:
     return "&".join(f"{quote(name, safe='[]')}={quote(value, safe='[]')}" for name, value in params)
 
 
-def _json(value) -> str:
-    """ccxt's json(): compact, non-ASCII as UTF-8 (orjson's output)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _json_object_names(text: str) -> list[str]:
-    """The top-level names of the JSON object TEXT; RequestInvalid if it is not one, unambiguously."""
-
-    def pairs_hook(pairs):
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names):
-            raise RequestInvalid("raw JSON body has a name twice in one object; send each name once")
-        return pairs
-
-    def no_constant(name):
-        raise RequestInvalid(f"raw JSON body contains {name}, which is not JSON")
-
-    try:
-        parsed = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=no_constant)
-    except (ValueError, RecursionError) as error:
-        if isinstance(error, RequestInvalid):
-            raise
-        raise RequestInvalid("raw body starting with '{' must be one JSON object") from None
-    if not isinstance(parsed, list) or not text.strip().startswith("{"):
-        raise RequestInvalid("raw body starting with '{' must be one JSON object")
-    return [name for name, _ in parsed]
-
-
 def _check_json_body(text: str) -> bool:
     """Check the raw JSON body; True when the object has members."""
-    names = _json_object_names(text)
+    names = list(parse_json_body(text, "Kraken"))  # a raw body starting with '{' is JSON
     if "nonce" in names:
         raise RequestInvalid(NONCE_REFUSED)
     return bool(names)
@@ -83,18 +54,11 @@ def _check_json_body(text: str) -> bool:
 def _json_with_nonce(text: str, has_members: bool, nonce: str) -> str:
     """`{"nonce":"N"` followed by the members of the JSON object TEXT, kept as written."""
     inner = text.strip()[1:-1]
-    return '{"nonce":' + _json(nonce) + ("," + inner if has_members else "") + "}"
+    return '{"nonce":' + ccxt_json(nonce) + ("," + inner if has_members else "") + "}"
 
 
 def _check_form_body(text: str) -> None:
-    if not text:
-        return
-    if not text.isascii():
-        raise RequestInvalid("raw form body must be ASCII: percent-encode non-ASCII characters (UTF-8)")
-    try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) or one JSON object") from None
+    pairs = form_pairs(text, "Kraken", expect=FORM + " or one JSON object")
     check_params("body", tuple(pairs))
     if any(name == "nonce" for name, _ in pairs):
         raise RequestInvalid(NONCE_REFUSED)
@@ -144,7 +108,7 @@ class KrakenScheme:
         if isinstance(body, RawBody):
             text = _json_with_nonce(body.text, has_members, nonce) if is_json else _form_with_nonce(body.text, nonce)
         elif is_json:
-            text = _json({"nonce": nonce, **dict(params)})
+            text = ccxt_json({"nonce": nonce, **dict(params)})
         else:
             text = _form((("nonce", nonce),) + params)
 

@@ -19,7 +19,8 @@ own partner secret and are not produced (exchange-signing.md 0.7).
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.okx import JSON_CONTENT_TYPE, json_body_text, require_passphrase
+from agent.schemes.encoding import json_body_text
+from agent.schemes.okx import JSON_CONTENT_TYPE, require_passphrase
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 

@@ -17,11 +17,9 @@ the agent refuses to sign a request whose body would go unsigned.
 
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qsl, quote
-
 from agent.schemes.context import Credential, Environment
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
+from agent.schemes.encoding import form_pairs, join_params, json_object_body, urlencode
+from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 SPOT_PREFIX = "/api/v3/"
@@ -31,15 +29,6 @@ SPOT_API_KEY_HEADER = "X-MEXC-APIKEY"
 DEFAULT_RECV_WINDOW = "5000"
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-
-
-def _encode(params) -> str:
-    """ccxt's urlencode: UTF-8 percent-encoding of all but A-Z a-z 0-9 _ . - ~ (uppercase hex, as MEXC asks)."""
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
-def _join(first: str, second: str) -> str:
-    return f"{first}&{second}" if first and second else first or second
 
 
 def _digits(value: str | None) -> bool:
@@ -70,12 +59,7 @@ def _form_pairs(text: str) -> list[tuple[str, str]]:
         raise RequestInvalid(
             "MEXC spot signs query + form body; send the parameters in 'query' (as ccxt does), not JSON"
         )
-    if not text.isascii():
-        raise RequestInvalid("raw body must be ASCII: percent-encode non-ASCII characters (UTF-8)")
-    try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise RequestInvalid("raw body must be form-encoded parameters (name=value&...) for MEXC spot") from None
+    return form_pairs(text, "MEXC spot")
 
 
 def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
@@ -104,16 +88,16 @@ def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> S
         stamp.append(("recvWindow", DEFAULT_RECV_WINDOW))
 
     if has_body:
-        query_text = _encode(request.query)
-        body_text = _join(body.text if isinstance(body, RawBody) else _encode(body), _encode(stamp))
+        query_text = urlencode(request.query)
+        body_text = join_params(body.text if isinstance(body, RawBody) else urlencode(body), urlencode(stamp))
     else:
-        query_text = _join(_encode(request.query), _encode(stamp))
+        query_text = join_params(urlencode(request.query), urlencode(stamp))
         body_text = ""
     signature = "signature=" + key.mac((query_text + body_text).encode("ascii"), "sha256").hex()
     if has_body:
-        body_text = _join(body_text, signature)
+        body_text = join_params(body_text, signature)
     else:
-        query_text = _join(query_text, signature)
+        query_text = join_params(query_text, signature)
 
     headers = [(SPOT_API_KEY_HEADER, key.api_key)]
     if has_body:
@@ -127,32 +111,6 @@ def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> S
 # -- futures (contract) ----------------------------------------------------------------
 
 
-def _unique_object(pairs):
-    names = [name for name, _ in pairs]
-    if len(names) != len(set(names)):
-        raise ValueError("duplicate name")
-    return dict(pairs)
-
-
-def _no_constant(name: str):
-    raise ValueError(name)  # NaN, Infinity: not JSON
-
-
-def _json_text(body: Body) -> str:
-    """'{}' for no body (as ccxt sends); a raw body as given, checked; pairs as ccxt's json() of strings."""
-    if body is None:
-        return "{}"
-    if isinstance(body, RawBody):
-        try:
-            value = json.loads(body.text, object_pairs_hook=_unique_object, parse_constant=_no_constant)
-        except ValueError:
-            raise RequestInvalid("raw body must be JSON, without a name twice, for MEXC futures") from None
-        if not isinstance(value, (dict, list)):
-            raise RequestInvalid("raw body must be a JSON object or array for MEXC futures")
-        return body.text
-    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
-
-
 def _sign_contract(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
     if request.method in ("GET", "DELETE"):
         if request.body is not None:
@@ -160,12 +118,13 @@ def _sign_contract(request: UnsignedRequest, key: Credential, env: Environment) 
                 f"MEXC futures signs {request.method} parameters from the query only; move the body into 'query'"
             )
         # Sorted by name: MEXC signs "the parameters in dictionary order"; sent in that order too (as ccxt).
-        param_string = _encode(sorted(request.query))
+        param_string = urlencode(sorted(request.query))
         body_text = ""
     elif request.method == "POST":
         if request.query:
             raise RequestInvalid("MEXC futures signs the POST body only; move the query parameters into the JSON body")
-        param_string = body_text = _json_text(request.body)
+        _, param_string = json_object_body(request.body, "MEXC futures", arrays=True)
+        body_text = param_string
     else:
         raise RequestInvalid(f"MEXC futures endpoints are GET, POST or DELETE, not {request.method}")
 

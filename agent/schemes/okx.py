@@ -15,43 +15,14 @@ method but GET, which takes no body (OKX signs an empty body for GET).
 from __future__ import annotations
 
 import datetime
-import json
-from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from agent.schemes.encoding import json_body_text, urlencode
+from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 JSON_CONTENT_TYPE = "application/json"
 MAX_ISO_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-def encode_query(params) -> str:
-    """ccxt's urlencode of string values: UTF-8 percent-encoding of everything but A-Z a-z 0-9 _ . - ~."""
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
-
-
-def json_body_text(body: Body, exchange: str) -> str:
-    """The JSON text to send and sign: a raw body as given (checked), pairs as ccxt's json() of strings."""
-    if body is None:
-        return ""
-    if isinstance(body, RawBody):
-        if body.text == "":
-            return ""
-        try:
-            value = json.loads(body.text, parse_constant=_no_constant)
-        except ValueError:
-            raise RequestInvalid(f"raw body must be valid JSON text for {exchange}") from None
-        if not isinstance(value, (dict, list)):
-            raise RequestInvalid(f"raw body must be a JSON object or array for {exchange}")
-        return body.text
-    if not body:
-        return ""
-    return json.dumps(dict(body), separators=(",", ":"), ensure_ascii=False)
-
-
-def _no_constant(name: str):
-    raise ValueError(name)  # NaN, Infinity: not JSON
 
 
 def require_passphrase(key: Credential, exchange: str) -> str:
@@ -77,7 +48,7 @@ class OkxScheme:
         passphrase = require_passphrase(key, "okx")
         if request.method == "GET" and request.body is not None:
             raise RequestInvalid("OKX signs GET requests without a body; move the parameters into 'query'")
-        query_text = encode_query(request.query)
+        query_text = urlencode(request.query)
         request_path = f"{request.path}?{query_text}" if query_text else request.path
         body_text = json_body_text(request.body, "OKX")
         timestamp = iso8601_ms(env.now_ms)
