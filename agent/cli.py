@@ -215,9 +215,7 @@ def cmd_keys_register(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_CONFIG) from None
     _, keyring = _open_keyring(args)
     with keyring:
-        info = next((k for k in _custody_errors(keyring.list_keys)() if k.label == args.label), None)
-        if info is None:
-            raise CliError(f"no key labelled {args.label!r}")
+        info = _custody_errors(keyring.lookup)(args.label).info
         exchange = _custody_errors(provision.exchange_rules)(info.exchange)
         passphrase = None
         if exchange.passphrase_rule(info.options) is not None:

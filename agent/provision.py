@@ -119,11 +119,7 @@ def generate_key(
 
 
 def register(keyring: Keyring, *, label: str, api_key: str, passphrase: str | None = None) -> KeyInfo:
-    info = next((k for k in keyring.list_keys() if k.label == label), None)
-    if info is None:
-        from agent.custody import KeyNotFound
-
-        raise KeyNotFound(f"no key labelled {label!r}")
+    info = keyring.lookup(label).info  # one scan for this label, not a listing of the token
     exchange = exchange_rules(info.exchange)
     _, sign_passphrase = _check(exchange, info.key_type, info.options, passphrase)
     return keyring.register(label, api_key=api_key, passphrase=passphrase, sign_passphrase=sign_passphrase)
