@@ -136,15 +136,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logs.configure()
     try:
-        tcp = parse_tcp(args.tcp) if args.tcp else None
+        config = _config(args)
+        server = config.server
+        if args.tcp:
+            server = dataclasses.replace(server, tcp=parse_tcp(args.tcp, tls=server.tls is not None))
+        if args.tcp_plaintext:
+            server = dataclasses.replace(server, tcp_plaintext=True)
+        server.check_listeners()
         config, keyring = _open_keyring(args)
-        if tcp is not None:
-            config = dataclasses.replace(config, server=dataclasses.replace(config.server, tcp=tcp))
-        return serve(keyring, config)
+        return serve(keyring, dataclasses.replace(config, server=server))
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     except TokenUnavailable as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def _audit(config, event: str, **fields: Any) -> None:
+    """Record an operator action in the audit log (the agent's decisions share its chain)."""
+    from agent.audit import AuditLog
+
+    try:
+        AuditLog(config.audit_file).append(event, operator=_operator(), **fields)
+    except OSError as exc:
+        print(f"signing-agent: warning: the action was done but could not be audited in {config.audit_file}: "
+              f"{exc.strerror}", file=sys.stderr)
+
+
+def _operator() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _exchange_checked(args: argparse.Namespace, *, generated: bool = False):
@@ -171,7 +195,7 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
 
     exchange, options = _exchange_checked(args)
     needs_passphrase = exchange.passphrase_rule(options) is not None
-    _, keyring = _open_keyring(args)
+    config, keyring = _open_keyring(args)
     with keyring:
         secret, passphrase = read_key_input(pem=args.type != "hmac", passphrase=needs_passphrase)
         try:
@@ -181,6 +205,8 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
             )
         finally:
             secret[:] = b"\x00" * len(secret)
+    _audit(config, "key.import", key=info.label, exchange=info.exchange, key_type=info.key_type,
+           fingerprint=info.fingerprint)
     print(f"imported {info.key_type} key {info.label!r} for {info.exchange} (fingerprint {info.fingerprint})")
     return 0
 
@@ -189,11 +215,13 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     from agent import provision
 
     exchange, options = _exchange_checked(args, generated=True)
-    _, keyring = _open_keyring(args)
+    config, keyring = _open_keyring(args)
     with keyring:
         info, public = _custody_errors(provision.generate_key)(
             keyring, label=args.label, exchange_id=exchange.id, key_type=args.type, bits=args.bits, options=options
         )
+    _audit(config, "key.generate", key=info.label, exchange=info.exchange, key_type=info.key_type,
+           fingerprint=info.fingerprint)
     print(provision.public_key_pem(public), end="")
     print(
         f"generated {info.key_type} key {info.label!r} for {info.exchange} inside the token (fingerprint "
@@ -213,7 +241,7 @@ def cmd_keys_register(args: argparse.Namespace) -> int:
         validate_api_key(args.api_key)
     except InvalidKeyMaterial as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
-    _, keyring = _open_keyring(args)
+    config, keyring = _open_keyring(args)
     with keyring:
         info = _custody_errors(keyring.lookup)(args.label).info
         exchange = _custody_errors(provision.exchange_rules)(info.exchange)
@@ -223,6 +251,7 @@ def cmd_keys_register(args: argparse.Namespace) -> int:
                           else sys.stdin.readline().rstrip("\r\n"))
         info = _custody_errors(provision.register)(keyring, label=args.label, api_key=args.api_key,
                                                    passphrase=passphrase)
+    _audit(config, "key.register", key=info.label, exchange=info.exchange, api_key=info.api_key)
     print(f"registered key {info.label!r} with API key {info.api_key}; it can sign now")
     return 0
 
@@ -257,9 +286,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    _, keyring = _open_keyring(args)
+    config, keyring = _open_keyring(args)
     with keyring:
         info = _custody_errors(keyring.revoke)(args.label)
+    _audit(config, "key.revoke", key=info.label, exchange=info.exchange, fingerprint=info.fingerprint)
     print(f"revoked key {info.label!r} ({info.exchange}, fingerprint {info.fingerprint}); the token object is destroyed")
     return 0
 
@@ -330,7 +360,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     try:
-        with SignerClient(target, timeout=args.timeout) as client:
+        with SignerClient(target, timeout=args.timeout, token_file=args.token_file) as client:
             signed = client.sign(args.key, **request)
     except AgentUnavailableError as exc:
         raise CliError(f"agent at {target}: {exc}", EXIT_UNAVAILABLE) from None
@@ -338,6 +368,103 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps(signed.as_dict(), indent=2))
     return 0
+
+
+def cmd_bots_add(args: argparse.Namespace) -> int:
+    from agent.bots import BotsFileError, add_bot
+
+    config = _config(args)
+    cert = None
+    if args.cert is not None:
+        try:
+            cert = args.cert.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.cert}: {exc.strerror}", EXIT_CONFIG) from None
+    if args.token_file is not None and (args.token_file.exists() or args.token_file.is_symlink()):
+        raise CliError(f"{args.token_file} exists; choose a new file for the token")
+    try:
+        token = add_bot(config.bots_file, args.name, cert_pem=cert)
+    except BotsFileError as exc:
+        raise CliError(str(exc)) from None
+    _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token")
+    if token is None:
+        print(f"bot {args.name!r} added: it authenticates with its client certificate over mTLS")
+    elif args.token_file is not None:
+        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        print(f"bot {args.name!r} added; its token is in {args.token_file} (mode 0600, shown nowhere else)")
+    else:
+        print(token)
+        print(f"bot {args.name!r} added. The line above is its token, shown only now: give it to the bot "
+              "(SIGNING_AGENT_TOKEN_FILE or SignerClient(token_file=...)); the agent keeps only its hash.",
+              file=sys.stderr)
+    print(f"grant it keys in {config.policy_file}: [bots.{args.name}] keys = [...]", file=sys.stderr)
+    return 0
+
+
+def cmd_bots_list(args: argparse.Namespace) -> int:
+    from agent.bots import BotsFileError, list_bots
+
+    config = _config(args)
+    try:
+        bots = list_bots(config.bots_file)
+    except BotsFileError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    if not bots:
+        print(f"no bots in {config.bots_file} (add one: signing-agent bots add NAME)")
+    for bot in bots:
+        kind = "certificate " + (bot.cert_sha256 or "")[:16] if bot.cert_sha256 else "token"
+        print(f"{bot.name}  {kind}  created {bot.created}")
+    return 0
+
+
+def cmd_bots_revoke(args: argparse.Namespace) -> int:
+    from agent.bots import BotsFileError, revoke_bot
+
+    config = _config(args)
+    try:
+        revoke_bot(config.bots_file, args.name)
+    except BotsFileError as exc:
+        raise CliError(str(exc)) from None
+    _audit(config, "bot.revoke", bot=args.name)
+    print(f"bot {args.name!r} revoked; running agents refuse its credential within a second")
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from agent.policy import PolicyError, load_policy
+
+    config = _config(args)
+    path = args.file or config.policy_file
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK ({len(policy.keys)} keys{' + a default' if policy.fallback else ''}, "
+          f"{len(policy.bots)} bots, sha256 {policy.digest[:16]})")
+    return 0
+
+
+def cmd_policy_template(args: argparse.Namespace) -> int:
+    from agent.policy_templates import default_policy
+    from agent.schemes import UnknownExchange
+
+    try:
+        print(default_policy(args.exchange, args.key, bot=args.bot), end="")
+    except UnknownExchange as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from agent.audit import verify_main
+
+    config = _config(args) if args.file is None else None
+    path = args.file or config.audit_file
+    return verify_main(path, sys.stdout, expect_head=args.head)
 
 
 def cmd_token_init_softhsm(args: argparse.Namespace) -> int:
@@ -370,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the agent (Unix socket; TCP opt-in)")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on loopback TCP (no TLS: loopback only)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (mTLS from [server.tls], or plain on loopback)")
+    p.add_argument("--tcp-plaintext", action="store_true", help="accept plain TCP (loopback only)")
     p.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="import, list and revoke keys in the token").add_subparsers(
@@ -425,7 +553,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, help="label of the key to sign with")
     p.add_argument("--target", help="agent address (default: the config's Unix socket), e.g. 127.0.0.1:50051")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent (default 5)")
+    p.add_argument("--token-file", type=Path, help="the bot's token (default: $SIGNING_AGENT_TOKEN_FILE)")
     p.set_defaults(func=cmd_sign)
+
+    bots = sub.add_parser("bots", help="bot credentials: add, list, revoke").add_subparsers(
+        dest="bots_command", required=True, metavar="ACTION"
+    )
+    p = bots.add_parser("add", help="add a bot: prints its bearer token once (or registers its mTLS certificate)")
+    p.add_argument("name")
+    p.add_argument("--token-file", type=Path, help="write the token to this new file (mode 0600) instead of stdout")
+    p.add_argument("--cert", type=Path, help="the bot's client certificate (PEM): it authenticates over mTLS")
+    p.set_defaults(func=cmd_bots_add)
+    p = bots.add_parser("list", help="list bots (names, credential kind, creation)")
+    p.set_defaults(func=cmd_bots_list)
+    p = bots.add_parser("revoke", help="remove a bot's credential; running agents refuse it within a second")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_bots_revoke)
+
+    policy = sub.add_parser("policy", help="check a policy file, print a safe starting policy").add_subparsers(
+        dest="policy_command", required=True, metavar="ACTION"
+    )
+    p = policy.add_parser("check", help="validate the policy file as the agent would (exit 1 if it is refused)")
+    p.add_argument("--file", type=Path, help="policy file (default: the config's)")
+    p.set_defaults(func=cmd_policy_check)
+    p = policy.add_parser("template", help="print a safe default policy for one key of an exchange")
+    p.add_argument("--exchange", required=True)
+    p.add_argument("--key", required=True, help="the key's label")
+    p.add_argument("--bot", help="also grant the key to this bot")
+    p.set_defaults(func=cmd_policy_template)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    p = audit.add_parser("verify", help="check the chain: reports modified, inserted and deleted lines")
+    p.add_argument("--file", type=Path, help="audit file (default: the config's)")
+    p.add_argument("--head", help="a head hash recorded earlier: also detects lines cut from the end")
+    p.set_defaults(func=cmd_audit_verify)
 
     token = sub.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"

@@ -9,8 +9,13 @@
         requests.request(req.method, "https://api.binance.com" + req.path,
                          headers=req.headers_dict(), data=req.body)
 
+The bot authenticates with its own credential: a bearer token (from `signing-agent bots add`)
+read from TOKEN_FILE, or the file named by $SIGNING_AGENT_TOKEN_FILE; or, over TCP, an mTLS
+client certificate (tls=ClientTls(...)).
+
 Errors are raised as SigningError subclasses carrying the gRPC status name:
-KeyNotFoundError, InvalidRequestError, AgentUnavailableError.
+KeyNotFoundError, InvalidRequestError, AgentUnavailableError, NotAuthenticatedError,
+RefusedError (policy; the message names the rule), RateLimitedError.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union
+
+import os
+from dataclasses import dataclass
 
 import grpc
 
@@ -50,7 +58,24 @@ class AgentUnavailableError(SigningError):
     pass
 
 
+class NotAuthenticatedError(SigningError):
+    pass
+
+
+class RefusedError(SigningError):
+    """Refused by the agent's policy; the message names the rule."""
+
+
+class RateLimitedError(SigningError):
+    pass
+
+
+TOKEN_FILE_ENV = "SIGNING_AGENT_TOKEN_FILE"
+
 _ERRORS = {
+    grpc.StatusCode.UNAUTHENTICATED: NotAuthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: RefusedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimitedError,
     grpc.StatusCode.NOT_FOUND: KeyNotFoundError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
     grpc.StatusCode.UNAVAILABLE: AgentUnavailableError,
@@ -85,13 +110,93 @@ def default_target(config_path: Path | None = None) -> str:
     return f"unix://{load_config(config_path).server.socket}"
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """mTLS to a TCP listener: the CA that signed the agent's certificate, the bot's certificate and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.ca_file).read_bytes(),
+            private_key=Path(self.key_file).read_bytes(),
+            certificate_chain=Path(self.cert_file).read_bytes(),
+        )
+
+
+def read_token(token_file: Path | str | None | bool) -> str | None:
+    """The bot's bearer token from TOKEN_FILE, else from the file $SIGNING_AGENT_TOKEN_FILE names.
+
+    TOKEN_FILE=False: no token (a bot identified by its mTLS certificate alone).
+    """
+    if token_file is False:
+        return None
+    path = token_file or os.environ.get(TOKEN_FILE_ENV)
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise NotAuthenticatedError("UNAUTHENTICATED", f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token:
+        raise NotAuthenticatedError("UNAUTHENTICATED", f"the token file {path} is empty")
+    return token
+
+
+def sign_request(
+    key: str,
+    method: str,
+    path: str,
+    query: ParamsLike | None = None,
+    body: ParamsLike | str | None = None,
+    *,
+    timestamp_ms: int | None = None,
+) -> signer_pb2.SignRequest:
+    """The SignRequest message for one exchange request (see SignerClient.sign)."""
+    msg = signer_pb2.SignRequest(
+        key=key, method=method, path=path, query=to_params(query), timestamp_ms=timestamp_ms or 0
+    )
+    if isinstance(body, str):
+        msg.raw = body
+    elif body is not None:
+        msg.fields.items.extend(to_params(body))
+    return msg
+
+
+def _error(exc: grpc.RpcError) -> SigningError:
+    code = exc.code()
+    return _ERRORS.get(code, SigningError)(code.name, exc.details() or "")
+
+
+def _signed(reply: signer_pb2.SignedRequest) -> SignedRequest:
+    return SignedRequest(
+        method=reply.method,
+        path=reply.path,
+        headers=tuple((h.name, h.value) for h in reply.headers),
+        body=reply.body,
+    )
+
+
 class SignerClient:
     """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
 
-    def __init__(self, target: str | None = None, *, config_path: Path | None = None, timeout: float = 5.0):
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        config_path: Path | None = None,
+        timeout: float = 5.0,
+        token_file: Path | str | None | bool = None,
+        tls: ClientTls | None = None,
+    ):
         self.target = target or default_target(config_path)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        token = read_token(token_file)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.secure_channel(self.target, tls.credentials()) if tls else grpc.insecure_channel(
+            self.target)
         self._stub = signer_pb2_grpc.SignerStub(self._channel)
 
     def sign(
@@ -109,24 +214,29 @@ class SignerClient:
         TIMESTAMP_MS: the instant to sign for, instead of the agent's clock (ccxt bridge, replays of
         test vectors); the agent's nonces never go below it, nor backwards.
         """
-        msg = signer_pb2.SignRequest(
-            key=key, method=method, path=path, query=to_params(query), timestamp_ms=timestamp_ms or 0
-        )
-        if isinstance(body, str):
-            msg.raw = body
-        elif body is not None:
-            msg.fields.items.extend(to_params(body))
+        msg = sign_request(key, method, path, query, body, timestamp_ms=timestamp_ms)
         try:
-            reply = self._stub.Sign(msg, timeout=self.timeout)
+            reply = self._stub.Sign(msg, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            code = exc.code()
-            raise _ERRORS.get(code, SigningError)(code.name, exc.details() or "") from None
-        return SignedRequest(
-            method=reply.method,
-            path=reply.path,
-            headers=tuple((h.name, h.value) for h in reply.headers),
-            body=reply.body,
-        )
+            raise _error(exc) from None
+        return _signed(reply)
+
+    def sign_batch(self, requests: Iterable[signer_pb2.SignRequest]) -> list[SignedRequest | SigningError]:
+        """Sign many requests in one RPC (build each with `sign_request`). Results in order: a
+        SignedRequest, or the SigningError that item alone was refused with."""
+        batch = signer_pb2.SignBatchRequest(requests=list(requests))
+        try:
+            reply = self._stub.SignBatch(batch, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        out: list[SignedRequest | SigningError] = []
+        for result in reply.results:
+            if result.WhichOneof("outcome") == "signed":
+                out.append(_signed(result.signed))
+            else:
+                code = getattr(grpc.StatusCode, result.refused.code, None)
+                out.append(_ERRORS.get(code, SigningError)(result.refused.code, result.refused.message))
+        return out
 
     def close(self) -> None:
         self._channel.close()

@@ -12,10 +12,26 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     [server]
     socket = "run/agent.sock"              # Unix socket, created with mode 0600
-    # tcp = "127.0.0.1:50051"              # opt-in, loopback only
+    # socket_group = "trading"             # or 0660 for this group (bots in it, each with a token)
+    # tcp = "127.0.0.1:50051"              # opt-in: needs [server.tls], or tcp_plaintext on loopback
+    # tcp_plaintext = true                 # plain TCP, loopback only
+    # [server.tls]                         # mTLS: bots present client certificates from this CA
+    # cert_file = "tls/agent.pem"
+    # key_file = "tls/agent.key"
+    # client_ca_file = "tls/bots-ca.pem"
 
     [state]
     dir = "state"                          # nonce high-water marks (mode 0700); keep it across restarts
+
+    [policy]
+    file = "policy.toml"                   # who may sign what; reloaded live
+    bots_file = "bots.toml"                # bot credentials (hashes), managed by `signing-agent bots`
+
+    [audit]
+    file = "state/audit.jsonl"             # hash-chained; `signing-agent audit verify`
+
+    [alerts]
+    # webhook = "https://alerts.example/hook"   # JSON POSTs; also always in the log
 
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
@@ -86,9 +102,40 @@ class TcpListen:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """(certificate chain, private key, client CA) as PEM bytes."""
+        out = []
+        for what, path in (("cert_file", self.cert_file), ("key_file", self.key_file),
+                           ("client_ca_file", self.client_ca_file)):
+            try:
+                out.append(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(f"[server.tls] {what} {path}: {exc.strerror}") from None
+        return out[0], out[1], out[2]
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     socket: Path
     tcp: TcpListen | None
+    socket_group: str | None = None
+    tls: TlsConfig | None = None
+    tcp_plaintext: bool = False  # plain TCP accepted (loopback only; checked in parse_tcp)
+
+    def check_listeners(self) -> None:
+        """TCP needs mTLS, or an explicit opt-in to plain TCP (which parse_tcp keeps on loopback)."""
+        if self.tcp is not None and self.tls is None and not self.tcp_plaintext:
+            raise ConfigError(
+                f"TCP listener {self.tcp.target} without TLS: configure [server.tls] (mTLS), or opt in to plain "
+                "TCP on loopback (tcp_plaintext = true, or serve --tcp-plaintext); bots still need their tokens"
+            )
+        if self.tls is not None and self.tcp is None:
+            raise ConfigError("[server.tls] is set but there is no TCP listener (tcp = \"HOST:PORT\")")
 
 
 @dataclass(frozen=True)
@@ -97,6 +144,10 @@ class Config:
     token: TokenConfig
     server: ServerConfig
     state_dir: Path  # the agent's durable state: nonce high-water marks
+    policy_file: Path = Path("policy.toml")
+    bots_file: Path = Path("bots.toml")
+    audit_file: Path = Path("state/audit.jsonl")
+    webhook: str | None = None
 
 
 def default_config_path() -> Path:
@@ -104,8 +155,8 @@ def default_config_path() -> Path:
     return Path(env) if env else Path.cwd() / DEFAULT_CONFIG_NAME
 
 
-def parse_tcp(value: str) -> TcpListen:
-    """Parse HOST:PORT; only loopback addresses are accepted (there is no TLS yet)."""
+def parse_tcp(value: str, *, tls: bool = False) -> TcpListen:
+    """Parse HOST:PORT; without TLS only loopback addresses are accepted."""
     host, sep, port_text = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -115,10 +166,10 @@ def parse_tcp(value: str) -> TcpListen:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             raise ConfigError(f"tcp listen host {host!r} is not an IP address or 'localhost'") from None
-        if not loopback:
+        if not loopback and not tls:
             raise ConfigError(
                 f"refusing to listen on {host}: plain TCP without TLS is only allowed on loopback "
-                "(127.0.0.1 or ::1); use the Unix socket, or bind to loopback"
+                "(127.0.0.1 or ::1); configure [server.tls] (mTLS), or use the Unix socket"
             )
     return TcpListen(host="127.0.0.1" if host == "localhost" else host, port=int(port_text))
 
@@ -166,11 +217,53 @@ def load_config(path: Path | None = None) -> Config:
     server_raw = raw.get("server", {})
     if not isinstance(server_raw, dict):
         raise ConfigError(f"{path}: [server] must be a table")
+    unknown = sorted(set(server_raw) - {"socket", "socket_group", "tcp", "tcp_plaintext", "tls"})
+    if unknown:
+        raise ConfigError(f"{path}: [server] has unknown keys {unknown}")
     socket = resolve(server_raw.get("socket", "run/agent.sock"))
+    socket_group = server_raw.get("socket_group")
+    if socket_group is not None and (not isinstance(socket_group, str) or not socket_group):
+        raise ConfigError(f"{path}: [server] socket_group must be a group name")
+    tls_raw = server_raw.get("tls")
+    tls = None
+    if tls_raw is not None:
+        if not isinstance(tls_raw, dict) or not all(
+            isinstance(tls_raw.get(k), str) and tls_raw[k] for k in ("cert_file", "key_file", "client_ca_file")
+        ):
+            raise ConfigError(f"{path}: [server.tls] needs cert_file, key_file and client_ca_file (paths)")
+        tls = TlsConfig(resolve(tls_raw["cert_file"]), resolve(tls_raw["key_file"]), resolve(tls_raw["client_ca_file"]))
     tcp_raw = server_raw.get("tcp")
-    tcp = parse_tcp(tcp_raw) if tcp_raw else None
+    tcp = parse_tcp(tcp_raw, tls=tls is not None) if tcp_raw else None
+    plaintext = server_raw.get("tcp_plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise ConfigError(f"{path}: [server] tcp_plaintext must be true or false")
     state_raw = raw.get("state", {})
     if not isinstance(state_raw, dict) or not isinstance(state_raw.get("dir", "state"), str):
         raise ConfigError(f"{path}: [state] must be a table with a string 'dir'")
     state_dir = resolve(state_raw.get("dir", "state"))
-    return Config(path=path, token=token, server=ServerConfig(socket=socket, tcp=tcp), state_dir=state_dir)
+
+    def table(name: str, keys: set[str]) -> dict:
+        value = raw.get(name, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+            raise ConfigError(f"{path}: [{name}] must be a table of non-empty strings")
+        extra = sorted(set(value) - keys)
+        if extra:
+            raise ConfigError(f"{path}: [{name}] has unknown keys {extra}; known: {sorted(keys)}")
+        return value
+
+    policy_raw = table("policy", {"file", "bots_file"})
+    audit_raw = table("audit", {"file"})
+    alerts_raw = table("alerts", {"webhook"})
+    webhook = alerts_raw.get("webhook")
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: [alerts] webhook must be an http:// or https:// URL")
+    return Config(
+        path=path,
+        token=token,
+        server=ServerConfig(socket=socket, tcp=tcp, socket_group=socket_group, tls=tls, tcp_plaintext=plaintext),
+        state_dir=state_dir,
+        policy_file=resolve(policy_raw.get("file", "policy.toml")),
+        bots_file=resolve(policy_raw.get("bots_file", "bots.toml")),
+        audit_file=resolve(audit_raw.get("file", str(state_dir / "audit.jsonl"))),
+        webhook=webhook,
+    )

@@ -8,11 +8,15 @@ Two facts shape it:
 * python-pkcs11 initialises the module with C_Initialize(NULL), so the module
   does no locking of its own: two threads inside it at once fail (SoftHSM2:
   CKR_GENERAL_ERROR). Every token call here holds `Keyring._lock`.
-* Finding an object by label makes the module scan every object (tens of
-  milliseconds with thousands of keys), while a MAC costs microseconds. So a
-  key's handle is looked up once and cached. Revocation stays immediate because
-  a destroyed object's handle fails at the next use (CKR_OBJECT_HANDLE_INVALID,
-  also across processes), which evicts the entry.
+* Finding an object by label makes the module scan every object (SoftHSM2:
+  about 0.35 s per search with 10,000 keys), while a MAC costs microseconds. So
+  a key's handle is looked up once and cached, and the listing the agent makes
+  at start fills the cache with every key: requests never search the token for
+  a key it held then. Searching happens only for a label not seen yet (one
+  search, by label alone) and at most every MISSING_TTL_SECONDS for a label
+  known missing. Revocation stays immediate because a destroyed object's
+  handle fails at the next use (CKR_OBJECT_HANDLE_INVALID, also across
+  processes), which evicts the entry.
 """
 
 from __future__ import annotations
@@ -530,21 +534,39 @@ class Keyring:
 
     # -- reading ---------------------------------------------------------------
 
+    @staticmethod
+    def _objects_by_class(session: Any, label: str | None) -> dict[Any, list[Any]]:
+        """Our candidate objects (accounts, public keys, secret and private keys), by class.
+
+        Every search costs a scan of the whole token, so a label is found with one search
+        by label alone, then sorted here; a full listing searches once per class instead,
+        which leaves other applications' objects in the module.
+        """
+        classes = (ObjectClass.DATA, ObjectClass.PUBLIC_KEY, ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
+        by_class: dict[Any, list[Any]] = {cls: [] for cls in classes}
+        if label is None:
+            for cls in classes:
+                template: dict[Attribute, Any] = {Attribute.CLASS: cls}
+                if cls == ObjectClass.DATA:
+                    template[Attribute.APPLICATION] = ACCOUNT_APP
+                by_class[cls] = list(session.get_objects(template))
+            return by_class
+        for obj in session.get_objects({Attribute.LABEL: label}):
+            cls = obj[Attribute.CLASS]
+            if cls in by_class and (cls != ObjectClass.DATA or obj[Attribute.APPLICATION] == ACCOUNT_APP):
+                by_class[cls].append(obj)
+        return by_class
+
     def _ours(self, session: Any, label: str | None = None) -> list[tuple[KeyInfo, Any, str | None]]:
         """(info with its account, signing object, passphrase) for each of our keys (labelled LABEL)."""
+        objects = self._objects_by_class(session, label)
         accounts: dict[str, tuple[str, str | None]] = {}
-        template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: ACCOUNT_APP}
-        if label is not None:
-            template[Attribute.LABEL] = label
-        for obj in session.get_objects(template):
+        for obj in objects[ObjectClass.DATA]:
             account = _decode_account(bytes(obj[Attribute.VALUE]))
             if account is not None:
                 accounts[obj[Attribute.LABEL]] = account
         fingerprints: dict[str, str] = {}
-        template = {Attribute.CLASS: ObjectClass.PUBLIC_KEY}
-        if label is not None:
-            template[Attribute.LABEL] = label
-        for obj in session.get_objects(template):
+        for obj in objects[ObjectClass.PUBLIC_KEY]:
             info = _decode_metadata(obj[Attribute.LABEL], bytes(obj[Attribute.ID]))
             if info is not None and info.key_type in PRIVATE_KEY_TYPES:
                 try:
@@ -553,10 +575,7 @@ class Keyring:
                     fingerprints[info.label] = "unreadable public key"
         found = []
         for cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-            template = {Attribute.CLASS: cls}
-            if label is not None:
-                template[Attribute.LABEL] = label
-            for obj in session.get_objects(template):
+            for obj in objects[cls]:
                 info = _decode_metadata(obj[Attribute.LABEL], bytes(obj[Attribute.ID]))
                 if info is None:
                     continue
@@ -581,13 +600,39 @@ class Keyring:
                 raise CustodyError(f"token {self._config.label!r} refused the operation ({type(exc).__name__})") from None
 
     def list_keys(self) -> list[KeyInfo]:
-        return sorted((info for info, _, _ in self._call(self._ours)), key=lambda i: i.label)
+        """Every key of ours in the token, by label. Also refills the handle cache (see _index)."""
+
+        def listing(session: Any) -> list[tuple[KeyInfo, Any, str | None]]:
+            found = self._ours(session)
+            self._index(found)
+            return found
+
+        return sorted((info for info, _, _ in self._call(listing)), key=lambda i: i.label)
+
+    def _index(self, found: list[tuple[KeyInfo, Any, str | None]]) -> None:
+        """Replace the handle cache with every registered key of a full listing (under the lock).
+
+        The agent lists the token once at start, so from then on a request for any key the
+        token held scans nothing, however many keys there are. Keys revoked since drop out;
+        labels held twice are left to lookup, which refuses them.
+        """
+        counts: dict[str, int] = {}
+        for info, _, _ in found:
+            counts[info.label] = counts.get(info.label, 0) + 1
+        fresh = {
+            info.label: KeyEntry(info=info, handle=handle, generation=self._generation, passphrase=passphrase)
+            for info, handle, passphrase in found
+            if info.registered and counts[info.label] == 1
+        }
+        self._cache = fresh  # one assignment: lock-free readers see the old index or the new one
+        for label in fresh:
+            self._missing.pop(label, None)
 
     def lookup(self, label: str) -> KeyEntry:
         """The key labelled LABEL, from the cache when possible (the hot path scans nothing)."""
         entry = self._cache.get(label)  # dict reads are atomic; entries are immutable
         if entry is not None:
-            return entry
+            return entry  # the hot path: no token call, whatever the key count
         not_found = KeyNotFound(f"no key labelled {label!r} (never imported, or revoked)")
         if self._missing.get(label, 0.0) > time.monotonic():
             raise not_found

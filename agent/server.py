@@ -1,7 +1,9 @@
-"""Serving: the Signer service on a Unix socket (default, mode 0600) and, opt-in, loopback TCP."""
+"""Serving: the Signer service on a Unix socket (mode 0600, or 0660 for one group) and, opt-in, TCP
+(mTLS, or plain on loopback). SIGHUP re-reads the policy and the bot credentials at once."""
 
 from __future__ import annotations
 
+import grp
 import os
 import signal
 import socket
@@ -13,8 +15,12 @@ from pathlib import Path
 import grpc
 
 from agent._proto import signer_pb2_grpc
+from agent.alerts import AlertSender
+from agent.audit import AuditLog
 from agent.config import Config, ConfigError
 from agent.custody import Keyring
+from agent.guard import Guard
+from agent.policy import PolicyError
 from agent.logs import get_logger
 from agent.nonces import NonceError, NonceStore
 from agent.service import SignerService
@@ -53,7 +59,36 @@ def prepare_socket_path(path: Path) -> None:
             probe.close()
 
 
-def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[str]]:
+def _share_with_group(socket_path: Path, group: str) -> None:
+    """Open the socket (and its directory) to one group: bots in it still need their own tokens."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"socket_group {group!r} does not exist (create it, or remove socket_group)") from None
+    try:
+        os.chown(socket_path.parent, -1, gid)
+        os.chmod(socket_path.parent, 0o750)
+        os.chown(socket_path, -1, gid)
+        os.chmod(socket_path, 0o660)
+    except OSError as exc:
+        raise ConfigError(f"cannot give group {group!r} access to {socket_path}: {exc.strerror}") from None
+
+
+def build_guard(config: Config) -> Guard:
+    """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start."""
+    try:
+        alerts = AlertSender(config.webhook)
+    except ValueError as exc:
+        raise ConfigError(f"[alerts] webhook: {exc}") from None
+    try:
+        return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
+                     audit=AuditLog(config.audit_file), alerts=alerts)
+    except PolicyError as exc:
+        alerts.close()
+        raise ConfigError(str(exc)) from None
+
+
+def build_server(keyring: Keyring, config: Config, guard: Guard) -> tuple[grpc.Server, list[str]]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sign"),
         options=[
@@ -66,7 +101,7 @@ def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[st
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces), server)
+    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces, guard), server)
     socket_path = config.server.socket
     prepare_socket_path(socket_path)
     endpoints = [f"unix:{socket_path}"]
@@ -77,10 +112,19 @@ def build_server(keyring: Keyring, config: Config) -> tuple[grpc.Server, list[st
     finally:
         os.umask(old_umask)
     os.chmod(socket_path, 0o600)
+    if config.server.socket_group:
+        _share_with_group(socket_path, config.server.socket_group)
+    config.server.check_listeners()
     if config.server.tcp is not None:
         target = config.server.tcp.target
         try:
-            port = server.add_insecure_port(target)
+            if config.server.tls is not None:
+                cert, key, client_ca = config.server.tls.read()
+                credentials = grpc.ssl_server_credentials(
+                    [(key, cert)], root_certificates=client_ca, require_client_auth=True)
+                port = server.add_secure_port(target, credentials)
+            else:
+                port = server.add_insecure_port(target)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -93,8 +137,10 @@ def serve(keyring: Keyring, config: Config) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
     key_count = len(keyring.list_keys())  # also proves the session works before we listen
-    server, endpoints = build_server(keyring, config)
+    guard = build_guard(config)
+    server, endpoints = build_server(keyring, config, guard)
     stopping = threading.Event()
+    reload_requested = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("agent.stopping", signal=signal.Signals(signum).name)
@@ -102,6 +148,8 @@ def serve(keyring: Keyring, config: Config) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    guard.start()
     server.start()
     log.info(
         "agent.ready",
@@ -115,8 +163,11 @@ def serve(keyring: Keyring, config: Config) -> int:
     # the main thread acts on when it runs Python code again. An untimed wait could miss it
     # for good (seen: an agent ignoring SIGTERM).
     while not stopping.wait(0.2):
-        pass
+        if reload_requested.is_set():
+            reload_requested.clear()
+            guard.reload(reason="SIGHUP")
     server.stop(GRACE_SECONDS).wait()
+    guard.stop()
     keyring.close()
     try:
         config.server.socket.unlink()

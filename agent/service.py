@@ -1,9 +1,15 @@
 """The gRPC Signer service: request in, key from custody, scheme from the exchange, signed request out.
 
 Every outcome maps to a status a bot can act on:
-  unknown or revoked key  NOT_FOUND          (import it, or fix the label)
-  malformed request       INVALID_ARGUMENT   (the message names the field)
-  token unreachable       UNAVAILABLE        (transient; retry with backoff)
+  no or unknown credential  UNAUTHENTICATED    (send the bot's bearer token / client certificate)
+  refused by policy         PERMISSION_DENIED  (the message names the rule)
+  over a rate limit         RESOURCE_EXHAUSTED (slow down)
+  unknown or revoked key    NOT_FOUND          (import it, or fix the label)
+  malformed request         INVALID_ARGUMENT   (the message names the field)
+  token or audit unusable   UNAVAILABLE        (transient; retry with backoff)
+
+Every decision is audited (agent.guard.record) before the answer leaves: a signature that
+cannot be audited is not handed out.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from agent.custody import (
     TokenUnavailable,
     validate_label,
 )
+from agent.bots import cert_fingerprint
+from agent.custody import KeyEntry
+from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
-from agent.custody import KeyEntry
+from agent.policy import KeyPolicy, Refusal
 from agent.schemes import (
     Environment,
     RawBody,
@@ -108,25 +117,121 @@ def signed_to_proto(signed: SignedRequest) -> signer_pb2.SignedRequest:
     )
 
 
+MAX_BATCH = 1000
+
+
 class SignerService(signer_pb2_grpc.SignerServicer):
     def __init__(
-        self, keyring: Keyring, nonces: NonceStore, clock_ms=lambda: time.time_ns() // 1_000_000
+        self, keyring: Keyring, nonces: NonceStore, guard: Guard, clock_ms=lambda: time.time_ns() // 1_000_000
     ) -> None:
         self._keyring = keyring
         self._nonces = nonces
+        self._guard = guard
         self._clock_ms = clock_ms
         self._log = get_logger()
+        self._cert_fingerprints: dict[bytes, str] = {}
 
-    def sign(self, label: str, request: UnsignedRequest, timestamp_ms: int = 0) -> tuple[str, SignedRequest]:
-        """Sign REQUEST with the key LABEL; returns (exchange, signed request).
+    # -- the RPCs -----------------------------------------------------------------------
 
-        TIMESTAMP_MS: the caller's clock for this request; 0 means the agent's.
-        """
+    def Sign(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> signer_pb2.SignedRequest:
+        caller = self._caller(context)
+        outcome = self._decide(caller, request)
+        if isinstance(outcome, Failure):
+            context.abort(outcome.code, outcome.message)
+        return outcome
+
+    def SignBatch(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Each item decided, audited and answered on its own, in order; one RPC for many requests."""
+        if not 0 < len(request.requests) <= MAX_BATCH:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a batch holds 1 to {MAX_BATCH} requests")
+        caller = self._caller(context)
+        if isinstance(caller, Refusal):  # about the caller, not an item: the whole call fails (audited once)
+            outcome = self._decide(caller, request.requests[0])
+            context.abort(outcome.code, outcome.message)
+        results = []
+        for item in request.requests:
+            outcome = self._decide(caller, item)
+            if isinstance(outcome, Failure):
+                results.append(signer_pb2.SignResult(
+                    refused=signer_pb2.Refusal(code=outcome.code.name, message=outcome.message)))
+            else:
+                results.append(signer_pb2.SignResult(signed=outcome))
+        return signer_pb2.SignBatchResponse(results=results)
+
+    # -- one decision -------------------------------------------------------------------
+
+    def _caller(self, context: grpc.ServicerContext) -> Caller | Refusal:
+        """Who is calling: a bearer token in the metadata, or a verified mTLS client certificate."""
+        bearer = None
+        for name, value in context.invocation_metadata() or ():
+            if name == "authorization" and isinstance(value, str):
+                scheme, _, token = value.partition(" ")
+                bearer = token.strip() if scheme.lower() == "bearer" else ""
+                break
+        fingerprint = None
+        certs = (context.auth_context() or {}).get("x509_pem_cert")
+        if certs:
+            pem = certs[0]
+            fingerprint = self._cert_fingerprints.get(pem)
+            if fingerprint is None:
+                fingerprint = cert_fingerprint(pem)
+                if len(self._cert_fingerprints) > 1024:
+                    self._cert_fingerprints.clear()
+                self._cert_fingerprints[pem] = fingerprint
         try:
-            validate_label(label)
-        except InvalidKeyMaterial as exc:
-            raise RequestInvalid(f"key: {exc}") from None
-        request = request.validated()  # the shape every exchange shares, before any token work
+            return self._guard.identify(bearer, fingerprint)
+        except Refusal as refusal:
+            return refusal
+
+    def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> "signer_pb2.SignedRequest | Failure":
+        started = time.perf_counter()
+        # Audited and logged before validation, so cut to size, and never with a query (it could carry a signature).
+        audit = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key[:64],
+                 "method": msg.method[:16], "path": msg.path.split("?")[0][:256]}
+        exchange, symbols, refusal, granted = "", (), None, False
+        try:
+            if isinstance(caller, Refusal):
+                raise caller
+            now_ms = self._clock_ms()
+            if msg.timestamp_ms < 0 or msg.timestamp_ms > now_ms + MAX_FUTURE_MS:
+                # A future instant would also move the key's nonces forward for good.
+                raise RequestInvalid(
+                    "timestamp_ms must be milliseconds since the epoch, at most "
+                    f"{MAX_FUTURE_MS // 1000} s ahead of the agent's clock (0: the agent's clock)"
+                )
+            try:
+                validate_label(msg.key)
+            except InvalidKeyMaterial as exc:
+                raise RequestInvalid(f"key: {exc}") from None
+            request = request_from_proto(msg).validated()  # the shape every exchange shares
+            _policy, key_policy = self._guard.admit(caller, msg.key)
+            granted = True
+            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy)
+            status = "OK"
+        except Refusal as exc:
+            refusal, status = exc, exc.code
+            code, message = grpc.StatusCode[exc.code], str(exc)
+        except Exception as exc:
+            code, message = _status_for(exc)
+            status = code.name
+        latency_ms = _ms_since(started)
+        try:
+            self._guard.record(**audit, exchange=exchange, symbols=symbols, refusal=refusal, status=status,
+                               latency_ms=latency_ms, revoked_key=granted and status == "NOT_FOUND")
+        except AuditUnavailable as exc:
+            code, message, status = grpc.StatusCode.UNAVAILABLE, str(exc), "UNAVAILABLE"
+        if status != "OK":
+            rule = refusal.rule if refusal is not None else ""
+            self._log.info("sign", decision="refused", status=status, rule=rule, reason=message,
+                           latency_ms=latency_ms, **audit)
+            return Failure(code, message)
+        self._log.info("sign", decision="signed", exchange=exchange, latency_ms=latency_ms, **audit)
+        return signed_to_proto(signed)
+
+    def _sign(
+        self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy
+    ) -> tuple[str, tuple[str, ...], SignedRequest]:
+        """Find the key, apply the policy that needs its exchange and age, and sign."""
         for attempt in range(2):
             entry = self._keyring.lookup(label)
             if not entry.info.registered:
@@ -140,10 +245,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 raise CustodyError(
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
                 ) from None
+            symbols = self._guard.check(key_policy, exchange=entry.info.exchange, created=entry.info.created,
+                                        request=request, timestamp_ms=timestamp_ms, now_ms=now_ms)
             try:
-                env = Environment(now_ms=timestamp_ms or self._clock_ms(), random_bytes=os.urandom)
+                env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
                 signed = scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
-                return entry.info.exchange, signed
+                return entry.info.exchange, symbols, signed
             except KeyRevoked:
                 # The handle died: the key was revoked, rotated under the same label, or the
                 # session was reopened. Look it up once more; a revoked key is then NOT_FOUND.
@@ -151,26 +258,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     raise
         raise AssertionError("unreachable")
 
-    def Sign(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> signer_pb2.SignedRequest:
-        started = time.perf_counter()
-        # Logged before validation, so cut to size and never with a query (it could carry a signature).
-        fields = {"key": request.key[:64], "method": request.method[:16], "path": request.path.split("?")[0][:256]}
-        try:
-            if request.timestamp_ms < 0 or request.timestamp_ms > self._clock_ms() + MAX_FUTURE_MS:
-                # A future instant would also move the key's nonces forward for good.
-                raise RequestInvalid(
-                    "timestamp_ms must be milliseconds since the epoch, at most "
-                    f"{MAX_FUTURE_MS // 1000} s ahead of the agent's clock (0: the agent's clock)"
-                )
-            exchange, signed = self.sign(request.key, request_from_proto(request), request.timestamp_ms)
-        except Exception as exc:
-            code, message = _status_for(exc)
-            self._log.info(
-                "sign", decision="refused", status=code.name, reason=message, latency_ms=_ms_since(started), **fields
-            )
-            context.abort(code, message)
-        self._log.info("sign", decision="signed", exchange=exchange, latency_ms=_ms_since(started), **fields)
-        return signed_to_proto(signed)
+
+@dataclass(frozen=True)
+class Failure:
+    code: grpc.StatusCode
+    message: str
 
 
 def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:

@@ -26,6 +26,20 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 TOKEN_LABEL = "test-token"
 
+# Every deployment made here knows one test bot, granted every key under a permissive policy
+# (test_guardrails.py writes strict ones). Its token reaches every client, in this process and
+# in CLI subprocesses, through the variable SignerClient reads.
+TEST_BOT = "test-bot"
+TEST_BOT_TOKEN = f"sa1_test_{_secrets.token_urlsafe(24)}"
+PERMISSIVE_POLICY = f"""
+[bots.{TEST_BOT}]
+keys = ["*"]
+
+[keys."*"]
+endpoints = ["* /**"]
+timestamps = "any"      # the tests replay fixed instants
+"""
+
 # -- secret registry and leak guard ---------------------------------------------------
 
 _SECRETS: set[str] = set()
@@ -132,7 +146,27 @@ def make_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> Env:
     )
     e = Env(root=root, config=root / "agent.toml", logs=logs)
     e.write_config("agent")
+    write_bots(root / "bots.toml", {TEST_BOT: TEST_BOT_TOKEN})
+    (root / "policy.toml").write_text(PERMISSIVE_POLICY)
     return e
+
+
+def write_bots(path: Path, tokens: dict[str, str]) -> None:
+    """A bots file holding the hashes of TOKENS (name -> token), as `signing-agent bots add` writes."""
+    from agent.bots import hash_token
+
+    path.write_text("".join(f'[bots."{name}"]\ntoken_sha256 = "{hash_token(token)}"\ncreated = "2026-11-21T00:00:00Z"\n'
+                            for name, token in tokens.items()))
+    path.chmod(0o600)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_bot_token(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("bot") / "token"
+    path.write_text(TEST_BOT_TOKEN + "\n")
+    path.chmod(0o600)
+    os.environ["SIGNING_AGENT_TOKEN_FILE"] = str(path)
+    yield path
 
 
 @pytest.fixture(scope="session")

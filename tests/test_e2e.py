@@ -170,10 +170,10 @@ def free_port() -> int:
 
 def test_tcp_is_opt_in_and_loopback_only(env: Env, label: str):
     config = env.write_config("tcp")
-    refused = run_cli(env, "serve", "--tcp", "0.0.0.0:50999", config=config)
+    refused = run_cli(env, "serve", "--tcp", "0.0.0.0:50999", "--tcp-plaintext", config=config)
     assert refused.returncode == 2 and "loopback" in refused.stderr
     port = free_port()
-    agent = start_agent(env, config, "--tcp", f"127.0.0.1:{port}")
+    agent = start_agent(env, config, "--tcp", f"127.0.0.1:{port}", "--tcp-plaintext")
     try:
         assert import_key(env, label, new_secret(64)).returncode == 0
         with SignerClient(f"127.0.0.1:{port}") as client:

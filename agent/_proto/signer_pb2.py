@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/_proto/signer.proto\x12\x10signing_agent.v1\"$\n\x05Param\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\x06Params\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.signing_agent.v1.Param\"\xb9\x01\n\x0bSignRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x05query\x18\x04 \x03(\x0b\x32\x17.signing_agent.v1.Param\x12*\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x18.signing_agent.v1.ParamsH\x00\x12\r\n\x03raw\x18\x06 \x01(\tH\x00\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x42\x06\n\x04\x62ody\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"f\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.signing_agent.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t2P\n\x06Signer\x12\x46\n\x04Sign\x12\x1d.signing_agent.v1.SignRequest\x1a\x1f.signing_agent.v1.SignedRequestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/_proto/signer.proto\x12\x10signing_agent.v1\"$\n\x05Param\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\x06Params\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.signing_agent.v1.Param\"\xb9\x01\n\x0bSignRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x05query\x18\x04 \x03(\x0b\x32\x17.signing_agent.v1.Param\x12*\n\x06\x66ields\x18\x05 \x01(\x0b\x32\x18.signing_agent.v1.ParamsH\x00\x12\r\n\x03raw\x18\x06 \x01(\tH\x00\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x42\x06\n\x04\x62ody\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"f\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.signing_agent.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\"C\n\x10SignBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.signing_agent.v1.SignRequest\"B\n\x11SignBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.signing_agent.v1.SignResult\"x\n\nSignResult\x12\x31\n\x06signed\x18\x01 \x01(\x0b\x32\x1f.signing_agent.v1.SignedRequestH\x00\x12,\n\x07refused\x18\x02 \x01(\x0b\x32\x19.signing_agent.v1.RefusalH\x00\x42\t\n\x07outcome\"(\n\x07Refusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\xa6\x01\n\x06Signer\x12\x46\n\x04Sign\x12\x1d.signing_agent.v1.SignRequest\x1a\x1f.signing_agent.v1.SignedRequest\x12T\n\tSignBatch\x12\".signing_agent.v1.SignBatchRequest\x1a#.signing_agent.v1.SignBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEADER']._serialized_end=360
   _globals['_SIGNEDREQUEST']._serialized_start=362
   _globals['_SIGNEDREQUEST']._serialized_end=464
-  _globals['_SIGNER']._serialized_start=466
-  _globals['_SIGNER']._serialized_end=546
+  _globals['_SIGNBATCHREQUEST']._serialized_start=466
+  _globals['_SIGNBATCHREQUEST']._serialized_end=533
+  _globals['_SIGNBATCHRESPONSE']._serialized_start=535
+  _globals['_SIGNBATCHRESPONSE']._serialized_end=601
+  _globals['_SIGNRESULT']._serialized_start=603
+  _globals['_SIGNRESULT']._serialized_end=723
+  _globals['_REFUSAL']._serialized_start=725
+  _globals['_REFUSAL']._serialized_end=765
+  _globals['_SIGNER']._serialized_start=768
+  _globals['_SIGNER']._serialized_end=934
 # @@protoc_insertion_point(module_scope)

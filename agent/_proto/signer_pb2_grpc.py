@@ -39,6 +39,11 @@ class SignerStub:
                 request_serializer=agent_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
                 response_deserializer=agent_dot___proto_dot_signer__pb2.SignedRequest.FromString,
                 _registered_method=True)
+        self.SignBatch = channel.unary_unary(
+                '/signing_agent.v1.Signer/SignBatch',
+                request_serializer=agent_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
+                response_deserializer=agent_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServicer:
@@ -54,6 +59,19 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignBatch(self, request, context):
+        """Sign up to 1000 requests in one call, so that a busy platform pays the RPC
+        cost once for many requests. Each item is decided on its own, exactly as a
+        Sign call with the same metadata would be (caller, policy, key, nonce), and
+        results come back in request order: results[i] answers requests[i].
+        A refused item refuses only itself; the call as a whole fails only when it
+        cannot be taken at all: INVALID_ARGUMENT for an empty batch or one of more
+        than 1000 items, or a status that applies to the caller (UNAUTHENTICATED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +79,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.Sign,
                     request_deserializer=agent_dot___proto_dot_signer__pb2.SignRequest.FromString,
                     response_serializer=agent_dot___proto_dot_signer__pb2.SignedRequest.SerializeToString,
+            ),
+            'SignBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignBatch,
+                    request_deserializer=agent_dot___proto_dot_signer__pb2.SignBatchRequest.FromString,
+                    response_serializer=agent_dot___proto_dot_signer__pb2.SignBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +113,33 @@ class Signer:
             '/signing_agent.v1.Signer/Sign',
             agent_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
             agent_dot___proto_dot_signer__pb2.SignedRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signing_agent.v1.Signer/SignBatch',
+            agent_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
+            agent_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,217 @@
+"""Caller credentials: who is asking the agent to sign.
+
+Each bot has its own credential, and the agent stores only what verifies it:
+  - a bearer token (sent as gRPC metadata `authorization: Bearer <token>`), stored as its
+    SHA-256; the token is 32 random bytes, so a plain hash is enough (nothing to brute-force);
+  - or a client certificate over mTLS (TCP listeners), stored as the SHA-256 fingerprint of
+    its DER encoding.
+
+The credentials file (`bots.toml`, mode 0600) is written only by `signing-agent bots ...`,
+atomically (temporary file, fsync, rename), and the running agent reloads it within a
+second of a change: revoking a bot is removing its entry. What each bot may do (which keys,
+how fast) is policy, in the policy file, not here.
+
+    [bots.mm-1]
+    token_sha256 = "9f2c..."
+    created = "2026-11-21T10:00:00Z"
+
+    [bots.hedger]
+    cert_sha256 = "4b1a..."
+    created = "2026-11-21T10:05:00Z"
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+TOKEN_PREFIX = "sa1_"
+BOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class BotsFileError(Exception):
+    """The credentials file is unreadable or malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class BotCredential:
+    name: str
+    token_sha256: str | None
+    cert_sha256: str | None
+    created: str
+
+
+@dataclass(frozen=True)
+class Bots:
+    """The credentials in force: lookups by token hash and by certificate fingerprint."""
+
+    by_token: dict[str, BotCredential]
+    by_cert: dict[str, BotCredential]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, credentials: list[BotCredential]) -> "Bots":
+        return cls(
+            by_token={c.token_sha256: c for c in credentials if c.token_sha256},
+            by_cert={c.cert_sha256: c for c in credentials if c.cert_sha256},
+            names=tuple(sorted(c.name for c in credentials)),
+        )
+
+    def by_bearer(self, token: str) -> BotCredential | None:
+        found = self.by_token.get(hash_token(token))
+        # The dict lookup already compared hashes of a 256-bit random value; compare once more in
+        # constant time so that no code path compares a caller-chosen string byte by byte.
+        if found is not None and hmac.compare_digest(found.token_sha256 or "", hash_token(token)):
+            return found
+        return None
+
+    def by_certificate(self, fingerprint: str) -> BotCredential | None:
+        return self.by_cert.get(fingerprint)
+
+
+def validate_bot_name(name: str) -> None:
+    if not BOT_NAME.match(name):
+        raise BotsFileError(
+            f"bot name {name[:80]!r} is invalid: 1-64 characters, letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cert_fingerprint(pem_or_der: bytes) -> str:
+    """SHA-256 of a certificate's DER encoding (the form in bots.toml and in the audit)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem_or_der) if b"-----BEGIN" in pem_or_der else (
+            x509.load_der_x509_certificate(pem_or_der))
+    except ValueError:
+        raise BotsFileError("not a PEM or DER X.509 certificate") from None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def load_bots(path: Path) -> Bots:
+    """Read the credentials file. A missing file means no bots (every call is unauthenticated)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Bots.of([])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BotsFileError(f"cannot read bots file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BotsFileError(f"bots file {path} is not valid TOML: {exc}") from None
+    return Bots.of(_parse(path, raw))
+
+
+def _parse(path: Path, raw: dict) -> list[BotCredential]:
+    unknown = set(raw) - {"bots"}
+    if unknown:
+        raise BotsFileError(f"{path}: unknown top-level keys {sorted(unknown)} (only [bots.NAME] tables)")
+    bots = raw.get("bots", {})
+    if not isinstance(bots, dict):
+        raise BotsFileError(f"{path}: 'bots' must be a table of [bots.NAME] tables")
+    out: list[BotCredential] = []
+    seen_hashes: set[str] = set()
+    for name, entry in bots.items():
+        validate_bot_name(name)
+        if not isinstance(entry, dict):
+            raise BotsFileError(f"{path}: [bots.{name}] must be a table")
+        extra = set(entry) - {"token_sha256", "cert_sha256", "created"}
+        if extra:
+            raise BotsFileError(f"{path}: [bots.{name}] has unknown keys {sorted(extra)}")
+        token_hash, cert_hash = entry.get("token_sha256"), entry.get("cert_sha256")
+        if (token_hash is None) == (cert_hash is None):
+            raise BotsFileError(f"{path}: [bots.{name}] needs exactly one of token_sha256 or cert_sha256")
+        for field_name, value in (("token_sha256", token_hash), ("cert_sha256", cert_hash)):
+            if value is not None and not (isinstance(value, str) and _HEX64.match(value)):
+                raise BotsFileError(f"{path}: [bots.{name}] {field_name} must be 64 lowercase hex digits")
+        digest = token_hash or cert_hash
+        if digest in seen_hashes:
+            raise BotsFileError(f"{path}: [bots.{name}] shares its credential with another bot")
+        seen_hashes.add(digest)
+        out.append(BotCredential(name=name, token_sha256=token_hash, cert_sha256=cert_hash,
+                                 created=str(entry.get("created", ""))))
+    return out
+
+
+def _render(credentials: list[BotCredential]) -> str:
+    lines = ["# Bot credentials (hashes only). Managed by `signing-agent bots`; do not edit by hand.", ""]
+    for c in sorted(credentials, key=lambda c: c.name):
+        lines.append(f'[bots."{c.name}"]')
+        if c.token_sha256:
+            lines.append(f'token_sha256 = "{c.token_sha256}"')
+        if c.cert_sha256:
+            lines.append(f'cert_sha256 = "{c.cert_sha256}"')
+        lines.append(f'created = "{c.created}"')
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _current(path: Path) -> list[BotCredential]:
+    bots = load_bots(path)
+    return sorted({*bots.by_token.values(), *bots.by_cert.values()}, key=lambda c: c.name)
+
+
+def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None) -> str | None:
+    """Add a bot; returns its new bearer token (shown once), or None for a certificate bot."""
+    validate_bot_name(name)
+    current = _current(path)
+    if any(c.name == name for c in current):
+        raise BotsFileError(f"bot {name!r} exists; revoke it first to issue a new credential")
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    token = None
+    if cert_pem is not None:
+        fingerprint = cert_fingerprint(cert_pem)
+        if any(c.cert_sha256 == fingerprint for c in current):
+            raise BotsFileError("this certificate already identifies another bot")
+        credential = BotCredential(name, None, fingerprint, created)
+    else:
+        token = new_token()
+        credential = BotCredential(name, hash_token(token), None, created)
+    _write_atomically(path, _render([*current, credential]))
+    return token
+
+
+def revoke_bot(path: Path, name: str) -> None:
+    current = _current(path)
+    if not any(c.name == name for c in current):
+        raise BotsFileError(f"no bot named {name!r} in {path}")
+    _write_atomically(path, _render([c for c in current if c.name != name]))
+
+
+def list_bots(path: Path) -> list[BotCredential]:
+    return _current(path)

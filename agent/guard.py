@@ -1,0 +1,350 @@
+"""The guard: policy and credentials in force, reloaded live, with the state decisions need.
+
+`agent.policy` decides from what it is given (pure); the guard holds what changes while the
+agent runs: the current policy and bot credentials (re-read within RELOAD_INTERVAL of a
+change to either file, or at once on SIGHUP; a bad file is rejected and the old one stays),
+rate buckets, the symbols each key has traded, and the alert throttle. The service asks it
+who is calling (`identify`), whether a request may be signed (`admit`, then `check` once the
+key's exchange is known) and tells it the outcome (`record`: audit line, alerts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.alerts import AlertSender
+from agent.audit import AuditLog
+from agent.bots import Bots, BotsFileError, load_bots
+from agent.logs import get_logger
+from agent.policy import (
+    RESOURCE_EXHAUSTED,
+    BotPolicy,
+    KeyPolicy,
+    Policy,
+    PolicyError,
+    Refusal,
+    caller_timestamps,
+    check_clock,
+    check_endpoint,
+    check_key_dates,
+    check_orders,
+    check_shape,
+    check_symbols,
+    load_policy,
+)
+from agent.rules import inspect
+from agent.schemes.request import UnsignedRequest
+
+RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
+UNAUTHENTICATED = "UNAUTHENTICATED"
+# A symbol is "new" to a key for this long after its first signed request; bursts on new symbols alert.
+NEW_SYMBOL_SECONDS = 3600
+BURST_WINDOW = 10.0
+BURST_COUNT = 5
+ALERT_EVERY = 1.0  # the same alert (kind, bot, key, rule) at most once a second; repeats are counted
+
+
+class AuditUnavailable(Exception):
+    """The audit log cannot be written: the agent signs nothing it cannot audit."""
+
+
+class Bucket:
+    """A token bucket: RATE per second, up to BURST at once."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, float(burst), now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class Caller:
+    bot: str
+    via: str  # "token" | "certificate"
+
+
+class Watched:
+    """A file whose (inode, size, mtime) is polled; `changed()` says when it differs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed(self) -> bool:
+        now = self._stat()
+        if now != self.seen:
+            self.seen = now
+            return True
+        return False
+
+
+class SymbolHistory:
+    """When each key first signed on each symbol; kept in the state dir so restarts remember."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._path = state_dir / "symbols.json"
+        self._lock = threading.Lock()
+        try:
+            data = json.loads(self._path.read_text())
+            self._first: dict[str, dict[str, float]] = {k: dict(v) for k, v in data.items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            self._first = {}
+
+    def first_seen(self, label: str, symbol: str, now: float) -> float:
+        with self._lock:
+            per_key = self._first.setdefault(label, {})
+            if symbol in per_key:
+                return per_key[symbol]
+            per_key[symbol] = now
+            self._save()
+            return now
+
+    def _save(self) -> None:
+        tmp = self._path.with_name(f".symbols.{os.getpid()}.tmp")
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self._first, separators=(",", ":")))
+            os.replace(tmp, self._path)
+        except OSError as exc:  # alerts on new symbols are best effort; signing goes on
+            get_logger().warning("symbols.save_failed", error=exc.strerror)
+
+
+class Guard:
+    def __init__(
+        self,
+        *,
+        policy_path: Path,
+        bots_path: Path,
+        state_dir: Path,
+        audit: AuditLog | None,
+        alerts: AlertSender,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
+        self._audit, self._alerts = audit, alerts
+        self._wall = wall_clock
+        self._log = get_logger()
+        self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
+        try:
+            self.bots: Bots = load_bots(bots_path)
+        except BotsFileError as exc:
+            raise PolicyError(str(exc)) from None
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._bursts: dict[tuple[str, str], deque[float]] = {}
+        self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
+        self._age_warned: dict[str, float] = {}
+        self._symbols = SymbolHistory(state_dir)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for warning in self.policy.warnings:
+            self._log.warning("policy.warning", detail=warning)
+
+    # -- live reload ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._alerts.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(RELOAD_INTERVAL):
+            self.reload(only_changed=True)
+
+    def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
+        if not only_changed or self._policy_file.changed():
+            try:
+                policy = load_policy(self._policy_file.path)
+            except PolicyError as exc:
+                self._log.error("policy.rejected", reason=str(exc))
+                self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
+                self._alert("policy-rejected", reason=str(exc)[:500])
+            else:
+                self.policy = policy  # one reference assignment: requests see the old or the new, whole
+                for warning in policy.warnings:
+                    self._log.warning("policy.warning", detail=warning)
+                self._log.info("policy.reloaded", digest=policy.digest, keys=len(policy.keys), bots=len(policy.bots))
+                self._audit_append("policy.reload", decision="applied", digest=policy.digest, reason=reason)
+        if not only_changed or self._bots_file.changed():
+            try:
+                bots = load_bots(self._bots_file.path)
+            except BotsFileError as exc:
+                self._log.error("bots.rejected", reason=str(exc))
+                self._audit_append("bots.reload", decision="rejected", reason=str(exc)[:500])
+                self._alert("policy-rejected", reason=str(exc)[:500])
+            else:
+                self.bots = bots
+                self._log.info("bots.reloaded", bots=len(bots.names))
+                self._audit_append("bots.reload", decision="applied", bots=list(bots.names), reason=reason)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def identify(self, bearer: str | None, cert_sha256: str | None) -> Caller:
+        """The bot behind a bearer token or a verified client certificate (its SHA-256 fingerprint)."""
+        bots = self.bots
+        if cert_sha256 is not None:
+            found = bots.by_certificate(cert_sha256)
+            if found is not None:
+                return Caller(found.name, "certificate")
+        if bearer is not None:
+            found = bots.by_bearer(bearer)
+            if found is not None:
+                return Caller(found.name, "token")
+            raise Refusal("auth", "the bearer token is not a known bot's (revoked, or mistyped)", UNAUTHENTICATED)
+        if cert_sha256 is not None:
+            raise Refusal("auth", "the client certificate is not registered for any bot", UNAUTHENTICATED)
+        raise Refusal("auth", "no credential: send 'authorization: Bearer <token>' metadata "
+                              "(create one with `signing-agent bots add NAME`)", UNAUTHENTICATED)
+
+    def admit(self, caller: Caller, label: str) -> tuple[Policy, KeyPolicy]:
+        """The checks that need no key: grant, the bot's rate, a policy for the key."""
+        policy = self.policy
+        bot: BotPolicy | None = policy.bots.get(caller.bot)
+        if bot is None or not bot.may_use(label):
+            raise Refusal("grant", f"bot {caller.bot!r} is not granted key {label[:64]!r} in the policy")
+        if bot.rate_per_second is not None:
+            self._take(("bot", bot.name), bot.rate_per_second, bot.burst or 1, "rate:bot",
+                       f"bot {bot.name!r} is over its {bot.rate_per_second:g} requests per second")
+        key_policy = policy.for_key(label)
+        if key_policy is None:
+            raise Refusal("policy", f"key {label[:64]!r} has no [keys.{label[:64]}] table in the policy")
+        return policy, key_policy
+
+    def check(
+        self, key_policy: KeyPolicy, *, exchange: str, created: str, request: UnsignedRequest, timestamp_ms: int,
+        now_ms: int,
+    ) -> tuple[str, ...]:
+        """Every rule about the request itself; returns the symbols it names (for the audit)."""
+        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
+        if verdict.warning:
+            self._warn_age(key_policy.label, verdict.warning)
+        check_shape(request)
+        facts = inspect(exchange, request)
+        if facts.forbidden is not None and facts.forbidden not in key_policy.allow:
+            raise Refusal(f"forbidden:{facts.forbidden}", facts.forbidden_why or facts.forbidden)
+        check_endpoint(key_policy, request.method, request.path)
+        check_symbols(key_policy, facts.symbols)
+        check_orders(key_policy, facts.orders)
+        stamps = caller_timestamps(request)
+        if timestamp_ms:
+            stamps.append(timestamp_ms)
+        check_clock(key_policy, stamps, now_ms)
+        if key_policy.rate_per_second is not None:
+            self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
+                       f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
+        return facts.symbols
+
+    def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(slot)
+            if bucket is None or bucket.rate != rate or bucket.burst != burst:
+                bucket = self._buckets[slot] = Bucket(rate, burst, now)
+            allowed = bucket.take(now)
+        if not allowed:
+            raise Refusal(rule, message, RESOURCE_EXHAUSTED)
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def record(
+        self, *, bot: str, key: str, exchange: str, method: str, path: str, symbols: tuple[str, ...],
+        refusal: Refusal | None, status: str, latency_ms: float, revoked_key: bool = False,
+    ) -> None:
+        """Audit the decision; alert on refusals, revoked or expired keys, rate limits, new-symbol bursts.
+
+        Raises AuditUnavailable when a signature cannot be audited: the caller must not hand it out.
+        """
+        decision = "signed" if refusal is None and status == "OK" else "refused"
+        rule = refusal.rule if refusal is not None else ("" if status == "OK" else status.lower())
+        audited = self._audit_append("sign", bot=bot, key=key, exchange=exchange, method=method, path=path,
+                                     symbols=list(symbols), decision=decision, rule=rule, status=status,
+                                     latency_ms=latency_ms)
+        if not audited and decision == "signed":
+            raise AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
+        if refusal is not None:
+            kind = ("rate-limit" if refusal.code == RESOURCE_EXHAUSTED else
+                    "expired-key" if refusal.rule in ("expired", "key-age", "not-before") else
+                    "unauthenticated" if refusal.rule == "auth" else "refusal")
+            self._alert(kind, bot=bot, key=key, rule=refusal.rule, method=method, path=path, reason=refusal.message)
+        elif revoked_key:
+            self._alert("revoked-key", bot=bot, key=key, method=method, path=path,
+                        reason=f"key {key!r} is granted but no longer in the token (revoked?)")
+        elif decision == "signed":
+            for symbol in symbols:
+                self._note_symbol(bot, key, symbol)
+
+    def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
+        now = self._wall()
+        if now - self._symbols.first_seen(key, symbol, now) > NEW_SYMBOL_SECONDS:
+            return
+        with self._lock:
+            window = self._bursts.setdefault((key, symbol), deque())
+            window.append(now)
+            while window and now - window[0] > BURST_WINDOW:
+                window.popleft()
+            burst = len(window) >= BURST_COUNT
+            if burst:
+                window.clear()
+        if burst:
+            self._alert("symbol-burst", bot=bot, key=key, symbol=symbol,
+                        reason=f"{BURST_COUNT} or more requests in {BURST_WINDOW:g} s on {symbol}, "
+                               f"a symbol key {key!r} had not traded before")
+
+    def _warn_age(self, label: str, message: str) -> None:
+        now = self._wall()
+        with self._lock:
+            if now - self._age_warned.get(label, 0.0) < 3600:
+                return
+            self._age_warned[label] = now
+        self._alert("key-age-warning", key=label, reason=message)
+
+    def _alert(self, kind: str, **fields: Any) -> None:
+        signature = (kind, str(fields.get("bot", "")), str(fields.get("key", "")), str(fields.get("rule", "")))
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._last_alert.get(signature, (-ALERT_EVERY, 0))
+            if now - last < ALERT_EVERY:
+                self._last_alert[signature] = (last, suppressed + 1)
+                return
+            self._last_alert[signature] = (now, 0)
+        self._alerts.alert(kind, **fields, **({"repeats_suppressed": suppressed} if suppressed else {}))
+
+    def _audit_append(self, event: str, **fields: Any) -> bool:
+        """Append to the audit; False (logged and alerted, never silent) when it cannot be written."""
+        if self._audit is None:
+            return True
+        try:
+            self._audit.append(event, **fields)
+        except (OSError, ValueError) as exc:
+            error = getattr(exc, "strerror", None) or type(exc).__name__
+            self._log.error("audit.write_failed", error=error)
+            self._alert("audit-failed", reason=f"cannot write the audit log: {error}")
+            return False
+        return True
+

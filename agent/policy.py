@@ -1,0 +1,438 @@
+"""Policy: which bot may use which key, and what each key may sign. Pure: parse and decide.
+
+The policy file (TOML, edited by the operator, reloaded by the running agent within a
+second of a change; a file that does not parse or validate is rejected whole and the
+previous policy stays in force):
+
+    [defaults]                      # for every key unless its table says otherwise
+    timestamp_skew_ms = 5000        # caller clocks accepted this close to the agent's
+    max_age_days = 365              # keys older than this are refused ...
+    warn_age_days = 30              # ... with warnings this many days before
+
+    [bots.mm-1]                     # a bot (its credential is in bots.toml)
+    keys = ["binance-main"]         # the keys it may use ("*": every key)
+    rate_per_second = 50            # all its requests together
+
+    [keys.binance-main]
+    endpoints = ["POST /api/v3/order", "DELETE /api/v3/order", "GET /api/v3/openOrders"]
+    symbols = ["BTCUSDT", "ETHUSDT"]        # omit: any symbol
+    rate_per_second = 20
+    max_order = { BTCUSDT = "0.5" }         # base quantity per order, per symbol ("*": any symbol)
+    max_order_quote = { BTCUSDT = "25000" } # quote amount per order
+    timestamps = "skew"             # "skew" | "agent" (caller clocks refused) | "any" (test vectors only)
+    not_before = 2026-01-01T00:00:00Z
+    expires = 2027-01-01T00:00:00Z
+    allow = []                      # default-deny categories this key may nevertheless use
+
+    [keys."*"]                      # optional: the policy of keys without their own table
+
+Endpoint patterns are "METHOD /path": METHOD is one of GET POST PUT DELETE or "*"; in
+the path, "*" matches within one segment and "**" any number of segments. Patterns are
+matched case-sensitively against the canonical path (see `check_shape`), so a request that
+changes a path's case or adds a trailing slash is not "the same endpoint"; the default-deny
+categories (agent.rules) match case-insensitively, so those variants stay refused there too.
+
+Every refusal is a `Refusal(rule, message, code)`: the rule name goes to the audit and the
+alerts, the message to the bot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Iterable
+
+from agent.schemes.request import METHODS, UnsignedRequest
+
+PERMISSION_DENIED = "PERMISSION_DENIED"
+RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+
+TIMESTAMP_MODES = ("skew", "agent", "any")
+DEFAULT_SKEW_MS = 5_000
+DEFAULT_MAX_AGE_DAYS = 365
+DEFAULT_WARN_AGE_DAYS = 30
+
+
+class PolicyError(Exception):
+    """The policy file is wrong; the message says where and what to fix. The old policy stays."""
+
+
+@dataclass(frozen=True)
+class Refusal(Exception):
+    rule: str
+    message: str
+    code: str = PERMISSION_DENIED
+
+    def __str__(self) -> str:
+        return f"refused by rule '{self.rule}': {self.message}"
+
+
+@dataclass(frozen=True)
+class EndpointPattern:
+    text: str
+    method: str  # a method, or "*"
+    regex: re.Pattern[str]
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method == "*" or self.method == method) and self.regex.fullmatch(path) is not None
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    label: str
+    endpoints: tuple[EndpointPattern, ...]
+    symbols: frozenset[str] | None
+    rate_per_second: float | None
+    burst: int | None
+    max_order: dict[str, Decimal]
+    max_order_quote: dict[str, Decimal]
+    timestamps: str
+    skew_ms: int
+    not_before: datetime | None
+    expires: datetime | None
+    max_age_days: int
+    warn_age_days: int
+    allow: frozenset[str]
+
+
+@dataclass(frozen=True)
+class BotPolicy:
+    name: str
+    keys: frozenset[str]  # labels, or {"*"}
+    rate_per_second: float | None
+    burst: int | None
+
+    def may_use(self, label: str) -> bool:
+        return "*" in self.keys or label in self.keys
+
+
+@dataclass(frozen=True)
+class Policy:
+    keys: dict[str, KeyPolicy]
+    fallback: KeyPolicy | None  # [keys."*"]
+    bots: dict[str, BotPolicy]
+    digest: str  # SHA-256 of the file's bytes: which policy decided, in the audit
+    warnings: tuple[str, ...] = field(default=())
+
+    def for_key(self, label: str) -> KeyPolicy | None:
+        return self.keys.get(label, self.fallback)
+
+    @classmethod
+    def empty(cls) -> "Policy":
+        return cls(keys={}, fallback=None, bots={}, digest="0" * 64)
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(
+            f"policy file {path} does not exist: create it (README, 'Policy guide'; "
+            "`signing-agent policy template --exchange ... --key ...` prints a safe start)"
+        ) from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from None
+    return parse_policy(data, source=str(path))
+
+
+def parse_policy(data: bytes, *, source: str = "policy") -> Policy:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError(f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    _only(raw, {"defaults", "bots", "keys"}, source)
+    defaults = _table(raw, "defaults", source)
+    _only(defaults, {"timestamp_skew_ms", "max_age_days", "warn_age_days", "rate_per_second", "burst",
+                     "timestamps"}, f"{source} [defaults]")
+    warnings: list[str] = []
+    keys: dict[str, KeyPolicy] = {}
+    for label, table in _table(raw, "keys", source).items():
+        where = f"{source} [keys.{label}]"
+        if not isinstance(table, dict):
+            raise PolicyError(f"{where} must be a table")
+        keys[label] = _key_policy(label, table, defaults, where, warnings)
+    bots: dict[str, BotPolicy] = {}
+    for name, table in _table(raw, "bots", source).items():
+        where = f"{source} [bots.{name}]"
+        if not isinstance(table, dict):
+            raise PolicyError(f"{where} must be a table")
+        _only(table, {"keys", "rate_per_second", "burst"}, where)
+        granted = _strings(table.get("keys", []), f"{where} keys")
+        for label in granted:
+            if label != "*" and label not in keys and "*" not in keys:
+                warnings.append(f"{where}: key {label!r} has no [keys.{label}] table (and there is no [keys.\"*\"]): "
+                                "every request with it is refused")
+        rate, burst = _rate(table, where)
+        bots[name] = BotPolicy(name=name, keys=frozenset(granted), rate_per_second=rate, burst=burst)
+    fallback = keys.pop("*", None)
+    return Policy(keys=keys, fallback=fallback, bots=bots, digest=hashlib.sha256(data).hexdigest(),
+                  warnings=tuple(warnings))
+
+
+def _only(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PolicyError(f"{where}: unknown setting(s) {unknown}; known: {sorted(allowed)}")
+
+
+def _table(raw: dict, name: str, where: str) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where}: '{name}' must be a table")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PolicyError(f"{where} must be a list of non-empty strings")
+    return value
+
+
+def _int(value: Any, where: str, *, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PolicyError(f"{where} must be an integer from {low} to {high}")
+    return value
+
+
+def _rate(table: dict, where: str) -> tuple[float | None, int | None]:
+    rate = table.get("rate_per_second")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1_000_000:
+            raise PolicyError(f"{where} rate_per_second must be a number above 0 (requests per second)")
+        rate = float(rate)
+    burst = table.get("burst")
+    if burst is not None:
+        burst = _int(burst, f"{where} burst", low=1, high=1_000_000)
+        if rate is None:
+            raise PolicyError(f"{where} burst needs rate_per_second")
+    elif rate is not None:
+        burst = max(1, math.ceil(rate))
+    return rate, burst
+
+
+def _when(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise PolicyError(f"{where} needs a time zone, e.g. 2027-01-01T00:00:00Z")
+        return value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    raise PolicyError(f"{where} must be a TOML date or date-time, e.g. 2027-01-01T00:00:00Z")
+
+
+def _amounts(value: Any, where: str) -> dict[str, Decimal]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PolicyError(f'{where} must be a table of SYMBOL = "amount"')
+    out: dict[str, Decimal] = {}
+    for symbol, amount in value.items():
+        try:
+            # Strings keep the operator's decimal exactly; TOML floats would not.
+            parsed = Decimal(amount) if isinstance(amount, (str, int)) and not isinstance(amount, bool) else None
+        except InvalidOperation:
+            parsed = None
+        if parsed is None or not parsed.is_finite() or parsed <= 0:
+            raise PolicyError(f'{where} {symbol}: the cap must be a positive decimal string, e.g. "0.5"')
+        out[symbol.upper()] = parsed
+    return out
+
+
+def compile_endpoint(text: str, where: str) -> EndpointPattern:
+    method, sep, path = text.partition(" ")
+    if not sep or not path.startswith("/") or (method != "*" and method not in METHODS):
+        raise PolicyError(
+            f"{where}: endpoint {text!r} must be 'METHOD /path' with METHOD in {', '.join(METHODS)} or '*'"
+        )
+    parts: list[str] = []
+    i = 0
+    while i < len(path):
+        if path.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif path[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        else:
+            parts.append(re.escape(path[i]))
+            i += 1
+    return EndpointPattern(text=text, method=method, regex=re.compile("".join(parts)))
+
+
+def _key_policy(label: str, table: dict, defaults: dict, where: str, warnings: list[str]) -> KeyPolicy:
+    _only(table, {"endpoints", "symbols", "rate_per_second", "burst", "max_order", "max_order_quote",
+                  "timestamps", "timestamp_skew_ms", "not_before", "expires", "max_age_days", "warn_age_days",
+                  "allow"}, where)
+    from agent.rules import CATEGORIES  # the default-deny categories the rules know
+
+    if "endpoints" not in table:
+        raise PolicyError(f"{where}: 'endpoints' is required (the allow-list; [] refuses everything)")
+    endpoints = tuple(compile_endpoint(e, where) for e in _strings(table["endpoints"], f"{where} endpoints"))
+    symbols = table.get("symbols")
+    symbol_set = frozenset(s.upper() for s in _strings(symbols, f"{where} symbols")) if symbols is not None else None
+    merged = {**{k: v for k, v in defaults.items() if k in ("rate_per_second", "burst")}, **table}
+    rate, burst = _rate(merged, where)
+    timestamps = table.get("timestamps", defaults.get("timestamps", "skew"))
+    if timestamps not in TIMESTAMP_MODES:
+        raise PolicyError(f"{where} timestamps must be one of {', '.join(TIMESTAMP_MODES)}")
+    if timestamps == "any":
+        warnings.append(f"{where}: timestamps = \"any\" accepts any caller clock: for replaying test vectors only")
+    skew = _int(table.get("timestamp_skew_ms", defaults.get("timestamp_skew_ms", DEFAULT_SKEW_MS)),
+                f"{where} timestamp_skew_ms", low=0, high=60_000)
+    max_age = _int(table.get("max_age_days", defaults.get("max_age_days", DEFAULT_MAX_AGE_DAYS)),
+                   f"{where} max_age_days", low=1, high=3650)
+    warn_age = _int(table.get("warn_age_days", defaults.get("warn_age_days", DEFAULT_WARN_AGE_DAYS)),
+                    f"{where} warn_age_days", low=0, high=3650)
+    not_before, expires = _when(table.get("not_before"), f"{where} not_before"), _when(table.get("expires"),
+                                                                                       f"{where} expires")
+    if not_before and expires and expires <= not_before:
+        raise PolicyError(f"{where}: expires must be after not_before")
+    allow = frozenset(_strings(table.get("allow", []), f"{where} allow"))
+    unknown = sorted(allow - set(CATEGORIES))
+    if unknown:
+        raise PolicyError(f"{where} allow: unknown categories {unknown}; known: {sorted(CATEGORIES)}")
+    if allow:
+        warnings.append(f"{where}: allows default-deny categories {sorted(allow)} (fund-moving or account-changing)")
+    return KeyPolicy(
+        label=label, endpoints=endpoints, symbols=symbol_set, rate_per_second=rate, burst=burst,
+        max_order=_amounts(table.get("max_order"), f"{where} max_order"),
+        max_order_quote=_amounts(table.get("max_order_quote"), f"{where} max_order_quote"),
+        timestamps=timestamps, skew_ms=skew, not_before=not_before, expires=expires,
+        max_age_days=max_age, warn_age_days=warn_age, allow=allow,
+    )
+
+
+# -- decisions (pure) -------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+\Z")
+
+
+def check_shape(request: UnsignedRequest) -> None:
+    """Refuse what could make the exchange see another request than the policy saw.
+
+    The path must be canonical: no empty ('//'), '.' or '..' segments, no percent-encoding
+    or characters outside RFC 3986 segment characters (a server may decode or normalise
+    them into a forbidden endpoint). A trailing slash is kept (some exchanges need it) but is
+    part of the endpoint. Parameter names must be unique across query and body, case
+    insensitively (servers differ on which duplicate wins, and Binance signs both parts).
+    """
+    path = request.path  # sizes, printable text and duplicates within one part: request.validated()
+    body_segments = path[1:-1] if path.endswith("/") and len(path) > 1 else path[1:]
+    if path != "/":
+        for segment in body_segments.split("/"):
+            if segment in ("", ".", ".."):
+                raise Refusal("path", f"path {path[:80]!r} is not canonical (empty, '.' or '..' segment)")
+            if not _SEGMENT.match(segment):
+                raise Refusal("path", f"path {path[:80]!r} has characters outside plain path segments "
+                                      "(percent-encoding, spaces, backslashes... are refused)")
+    pairs = list(request.query) + (list(request.body) if isinstance(request.body, tuple) else [])
+    seen: set[str] = set()
+    for name, _value in pairs:
+        folded = name.casefold()
+        if folded in seen:
+            raise Refusal("duplicate-parameter", f"parameter {name[:40]!r} appears more than once "
+                                                 "(in the query and the body, or in another letter case)")
+        seen.add(folded)
+
+
+def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
+    if not any(p.matches(method, path) for p in policy.endpoints):
+        raise Refusal("endpoint", f"{method} {path[:120]} is not in key {policy.label!r}'s endpoint allow-list")
+
+
+def check_symbols(policy: KeyPolicy, symbols: Iterable[str]) -> None:
+    if policy.symbols is None:
+        return
+    for symbol in symbols:
+        if symbol.upper() not in policy.symbols:
+            raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in key {policy.label!r}'s symbol allow-list")
+
+
+def check_orders(policy: KeyPolicy, orders: Iterable[Any]) -> None:
+    """Order size caps. A capped symbol's order whose size cannot be read is refused."""
+    for order in orders:
+        symbol = (order.symbol or "").upper()
+        for caps, amount, what in ((policy.max_order, order.quantity, "quantity"),
+                                   (policy.max_order_quote, order.quote_quantity, "quote amount")):
+            cap = caps.get(symbol, caps.get("*"))
+            if cap is None:
+                continue
+            if amount is None:
+                other = order.quote_quantity if what == "quantity" else order.quantity
+                if other is not None:
+                    continue  # the order is sized the other way; that cap (if any) applies
+                raise Refusal("order-size", f"order on {symbol or '?'} has no readable size; key "
+                                            f"{policy.label!r} caps its {what}")
+            if amount > cap:
+                raise Refusal("order-size", f"order {what} {amount} on {symbol or '?'} exceeds key "
+                                            f"{policy.label!r}'s cap of {cap}")
+
+
+_TIMESTAMP_PARAMS = ("timestamp",)
+
+
+def caller_timestamps(request: UnsignedRequest) -> list[int]:
+    """Caller-supplied timestamps in the request's parameters, in milliseconds."""
+    pairs = list(request.query) + (list(request.body) if isinstance(request.body, tuple) else [])
+    out = []
+    for name, value in pairs:
+        if name.casefold() in _TIMESTAMP_PARAMS:
+            if not (value.isascii() and value.isdigit()) or len(value) > 19:
+                raise Refusal("clock", f"parameter {name!r} must be digits (milliseconds since the epoch)")
+            stamp = int(value)
+            out.append(stamp * 1000 if stamp < 100_000_000_000 else stamp)  # seconds or milliseconds
+    return out
+
+
+def check_clock(policy: KeyPolicy, stamps: Iterable[int], now_ms: int) -> None:
+    """Caller clocks: refused ("agent"), within the skew ("skew"), or anything ("any")."""
+    if policy.timestamps == "any":
+        return
+    for stamp in stamps:
+        if policy.timestamps == "agent":
+            raise Refusal("clock", f"key {policy.label!r} takes the agent's clock only: send no timestamp")
+        if abs(stamp - now_ms) > policy.skew_ms:
+            direction = "ahead of" if stamp > now_ms else "behind"
+            raise Refusal("clock", f"timestamp is {abs(stamp - now_ms) / 1000:.1f} s {direction} the agent's "
+                                   f"clock; at most {policy.skew_ms / 1000:g} s are accepted (send 0 to use the "
+                                   "agent's clock)")
+
+
+@dataclass(frozen=True)
+class AgeVerdict:
+    warning: str | None  # a key close to its maximum age: alert, but sign
+
+
+def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVerdict:
+    if policy.not_before is not None and now < policy.not_before:
+        raise Refusal("not-before", f"key {policy.label!r} may not be used before {policy.not_before:%Y-%m-%dT%H:%M:%SZ}")
+    if policy.expires is not None and now >= policy.expires:
+        raise Refusal("expired", f"key {policy.label!r} expired on {policy.expires:%Y-%m-%dT%H:%M:%SZ}: rotate it")
+    try:
+        created = datetime.fromisoformat(created_iso.replace("Z", "+00:00"))
+    except ValueError:
+        raise Refusal("key-age", f"key {policy.label!r} has no readable creation date; re-import it") from None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    age = now - created
+    limit = timedelta(days=policy.max_age_days)
+    if age > limit:
+        raise Refusal("key-age", f"key {policy.label!r} is {age.days} days old, over its maximum of "
+                                 f"{policy.max_age_days} days: rotate it (new key on the exchange, import, revoke)")
+    if age > limit - timedelta(days=policy.warn_age_days):
+        days_left = (limit - age).days
+        return AgeVerdict(warning=f"key {policy.label!r} reaches its maximum age in {days_left} days: rotate it")
+    return AgeVerdict(warning=None)

@@ -1,0 +1,76 @@
+"""Exchange rules: what a signing request IS, for the policy engine. Pure: no I/O, no token.
+
+    facts = inspect("binance", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"), ...)))
+    facts.forbidden        # None, or a default-deny category ("withdrawal", "transfer", ...)
+    facts.forbidden_why    # the evidence, for the person reading the refusal
+    facts.symbols          # every symbol the request names
+    facts.orders           # the orders it places or amends, with their sizes
+
+Default deny (CATEGORIES; agent/rules/forbidden.py has the full list and the reasons): withdrawals
+and withdrawal addresses, transfers of every kind, sub-accounts, API keys and other credentials
+(Kraken's WebSocket token: "session-token"), margin borrowing and repayment, loans,
+earn/staking/savings, converts and OTC, payments (Pay, gift cards, P2P, fiat), block trades and RFQ,
+security settings, and Deribit JSON-RPC bodies that name another method than their path. Deposit
+addresses are allowed (they move nothing). Reads of forbidden families (withdrawal history...) are
+allowed; API-key reads are not.
+
+Path binding (PATH_BOUND): Binance (all four), Bybit and MEXC sign only the parameters, so a
+signature is valid for any path; HTX signs the path but not a POST body, so the body the policy
+read is not bound to the signature. For those, parameter rules refuse the parameters of forbidden
+endpoints on any path, and orders are recognised by their parameters, whatever the path.
+
+Orders (agent/rules/orders.py): sizes are read as the exchange reads them, including batches (JSON
+arrays, Binance's batchOrders, Kraken's orders, Bitfinex's multi ops...). A size that is not a plain
+decimal number, or is given under two spellings of its name, is None: the engine refuses a capped
+order without a readable quantity.
+
+`inspect` raises nothing but agent.schemes.RequestInvalid, and that only for a body the exchange's
+scheme would refuse to sign as unparseable (JSON that is not one object or array, or names a member
+twice; a form body that is not strict ASCII name=value text).
+"""
+
+from __future__ import annotations
+
+from agent.rules.facts import OrderFacts, RequestFacts
+from agent.rules.forbidden import CATEGORIES, verdict
+from agent.rules.orders import orders, symbols
+from agent.rules.view import view
+from agent.schemes.request import UnsignedRequest
+
+# Does the signature bind the request path? (HTX: the path yes, a POST body no; False, to be safe.)
+PATH_BOUND: dict[str, bool] = {
+    "binance": False,
+    "binanceusdm": False,
+    "binanceus": False,
+    "binancetr": False,
+    "okx": True,
+    "kucoin": True,
+    "kucoinfutures": True,
+    "bitget": True,
+    "kraken": True,
+    "bitfinex": True,
+    "gemini": True,
+    "bybit": False,
+    "mexc": False,
+    "coinbase": True,
+    "bitstamp": True,
+    "cryptocom": True,
+    "deribit": True,
+    "gate": True,
+    "htx": False,
+}
+
+
+def inspect(exchange_id: str, request: UnsignedRequest) -> RequestFacts:
+    """The facts of REQUEST for EXCHANGE_ID (an id of agent.schemes' registry)."""
+    v = view(exchange_id, request)
+    found = verdict(v)
+    return RequestFacts(
+        forbidden=found[0] if found else None,
+        forbidden_why=found[1] if found else None,
+        symbols=symbols(v),
+        orders=orders(v),
+    )
+
+
+__all__ = ["CATEGORIES", "PATH_BOUND", "OrderFacts", "RequestFacts", "inspect"]

@@ -1,0 +1,31 @@
+"""What the rules say about a request: the records `inspect` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """One order a request places or amends, as the exchange will read it.
+
+    QUANTITY is in the unit of the exchange's own size field: the base asset for spot orders, but
+    contracts (OKX, Gate, HTX, KuCoin and MEXC futures), lots, or USD (Deribit inverse) where the
+    exchange counts that way. QUOTE_QUANTITY is set when the order is sized in the quote asset
+    (quoteOrderQty, funds, notional, a spot market buy...). Where the unit of a size field depends on
+    something the request does not settle, the value is given in BOTH fields: a cap checked on either
+    then sees the true size (possibly refusing a legitimate order, never passing an oversized one).
+    None: the order carries no such size, or one that is not a plain decimal number."""
+
+    symbol: str | None  # as the exchange spells it, upper-cased
+    quantity: Decimal | None  # absolute value (Bitfinex and Gate futures sizes carry a sign)
+    quote_quantity: Decimal | None
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    forbidden: str | None  # None, or the default-deny category the request falls in
+    forbidden_why: str | None  # the evidence, for a person: path or parameter names and what they are
+    symbols: tuple[str, ...]  # every symbol named anywhere, upper-cased, deduplicated, in order of appearance
+    orders: tuple[OrderFacts, ...]  # one per order placed or amended; empty for other requests

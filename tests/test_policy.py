@@ -1,0 +1,214 @@
+"""The policy file and its pure decisions: parsing errors, endpoint patterns, path shape, clock, key dates,
+order caps, templates; and the bot credentials file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.bots import BotsFileError, add_bot, hash_token, list_bots, load_bots, revoke_bot
+from agent.policy import (
+    PolicyError,
+    Refusal,
+    caller_timestamps,
+    check_clock,
+    check_endpoint,
+    check_key_dates,
+    check_orders,
+    check_shape,
+    parse_policy,
+)
+from agent.policy_templates import TRADING_ENDPOINTS, default_policy
+from agent.rules import OrderFacts, inspect
+from agent.schemes import EXCHANGES
+from agent.schemes.request import UnsignedRequest
+
+BASE = b"""
+[bots.b1]
+keys = ["k1"]
+
+[keys.k1]
+endpoints = ["POST /api/v3/order", "GET /api/v3/*", "* /sapi/**"]
+symbols = ["btcusdt"]
+max_order = { BTCUSDT = "0.5" }
+max_order_quote = { "*" = "1000" }
+"""
+
+
+def key(text: bytes = BASE, label: str = "k1"):
+    return parse_policy(text).for_key(label)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    (b"[keys.k]\nendpoints = ['GET /x']\nbogus = 1\n", "unknown setting"),
+    (b"[keys.k]\nsymbols = ['A']\n", "'endpoints' is required"),
+    (b"[keys.k]\nendpoints = ['FETCH /x']\n", "METHOD /path"),
+    (b"[keys.k]\nendpoints = ['GET x']\n", "METHOD /path"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nmax_order = { A = 0.5 }\n", "decimal string"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nmax_order = { A = \"-1\" }\n", "positive"),
+    (b"[keys.k]\nendpoints = ['GET /x']\ntimestamps = 'sometimes'\n", "timestamps must be"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nexpires = 2027-01-01T00:00:00\n", "time zone"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nnot_before = 2027-01-01\nexpires = 2026-01-01\n", "after not_before"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nallow = ['teleport']\n", "unknown categories"),
+    (b"[keys.k]\nendpoints = ['GET /x']\nrate_per_second = 0\n", "above 0"),
+    (b"[keys.k]\nendpoints = ['GET /x']\ntimestamp_skew_ms = 600000\n", "from 0 to 60000"),
+    (b"[bots.b]\nkeys = 'k'\n", "list of non-empty strings"),
+    (b"[keys.k\n", "not valid TOML"),
+    (b"[surprise]\n", "unknown setting"),
+])
+def test_a_wrong_policy_is_refused_naming_the_setting(text: bytes, fragment: str):
+    with pytest.raises(PolicyError, match=fragment):
+        parse_policy(text)
+
+
+def test_warnings_name_risky_settings():
+    policy = parse_policy(b"[bots.b]\nkeys=['ghost']\n[keys.k]\nendpoints=[]\ntimestamps='any'\nallow=['transfer']\n")
+    text = "\n".join(policy.warnings)
+    assert "ghost" in text and "test vectors" in text and "transfer" in text
+
+
+def test_endpoint_patterns_match_segments_exactly():
+    k = key()
+    check_endpoint(k, "POST", "/api/v3/order")
+    check_endpoint(k, "GET", "/api/v3/account")
+    check_endpoint(k, "DELETE", "/sapi/v1/anything/at/all")
+    for method, path in (("GET", "/api/v3/order/extra"), ("POST", "/api/v3/Order"), ("DELETE", "/api/v3/order"),
+                         ("POST", "/api/v3/order/"), ("GET", "/api/v4/account")):
+        with pytest.raises(Refusal) as caught:
+            check_endpoint(k, method, path)
+        assert caught.value.rule == "endpoint"
+
+
+@pytest.mark.parametrize("path", ["//x", "/a//b", "/a/./b", "/a/../b", "/a/%2e%2e/b", "/a/b\\c", "/a/b%2F"])
+def test_non_canonical_paths_are_refused(path: str):
+    with pytest.raises(Refusal) as caught:
+        check_shape(UnsignedRequest("GET", path, (), None))
+    assert caught.value.rule == "path"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v3/order", "/api/v2/balance/", "/v2/auth/r/trades/tBTCUSD/hist",
+                                  "/api/v4/futures/usdt/orders", "/api/v2/private/get_account_summary"])
+def test_canonical_paths_pass(path: str):
+    check_shape(UnsignedRequest("GET", path, (("a", "1"),), (("b", "2"),)))
+
+
+def test_names_repeated_across_query_and_body_or_case_are_refused():
+    for query, body in (((("symbol", "A"),), (("symbol", "B"),)), ((("symbol", "A"), ("Symbol", "B")), None)):
+        with pytest.raises(Refusal) as caught:
+            check_shape(UnsignedRequest("POST", "/x", query, body))
+        assert caught.value.rule == "duplicate-parameter"
+
+
+NOW = 1_800_000_000_000
+
+
+@pytest.mark.parametrize("mode,stamp,ok", [
+    ("skew", NOW - 5_000, True), ("skew", NOW + 5_000, True), ("skew", NOW - 5_001, False),
+    ("skew", NOW + 5_001, False), ("agent", NOW, False), ("any", 0, True), ("any", NOW - 10**9, True),
+])
+def test_caller_clocks(mode: str, stamp: int, ok: bool):
+    k = key(BASE.replace(b"[keys.k1]\n", f"[keys.k1]\ntimestamps = '{mode}'\n".encode()))
+    if ok:
+        check_clock(k, [stamp], NOW)
+    else:
+        with pytest.raises(Refusal) as caught:
+            check_clock(k, [stamp], NOW)
+        assert caught.value.rule == "clock"
+    check_clock(k, [], NOW)  # no caller clock: always fine
+
+
+def test_timestamp_parameters_in_seconds_or_milliseconds():
+    request = UnsignedRequest("GET", "/x", (("timestamp", str(NOW // 1000)),), (("TIMESTAMP", str(NOW)),))
+    assert caller_timestamps(request) == [NOW - NOW % 1000, NOW]
+    with pytest.raises(Refusal):
+        caller_timestamps(UnsignedRequest("GET", "/x", (("timestamp", "soon"),), None))
+
+
+def test_key_dates_and_age():
+    policy = parse_policy(b"[keys.k]\nendpoints=[]\nmax_age_days=90\nwarn_age_days=10\n"
+                          b"not_before=2026-01-01T00:00:00Z\nexpires=2027-01-01T00:00:00Z\n").for_key("k")
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert check_key_dates(policy, (now - timedelta(days=10)).isoformat(), now).warning is None
+    assert "rotate" in check_key_dates(policy, (now - timedelta(days=85)).isoformat(), now).warning
+    for created, when, rule in (((now - timedelta(days=91)).isoformat(), now, "key-age"),
+                                (now.isoformat(), datetime(2025, 12, 31, tzinfo=timezone.utc), "not-before"),
+                                (now.isoformat(), datetime(2027, 1, 1, tzinfo=timezone.utc), "expired"),
+                                ("garbage", now, "key-age")):
+        with pytest.raises(Refusal) as caught:
+            check_key_dates(policy, created, when)
+        assert caught.value.rule == rule
+
+
+def test_order_caps_per_symbol_and_quote():
+    k = key()
+    check_orders(k, [OrderFacts("BTCUSDT", Decimal("0.5"), None)])
+    check_orders(k, [OrderFacts("ETHUSDT", Decimal("100"), Decimal("999"))])  # no base cap on ETH; quote ok
+    for order in (OrderFacts("BTCUSDT", Decimal("0.50001"), None), OrderFacts("ETHUSDT", None, Decimal("1001")),
+                  OrderFacts("BTCUSDT", None, None)):
+        with pytest.raises(Refusal) as caught:
+            check_orders(k, [order])
+        assert caught.value.rule == "order-size"
+
+
+@pytest.mark.parametrize("exchange", sorted(TRADING_ENDPOINTS))
+def test_every_template_parses_and_allows_no_forbidden_endpoint(exchange: str):
+    policy = parse_policy(default_policy(exchange, "k", bot="b").encode())
+    assert policy.bots["b"].may_use("k") and policy.for_key("k").endpoints
+    for endpoint in TRADING_ENDPOINTS[exchange]:
+        method, _, path = endpoint.partition(" ")
+        concrete = path.replace("*", "BTCUSDT")
+        facts = inspect(exchange, UnsignedRequest(method, concrete, (), None))
+        assert facts.forbidden is None, (exchange, endpoint, facts.forbidden_why)
+
+
+def test_there_is_a_template_for_every_exchange():
+    assert set(TRADING_ENDPOINTS) == set(EXCHANGES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_crash_the_parser(data: bytes):
+    try:
+        parse_policy(data)
+    except PolicyError:
+        pass
+
+
+# -- bot credentials -------------------------------------------------------------------------
+
+
+def test_bots_file_holds_hashes_only_and_is_private(tmp_path: Path):
+    path = tmp_path / "bots.toml"
+    token = add_bot(path, "mm-1")
+    assert token and token not in path.read_text() and hash_token(token) in path.read_text()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_bots(path).by_bearer(token).name == "mm-1"
+    assert load_bots(path).by_bearer(token + "x") is None
+    with pytest.raises(BotsFileError, match="exists"):
+        add_bot(path, "mm-1")
+    second = add_bot(path, "mm-2")
+    revoke_bot(path, "mm-1")
+    assert [b.name for b in list_bots(path)] == ["mm-2"]
+    assert load_bots(path).by_bearer(token) is None and load_bots(path).by_bearer(second).name == "mm-2"
+    with pytest.raises(BotsFileError, match="no bot"):
+        revoke_bot(path, "mm-1")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('[bots.a]\ntoken_sha256 = "zz"\n', "64 lowercase hex"),
+    ('[bots.a]\ncreated = "x"\n', "exactly one"),
+    ('[bots."bad name"]\ntoken_sha256 = "' + "a" * 64 + '"\n', "invalid"),
+    ('[bots.a]\ntoken_sha256 = "' + "a" * 64 + '"\n[bots.b]\ntoken_sha256 = "' + "a" * 64 + '"\n', "shares"),
+])
+def test_a_wrong_bots_file_is_refused(tmp_path: Path, text: str, fragment: str):
+    path = tmp_path / "bots.toml"
+    path.write_text(text)
+    with pytest.raises(BotsFileError, match=fragment):
+        load_bots(path)
