@@ -33,6 +33,9 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [alerts]
     # webhook = "https://alerts.example/hook"   # JSON POSTs; also always in the log
 
+    [metrics]
+    # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -148,6 +151,7 @@ class Config:
     bots_file: Path = Path("bots.toml")
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
+    metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
 
 
 def default_config_path() -> Path:
@@ -254,6 +258,13 @@ def load_config(path: Path | None = None) -> Config:
     policy_raw = table("policy", {"file", "bots_file"})
     audit_raw = table("audit", {"file"})
     alerts_raw = table("alerts", {"webhook"})
+    metrics_raw = table("metrics", {"listen"})
+    metrics_listen = metrics_raw.get("listen")
+    if metrics_listen is not None:
+        try:
+            metrics_listen = parse_tcp(metrics_listen).target
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [metrics] listen: {exc}") from None
     webhook = alerts_raw.get("webhook")
     if webhook is not None and not webhook.startswith(("http://", "https://")):
         raise ConfigError(f"{path}: [alerts] webhook must be an http:// or https:// URL")
@@ -266,4 +277,5 @@ def load_config(path: Path | None = None) -> Config:
         bots_file=resolve(policy_raw.get("bots_file", "bots.toml")),
         audit_file=resolve(audit_raw.get("file", str(state_dir / "audit.jsonl"))),
         webhook=webhook,
+        metrics_listen=metrics_listen,
     )

@@ -515,6 +515,31 @@ class Keyring:
         self._lose_session()
         raise TokenUnavailable(f"token {self._config.label!r} is unreachable (not present in the module)")
 
+    @property
+    def label(self) -> str:
+        return self._config.label
+
+    def probe(self) -> bool:
+        """Does the token answer now? Logs in again if it can: the agent recovers by itself.
+
+        Cheap (C_GetSlotList, C_GetTokenInfo, C_GenerateRandom), so health checks can call it
+        twice a second; it never scans objects.
+        """
+        with self._lock:
+            try:
+                session = self._ensure_session()
+            except CustodyError:  # unreachable, or a PIN it refuses: not serving either way
+                return False
+            try:
+                session.generate_random(64)
+            except p11err.PKCS11Error:
+                self._lose_session()
+                return False
+            if not self._token_present():
+                self._lose_session()
+                return False
+            return True
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

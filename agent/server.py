@@ -13,6 +13,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent._proto import signer_pb2_grpc
 from agent.alerts import AlertSender
@@ -22,6 +23,7 @@ from agent.custody import Keyring
 from agent.guard import Guard
 from agent.policy import PolicyError
 from agent.logs import get_logger
+from agent.metrics import Metrics, serve_metrics
 from agent.nonces import NonceError, NonceStore
 from agent.service import SignerService
 
@@ -88,7 +90,53 @@ def build_guard(config: Config) -> Guard:
         raise ConfigError(str(exc)) from None
 
 
-def build_server(keyring: Keyring, config: Config, guard: Guard) -> tuple[grpc.Server, list[str]]:
+class TokenWatch:
+    """Probes the token every PROBE_SECONDS; gRPC health and the token_up metric follow it.
+
+    While the token is unreachable, health says NOT_SERVING (load balancers and supervisors
+    take the agent out) and signing answers UNAVAILABLE; the probe also reconnects, so the
+    agent recovers by itself when the token returns, with no request needed.
+    """
+
+    PROBE_SECONDS = 0.5
+    SERVICES = ("", "signing_agent.v1.Signer")
+
+    def __init__(self, keyring: Keyring, health: health.HealthServicer, metrics: Metrics | None) -> None:
+        self._keyring, self._health, self._metrics = keyring, health, metrics
+        self._stop = threading.Event()
+        self._up: bool | None = None
+        self._thread = threading.Thread(target=self._run, name="token-watch", daemon=True)
+
+    def start(self) -> None:
+        self._set(True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for service in self.SERVICES:
+            self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PROBE_SECONDS):
+            self._set(self._keyring.probe())
+
+    def _set(self, up: bool) -> None:
+        if up == self._up:
+            return
+        self._up = up
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in self.SERVICES:
+            self._health.set(service, status)
+        if self._metrics is not None:
+            self._metrics.token_up.set(1 if up else 0)
+        log = get_logger()
+        (log.info if up else log.error)("token.status", up=up, token=self._keyring.label)
+
+
+def build_server(
+    keyring: Keyring, config: Config, guard: Guard, metrics: Metrics | None = None
+) -> tuple[grpc.Server, list[str], health.HealthServicer]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sign"),
         options=[
@@ -101,7 +149,9 @@ def build_server(keyring: Keyring, config: Config, guard: Guard) -> tuple[grpc.S
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces, guard), server)
+    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces, guard, metrics), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     socket_path = config.server.socket
     prepare_socket_path(socket_path)
     endpoints = [f"unix:{socket_path}"]
@@ -130,7 +180,7 @@ def build_server(keyring: Keyring, config: Config, guard: Guard) -> tuple[grpc.S
         if port == 0:
             raise ConfigError(f"cannot listen on {target} (address in use?)")
         endpoints.append(target)
-    return server, endpoints
+    return server, endpoints, health_servicer
 
 
 def serve(keyring: Keyring, config: Config) -> int:
@@ -138,7 +188,14 @@ def serve(keyring: Keyring, config: Config) -> int:
     log = get_logger()
     key_count = len(keyring.list_keys())  # also proves the session works before we listen
     guard = build_guard(config)
-    server, endpoints = build_server(keyring, config, guard)
+    metrics = Metrics()
+    if config.metrics_listen:
+        try:
+            serve_metrics(config.metrics_listen)
+        except OSError as exc:
+            raise ConfigError(f"[metrics] cannot listen on {config.metrics_listen}: {exc.strerror}") from None
+    server, endpoints, health_servicer = build_server(keyring, config, guard, metrics)
+    watch = TokenWatch(keyring, health_servicer, metrics)
     stopping = threading.Event()
     reload_requested = threading.Event()
 
@@ -150,6 +207,7 @@ def serve(keyring: Keyring, config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     guard.start()
+    watch.start()
     server.start()
     log.info(
         "agent.ready",
@@ -166,6 +224,7 @@ def serve(keyring: Keyring, config: Config) -> int:
         if reload_requested.is_set():
             reload_requested.clear()
             guard.reload(reason="SIGHUP")
+    watch.stop()  # health says NOT_SERVING first, so balancers stop sending while in-flight calls finish
     server.stop(GRACE_SECONDS).wait()
     guard.stop()
     keyring.close()

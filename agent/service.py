@@ -35,6 +35,7 @@ from agent.bots import cert_fingerprint
 from agent.custody import KeyEntry
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
+from agent.metrics import Metrics
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.policy import KeyPolicy, Refusal
 from agent.schemes import (
@@ -122,8 +123,14 @@ MAX_BATCH = 1000
 
 class SignerService(signer_pb2_grpc.SignerServicer):
     def __init__(
-        self, keyring: Keyring, nonces: NonceStore, guard: Guard, clock_ms=lambda: time.time_ns() // 1_000_000
+        self,
+        keyring: Keyring,
+        nonces: NonceStore,
+        guard: Guard,
+        metrics: Metrics | None = None,
+        clock_ms=lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        self._metrics = metrics
         self._keyring = keyring
         self._nonces = nonces
         self._guard = guard
@@ -220,6 +227,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                                latency_ms=latency_ms, revoked_key=granted and status == "NOT_FOUND")
         except AuditUnavailable as exc:
             code, message, status = grpc.StatusCode.UNAVAILABLE, str(exc), "UNAVAILABLE"
+        if self._metrics is not None:
+            self._metrics.decision(exchange=exchange, status=status, rule=refusal.rule if refusal else "",
+                                   latency_s=latency_ms / 1000)
         if status != "OK":
             rule = refusal.rule if refusal is not None else ""
             self._log.info("sign", decision="refused", status=status, rule=rule, reason=message,

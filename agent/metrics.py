@@ -1,0 +1,60 @@
+"""Observability: Prometheus metrics on a local port, and the token status behind gRPC health.
+
+Metrics (`[metrics] listen = "127.0.0.1:9464"`, loopback only: they name keys and bots):
+  signing_agent_sign_total{exchange, outcome}      decisions; outcome = signed | refused | error status
+  signing_agent_refusals_total{rule}               refusals by the policy rule that made them
+  signing_agent_sign_latency_seconds               histogram of decision latency (signed and refused)
+  signing_agent_token_up                           1 while the token answers, 0 while it does not
+
+With several worker processes, each writes its own values under `PROMETHEUS_MULTIPROC_DIR`
+(set by the supervisor before workers start) and the supervisor serves their sum.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        kwargs = {"registry": registry} if registry is not None else {}
+        self.signs = Counter("signing_agent_sign", "Sign decisions by exchange and outcome",
+                             ["exchange", "outcome"], **kwargs)
+        self.refusals = Counter("signing_agent_refusals", "Refusals by policy rule", ["rule"], **kwargs)
+        self.latency = Histogram("signing_agent_sign_latency_seconds", "Decision latency, signed or refused",
+                                 buckets=LATENCY_BUCKETS, **kwargs)
+        self.token_up = Gauge("signing_agent_token_up", "1 while the token answers", multiprocess_mode="min",
+                              **kwargs)
+        self.token_up.set(1)
+
+    def decision(self, *, exchange: str, status: str, rule: str, latency_s: float) -> None:
+        outcome = "signed" if status == "OK" else ("refused" if rule else status.lower())
+        self.signs.labels(exchange=exchange or "-", outcome=outcome).inc()
+        if rule:
+            self.refusals.labels(rule=rule).inc()
+        self.latency.observe(latency_s)
+
+
+def serve_metrics(listen: str, multiproc_dir: Path | None = None) -> None:
+    """Start the /metrics HTTP endpoint (a daemon thread). MULTIPROC_DIR: sum the workers' files."""
+    host, _, port = listen.rpartition(":")
+    registry = None
+    if multiproc_dir is not None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))
+    start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
+
+
+def prepare_multiproc_dir(directory: Path) -> None:
+    """An empty directory for the workers' metric files; the environment variable their import reads."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

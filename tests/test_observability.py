@@ -1,0 +1,89 @@
+"""Health and metrics of the real agent: the gRPC health service follows the token, and
+Prometheus metrics count signatures by exchange and outcome, refusals by rule, and latency."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent.client import AgentUnavailableError, RefusedError, SignerClient
+from conftest import make_env, new_secret, run_cli, start_agent
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health_status(target: str, service: str = "") -> int:
+    with grpc.insecure_channel(target) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_for_status(target: str, wanted: int, timeout: float = 3.0) -> float:
+    started = time.monotonic()
+    while health_status(target) != wanted:
+        assert time.monotonic() - started < timeout, f"health did not become {wanted} within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_health_follows_the_token_and_metrics_count_decisions(tmp_path_factory, label: str):
+    env = make_env(tmp_path_factory, "observe")
+    port = free_port()
+    config = env.write_config("observe", extra=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    run_cli(env, "keys", "import", "--label", label, "--exchange", "binance", "--api-key", "id", "--type", "hmac",
+            stdin=new_secret(64) + "\n", config=config, check=True)
+    agent = start_agent(env, config)
+    tokens, hidden = env.root / "softhsm" / "tokens", env.root / "softhsm" / "tokens.hidden"
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health_status(agent.target) == serving
+        assert health_status(agent.target, "signing_agent.v1.Signer") == serving
+        with SignerClient(agent.target) as client:
+            for _ in range(3):
+                client.sign(label, "GET", "/api/v3/account")
+            with pytest.raises(RefusedError):
+                client.sign(label, "POST", "/sapi/v1/capital/withdraw/apply",
+                            body={"coin": "USDT", "address": "x", "amount": "1"})
+            metrics = scrape(port)
+            assert metrics['signing_agent_sign_total{exchange="binance",outcome="signed"}'] == 3
+            assert metrics['signing_agent_refusals_total{rule="forbidden:withdrawal"}'] == 1
+            assert metrics["signing_agent_sign_latency_seconds_count"] == 4
+            assert metrics["signing_agent_token_up"] == 1
+
+            tokens.rename(hidden)  # the token vanishes under the running agent
+            try:
+                wait_for_status(agent.target, health_pb2.HealthCheckResponse.NOT_SERVING)
+                assert scrape(port)["signing_agent_token_up"] == 0
+                with pytest.raises(AgentUnavailableError):
+                    client.sign(label, "GET", "/api/v3/account")
+            finally:
+                hidden.rename(tokens)
+            # It comes back by itself: no request needed for health to recover.
+            wait_for_status(agent.target, serving)
+            assert scrape(port)["signing_agent_token_up"] == 1
+            assert "signature=" in client.sign(label, "GET", "/api/v3/account").path
+    finally:
+        assert agent.stop() == 0
+    log = agent.log.read_text()
+    assert '"token.status"' in log and '"up": false' in log
