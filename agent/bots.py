@@ -23,12 +23,15 @@ how fast) is policy, in the policy file, not here.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,9 +189,27 @@ def _current(path: Path) -> list[BotCredential]:
     return sorted({*bots.by_token.values(), *bots.by_cert.values()}, key=lambda c: c.name)
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the bots file between CLI processes (a revoke must never be undone
+    by a concurrent add that read the file before it)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None) -> str | None:
     """Add a bot; returns its new bearer token (shown once), or None for a certificate bot."""
     validate_bot_name(name)
+    with _locked(path):
+        return _add(path, name, cert_pem)
+
+
+def _add(path: Path, name: str, cert_pem: bytes | None) -> str | None:
     current = _current(path)
     if any(c.name == name for c in current):
         raise BotsFileError(f"bot {name!r} exists; revoke it first to issue a new credential")
@@ -207,10 +228,11 @@ def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None) -> str | No
 
 
 def revoke_bot(path: Path, name: str) -> None:
-    current = _current(path)
-    if not any(c.name == name for c in current):
-        raise BotsFileError(f"no bot named {name!r} in {path}")
-    _write_atomically(path, _render([c for c in current if c.name != name]))
+    with _locked(path):
+        current = _current(path)
+        if not any(c.name == name for c in current):
+            raise BotsFileError(f"no bot named {name!r} in {path}")
+        _write_atomically(path, _render([c for c in current if c.name != name]))
 
 
 def list_bots(path: Path) -> list[BotCredential]:

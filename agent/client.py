@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -179,6 +180,20 @@ def _signed(reply: signer_pb2.SignedRequest) -> SignedRequest:
     )
 
 
+def _local(target: str) -> bool:
+    """A Unix socket or a loopback address: where a bearer token may travel without TLS."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target.rpartition(":")[0].strip("[]") if ":" in target else target
+    host = host.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SignerClient:
     """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
 
@@ -194,6 +209,10 @@ class SignerClient:
         self.target = target or default_target(config_path)
         self.timeout = timeout
         token = read_token(token_file)
+        if token and tls is None and not _local(self.target):
+            raise NotAuthenticatedError(
+                "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {self.target}: use the Unix "
+                "socket, loopback, or mTLS (tls=ClientTls(...))")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = grpc.secure_channel(self.target, tls.credentials()) if tls else grpc.insecure_channel(
             self.target)

@@ -10,6 +10,7 @@ key's exchange is known) and tells it the outcome (`record`: audit line, alerts)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -35,12 +36,15 @@ from agent.policy import (
     check_clock,
     check_endpoint,
     check_key_dates,
+    check_names,
     check_orders,
+    check_recv_window,
     check_shape,
     check_symbols,
     load_policy,
 )
-from agent.rules import inspect
+from agent.rules import PATH_BOUND, inspect
+from agent.rules.view import path_key, view
 from agent.schemes.request import UnsignedRequest
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
@@ -50,6 +54,11 @@ NEW_SYMBOL_SECONDS = 3600
 BURST_WINDOW = 10.0
 BURST_COUNT = 5
 ALERT_EVERY = 1.0  # the same alert (kind, bot, key, rule) at most once a second; repeats are counted
+ALERT_SLOTS = 10_000  # the throttle's memory is bounded: past this, it starts afresh
+SYMBOLS_PER_KEY = 1_000  # new-symbol tracking stops there (a bot with no symbol list cannot grow it forever)
+# Calls with no valid credential are audited up to this rate; beyond it they are still refused, and
+# counted into the next audited line, so a flood cannot fill the disk (which would stop all signing).
+UNAUTHENTICATED_AUDIT_PER_SECOND = 20.0
 
 
 class AuditUnavailable(Exception):
@@ -78,18 +87,17 @@ class Caller:
 
 
 class Watched:
-    """A file whose (inode, size, mtime) is polled; `changed()` says when it differs."""
+    """A small file polled by content (SHA-256): no same-size, same-tick rewrite goes unnoticed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seen = self._stat()
 
-    def _stat(self) -> tuple[int, int, int] | None:
+    def _stat(self) -> str | None:
         try:
-            st = os.stat(self.path)
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def changed(self) -> bool:
         now = self._stat()
@@ -111,14 +119,27 @@ class SymbolHistory:
         except (OSError, ValueError, AttributeError, TypeError):
             self._first = {}
 
-    def first_seen(self, label: str, symbol: str, now: float) -> float:
+        self._dirty = False
+
+    def first_seen(self, label: str, symbol: str, now: float) -> float | None:
+        """When LABEL first signed on SYMBOL (NOW if this is the first time); None once the key's
+        history is full. Written to disk by `flush`, off the signing path."""
         with self._lock:
             per_key = self._first.setdefault(label, {})
             if symbol in per_key:
                 return per_key[symbol]
+            if len(per_key) >= SYMBOLS_PER_KEY:
+                return None
             per_key[symbol] = now
-            self._save()
+            self._dirty = True
             return now
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            self._save()
 
     def _save(self) -> None:
         tmp = self._path.with_name(f".symbols.{os.getpid()}.tmp")
@@ -158,8 +179,14 @@ class Guard:
         self._symbols = SymbolHistory(state_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unauthenticated = Bucket(UNAUTHENTICATED_AUDIT_PER_SECOND, int(UNAUTHENTICATED_AUDIT_PER_SECOND),
+                                       time.monotonic())
+        self._unaudited = 0
         for warning in self.policy.warnings:
             self._log.warning("policy.warning", detail=warning)
+        # Which policy and which bots were in force from the start, in the chain.
+        self._audit_append("policy.load", decision="applied", digest=self.policy.digest)
+        self._audit_append("bots.load", decision="applied", bots=list(self.bots.names))
 
     # -- live reload ------------------------------------------------------------------
 
@@ -171,11 +198,13 @@ class Guard:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self._symbols.flush()
         self._alerts.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL):
             self.reload(only_changed=True)
+            self._symbols.flush()
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
         if not only_changed or self._policy_file.changed():
@@ -212,13 +241,15 @@ class Guard:
             found = bots.by_certificate(cert_sha256)
             if found is not None:
                 return Caller(found.name, "certificate")
+            # Over mTLS the certificate is the credential: an unregistered one is refused, whatever
+            # token comes with it.
+            raise Refusal("auth", "the client certificate is not registered for any bot "
+                                  "(`signing-agent bots add NAME --cert FILE`)", UNAUTHENTICATED)
         if bearer is not None:
             found = bots.by_bearer(bearer)
             if found is not None:
                 return Caller(found.name, "token")
             raise Refusal("auth", "the bearer token is not a known bot's (revoked, or mistyped)", UNAUTHENTICATED)
-        if cert_sha256 is not None:
-            raise Refusal("auth", "the client certificate is not registered for any bot", UNAUTHENTICATED)
         raise Refusal("auth", "no credential: send 'authorization: Bearer <token>' metadata "
                               "(create one with `signing-agent bots add NAME`)", UNAUTHENTICATED)
 
@@ -238,24 +269,36 @@ class Guard:
 
     def check(
         self, key_policy: KeyPolicy, *, exchange: str, created: str, request: UnsignedRequest, timestamp_ms: int,
-        now_ms: int,
+        now_ms: int, charge_rate: bool = True,
     ) -> tuple[str, ...]:
-        """Every rule about the request itself; returns the symbols it names (for the audit)."""
+        """Every rule about the request itself; returns the symbols it names (for the audit).
+
+        CHARGE_RATE: take from the key's rate (once per request, not again when a retry re-checks).
+        """
         verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
         if verdict.warning:
             self._warn_age(key_policy.label, verdict.warning)
         check_shape(request)
+        params = view(exchange, request).params  # query, form and raw-body members, as the exchange reads them
+        check_names(name for name, _ in params)
         facts = inspect(exchange, request)
         if facts.forbidden is not None and facts.forbidden not in key_policy.allow:
             raise Refusal(f"forbidden:{facts.forbidden}", facts.forbidden_why or facts.forbidden)
         check_endpoint(key_policy, request.method, request.path)
+        if facts.orders and not PATH_BOUND.get(exchange, True) and not (
+                request.method in ("POST", "PUT") and "order" in path_key(request.path)):
+            # The signature does not bind the path: order parameters signed for any other endpoint
+            # would place that order on the order endpoint, whatever the allow-list says.
+            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange} does "
+                                      "not sign the path, so orders are signed only for its order endpoints")
         check_symbols(key_policy, facts.symbols)
         check_orders(key_policy, facts.orders)
-        stamps = caller_timestamps(request)
+        stamps = caller_timestamps(params)
         if timestamp_ms:
             stamps.append(timestamp_ms)
         check_clock(key_policy, stamps, now_ms)
-        if key_policy.rate_per_second is not None:
+        check_recv_window(key_policy, params)
+        if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
         return facts.symbols
@@ -275,6 +318,7 @@ class Guard:
     def record(
         self, *, bot: str, key: str, exchange: str, method: str, path: str, symbols: tuple[str, ...],
         refusal: Refusal | None, status: str, latency_ms: float, revoked_key: bool = False,
+        policy_digest: str = "",
     ) -> None:
         """Audit the decision; alert on refusals, revoked or expired keys, rate limits, new-symbol bursts.
 
@@ -282,9 +326,16 @@ class Guard:
         """
         decision = "signed" if refusal is None and status == "OK" else "refused"
         rule = refusal.rule if refusal is not None else ("" if status == "OK" else status.lower())
+        extra: dict[str, Any] = {}
+        if refusal is not None and refusal.code == UNAUTHENTICATED:
+            with self._lock:
+                if not self._unauthenticated.take(time.monotonic()):
+                    self._unaudited += 1
+                    return  # still refused; counted into the next audited line, and alerted once a second
+                extra["unaudited_before"], self._unaudited = self._unaudited, 0
         audited = self._audit_append("sign", bot=bot, key=key, exchange=exchange, method=method, path=path,
                                      symbols=list(symbols), decision=decision, rule=rule, status=status,
-                                     latency_ms=latency_ms)
+                                     latency_ms=latency_ms, policy=policy_digest[:16], **extra)
         if not audited and decision == "signed":
             raise AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
         if refusal is not None:
@@ -301,7 +352,8 @@ class Guard:
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()
-        if now - self._symbols.first_seen(key, symbol, now) > NEW_SYMBOL_SECONDS:
+        first = self._symbols.first_seen(key, symbol, now)
+        if first is None or now - first > NEW_SYMBOL_SECONDS:
             return
         with self._lock:
             window = self._bursts.setdefault((key, symbol), deque())
@@ -325,9 +377,14 @@ class Guard:
         self._alert("key-age-warning", key=label, reason=message)
 
     def _alert(self, kind: str, **fields: Any) -> None:
-        signature = (kind, str(fields.get("bot", "")), str(fields.get("key", "")), str(fields.get("rule", "")))
+        if kind == "unauthenticated":  # the caller chose the key label: it must not defeat the throttle
+            signature: tuple[str, ...] = (kind,)
+        else:
+            signature = (kind, str(fields.get("bot", "")), str(fields.get("key", "")), str(fields.get("rule", "")))
         now = time.monotonic()
         with self._lock:
+            if len(self._last_alert) > ALERT_SLOTS:
+                self._last_alert.clear()
             last, suppressed = self._last_alert.get(signature, (-ALERT_EVERY, 0))
             if now - last < ALERT_EVERY:
                 self._last_alert[signature] = (last, suppressed + 1)

@@ -42,7 +42,7 @@ import hashlib
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -57,6 +57,9 @@ TIMESTAMP_MODES = ("skew", "agent", "any")
 DEFAULT_SKEW_MS = 5_000
 DEFAULT_MAX_AGE_DAYS = 365
 DEFAULT_WARN_AGE_DAYS = 30
+# A signature stays valid for the exchange's receive window after its timestamp (Binance, MEXC,
+# Bybit: up to 60 s). Bounded so that a signature cannot be kept for later use.
+DEFAULT_MAX_RECV_WINDOW_MS = 10_000
 
 
 class PolicyError(Exception):
@@ -99,6 +102,7 @@ class KeyPolicy:
     max_age_days: int
     warn_age_days: int
     allow: frozenset[str]
+    max_recv_window_ms: int = DEFAULT_MAX_RECV_WINDOW_MS
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,11 @@ class Policy:
     warnings: tuple[str, ...] = field(default=())
 
     def for_key(self, label: str) -> KeyPolicy | None:
-        return self.keys.get(label, self.fallback)
+        found = self.keys.get(label)
+        if found is None and self.fallback is not None:
+            # The default table, under this key's own name: rates, warnings and messages are per key.
+            return replace(self.fallback, label=label)
+        return found
 
     @classmethod
     def empty(cls) -> "Policy":
@@ -154,7 +162,7 @@ def parse_policy(data: bytes, *, source: str = "policy") -> Policy:
     _only(raw, {"defaults", "bots", "keys"}, source)
     defaults = _table(raw, "defaults", source)
     _only(defaults, {"timestamp_skew_ms", "max_age_days", "warn_age_days", "rate_per_second", "burst",
-                     "timestamps"}, f"{source} [defaults]")
+                     "timestamps", "max_recv_window_ms"}, f"{source} [defaults]")
     warnings: list[str] = []
     keys: dict[str, KeyPolicy] = {}
     for label, table in _table(raw, "keys", source).items():
@@ -275,7 +283,7 @@ def compile_endpoint(text: str, where: str) -> EndpointPattern:
 def _key_policy(label: str, table: dict, defaults: dict, where: str, warnings: list[str]) -> KeyPolicy:
     _only(table, {"endpoints", "symbols", "rate_per_second", "burst", "max_order", "max_order_quote",
                   "timestamps", "timestamp_skew_ms", "not_before", "expires", "max_age_days", "warn_age_days",
-                  "allow"}, where)
+                  "allow", "max_recv_window_ms"}, where)
     from agent.rules import CATEGORIES  # the default-deny categories the rules know
 
     if "endpoints" not in table:
@@ -300,6 +308,8 @@ def _key_policy(label: str, table: dict, defaults: dict, where: str, warnings: l
                                                                                        f"{where} expires")
     if not_before and expires and expires <= not_before:
         raise PolicyError(f"{where}: expires must be after not_before")
+    recv_window = _int(table.get("max_recv_window_ms", defaults.get("max_recv_window_ms", DEFAULT_MAX_RECV_WINDOW_MS)),
+                       f"{where} max_recv_window_ms", low=0, high=60_000)
     allow = frozenset(_strings(table.get("allow", []), f"{where} allow"))
     unknown = sorted(allow - set(CATEGORIES))
     if unknown:
@@ -311,23 +321,24 @@ def _key_policy(label: str, table: dict, defaults: dict, where: str, warnings: l
         max_order=_amounts(table.get("max_order"), f"{where} max_order"),
         max_order_quote=_amounts(table.get("max_order_quote"), f"{where} max_order_quote"),
         timestamps=timestamps, skew_ms=skew, not_before=not_before, expires=expires,
-        max_age_days=max_age, warn_age_days=warn_age, allow=allow,
+        max_age_days=max_age, warn_age_days=warn_age, allow=allow, max_recv_window_ms=recv_window,
     )
 
 
 # -- decisions (pure) -------------------------------------------------------------------
 
-_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+\Z")
+# RFC 3986 segment characters, minus ';' (Tomcat and Spring read "..;" as ".."); and no segment may
+# start with '.', so no spelling of a dot segment passes.
+_SEGMENT = re.compile(r"[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*\Z")
 
 
 def check_shape(request: UnsignedRequest) -> None:
-    """Refuse what could make the exchange see another request than the policy saw.
+    """Refuse a path that could make the exchange see another endpoint than the policy saw.
 
     The path must be canonical: no empty ('//'), '.' or '..' segments, no percent-encoding
     or characters outside RFC 3986 segment characters (a server may decode or normalise
     them into a forbidden endpoint). A trailing slash is kept (some exchanges need it) but is
-    part of the endpoint. Parameter names must be unique across query and body, case
-    insensitively (servers differ on which duplicate wins, and Binance signs both parts).
+    part of the endpoint.
     """
     path = request.path  # sizes, printable text and duplicates within one part: request.validated()
     body_segments = path[1:-1] if path.endswith("/") and len(path) > 1 else path[1:]
@@ -336,11 +347,14 @@ def check_shape(request: UnsignedRequest) -> None:
             if segment in ("", ".", ".."):
                 raise Refusal("path", f"path {path[:80]!r} is not canonical (empty, '.' or '..' segment)")
             if not _SEGMENT.match(segment):
-                raise Refusal("path", f"path {path[:80]!r} has characters outside plain path segments "
-                                      "(percent-encoding, spaces, backslashes... are refused)")
-    pairs = list(request.query) + (list(request.body) if isinstance(request.body, tuple) else [])
+                raise Refusal("path", f"path {path[:80]!r} has characters outside plain path segments, or a "
+                                      "segment starting with '.' (percent-encoding, ';', backslashes... are refused)")
+
+
+def check_names(names: Iterable[str]) -> None:
+    """Parameter names (query, form and raw bodies alike) must be unique, case-insensitively."""
     seen: set[str] = set()
-    for name, _value in pairs:
+    for name in names:
         folded = name.casefold()
         if folded in seen:
             raise Refusal("duplicate-parameter", f"parameter {name[:40]!r} appears more than once "
@@ -362,39 +376,62 @@ def check_symbols(policy: KeyPolicy, symbols: Iterable[str]) -> None:
 
 
 def check_orders(policy: KeyPolicy, orders: Iterable[Any]) -> None:
-    """Order size caps. A capped symbol's order whose size cannot be read is refused."""
+    """Order size caps. Refused: an order above a cap; an order on a capped key whose symbol or capped
+    size cannot be read; an order sized in the unit its symbol is not capped in (a base cap alone
+    must not let a quote-sized order of any size through)."""
+    if not policy.max_order and not policy.max_order_quote:
+        return
     for order in orders:
-        symbol = (order.symbol or "").upper()
-        for caps, amount, what in ((policy.max_order, order.quantity, "quantity"),
-                                   (policy.max_order_quote, order.quote_quantity, "quote amount")):
-            cap = caps.get(symbol, caps.get("*"))
-            if cap is None:
-                continue
-            if amount is None:
-                other = order.quote_quantity if what == "quantity" else order.quantity
-                if other is not None:
-                    continue  # the order is sized the other way; that cap (if any) applies
-                raise Refusal("order-size", f"order on {symbol or '?'} has no readable size; key "
-                                            f"{policy.label!r} caps its {what}")
-            if amount > cap:
-                raise Refusal("order-size", f"order {what} {amount} on {symbol or '?'} exceeds key "
+        if not order.symbol:
+            raise Refusal("order-size", f"an order without a readable symbol; key {policy.label!r} caps order sizes")
+        symbol = order.symbol.upper()
+        base_cap = policy.max_order.get(symbol, policy.max_order.get("*"))
+        quote_cap = policy.max_order_quote.get(symbol, policy.max_order_quote.get("*"))
+        if base_cap is None and quote_cap is None:
+            continue
+        for cap, amount, what in ((base_cap, order.quantity, "quantity"), (quote_cap, order.quote_quantity,
+                                                                           "quote amount")):
+            if cap is not None and amount is not None and amount > cap:
+                raise Refusal("order-size", f"order {what} {amount} on {symbol} exceeds key "
                                             f"{policy.label!r}'s cap of {cap}")
+        readable = (base_cap is not None and order.quantity is not None) or (
+            quote_cap is not None and order.quote_quantity is not None)
+        if not readable:
+            unit = "quantity" if base_cap is not None else "quote amount"
+            raise Refusal("order-size", f"order on {symbol} has no readable {unit}, the unit key "
+                                        f"{policy.label!r} caps it in (max_order / max_order_quote)")
 
 
 _TIMESTAMP_PARAMS = ("timestamp",)
+_RECV_WINDOW_PARAMS = ("recvwindow", "recv_window")
 
 
-def caller_timestamps(request: UnsignedRequest) -> list[int]:
-    """Caller-supplied timestamps in the request's parameters, in milliseconds."""
-    pairs = list(request.query) + (list(request.body) if isinstance(request.body, tuple) else [])
+def caller_timestamps(params: Iterable[tuple[str, object]]) -> list[int]:
+    """Caller-supplied timestamps among PARAMS (query, form and raw-body members), in milliseconds."""
     out = []
-    for name, value in pairs:
+    for name, value in params:
         if name.casefold() in _TIMESTAMP_PARAMS:
-            if not (value.isascii() and value.isdigit()) or len(value) > 19:
+            if not (isinstance(value, str) and value.isascii() and value.isdigit()) or len(value) > 19:
                 raise Refusal("clock", f"parameter {name!r} must be digits (milliseconds since the epoch)")
             stamp = int(value)
             out.append(stamp * 1000 if stamp < 100_000_000_000 else stamp)  # seconds or milliseconds
     return out
+
+
+def check_recv_window(policy: KeyPolicy, params: Iterable[tuple[str, object]]) -> None:
+    """A receive window (how long the exchange accepts the signature) of at most max_recv_window_ms."""
+    if policy.timestamps == "any":
+        return
+    for name, value in params:
+        if name.casefold() in _RECV_WINDOW_PARAMS:
+            text = value if isinstance(value, str) else str(value)
+            try:
+                window = float(text)
+            except ValueError:
+                window = float("inf")
+            if not window <= policy.max_recv_window_ms:
+                raise Refusal("clock", f"{name} {text[:20]!r} is above key {policy.label!r}'s max_recv_window_ms "
+                                       f"({policy.max_recv_window_ms}): a signature must not stay valid for long")
 
 
 def check_clock(policy: KeyPolicy, stamps: Iterable[int], now_ms: int) -> None:

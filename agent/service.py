@@ -195,7 +195,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         # Audited and logged before validation, so cut to size, and never with a query (it could carry a signature).
         audit = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key[:64],
                  "method": msg.method[:16], "path": msg.path.split("?")[0][:256]}
-        exchange, symbols, refusal, granted = "", (), None, False
+        exchange, symbols, refusal, granted, digest = "", (), None, False, ""
         try:
             if isinstance(caller, Refusal):
                 raise caller
@@ -211,7 +211,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             except InvalidKeyMaterial as exc:
                 raise RequestInvalid(f"key: {exc}") from None
             request = request_from_proto(msg).validated()  # the shape every exchange shares
-            _policy, key_policy = self._guard.admit(caller, msg.key)
+            policy, key_policy = self._guard.admit(caller, msg.key)
+            digest = policy.digest
             granted = True
             exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy)
             status = "OK"
@@ -224,7 +225,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         latency_ms = _ms_since(started)
         try:
             self._guard.record(**audit, exchange=exchange, symbols=symbols, refusal=refusal, status=status,
-                               latency_ms=latency_ms, revoked_key=granted and status == "NOT_FOUND")
+                               latency_ms=latency_ms, revoked_key=granted and status == "NOT_FOUND",
+                               policy_digest=digest)
         except AuditUnavailable as exc:
             code, message, status = grpc.StatusCode.UNAVAILABLE, str(exc), "UNAVAILABLE"
         if self._metrics is not None:
@@ -256,7 +258,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
                 ) from None
             symbols = self._guard.check(key_policy, exchange=entry.info.exchange, created=entry.info.created,
-                                        request=request, timestamp_ms=timestamp_ms, now_ms=now_ms)
+                                        request=request, timestamp_ms=timestamp_ms, now_ms=now_ms,
+                                        charge_rate=attempt == 0)
             try:
                 env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
                 signed = scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)

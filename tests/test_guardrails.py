@@ -387,6 +387,50 @@ def test_a_bad_policy_is_rejected_and_the_old_one_stays(dep: Deployment):
     assert {"rejected", "applied"} <= {line["decision"] for line in reloads}
 
 
+# -- found in review: what the first version let through ----------------------------------------------
+
+
+def test_order_parameters_on_a_non_order_path_are_refused(dep: Deployment):
+    # Binance signs only the parameters: a market order signed for GET /api/v3/account would place it.
+    order = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.01"))
+    refused(dep.call(ALICE, "bn-alice", "GET", "/api/v3/account", query=order), grpc.StatusCode.PERMISSION_DENIED,
+            "endpoint")
+
+
+def test_a_second_spelling_of_the_symbol_cannot_dodge_the_cap(dep: Deployment):
+    body = tuple(("quantity", "100") if n == "quantity" else (n, v) for n, v in ORDER) + (("SYMBOL", "ETHUSDT"),)
+    refused(dep.call(ALICE, "bn-alice", "POST", "/api/v3/order", body=body), grpc.StatusCode.PERMISSION_DENIED,
+            "duplicate-parameter")
+
+
+def test_a_quote_sized_order_cannot_dodge_a_base_cap(dep: Deployment):
+    body = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quoteOrderQty", "5000000"))
+    refused(dep.call(ALICE, "bn-alice", "POST", "/api/v3/order", body=body), grpc.StatusCode.PERMISSION_DENIED,
+            "order-size")
+
+
+def test_a_raw_body_cannot_carry_a_stale_timestamp_or_a_long_receive_window(dep: Deployment):
+    raw = f"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=1&timestamp={now_ms() + 86_400_000}"
+    refused(dep.call(ALICE, "bn-alice", "POST", "/api/v3/order", raw=raw), grpc.StatusCode.PERMISSION_DENIED, "clock")
+    raw = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=1&recvWindow=60000"
+    refused(dep.call(ALICE, "bn-alice", "POST", "/api/v3/order", raw=raw), grpc.StatusCode.PERMISSION_DENIED, "clock")
+
+
+def test_staking_parameters_on_an_order_path_are_refused(dep: Deployment):
+    refused(dep.call(ALICE, "bn-alice", "POST", "/api/v3/order", body=(("amount", "10"),)),
+            grpc.StatusCode.PERMISSION_DENIED, "forbidden:")
+
+
+def test_a_flood_of_unauthenticated_calls_is_bounded_in_audit_and_alerts(dep: Deployment):
+    before_alerts = len(dep.receiver.alerts)
+    before_lines = len(dep.audit.read_text().splitlines())
+    for i in range(150):
+        dep.call(None, f"label-{i}", "GET", "/api/v3/account")
+    time.sleep(0.3)
+    assert len(dep.audit.read_text().splitlines()) - before_lines <= 60  # 20 per second, and the burst
+    assert len(dep.receiver.alerts) - before_alerts <= 5
+
+
 # -- batches -------------------------------------------------------------------------------------
 
 

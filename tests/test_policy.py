@@ -21,14 +21,17 @@ from agent.policy import (
     check_clock,
     check_endpoint,
     check_key_dates,
+    check_names,
     check_orders,
+    check_recv_window,
     check_shape,
     parse_policy,
 )
 from agent.policy_templates import TRADING_ENDPOINTS, default_policy
 from agent.rules import OrderFacts, inspect
 from agent.schemes import EXCHANGES
-from agent.schemes.request import UnsignedRequest
+from agent.rules.view import view
+from agent.schemes.request import RawBody, UnsignedRequest
 
 BASE = b"""
 [bots.b1]
@@ -86,7 +89,8 @@ def test_endpoint_patterns_match_segments_exactly():
         assert caught.value.rule == "endpoint"
 
 
-@pytest.mark.parametrize("path", ["//x", "/a//b", "/a/./b", "/a/../b", "/a/%2e%2e/b", "/a/b\\c", "/a/b%2F"])
+@pytest.mark.parametrize("path", ["//x", "/a//b", "/a/./b", "/a/../b", "/a/%2e%2e/b", "/a/b\\c", "/a/b%2F",
+                                  "/a/..;/b", "/a/.hidden/b", "/a/b;c"])
 def test_non_canonical_paths_are_refused(path: str):
     with pytest.raises(Refusal) as caught:
         check_shape(UnsignedRequest("GET", path, (), None))
@@ -99,11 +103,16 @@ def test_canonical_paths_pass(path: str):
     check_shape(UnsignedRequest("GET", path, (("a", "1"),), (("b", "2"),)))
 
 
-def test_names_repeated_across_query_and_body_or_case_are_refused():
-    for query, body in (((("symbol", "A"),), (("symbol", "B"),)), ((("symbol", "A"), ("Symbol", "B")), None)):
-        with pytest.raises(Refusal) as caught:
-            check_shape(UnsignedRequest("POST", "/x", query, body))
-        assert caught.value.rule == "duplicate-parameter"
+@pytest.mark.parametrize("exchange,request_", [
+    ("binance", UnsignedRequest("POST", "/x", (("symbol", "A"),), (("symbol", "B"),))),
+    ("binance", UnsignedRequest("POST", "/x", (("symbol", "A"), ("Symbol", "B")), None)),
+    ("binance", UnsignedRequest("POST", "/x", (), RawBody("symbol=A&SYMBOL=B"))),       # a raw form body
+    ("okx", UnsignedRequest("POST", "/x", (), RawBody('{"instId":"A","INSTID":"B"}'))),  # a raw JSON body
+])
+def test_names_repeated_across_parts_or_letter_case_are_refused(exchange: str, request_: UnsignedRequest):
+    with pytest.raises(Refusal) as caught:
+        check_names(name for name, _ in view(exchange, request_).params)
+    assert caught.value.rule == "duplicate-parameter"
 
 
 NOW = 1_800_000_000_000
@@ -126,9 +135,9 @@ def test_caller_clocks(mode: str, stamp: int, ok: bool):
 
 def test_timestamp_parameters_in_seconds_or_milliseconds():
     request = UnsignedRequest("GET", "/x", (("timestamp", str(NOW // 1000)),), (("TIMESTAMP", str(NOW)),))
-    assert caller_timestamps(request) == [NOW - NOW % 1000, NOW]
+    assert caller_timestamps(request.query + request.body) == [NOW - NOW % 1000, NOW]
     with pytest.raises(Refusal):
-        caller_timestamps(UnsignedRequest("GET", "/x", (("timestamp", "soon"),), None))
+        caller_timestamps((("timestamp", "soon"),))
 
 
 def test_key_dates_and_age():
@@ -150,11 +159,32 @@ def test_order_caps_per_symbol_and_quote():
     k = key()
     check_orders(k, [OrderFacts("BTCUSDT", Decimal("0.5"), None)])
     check_orders(k, [OrderFacts("ETHUSDT", Decimal("100"), Decimal("999"))])  # no base cap on ETH; quote ok
-    for order in (OrderFacts("BTCUSDT", Decimal("0.50001"), None), OrderFacts("ETHUSDT", None, Decimal("1001")),
-                  OrderFacts("BTCUSDT", None, None)):
+    check_orders(k, [OrderFacts("BTCUSDT", None, Decimal("999"))])  # BTC is capped in both units
+    base_only = key(BASE.replace(b'max_order_quote = { "*" = "1000" }\n', b""))
+    for policy, order in ((k, OrderFacts("BTCUSDT", Decimal("0.50001"), None)),
+                          (k, OrderFacts("ETHUSDT", None, Decimal("1001"))),
+                          (k, OrderFacts("BTCUSDT", None, None)),
+                          (k, OrderFacts(None, Decimal("0.1"), None)),             # no readable symbol
+                          (base_only, OrderFacts("BTCUSDT", None, Decimal("5000000")))):  # sized in the other unit
         with pytest.raises(Refusal) as caught:
-            check_orders(k, [order])
+            check_orders(policy, [order])
         assert caught.value.rule == "order-size"
+    check_orders(base_only, [OrderFacts("ETHUSDT", None, Decimal("5000000"))])  # ETH is not capped there
+
+
+def test_receive_windows_are_bounded():
+    k = key()
+    check_recv_window(k, [("recvWindow", "10000")])
+    for value in ("10001", "60000", "1e9", "lots"):
+        with pytest.raises(Refusal) as caught:
+            check_recv_window(k, [("recvWindow", value)])
+        assert caught.value.rule == "clock"
+
+
+def test_keys_under_the_default_table_keep_their_own_names():
+    policy = parse_policy(b'[keys."*"]\nendpoints = []\nrate_per_second = 1\n')
+    assert policy.for_key("fa").label == "fa" and policy.for_key("fb").label == "fb"
+
 
 
 @pytest.mark.parametrize("exchange", sorted(TRADING_ENDPOINTS))

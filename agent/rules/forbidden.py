@@ -350,6 +350,13 @@ _BINANCE_RULES = (
     _rule("transfer", "asset amount",
           "Binance's transfer, borrow and repay endpoints (/sapi/v1/asset/transfer, /sapi/v1/futures/transfer, "
           "/sapi/v1/margin/loan...)"),
+    # No Binance trading endpoint takes `amount` (orders use quantity / quoteOrderQty); the fund-moving
+    # ones that send it with no other telling name do (ETH staking, portfolio-margin transfers,
+    # isolated position margin), and `depositAmount` (dual investment) or `asset` alone (dust).
+    _rule("transfer", "amount", "Binance's fund-moving endpoints (staking, portfolio-margin transfer, position "
+                                "margin...): no trading endpoint takes 'amount'"),
+    _rule("earn", "depositAmount", "Binance's dual-investment subscription"),
+    _rule("convert", "asset", "Binance's dust transfer (/sapi/v1/asset/dust): no trading endpoint takes 'asset'"),
 )
 
 _PARAM_RULES: dict[str, tuple[ParamRule, ...]] = {
