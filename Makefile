@@ -14,15 +14,17 @@ BIN := $(VENV)/bin
 AGENT := $(BIN)/signing-agent
 CONFIG ?= signing-agent.toml
 SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
+# The second PKCS#11 implementation the tests run on (tests/ock.py starts its daemon, pkcsslotd).
+OPENCRYPTOKI_MODULE ?= /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so
 # `sudo` only where we are not root already (CI and dev machines run as root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test token import-key generate-key register-key list-keys revoke-key proto deps softhsm clean
+.PHONY: run test token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki clean
 
 run: deps token
 	$(AGENT) --config $(CONFIG) serve
 
-test: deps
+test: deps opencryptoki
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
@@ -69,6 +71,11 @@ softhsm:
 	@test -e $(SOFTHSM_MODULE) || { \
 	  echo "installing softhsm2 (PKCS#11 module for the dev and test tokens)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
+
+opencryptoki:
+	@test -e $(OPENCRYPTOKI_MODULE) || { \
+	  echo "installing opencryptoki (the second PKCS#11 implementation the tests run against)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis run .test-output

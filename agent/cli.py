@@ -480,6 +480,20 @@ def cmd_token_init_softhsm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_init_opencryptoki(args: argparse.Namespace) -> int:
+    from agent.tokeninit import TokenInitError, init_opencryptoki
+
+    if not Path(args.module).exists():
+        raise CliError(f"PKCS#11 module {args.module} not found (install opencryptoki)", EXIT_UNAVAILABLE)
+    try:
+        for line in init_opencryptoki(Path(args.dir), args.label, args.module, args.slot):
+            print(line)
+    except TokenInitError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    print(f"the agent's [token] table is in {Path(args.dir).resolve() / 'token.toml'}", file=sys.stderr)
+    return 0
+
+
 # -- argument parsing --------------------------------------------------------------
 
 
@@ -598,6 +612,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", required=True, help="token label")
     p.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so", help="SoftHSM2 module path")
     p.set_defaults(func=cmd_token_init_softhsm)
+    p = token.add_parser(
+        "init-opencryptoki",
+        help="initialise a free opencryptoki token with random PINs (mode 0600)",
+        description="Needs opencryptoki's slot daemon (pkcsslotd, started by root) and a token still at the "
+        "factory SO PIN. Writes user.pin, so.pin and token.toml (the agent's [token] table) into --dir.",
+    )
+    p.add_argument("--dir", required=True, help="directory for the PIN files and token.toml")
+    p.add_argument("--label", required=True, help="token label")
+    p.add_argument("--module", default="/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so",
+                   help="opencryptoki's PKCS#11 module path")
+    p.add_argument("--slot", type=int, help="the slot to initialise (default: the only free one; see pkcsconf -t)")
+    p.set_defaults(func=cmd_token_init_opencryptoki)
     return parser
 
 

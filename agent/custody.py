@@ -123,6 +123,10 @@ class KeyExists(CustodyError):
     """A key with that label exists already; labels are never overwritten."""
 
 
+class MechanismUnsupported(CustodyError):
+    """The token lacks a mechanism this key type needs; the message names it and what to do instead."""
+
+
 class InvalidKeyMaterial(CustodyError, ValueError):
     """The label, API key id or secret given to an import is malformed; nothing was written."""
 
@@ -281,6 +285,20 @@ _SECRET_HALF: dict[Attribute, Any] = {
 }
 
 
+# PKCS#11 v2.40 attributes. Modules implementing v2.20 (opencryptoki 3.8) refuse any template naming
+# them (CKR_ATTRIBUTE_TYPE_INVALID), so they are left out there: such a token lets any object be copied
+# and destroyed, and a copy of a key keeps it sensitive and non-extractable.
+V2_40_ATTRIBUTES = (Attribute.COPYABLE, Attribute.DESTROYABLE)
+# PKCS#1 v1.5 signing over SHA-256 where the module lacks CKM_SHA256_RSA_PKCS: CKM_RSA_PKCS over
+# DigestInfo(SHA-256) || hash gives the identical signature (the hash involves no secret).
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+# What each key type needs from the token, and what to do when it is missing.
+_KEY_TYPE_ADVICE = {
+    "ed25519": "use an RSA key where the exchange takes one, or a token with Ed25519 (SoftHSM2 2.6 or later)",
+    "ec-p256": "use a token with ECDSA on P-256 (SoftHSM2 has it)",
+    "rsa": "use a token with RSA PKCS#1 v1.5 signatures",
+}
+
 # Private keys also refuse C_SignRecover. (CKA_ALLOWED_MECHANISMS would pin each key to its one
 # mechanism, but python-pkcs11 0.10 crashes packing it; the agent only calls the key's own mechanism.)
 _PRIVATE_HALF: dict[Attribute, Any] = {**_SECRET_HALF, Attribute.SIGN_RECOVER: False}
@@ -408,7 +426,12 @@ def load_module(config: TokenConfig) -> Any:
     try:
         return pkcs11.lib(str(config.module))
     except p11err.PKCS11Error as exc:
-        raise TokenUnavailable(f"cannot load PKCS#11 module {config.module}: {exc or type(exc).__name__}") from None
+        hint = ""
+        if "opencryptoki" in config.module.name:
+            # Its library needs the slot daemon; without it C_Initialize says CKR_HOST_MEMORY.
+            hint = " (opencryptoki needs its slot daemon: is pkcsslotd running? Start it as root: `pkcsslotd`)"
+        detail = str(exc) or f"the module failed to initialise ({type(exc).__name__})"
+        raise TokenUnavailable(f"cannot load PKCS#11 module {config.module}: {detail}{hint}") from None
 
 
 class Keyring:
@@ -429,6 +452,8 @@ class Keyring:
         self._reinitialize = False
         self._generation = 0
         self._closed = False
+        self._mechanisms: frozenset[Any] | None = None  # the token's, read at login
+        self._omit: tuple[Attribute, ...] = ()  # attributes the module does not know (V2_40_ATTRIBUTES)
 
     # -- session ---------------------------------------------------------------
 
@@ -480,6 +505,11 @@ class Keyring:
             raise TokenLoginError(f"token {label!r} has no user PIN set; initialise it first") from None
         except _SESSION_LOST as exc:
             raise TokenUnavailable(f"cannot open a session on token {label!r} ({type(exc).__name__})") from None
+        try:
+            self._mechanisms = frozenset(token.slot.get_mechanisms())
+        except p11err.PKCS11Error:
+            self._mechanisms = None  # unknown: every mechanism is tried, and the token's refusal reported
+        self._omit = () if self._lib.cryptoki_version >= (2, 40) else V2_40_ATTRIBUTES
         self._generation += 1
         self._cache.clear()
         self._missing.clear()
@@ -624,6 +654,36 @@ class Keyring:
                 # name it, so an operator can act, rather than let it surface as a crash.
                 raise CustodyError(f"token {self._config.label!r} refused the operation ({type(exc).__name__})") from None
 
+    def _fit(self, template: dict[Attribute, Any]) -> dict[Attribute, Any]:
+        """TEMPLATE without the attributes this module does not know."""
+        return {k: v for k, v in template.items() if k not in self._omit}
+
+    def _create(self, session: Any, template: dict[Attribute, Any]) -> Any:
+        return session.create_object(self._fit(template))
+
+    def _require(self, mechanism: Mechanism, what: str, advice: str) -> None:
+        """Raise MechanismUnsupported, naming the mechanism, if the token does not list it."""
+        if self._mechanisms is not None and mechanism not in self._mechanisms:
+            raise MechanismUnsupported(
+                f"token {self._config.label!r} does not support {what} (CKM_{mechanism.name}): {advice}"
+            )
+
+    def _signer(self, key_type: str) -> tuple[Mechanism, Any]:
+        """(mechanism, message -> data to sign) for KEY_TYPE on this token, or MechanismUnsupported."""
+        advice = _KEY_TYPE_ADVICE.get(key_type, "")
+        if key_type == "ed25519":
+            self._require(Mechanism.EDDSA, "Ed25519 signatures", advice)
+            return Mechanism.EDDSA, lambda m: m
+        if key_type == "ec-p256":
+            self._require(Mechanism.ECDSA, "ECDSA signatures", advice)
+            return Mechanism.ECDSA, lambda m: hashlib.sha256(m).digest()
+        if key_type == "rsa":
+            if self._mechanisms is None or Mechanism.SHA256_RSA_PKCS in self._mechanisms:
+                return Mechanism.SHA256_RSA_PKCS, lambda m: m
+            self._require(Mechanism.RSA_PKCS, "RSA PKCS#1 v1.5 signatures", advice)
+            return Mechanism.RSA_PKCS, lambda m: SHA256_DIGEST_INFO + hashlib.sha256(m).digest()
+        raise CustodyError(f"keys of type {key_type!r} make no signatures")
+
     def list_keys(self) -> list[KeyInfo]:
         """Every key of ours in the token, by label. Also refills the handle cache (see _index)."""
 
@@ -712,6 +772,7 @@ class Keyring:
         if entry.info.key_type != "hmac":
             raise CustodyError(f"key {entry.info.label!r} is an {entry.info.key_type} key, not an HMAC key")
         mechanism = HMAC_MECHANISMS[hash_name]
+        self._require(mechanism, f"HMAC-{hash_name.upper()}", "this exchange's requests need it; use a token with it")
         return self._use(entry, lambda handle: handle.sign(message, mechanism=mechanism))
 
     def sign(self, entry: KeyEntry, message: bytes) -> bytes:
@@ -721,14 +782,11 @@ class Keyring:
         ec-p256: ECDSA over SHA-256(MESSAGE) (hashed here: it involves no secret), raw r||s.
         """
         key_type = entry.info.key_type
-        if key_type == "ed25519":
-            return self._use(entry, lambda handle: handle.sign(message, mechanism=Mechanism.EDDSA))
-        if key_type == "rsa":
-            return self._use(entry, lambda handle: handle.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
-        if key_type == "ec-p256":
-            digest = hashlib.sha256(message).digest()
-            return self._use(entry, lambda handle: handle.sign(digest, mechanism=Mechanism.ECDSA))
-        raise CustodyError(f"key {entry.info.label!r} is an HMAC key; it makes MACs, not signatures")
+        if key_type not in PRIVATE_KEY_TYPES:
+            raise CustodyError(f"key {entry.info.label!r} is an HMAC key; it makes MACs, not signatures")
+        mechanism, prepare = self._signer(key_type)
+        data = prepare(message)
+        return self._use(entry, lambda handle: handle.sign(data, mechanism=mechanism))
 
     def public_key(self, label: str) -> Any:
         """The public half of an asymmetric key, as a `cryptography` public key."""
@@ -824,9 +882,10 @@ class Keyring:
         material = hmac_key_material(key)
 
         def build(session: Any, created: list[Any]) -> KeyInfo:
+            self._require(Mechanism.SHA256_HMAC, "HMAC-SHA256", "the import's self-test needs it; use a token with it")
             self._label_free(session, label)
             try:
-                obj = session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
+                obj = self._create(session, _hmac_key_template(label, _encode_metadata(info), material))
             except p11err.KeySizeRange:
                 raise InvalidKeyMaterial("the token refused the key size") from None
             created.append(obj)
@@ -838,7 +897,7 @@ class Keyring:
             if passphrase is not None and sign_passphrase:
                 mac = bytes(obj.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))
                 header_value = base64.b64encode(mac).decode("ascii")
-            created.append(session.create_object(_account_template(label, _encode_account(api_key, header_value))))
+            created.append(self._create(session, _account_template(label, _encode_account(api_key, header_value))))
             self._only_one(session, label)
             return info
 
@@ -869,12 +928,13 @@ class Keyring:
         _, private_t, public_t = _private_key_templates(private_key, label, _encode_metadata(info))
 
         def build(session: Any, created: list[Any]) -> KeyInfo:
+            self._signer(key_type)  # before anything is written: the token must be able to use the key
             self._label_free(session, label)
-            priv = session.create_object(private_t)
+            priv = self._create(session, private_t)
             created.append(priv)
-            created.append(session.create_object(public_t))
+            created.append(self._create(session, public_t))
             self._self_test(priv, public, key_type)
-            created.append(session.create_object(_account_template(label, _encode_account(api_key, passphrase))))
+            created.append(self._create(session, _account_template(label, _encode_account(api_key, passphrase))))
             self._only_one(session, label)
             return replace(info, fingerprint=public_fingerprint(public_der(public)))
 
@@ -883,16 +943,11 @@ class Keyring:
         finally:
             private_t.clear()
 
-    @staticmethod
-    def _self_test(private_obj: Any, public: Any, key_type: str) -> None:
+    def _self_test(self, private_obj: Any, public: Any, key_type: str) -> None:
         """The token's signature must verify under the public key we will hand out."""
         message = FINGERPRINT_MESSAGE
-        if key_type == "ed25519":
-            sig = bytes(private_obj.sign(message, mechanism=Mechanism.EDDSA))
-        elif key_type == "rsa":
-            sig = bytes(private_obj.sign(message, mechanism=Mechanism.SHA256_RSA_PKCS))
-        else:
-            sig = bytes(private_obj.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA))
+        mechanism, prepare = self._signer(key_type)
+        sig = bytes(private_obj.sign(prepare(message), mechanism=mechanism))
         if not verify_signature(public, key_type, sig, message):
             raise CustodyError("the token's signature does not verify under the public key; the key was not kept")
 
@@ -914,11 +969,16 @@ class Keyring:
         holder: dict[str, Any] = {}
 
         def build(session: Any, created: list[Any]) -> KeyInfo:
+            if key_type == "ed25519":
+                self._require(Mechanism.EC_EDWARDS_KEY_PAIR_GEN, "Ed25519 key generation", _KEY_TYPE_ADVICE[key_type])
+            else:
+                self._require(Mechanism.RSA_PKCS_KEY_PAIR_GEN, "RSA key generation", _KEY_TYPE_ADVICE[key_type])
+            self._signer(key_type)
             self._label_free(session, label)
             common = {Attribute.LABEL: label, Attribute.ID: metadata}
-            public_t = {**_KEY_COMMON, **common, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
-                        Attribute.WRAP: False, Attribute.DERIVE: False}
-            private_t = {**_PRIVATE_HALF, **common}
+            public_t = self._fit({**_KEY_COMMON, **common, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
+                                  Attribute.WRAP: False, Attribute.DERIVE: False})
+            private_t = self._fit({**_PRIVATE_HALF, **common})
             if key_type == "ed25519":
                 public_t[Attribute.EC_PARAMS] = ED25519_PARAMS
                 pub, priv = session.generate_keypair(
@@ -961,7 +1021,7 @@ class Keyring:
                     raise InvalidKeyMaterial("only HMAC keys can sign a passphrase")
                 header_value = base64.b64encode(
                     bytes(handle.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))).decode("ascii")
-            created.append(session.create_object(_account_template(label, _encode_account(api_key, header_value))))
+            created.append(self._create(session, _account_template(label, _encode_account(api_key, header_value))))
             if len(list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label,
                                              Attribute.APPLICATION: ACCOUNT_APP}))) != 1:
                 raise KeyExists(f"another registration of {label!r} ran at the same time; nothing was kept")
