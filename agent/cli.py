@@ -131,8 +131,6 @@ def _options(pairs: list[str]) -> dict[str, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.config import ConfigError, parse_tcp
-    from agent.custody import TokenUnavailable
-    from agent.server import serve
 
     logs.configure()
     try:
@@ -142,13 +140,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server = dataclasses.replace(server, tcp=parse_tcp(args.tcp, tls=server.tls is not None))
         if args.tcp_plaintext:
             server = dataclasses.replace(server, tcp_plaintext=True)
+        if args.workers is not None:
+            server = dataclasses.replace(server, workers=args.workers)
         server.check_listeners()
-        config, keyring = _open_keyring(args)
-        return serve(keyring, dataclasses.replace(config, server=server))
+        config = dataclasses.replace(config, server=server)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
+    if server.workers == 1:
+        return _serve_one(args, config)
+    return _serve_workers(args, config)
+
+
+def _serve_one(args: argparse.Namespace, config) -> int:
+    """One agent process: its own module instance, session and gRPC server."""
+    from agent.config import ConfigError
+    from agent.custody import Keyring, TokenLoginError, TokenUnavailable
+    from agent.server import serve
+
+    try:
+        keyring = Keyring.open(config.token)
+        return serve(keyring, config, metrics_http=config.server.workers == 1)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    except TokenLoginError as exc:
+        raise CliError(str(exc), EXIT_LOGIN) from None
     except TokenUnavailable as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def _serve_workers(args: argparse.Namespace, config) -> int:
+    """Several agent processes, forked before any gRPC object or PKCS#11 module exists in this one
+    (see agent/workers.py): python-pkcs11 makes one token call at a time per process."""
+    from agent.workers import run_workers, worker_socket
+
+    metrics_dir = None
+    if config.metrics_listen:
+        # Set before prometheus_client is first imported (it picks its value store then): the
+        # workers' values go to files in this directory, and this process serves their sum.
+        import shutil
+
+        metrics_dir = config.state_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(mode=0o700, parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    def serve_one(index: int) -> int:
+        worker = dataclasses.replace(config, server=dataclasses.replace(
+            config.server, socket=worker_socket(config.server.socket, index)))
+        try:
+            return _serve_one(args, worker)
+        except CliError as exc:
+            print(f"signing-agent: worker {index}: error: {exc}", file=sys.stderr)
+            return exc.code
+
+    if metrics_dir is not None:
+        from agent.metrics import serve_metrics
+
+        try:
+            serve_metrics(config.metrics_listen, metrics_dir)
+        except OSError as exc:
+            raise CliError(f"[metrics] cannot listen on {config.metrics_listen}: {exc.strerror}", EXIT_CONFIG)
+    return run_workers(serve_one, config.server.workers)
 
 
 def _audit(config, event: str, **fields: Any) -> None:
@@ -513,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the agent (Unix socket; TCP opt-in)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (mTLS from [server.tls], or plain on loopback)")
     p.add_argument("--tcp-plaintext", action="store_true", help="accept plain TCP (loopback only)")
+    p.add_argument("--workers", type=int, help="agent processes (default: [server] workers, else 1); worker i>0 "
+                                               "listens on <socket>.i, TCP is shared")
     p.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="import, list and revoke keys in the token").add_subparsers(

@@ -214,8 +214,11 @@ class SignerClient:
                 "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {self.target}: use the Unix "
                 "socket, loopback, or mTLS (tls=ClientTls(...))")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.secure_channel(self.target, tls.credentials()) if tls else grpc.insecure_channel(
-            self.target)
+        # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
+        # agent.workers.unix_target): one channel, each call to the next worker.
+        options = [("grpc.lb_policy_name", "round_robin")] if "," in self.target else []
+        self._channel = (grpc.secure_channel(self.target, tls.credentials(), options=options) if tls
+                         else grpc.insecure_channel(self.target, options=options))
         self._stub = signer_pb2_grpc.SignerStub(self._channel)
 
     def sign(

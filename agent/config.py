@@ -129,6 +129,7 @@ class ServerConfig:
     socket_group: str | None = None
     tls: TlsConfig | None = None
     tcp_plaintext: bool = False  # plain TCP accepted (loopback only; checked in parse_tcp)
+    workers: int = 1  # agent processes; worker i > 0 listens on <socket>.i, TCP is shared (SO_REUSEPORT)
 
     def check_listeners(self) -> None:
         """TCP needs mTLS, or an explicit opt-in to plain TCP (which parse_tcp keeps on loopback)."""
@@ -139,6 +140,8 @@ class ServerConfig:
             )
         if self.tls is not None and self.tcp is None:
             raise ConfigError("[server.tls] is set but there is no TCP listener (tcp = \"HOST:PORT\")")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"workers must be 1 to 64, not {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ def load_config(path: Path | None = None) -> Config:
     server_raw = raw.get("server", {})
     if not isinstance(server_raw, dict):
         raise ConfigError(f"{path}: [server] must be a table")
-    unknown = sorted(set(server_raw) - {"socket", "socket_group", "tcp", "tcp_plaintext", "tls"})
+    unknown = sorted(set(server_raw) - {"socket", "socket_group", "tcp", "tcp_plaintext", "tls", "workers"})
     if unknown:
         raise ConfigError(f"{path}: [server] has unknown keys {unknown}")
     socket = resolve(server_raw.get("socket", "run/agent.sock"))
@@ -238,6 +241,9 @@ def load_config(path: Path | None = None) -> Config:
         tls = TlsConfig(resolve(tls_raw["cert_file"]), resolve(tls_raw["key_file"]), resolve(tls_raw["client_ca_file"]))
     tcp_raw = server_raw.get("tcp")
     tcp = parse_tcp(tcp_raw, tls=tls is not None) if tcp_raw else None
+    workers = server_raw.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise ConfigError(f"{path}: [server] workers must be an integer")
     plaintext = server_raw.get("tcp_plaintext", False)
     if not isinstance(plaintext, bool):
         raise ConfigError(f"{path}: [server] tcp_plaintext must be true or false")
@@ -271,7 +277,8 @@ def load_config(path: Path | None = None) -> Config:
     return Config(
         path=path,
         token=token,
-        server=ServerConfig(socket=socket, tcp=tcp, socket_group=socket_group, tls=tls, tcp_plaintext=plaintext),
+        server=ServerConfig(socket=socket, tcp=tcp, socket_group=socket_group, tls=tls, tcp_plaintext=plaintext,
+                            workers=workers),
         state_dir=state_dir,
         policy_file=resolve(policy_raw.get("file", "policy.toml")),
         bots_file=resolve(policy_raw.get("bots_file", "bots.toml")),

@@ -7,13 +7,12 @@ Metrics (`[metrics] listen = "127.0.0.1:9464"`, loopback only: they name keys an
   signing_agent_token_up                           1 while the token answers, 0 while it does not
 
 With several worker processes, each writes its own values under `PROMETHEUS_MULTIPROC_DIR`
-(set by the supervisor before workers start) and the supervisor serves their sum.
+(set by `serve --workers` before prometheus_client is first imported) and the supervisor
+serves their sum.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -51,10 +50,3 @@ def serve_metrics(listen: str, multiproc_dir: Path | None = None) -> None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))
     start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
-
-
-def prepare_multiproc_dir(directory: Path) -> None:
-    """An empty directory for the workers' metric files; the environment variable their import reads."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(mode=0o700, parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

@@ -141,7 +141,8 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sign"),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # Workers share a TCP port through SO_REUSEPORT; a lone agent must not share it with a stranger.
+            ("grpc.so_reuseport", 1 if config.server.workers > 1 else 0),
         ],
     )
     nonces = NonceStore(config.state_dir)
@@ -183,13 +184,13 @@ def build_server(
     return server, endpoints, health_servicer
 
 
-def serve(keyring: Keyring, config: Config) -> int:
+def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
     key_count = len(keyring.list_keys())  # also proves the session works before we listen
     guard = build_guard(config)
     metrics = Metrics()
-    if config.metrics_listen:
+    if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:
             serve_metrics(config.metrics_listen)
         except OSError as exc:
