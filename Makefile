@@ -1,6 +1,7 @@
 # signing-agent: operator and developer entry points.
 #   make run      install what is missing, create the dev token, start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
+#   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
 # Key management (secrets are read from stdin, never from the command line):
 #   make import-key LABEL=... EXCHANGE=... API_KEY=... [TYPE=hmac|ed25519|rsa|ec-p256] < secret-file
 #   make generate-key LABEL=... EXCHANGE=... TYPE=ed25519|rsa    (prints the public key to register)
@@ -19,13 +20,20 @@ OPENCRYPTOKI_MODULE ?= /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so
 # `sudo` only where we are not root already (CI and dev machines run as root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki clean
+.PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki clean
 
 run: deps token
 	$(AGENT) --config $(CONFIG) serve
 
 test: deps opencryptoki
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: deps $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
 token: deps

@@ -184,6 +184,17 @@ def _serve_workers(args: argparse.Namespace, config) -> int:
         metrics_dir.mkdir(mode=0o700, parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
+    if config.server.tcp is not None:
+        # Workers share the port through SO_REUSEPORT, which would also let them join a port another
+        # agent of this user already serves: refuse that before forking.
+        import socket
+
+        with socket.socket(socket.AF_INET6 if ":" in config.server.tcp.host else socket.AF_INET) as probe:
+            probe.settimeout(1)
+            if probe.connect_ex((config.server.tcp.host, config.server.tcp.port)) == 0:
+                raise CliError(f"something already listens on {config.server.tcp.target}; refusing to share it",
+                               EXIT_CONFIG)
+
     def serve_one(index: int) -> int:
         worker = dataclasses.replace(config, server=dataclasses.replace(
             config.server, socket=worker_socket(config.server.socket, index)))

@@ -9,7 +9,7 @@ Two facts shape it:
   does no locking of its own: two threads inside it at once fail (SoftHSM2:
   CKR_GENERAL_ERROR). Every token call here holds `Keyring._lock`.
 * Finding an object by label makes the module scan every object (SoftHSM2:
-  about 0.35 s per search with 10,000 keys), while a MAC costs microseconds. So
+  about 0.4 s per search with 10,000 keys), while a MAC costs microseconds. So
   a key's handle is looked up once and cached, and the listing the agent makes
   at start fills the cache with every key: requests never search the token for
   a key it held then. Searching happens only for a label not seen yet (one

@@ -25,6 +25,7 @@ from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.bots import Bots, BotsFileError, load_bots
 from agent.logs import get_logger
+from agent.rates import RateTableFull, SharedBuckets
 from agent.policy import (
     RESOURCE_EXHAUSTED,
     BotPolicy,
@@ -172,7 +173,7 @@ class Guard:
         except BotsFileError as exc:
             raise PolicyError(str(exc)) from None
         self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._buckets = SharedBuckets(state_dir / "rates.bin")
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -200,6 +201,7 @@ class Guard:
             self._thread.join(timeout=2)
         self._symbols.flush()
         self._alerts.close()
+        self._buckets.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL):
@@ -304,12 +306,10 @@ class Guard:
         return facts.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            bucket = self._buckets.get(slot)
-            if bucket is None or bucket.rate != rate or bucket.burst != burst:
-                bucket = self._buckets[slot] = Bucket(rate, burst, now)
-            allowed = bucket.take(now)
+        try:
+            allowed = self._buckets.take(f"{slot[0]}:{slot[1]}", rate, burst)
+        except RateTableFull as exc:
+            raise Refusal(rule, str(exc), RESOURCE_EXHAUSTED) from None
         if not allowed:
             raise Refusal(rule, message, RESOURCE_EXHAUSTED)
 

@@ -242,3 +242,27 @@ def test_a_wrong_bots_file_is_refused(tmp_path: Path, text: str, fragment: str):
     path.write_text(text)
     with pytest.raises(BotsFileError, match=fragment):
         load_bots(path)
+
+
+# -- rate buckets shared by processes ----------------------------------------------------------
+
+
+def _take_many(path: str, count: int, out) -> None:
+    from agent.rates import SharedBuckets
+
+    buckets = SharedBuckets(Path(path))
+    out.put(sum(buckets.take("bot:mm-1", 0.001, 10) for _ in range(count)))
+
+
+def test_rate_buckets_are_shared_by_processes(tmp_path: Path):
+    """Four processes (as `serve --workers 4` would) draw 40 tokens from one bucket of 10: 10 pass in all."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_take_many, args=(str(tmp_path / "rates.bin"), 10, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert sum(out.get(timeout=5) for _ in procs) == 10
