@@ -14,6 +14,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 AGENT := $(BIN)/signing-agent
 CONFIG ?= signing-agent.toml
+SOAK_SECONDS ?= 60
 SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
 # The second PKCS#11 implementation the tests run on (tests/ock.py starts its daemon, pkcsslotd).
 OPENCRYPTOKI_MODULE ?= /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so
@@ -30,6 +31,7 @@ test: deps opencryptoki
 
 bench: deps $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 $(VENV)/.bench-installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

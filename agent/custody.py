@@ -479,13 +479,14 @@ class Keyring:
                 self._lib.reinitialize()
             except p11err.PKCS11Error as exc:
                 raise TokenUnavailable(f"cannot reinitialise module {self._config.module} ({type(exc).__name__})") from None
-        self._reinitialize = False
         label = self._config.label
         try:
             token = self._lib.get_token(token_label=label)
         except p11err.NoSuchToken:
             raise TokenUnavailable(
-                f"no token labelled {label!r} in module {self._config.module} (create it: `make token`)"
+                f"no token labelled {label!r} in module {self._config.module}: check [token] label; if the "
+                "token existed, its files may be damaged (SoftHSM2 rewrites token.object at every login: "
+                "restore it from a backup before creating anything); a new dev token: `make token`"
             ) from None
         except p11err.MultipleTokensReturned:
             raise TokenUnavailable(f"more than one token is labelled {label!r}; labels must be unique") from None
@@ -505,6 +506,9 @@ class Keyring:
             raise TokenLoginError(f"token {label!r} has no user PIN set; initialise it first") from None
         except _SESSION_LOST as exc:
             raise TokenUnavailable(f"cannot open a session on token {label!r} ({type(exc).__name__})") from None
+        # Only now: until a session is open, every attempt starts the module afresh. A module that
+        # initialised while the token was missing keeps that view, and would never see it return.
+        self._reinitialize = False
         try:
             self._mechanisms = frozenset(token.slot.get_mechanisms())
         except p11err.PKCS11Error:
@@ -650,6 +654,11 @@ class Keyring:
                 self._lose_session()
                 raise TokenUnavailable(f"token {self._config.label!r} is unreachable ({type(exc).__name__})") from None
             except p11err.PKCS11Error as exc:
+                if type(exc) is p11err.PKCS11Error:
+                    # python-pkcs11 raises the bare base class for CKR_CRYPTOKI_NOT_INITIALIZED (the
+                    # module was finalized under us) and the few codes it has no class for: start afresh.
+                    self._lose_session()
+                    raise TokenUnavailable(f"token {self._config.label!r} is unreachable (module not initialised)") from None
                 # Anything else the module refuses (a mechanism it lacks, a read-only token...):
                 # name it, so an operator can act, rather than let it surface as a crash.
                 raise CustodyError(f"token {self._config.label!r} refused the operation ({type(exc).__name__})") from None
@@ -818,23 +827,35 @@ class Keyring:
 
     @staticmethod
     def _label_free(session: Any, label: str) -> None:
-        for obj in session.get_objects({Attribute.LABEL: label}):
-            what = {ObjectClass.DATA: "a data object", ObjectClass.PUBLIC_KEY: "a public key"}.get(
-                obj[Attribute.CLASS], "a key")
-            raise KeyExists(f"{what} labelled {label!r} exists on the token; revoke it first or choose another label")
+        """Refuse a label that names a key or another application's object; remove what an
+        interrupted import of ours left (an account or public key without its signing key, which
+        imports write last)."""
+        objects = list(session.get_objects({Attribute.LABEL: label}))
+        for obj in objects:
+            cls = obj[Attribute.CLASS]
+            leftover = (obj[Attribute.APPLICATION] == ACCOUNT_APP if cls == ObjectClass.DATA else
+                        cls == ObjectClass.PUBLIC_KEY and _decode_metadata(label, bytes(obj[Attribute.ID])) is not None)
+            if not leftover or any(o[Attribute.CLASS] in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
+                                   for o in objects):
+                what = {ObjectClass.DATA: "a data object", ObjectClass.PUBLIC_KEY: "a public key"}.get(cls, "a key")
+                raise KeyExists(f"{what} labelled {label!r} exists on the token; revoke it first or choose another label")
+        for obj in objects:
+            obj.destroy()
 
-    def _only_one(self, session: Any, label: str) -> None:
+    def _only_one(self, session: Any, label: str, accounts: int = 1) -> None:
         # Two provisionings racing for one label (of any key type): both see two, both back out.
-        accounts = session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label,
-                                        Attribute.APPLICATION: ACCOUNT_APP})
-        if len(self._ours(session, label)) != 1 or len(list(accounts)) > 1:
+        # (One may also have removed the other's account as a leftover: that one sees none.)
+        found = session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label,
+                                     Attribute.APPLICATION: ACCOUNT_APP})
+        if len(self._ours(session, label)) != 1 or len(list(found)) != accounts:
             raise KeyExists(f"another import of {label!r} ran at the same time; nothing was kept")
 
     def _provision(self, build: Any, label: str) -> KeyInfo:
         """Run BUILD(session, created) under the lock; on any failure destroy every object it created.
 
         So a refused or failed provisioning leaves nothing behind (a crash in the middle can
-        leave a key without its account: listed as unregistered, and refused for signing).
+        leave objects written before the signing key, which is written last: no key, and removed
+        by the next provisioning of the label).
         """
 
         def run(session: Any) -> KeyInfo:
@@ -881,9 +902,15 @@ class Keyring:
         info = self._new_info(label, exchange, api_key, "hmac", expected_fp, options or {}, passphrase)
         material = hmac_key_material(key)
 
+        header_value = passphrase
+        if passphrase is not None and sign_passphrase:  # checked against the token's own MAC below
+            header_value = base64.b64encode(hmac.new(bytes(key), passphrase.encode(), hashlib.sha256).digest()).decode()
+
         def build(session: Any, created: list[Any]) -> KeyInfo:
             self._require(Mechanism.SHA256_HMAC, "HMAC-SHA256", "the import's self-test needs it; use a token with it")
             self._label_free(session, label)
+            # The account first, the key last: a kill in between leaves no key (see _label_free).
+            created.append(self._create(session, _account_template(label, _encode_account(api_key, header_value))))
             try:
                 obj = self._create(session, _hmac_key_template(label, _encode_metadata(info), material))
             except p11err.KeySizeRange:
@@ -893,11 +920,10 @@ class Keyring:
             got = fingerprint_of(bytes(obj.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)))
             if not hmac.compare_digest(got, expected_fp):
                 raise CustodyError("the token computed a different MAC than expected; the key was not kept")
-            header_value = passphrase
             if passphrase is not None and sign_passphrase:
-                mac = bytes(obj.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))
-                header_value = base64.b64encode(mac).decode("ascii")
-            created.append(self._create(session, _account_template(label, _encode_account(api_key, header_value))))
+                mac = base64.b64encode(bytes(obj.sign(passphrase.encode(), mechanism=Mechanism.SHA256_HMAC))).decode()
+                if not hmac.compare_digest(mac, header_value):
+                    raise CustodyError("the token signed the passphrase differently; the key was not kept")
             self._only_one(session, label)
             return info
 
@@ -930,11 +956,12 @@ class Keyring:
         def build(session: Any, created: list[Any]) -> KeyInfo:
             self._signer(key_type)  # before anything is written: the token must be able to use the key
             self._label_free(session, label)
+            # The private key last (see import_hmac_key).
+            created.append(self._create(session, _account_template(label, _encode_account(api_key, passphrase))))
+            created.append(self._create(session, public_t))
             priv = self._create(session, private_t)
             created.append(priv)
-            created.append(self._create(session, public_t))
             self._self_test(priv, public, key_type)
-            created.append(self._create(session, _account_template(label, _encode_account(api_key, passphrase))))
             self._only_one(session, label)
             return replace(info, fingerprint=public_fingerprint(public_der(public)))
 
@@ -992,7 +1019,7 @@ class Keyring:
             created.extend([priv, pub])
             public = _public_key_of(pub, key_type)
             self._self_test(priv, public, key_type)
-            self._only_one(session, label)
+            self._only_one(session, label, accounts=0)
             holder["public"] = public
             return replace(info, fingerprint=public_fingerprint(public_der(public)))
 

@@ -13,9 +13,10 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2
 
-from agent._proto import signer_pb2_grpc
+from agent._proto import signer_pb2
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.config import Config, ConfigError
@@ -134,6 +135,31 @@ class TokenWatch:
         (log.info if up else log.error)("token.status", up=up, token=self._keyring.label)
 
 
+def _decoded(request_type, method):
+    """METHOD, with its request parsed here: bytes that are not a REQUEST_TYPE message get
+    INVALID_ARGUMENT (grpcio's own deserialisation failure is INTERNAL, which no client can act on)."""
+
+    def handler(raw: bytes, context: grpc.ServicerContext):
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the request is not a valid {request_type.DESCRIPTOR.full_name} message")
+        return method(request, context)
+
+    return handler
+
+
+def _add_service(server: grpc.Server, name: str, methods: dict) -> None:
+    """Register NAME's methods: {method: (request type, implementation, response type, streams?)}."""
+    handlers = {
+        method: (grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler)(
+            _decoded(request_type, implementation), response_serializer=response_type.SerializeToString)
+        for method, (request_type, implementation, response_type, streams) in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+
 def build_server(
     keyring: Keyring, config: Config, guard: Guard, metrics: Metrics | None = None
 ) -> tuple[grpc.Server, list[str], health.HealthServicer]:
@@ -150,9 +176,16 @@ def build_server(
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    signer_pb2_grpc.add_SignerServicer_to_server(SignerService(keyring, nonces, guard, metrics), server)
+    service = SignerService(keyring, nonces, guard, metrics)
+    _add_service(server, "signing_agent.v1.Signer", {
+        "Sign": (signer_pb2.SignRequest, service.Sign, signer_pb2.SignedRequest, False),
+        "SignBatch": (signer_pb2.SignBatchRequest, service.SignBatch, signer_pb2.SignBatchResponse, False),
+    })
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _add_service(server, "grpc.health.v1.Health", {
+        "Check": (health_pb2.HealthCheckRequest, health_servicer.Check, health_pb2.HealthCheckResponse, False),
+        "Watch": (health_pb2.HealthCheckRequest, health_servicer.Watch, health_pb2.HealthCheckResponse, True),
+    })
     socket_path = config.server.socket
     prepare_socket_path(socket_path)
     endpoints = [f"unix:{socket_path}"]

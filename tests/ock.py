@@ -121,6 +121,11 @@ def start_slotd() -> int | None:
         if time.monotonic() > deadline:
             pytest.fail("pkcsslotd started but its socket does not answer")
         time.sleep(0.05)
+    # The daemon answers before it has written its pid file: wait for the file too.
+    while not SLOTD_PID_FILE.exists() or not SLOTD_PID_FILE.read_text().strip():
+        if time.monotonic() > deadline:
+            pytest.fail(f"pkcsslotd started but wrote no pid to {SLOTD_PID_FILE}")
+        time.sleep(0.05)
     pid = int(SLOTD_PID_FILE.read_text().strip())
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "pkcsslotd", "pkcsslotd's pid file is stale"
     return pid
