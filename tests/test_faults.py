@@ -420,7 +420,9 @@ def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0(tmp
         channel.close()
         agent.stop(signal.SIGKILL)
     assert still_running > 0, "the batches finished before new calls were refused: nothing was in flight"
-    assert set(refused) == {"UNAVAILABLE"}
+    # UNAVAILABLE once the server has stopped accepting; CANCELLED for a call that raced into the
+    # shutdown (grpc-core's answer then). Either way: not signed, and retryable elsewhere.
+    assert refused and set(refused) <= {"UNAVAILABLE", "CANCELLED"}, refused
     assert code == 0
     for b, reply in enumerate(results):
         assert len(reply.results) == BATCH
