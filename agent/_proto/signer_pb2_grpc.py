@@ -50,10 +50,15 @@ class SignerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Sign(self, request, context):
-        """Sign one exchange request with the key labelled `key`.
-        Errors: NOT_FOUND (no such key, or it was revoked), INVALID_ARGUMENT
-        (malformed request; the message names the field), UNAVAILABLE (the token
-        cannot be reached; retry later).
+        """Sign one exchange request with the key labelled `key`. The caller sends its
+        bot credential as metadata `authorization: Bearer <token>` (or presents its
+        mTLS client certificate).
+        Errors: UNAUTHENTICATED (no or unknown credential), PERMISSION_DENIED
+        (refused by policy; the message names the rule), RESOURCE_EXHAUSTED (over a
+        rate), NOT_FOUND (no such key, or it was revoked), INVALID_ARGUMENT
+        (malformed request; the message names the field), FAILED_PRECONDITION (the
+        key cannot be used as stored), UNAVAILABLE (the token or the audit log
+        cannot be used; retry later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
