@@ -66,21 +66,6 @@ class AuditUnavailable(Exception):
     """The audit log cannot be written: the agent signs nothing it cannot audit."""
 
 
-class Bucket:
-    """A token bucket: RATE per second, up to BURST at once."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, float(burst), now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
 @dataclass(frozen=True)
 class Caller:
     bot: str
@@ -180,8 +165,6 @@ class Guard:
         self._symbols = SymbolHistory(state_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._unauthenticated = Bucket(UNAUTHENTICATED_AUDIT_PER_SECOND, int(UNAUTHENTICATED_AUDIT_PER_SECOND),
-                                       time.monotonic())
         self._unaudited = 0
         for warning in self.policy.warnings:
             self._log.warning("policy.warning", detail=warning)
@@ -328,10 +311,12 @@ class Guard:
         rule = refusal.rule if refusal is not None else ("" if status == "OK" else status.lower())
         extra: dict[str, Any] = {}
         if refusal is not None and refusal.code == UNAUTHENTICATED:
-            with self._lock:
-                if not self._unauthenticated.take(time.monotonic()):
+            if not self._buckets.take("audit:unauthenticated", UNAUTHENTICATED_AUDIT_PER_SECOND,
+                                      int(UNAUTHENTICATED_AUDIT_PER_SECOND)):
+                with self._lock:
                     self._unaudited += 1
-                    return  # still refused; counted into the next audited line, and alerted once a second
+                return  # still refused; counted into the next audited line, and alerted once a second
+            with self._lock:
                 extra["unaudited_before"], self._unaudited = self._unaudited, 0
         audited = self._audit_append("sign", bot=bot, key=key, exchange=exchange, method=method, path=path,
                                      symbols=list(symbols), decision=decision, rule=rule, status=status,

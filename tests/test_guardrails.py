@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
