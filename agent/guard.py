@@ -44,7 +44,7 @@ from agent.policy import (
     check_symbols,
     load_policy,
 )
-from agent.rules import PATH_BOUND, inspect
+from agent.rules import PATH_BOUND, facts_of
 from agent.rules.view import path_key, view
 from agent.schemes.request import UnsignedRequest
 
@@ -69,7 +69,6 @@ class AuditUnavailable(Exception):
 @dataclass(frozen=True)
 class Caller:
     bot: str
-    via: str  # "token" | "certificate"
 
 
 class Watched:
@@ -225,7 +224,7 @@ class Guard:
         if cert_sha256 is not None:
             found = bots.by_certificate(cert_sha256)
             if found is not None:
-                return Caller(found.name, "certificate")
+                return Caller(found.name)
             # Over mTLS the certificate is the credential: an unregistered one is refused, whatever
             # token comes with it.
             raise Refusal("auth", "the client certificate is not registered for any bot "
@@ -233,7 +232,7 @@ class Guard:
         if bearer is not None:
             found = bots.by_bearer(bearer)
             if found is not None:
-                return Caller(found.name, "token")
+                return Caller(found.name)
             raise Refusal("auth", "the bearer token is not a known bot's (revoked, or mistyped)", UNAUTHENTICATED)
         raise Refusal("auth", "no credential: send 'authorization: Bearer <token>' metadata "
                               "(create one with `signing-agent bots add NAME`)", UNAUTHENTICATED)
@@ -264,9 +263,10 @@ class Guard:
         if verdict.warning:
             self._warn_age(key_policy.label, verdict.warning)
         check_shape(request)
-        params = view(exchange, request).params  # query, form and raw-body members, as the exchange reads them
+        read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
+        params = read.params
         check_names(name for name, _ in params)
-        facts = inspect(exchange, request)
+        facts = facts_of(read)
         if facts.forbidden is not None and facts.forbidden not in key_policy.allow:
             raise Refusal(f"forbidden:{facts.forbidden}", facts.forbidden_why or facts.forbidden)
         check_endpoint(key_policy, request.method, request.path)

@@ -3,7 +3,7 @@
 Leak guard: every secret a test uses comes from `new_secret()` (or is registered
 with `register_secret()`). After each test, its captured output and failure
 report are searched for every registered secret; at the end of the session,
-so is every file the agent and CLI processes wrote. Any hit fails the run,
+so is every output, audit, state and config file the agent and CLI processes wrote. Any hit fails the run,
 naming where, never printing the secret.
 """
 
@@ -53,6 +53,9 @@ def register_secret(secret: str) -> str:
     return secret
 
 
+register_secret(TEST_BOT_TOKEN)  # a bot's bearer token is a credential too: never in any output
+
+
 def new_secret(length: int = 64, alphabet: str = ALPHABET) -> str:
     """A random exchange-style secret, registered with the leak guard."""
     return register_secret("".join(_secrets.choice(alphabet) for _ in range(length)))
@@ -73,7 +76,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for directory in _OUTPUT_DIRS:
         for path in directory.rglob("*"):
-            if path.is_file() and path.suffix in (".log", ".out", ".err"):
+            # Process output, and what the agent and CLI write: audit lines, symbol history, bot files.
+            if path.is_file() and path.suffix in (".log", ".out", ".err", ".jsonl", ".json", ".toml"):
                 if _find_leaks(path.read_text(errors="replace")):
                     _LEAKS.append(str(path))
     if _LEAKS:
@@ -138,7 +142,7 @@ def make_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> Env:
     root = tmp_path_factory.mktemp(name)
     logs = root / "logs"
     logs.mkdir()
-    _OUTPUT_DIRS.append(logs)
+    _OUTPUT_DIRS.append(root)  # logs/ and state/ (audit, symbol history) and the config files
     subprocess.run(
         [sys.executable, "-m", "agent", "token", "init-softhsm", "--dir", str(root / "softhsm"),
          "--label", TOKEN_LABEL, "--module", MODULE],

@@ -32,6 +32,7 @@ class SoftwareCredential:
     options: dict[str, str] = field(default_factory=dict)
     # Nonces handed out: by default strictly increasing from the floor; tests may pin them.
     last_nonce: int = 0
+    floors: list[int] = field(default_factory=list)  # every floor nonce() was asked for, in order
 
     def option(self, name: str) -> str | None:
         return self.options.get(name)
@@ -52,6 +53,7 @@ class SoftwareCredential:
         raise AssertionError(f"no private key for {self.key_type}")
 
     def nonce(self, floor: int) -> int:
+        self.floors.append(floor)
         self.last_nonce = max(floor, self.last_nonce + 1)
         return self.last_nonce
 

@@ -130,17 +130,8 @@ def test_any_parameters_equal_ccxt(params, nonce):
 # -- nonces --------------------------------------------------------------------------------
 
 
-class RecordingCredential(SoftwareCredential):
-    floors: list[int]
-
-    def nonce(self, floor: int) -> int:
-        self.floors.append(floor)
-        return super().nonce(floor)
-
-
 def test_nonce_comes_from_the_key_with_the_clock_in_ms_as_floor():
-    key = RecordingCredential(api_key=API_KEY, secret=FIXED_SECRET.encode(), last_nonce=NOW_MS + 5)
-    key.floors = []
+    key = SoftwareCredential(api_key=API_KEY, secret=FIXED_SECRET.encode(), last_nonce=NOW_MS + 5)
     request = UnsignedRequest("POST", "/v2/auth/r/wallets")
     first = SCHEME.sign(request, key, fixed_environment(NOW_MS))
     second = SCHEME.sign(request, key, fixed_environment(NOW_MS))

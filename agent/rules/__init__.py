@@ -34,7 +34,7 @@ from __future__ import annotations
 from agent.rules.facts import OrderFacts, RequestFacts
 from agent.rules.forbidden import CATEGORIES, verdict
 from agent.rules.orders import orders, symbols
-from agent.rules.view import view
+from agent.rules.view import View, view
 from agent.schemes.request import UnsignedRequest
 
 # Does the signature bind the request path? (HTX: the path yes, a POST body no; False, to be safe.)
@@ -63,7 +63,11 @@ PATH_BOUND: dict[str, bool] = {
 
 def inspect(exchange_id: str, request: UnsignedRequest) -> RequestFacts:
     """The facts of REQUEST for EXCHANGE_ID (an id of agent.schemes' registry)."""
-    v = view(exchange_id, request)
+    return facts_of(view(exchange_id, request))
+
+
+def facts_of(v: View) -> RequestFacts:
+    """The facts of a request already read as a View (callers that also need its parameters parse once)."""
     found = verdict(v)
     return RequestFacts(
         forbidden=found[0] if found else None,
@@ -73,4 +77,4 @@ def inspect(exchange_id: str, request: UnsignedRequest) -> RequestFacts:
     )
 
 
-__all__ = ["CATEGORIES", "PATH_BOUND", "OrderFacts", "RequestFacts", "inspect"]
+__all__ = ["CATEGORIES", "PATH_BOUND", "OrderFacts", "RequestFacts", "facts_of", "inspect"]

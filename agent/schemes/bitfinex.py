@@ -22,7 +22,7 @@ sent byte for byte (for numbers, arrays and nested objects).
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.encoding import NONCE_REFUSED, json_object_body
+from agent.schemes.encoding import NONCE_REFUSED, check_post_body_endpoint, json_object_body
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
@@ -32,15 +32,8 @@ AUTH_PREFIX = "/v2/auth/"
 class BitfinexScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
-        if request.method != "POST":
-            raise RequestInvalid("Bitfinex authenticated endpoints take POST only")
-        if not request.path.startswith(AUTH_PREFIX) or len(request.path) == len(AUTH_PREFIX):
-            raise RequestInvalid(
-                f"Bitfinex signs v2 authenticated endpoints only: the path must start with {AUTH_PREFIX} "
-                "(public endpoints need no signature)"
-            )
-        if request.query:
-            raise RequestInvalid("Bitfinex signs the JSON body only: move the query parameters into 'body'")
+        check_post_body_endpoint(request, exchange="Bitfinex", endpoints="authenticated endpoints",
+                                 scope="v2 authenticated endpoints", prefix=AUTH_PREFIX, signed="the JSON body")
         params, text = json_object_body(request.body, "Bitfinex")
         if "nonce" in params:
             raise RequestInvalid(NONCE_REFUSED)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, quote
 
-from agent.schemes.request import Body, RawBody, RequestInvalid
+from agent.schemes.request import Body, RawBody, RequestInvalid, UnsignedRequest
 
 # For exchanges whose nonce comes from the key's nonce store (Kraken, Bitfinex, Gemini).
 NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"
@@ -124,3 +124,17 @@ def form_pairs(text: str, exchange: str, *, expect: str = FORM) -> list[tuple[st
         return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         raise RequestInvalid(f"raw body must be {expect} for {exchange}") from None
+
+
+def check_post_body_endpoint(request: UnsignedRequest, *, exchange: str, endpoints: str, scope: str, prefix: str,
+                             signed: str) -> None:
+    """A POST to PREFIX<endpoint> with every parameter in the body: for exchanges that sign the body
+    and never a query (a query would be sent unsigned). ENDPOINTS, SCOPE and SIGNED word the refusals."""
+    if request.method != "POST":
+        raise RequestInvalid(f"{exchange} {endpoints} take POST only")
+    if not request.path.startswith(prefix) or len(request.path) == len(prefix):
+        raise RequestInvalid(
+            f"{exchange} signs {scope} only: the path must start with {prefix} (public endpoints need no signature)"
+        )
+    if request.query:
+        raise RequestInvalid(f"{exchange} signs {signed} only: move the query parameters into 'body'")

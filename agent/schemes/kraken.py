@@ -27,7 +27,7 @@ import hashlib
 from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import FORM, NONCE_REFUSED, ccxt_json, form_pairs, parse_json_body
+from agent.schemes.encoding import FORM, NONCE_REFUSED, ccxt_json, check_post_body_endpoint, form_pairs, parse_json_body
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 from agent.schemes.spec import Exchange
 
@@ -71,15 +71,8 @@ def _form_with_nonce(text: str, nonce: str) -> str:
 class KrakenScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
-        if request.method != "POST":
-            raise RequestInvalid("Kraken private endpoints take POST only")
-        if not request.path.startswith(PRIVATE_PREFIX) or len(request.path) == len(PRIVATE_PREFIX):
-            raise RequestInvalid(
-                f"Kraken signs private spot endpoints only: the path must start with {PRIVATE_PREFIX} "
-                "(public endpoints need no signature)"
-            )
-        if request.query:
-            raise RequestInvalid("Kraken signs the POST body only: move the query parameters into 'body'")
+        check_post_body_endpoint(request, exchange="Kraken", endpoints="private endpoints",
+                                 scope="private spot endpoints", prefix=PRIVATE_PREFIX, signed="the POST body")
         endpoint = request.path[len(PRIVATE_PREFIX):]
         body = request.body
 
