@@ -1,16 +1,24 @@
 """Serving: the Signer service on a Unix socket (mode 0600, or 0660 for one group) and, opt-in, TCP
-(mTLS, or plain on loopback). SIGHUP re-reads the policy and the bot credentials at once."""
+(mTLS, or plain on loopback). SIGHUP re-reads the policy and the bot credentials at once.
+
+Threads are handed out by who is calling (see "Capacity" below): nothing a caller without a bot
+credential sends can hold a signing thread, and health Watch streams are for bots, on their own,
+bounded capacity."""
 
 from __future__ import annotations
 
 import grp
+import heapq
+import itertools
 import os
 import signal
 import socket
 import stat
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,8 +29,8 @@ from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.config import Config, ConfigError
 from agent.custody import Keyring
-from agent.guard import Guard
-from agent.policy import PolicyError
+from agent.guard import Caller, Guard
+from agent.policy import PolicyError, Refusal
 from agent.logs import get_logger
 from agent.metrics import Metrics, serve_metrics
 from agent.nonces import NonceError, NonceStore
@@ -32,6 +40,57 @@ from agent.service import SignerService
 MAX_SOCKET_PATH = 107
 GRACE_SECONDS = 5.0
 MAX_MESSAGE_BYTES = 1 << 20
+
+# -- Capacity: which calls may hold which threads -----------------------------------------------
+# grpcio's synchronous server runs each call on an executor thread from the moment its headers
+# arrive until it ends: a call whose request message never comes, or a stream left open, holds its
+# thread all that time. With one pool for everything, anyone who could reach the socket could hold
+# every signing thread with a handful of health Watch streams, or of calls that never send their
+# request (issue 12 item 4). So each call is put in a lane from its headers alone, on gRPC's polling
+# thread, before any thread is given to it:
+#   sign    calls carrying a known bot's bearer token, and every call on the mTLS port (its callers
+#           passed a handshake with a certificate from the bots' CA): Sign, SignBatch, Check
+#   watch   health Watch streams of identified bots, at most MAX_WATCH_STREAMS of them
+#   public  everything else: Check without a credential, and calls without a known bot's token,
+#           which are refused there (UNAUTHENTICATED) exactly as before, only on other threads
+# Whether the token is really a bot's, and what it may do, is still decided by the service on the
+# call's thread: the lane only decides whose threads the call may wait on.
+SIGN_THREADS = 8  # as before this split: the token and the GIL serialise most of the work anyway
+# Check without a credential (supervisors, load balancers) and refusals: each is microseconds of work.
+PUBLIC_THREADS = 2
+# A public call's request message must have come this long after the call did, or the call is
+# cancelled: a caller cannot park public threads by sending headers and nothing else (the same holds
+# for a bot's Watch, whose lane has few spare threads). Real clients send the message right after
+# the headers, and public callers are on this machine (the socket, loopback TCP): 1 s is plenty.
+PUBLIC_REQUEST_SECONDS = 1.0
+# ... and a call that waited in the public queue past that still gets this long to read a message
+# that is already there (so a flood of parked calls costs this much each, not PUBLIC_REQUEST_SECONDS).
+PUBLIC_REQUEST_GRACE_SECONDS = 0.05
+# A Watch stream holds one thread for its whole life (grpcio), so streams are counted and capped:
+# a bot needs one per channel it health-checks; a few cover reconnects and several processes.
+MAX_WATCH_STREAMS_PER_BOT = 4
+MAX_WATCH_STREAMS = 16  # all bots together: the watch lane's threads, on top of the signing threads
+# Threads beyond MAX_WATCH_STREAMS, so that a Watch over a cap is refused at once instead of
+# queueing behind the streams that fill the lane.
+WATCH_SPARE_THREADS = 2
+
+# -- Transport limits (grpc core; no Python thread is involved in holding a connection) -------------
+# Connections past this are reset by gRPC: the file descriptors stay for the token, the audit log and
+# the agent's other files (a process usually may open 1024). Bots hold one or a few connections each.
+MAX_CONNECTIONS = 512
+# Per connection: more concurrent calls than this wait in the client's queue (HTTP/2 flow), which
+# bounds what one connection can make the agent keep in memory; far above SIGN_THREADS anyway.
+MAX_STREAMS_PER_CONNECTION = 128
+# A connection that has not completed its handshake (TLS and the HTTP/2 preface and settings) by
+# then is closed: a real client takes milliseconds; one that connects and sits is junk.
+HANDSHAKE_SECONDS = 10
+# A connection with no call for this long is closed (GOAWAY). A bot's channel reconnects by itself
+# at its next call, so this costs an idle bot one reconnect; an idle stranger loses its connection.
+IDLE_CONNECTION_SECONDS = 300
+# The agent pings its peers: one that vanished without closing (a TCP host gone) is noticed within
+# KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS, and its calls, Watch streams included, end.
+KEEPALIVE_SECONDS = 60
+KEEPALIVE_TIMEOUT_SECONDS = 20
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -150,42 +209,286 @@ def _decoded(request_type, method):
     return handler
 
 
-def _add_service(server: grpc.Server, name: str, methods: dict) -> None:
-    """Register NAME's methods: {method: (request type, implementation, response type, streams?)}."""
-    handlers = {
-        method: (grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler)(
-            _decoded(request_type, implementation), response_serializer=response_type.SerializeToString)
-        for method, (request_type, implementation, response_type, streams) in methods.items()
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+def _on(pool: futures.ThreadPoolExecutor, behavior: Callable) -> Callable:
+    """BEHAVIOR, to be run on POOL's threads (grpcio reads this attribute when it dispatches a call)."""
+    behavior.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return behavior
+
+
+class RequestDeadlines:
+    """Cancels a call whose request message has not come by its deadline (see PUBLIC_REQUEST_SECONDS).
+
+    The call's thread waits for the message in `read`; one thread here sleeps until the earliest
+    deadline and cancels the calls still waiting then, which frees their threads at once."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, list]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="request-deadlines", daemon=True).start()
+
+    def read(self, requests: Iterator[bytes], context: grpc.ServicerContext, arrived: float) -> bytes:
+        """The call's request message (the first; a unary call sends one), or the call is ended."""
+        deadline = max(arrived + PUBLIC_REQUEST_SECONDS, time.monotonic() + PUBLIC_REQUEST_GRACE_SECONDS)
+        waiting = [True, context]
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), waiting))
+            if self._heap[0][2] is waiting:
+                self._cond.notify()
+        try:
+            raw = next(requests, None)
+        except grpc.RpcError:  # cancelled
+            raw = None
+        finally:
+            waiting[:] = [False, None]
+        if raw is None:
+            if not context.is_active():
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"no request message within {PUBLIC_REQUEST_SECONDS:g} s of the call")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without its request message")
+        return raw
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, waiting = heapq.heappop(self._heap)
+            still_waiting, context = waiting
+            if still_waiting:
+                context.cancel()
+
+
+class _Stream:
+    __slots__ = ("bot", "watcher")
+
+    def __init__(self, bot: str) -> None:
+        self.bot, self.watcher = bot, None
+
+
+class WatchStreams:
+    """grpc.health.v1.Health/Watch for bots: identified as Sign identifies them, at most
+    MAX_WATCH_STREAMS_PER_BOT streams per bot and MAX_WATCH_STREAMS in all, each released when its
+    call ends (the client went away, or the agent is stopping)."""
+
+    def __init__(self, health_servicer: health.HealthServicer,
+                 identify: Callable[[grpc.ServicerContext], Caller | Refusal]) -> None:
+        self._health, self._identify = health_servicer, identify
+        self._lock = threading.Lock()
+        self._open: set[_Stream] = set()
+        self._per_bot: dict[str, int] = {}
+        self._closed = False
+
+    @staticmethod
+    def unauthenticated(refusal: Refusal) -> str:
+        return (f"health Watch needs a bot credential, as it holds a stream open: {refusal.message}. "
+                "Without a credential, use Check, which needs none")
+
+    def refuse(self, context: grpc.ServicerContext) -> Iterator[Any]:
+        """A Watch whose headers named no known bot (the public lane): refused without reading it."""
+        caller = self._identify(context)
+        if isinstance(caller, Caller):  # its token became known as the call arrived (bots reloaded)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the bot credentials were reloaded as this call came; retry")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, self.unauthenticated(caller))
+        return iter(())
+
+    def watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        caller = self._identify(context)
+        if not isinstance(caller, Caller):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, self.unauthenticated(caller))
+        bot, refusal = caller.bot, None
+        with self._lock:
+            held = self._per_bot.get(bot, 0)
+            if self._closed:
+                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
+            elif held >= MAX_WATCH_STREAMS_PER_BOT:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"bot {bot!r} already holds {held} health Watch streams, the most one bot may "
+                           f"(MAX_WATCH_STREAMS_PER_BOT = {MAX_WATCH_STREAMS_PER_BOT}); end one, or poll Check")
+            elif len(self._open) >= MAX_WATCH_STREAMS:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{len(self._open)} health Watch streams are open, the most this agent serves "
+                           f"(MAX_WATCH_STREAMS = {MAX_WATCH_STREAMS}); retry later, or poll Check")
+            else:
+                stream = _Stream(bot)
+                self._open.add(stream)
+                self._per_bot[bot] = held + 1
+        if refusal is not None:
+            context.abort(*refusal)
+        if not context.add_callback(lambda: self._release(stream)):
+            self._release(stream)  # the call already ended
+            return iter(())
+        # grpcio's blocking watcher: this thread sends each status change; the health servicer
+        # closes it when the call ends, and so does _release (whichever comes first).
+        stream.watcher = self._health.Watch(request, context)
+        if not context.is_active() or self._closed:
+            stream.watcher.close()
+        return stream.watcher
+
+    def _release(self, stream: _Stream) -> None:
+        with self._lock:
+            if stream in self._open:
+                self._open.discard(stream)
+                left = self._per_bot[stream.bot] - 1
+                if left:
+                    self._per_bot[stream.bot] = left
+                else:
+                    del self._per_bot[stream.bot]
+            watcher = stream.watcher
+        if watcher is not None:
+            watcher.close()
+
+    def close(self) -> None:
+        """End every stream (after the last status, NOT_SERVING, is sent) and take no more."""
+        with self._lock:
+            self._closed = True
+            watchers = [s.watcher for s in self._open if s.watcher is not None]
+        for watcher in watchers:
+            watcher.close()
+
+
+SIGNER, HEALTH = "/signing_agent.v1.Signer/", "/grpc.health.v1.Health/"
+
+
+class Lanes(grpc.GenericRpcHandler):
+    """Puts each call in its lane (see Capacity) from its method and headers. Runs on gRPC's polling
+    thread, before the call has a thread: only a hash and a dict lookup (Guard.identify) per call."""
+
+    def __init__(self, *, guard: Guard, service: SignerService, health_servicer: health.HealthServicer,
+                 watches: WatchStreams, deadlines: RequestDeadlines, sign_pool: futures.ThreadPoolExecutor,
+                 watch_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
+                 transport_identified: bool) -> None:
+        self._guard, self._watches, self._deadlines = guard, watches, deadlines
+        self._watch_pool, self._public_pool = watch_pool, public_pool
+        self._transport_identified = transport_identified
+        # method: (request type, implementation, response type)
+        self._unary = {
+            SIGNER + "Sign": (signer_pb2.SignRequest, service.Sign, signer_pb2.SignedRequest),
+            SIGNER + "SignBatch": (signer_pb2.SignBatchRequest, service.SignBatch, signer_pb2.SignBatchResponse),
+            HEALTH + "Check": (health_pb2.HealthCheckRequest, health_servicer.Check, health_pb2.HealthCheckResponse),
+        }
+        self._signing = {  # identified callers: the sign lane, as before
+            method: grpc.unary_unary_rpc_method_handler(
+                _on(sign_pool, _decoded(request_type, implementation)),
+                response_serializer=response_type.SerializeToString)
+            for method, (request_type, implementation, response_type) in self._unary.items()
+        }
+        self._watch_decoded = _decoded(health_pb2.HealthCheckRequest, watches.watch)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        arrived = time.monotonic()
+        try:
+            identified = self._transport_identified or self._names_a_bot(handler_call_details.invocation_metadata)
+        except Exception:  # never a reason to fail the call here: the service identifies it again
+            identified = False
+        if method == HEALTH + "Watch":
+            if identified:
+                return grpc.stream_stream_rpc_method_handler(
+                    _on(self._watch_pool, lambda requests, context: self._watch_decoded(
+                        self._deadlines.read(requests, context, arrived), context)),
+                    response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
+            return grpc.stream_stream_rpc_method_handler(
+                _on(self._public_pool, lambda requests, context: self._watches.refuse(context)),
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
+        if identified:
+            return self._signing.get(method)
+        found = self._unary.get(method)
+        if found is None:
+            return None  # UNIMPLEMENTED
+        request_type, implementation, response_type = found
+        decoded = _decoded(request_type, implementation)
+        # Request-streaming on the server (a unary call looks the same on the wire), so that the
+        # thread is ours while the message is awaited, and the wait can be cut short.
+        return grpc.stream_unary_rpc_method_handler(
+            _on(self._public_pool, lambda requests, context: decoded(
+                self._deadlines.read(requests, context, arrived), context)),
+            response_serializer=response_type.SerializeToString)
+
+    def _names_a_bot(self, metadata: Any) -> bool:
+        """The headers carry a known bot's bearer token (parsed as SignerService._caller parses it)."""
+        for name, value in metadata or ():
+            if name == "authorization" and isinstance(value, str):
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() != "bearer":
+                    return False
+                try:
+                    self._guard.identify(token.strip(), None)
+                except Refusal:
+                    return False
+                return True
+        return False
+
+
+class _AllStopped:
+    def __init__(self, events: list[threading.Event]) -> None:
+        self._events = events
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return all(event.wait(timeout) for event in self._events)
+
+
+class Servers:
+    """The agent's gRPC servers, started and stopped together: the socket's (and plain TCP's), and the
+    mTLS port's when there is one. They share the lanes' pools: the capacity above is the agent's."""
+
+    def __init__(self, servers: list[grpc.Server], watches: WatchStreams) -> None:
+        self.servers, self.watches = servers, watches
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    def stop(self, grace: float | None) -> _AllStopped:
+        self.watches.close()  # Watch streams never end by themselves: they would hold the grace up
+        return _AllStopped([server.stop(grace) for server in self.servers])
+
+
+def _transport_options(config: Config) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Workers share a TCP port through SO_REUSEPORT; a lone agent must not share it with a stranger.
+        ("grpc.so_reuseport", 1 if config.server.workers > 1 else 0),
+        ("grpc.max_allowed_incoming_connections", MAX_CONNECTIONS),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_SECONDS * 1000),
+        ("grpc.http2.settings_timeout", HANDSHAKE_SECONDS * 1000),
+        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_SECONDS * 1000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+    ]
 
 
 def build_server(
     keyring: Keyring, config: Config, guard: Guard, metrics: Metrics | None = None
-) -> tuple[grpc.Server, list[str], health.HealthServicer]:
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sign"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # Workers share a TCP port through SO_REUSEPORT; a lone agent must not share it with a stranger.
-            ("grpc.so_reuseport", 1 if config.server.workers > 1 else 0),
-        ],
-    )
+) -> tuple[Servers, list[str], health.HealthServicer]:
     nonces = NonceStore(config.state_dir)
     try:
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
     service = SignerService(keyring, nonces, guard, metrics)
-    _add_service(server, "signing_agent.v1.Signer", {
-        "Sign": (signer_pb2.SignRequest, service.Sign, signer_pb2.SignedRequest, False),
-        "SignBatch": (signer_pb2.SignBatchRequest, service.SignBatch, signer_pb2.SignBatchResponse, False),
-    })
     health_servicer = health.HealthServicer()
-    _add_service(server, "grpc.health.v1.Health", {
-        "Check": (health_pb2.HealthCheckRequest, health_servicer.Check, health_pb2.HealthCheckResponse, False),
-        "Watch": (health_pb2.HealthCheckRequest, health_servicer.Watch, health_pb2.HealthCheckResponse, True),
-    })
+    watches = WatchStreams(health_servicer, service._caller)  # noqa: SLF001 - Watch identifies callers as Sign does
+    sign_pool = futures.ThreadPoolExecutor(max_workers=SIGN_THREADS, thread_name_prefix="sign")
+    watch_pool = futures.ThreadPoolExecutor(max_workers=MAX_WATCH_STREAMS + WATCH_SPARE_THREADS,
+                                            thread_name_prefix="watch")
+    public_pool = futures.ThreadPoolExecutor(max_workers=PUBLIC_THREADS, thread_name_prefix="public")
+    deadlines = RequestDeadlines()
+    options = _transport_options(config)
+
+    def new_server(*, transport_identified: bool) -> grpc.Server:
+        # Not maximum_concurrent_rpcs: it counts the calls of every lane, so a flood of refused calls
+        # would get bots' Sign calls refused (RESOURCE_EXHAUSTED) too.
+        server = grpc.server(sign_pool, options=options)
+        server.add_generic_rpc_handlers((Lanes(
+            guard=guard, service=service, health_servicer=health_servicer, watches=watches, deadlines=deadlines,
+            sign_pool=sign_pool, watch_pool=watch_pool, public_pool=public_pool,
+            transport_identified=transport_identified),))
+        return server
+
+    server = new_server(transport_identified=False)
+    servers = [server]
     socket_path = config.server.socket
     prepare_socket_path(socket_path)
     endpoints = [f"unix:{socket_path}"]
@@ -206,7 +509,11 @@ def build_server(
                 cert, key, client_ca = config.server.tls.read()
                 credentials = grpc.ssl_server_credentials(
                     [(key, cert)], root_certificates=client_ca, require_client_auth=True)
-                port = server.add_secure_port(target, credentials)
+                # Its own server: every caller of this port showed a certificate from the bots' CA, so
+                # its calls go to the sign lane even without a bearer token (mTLS bots send none).
+                tls_server = new_server(transport_identified=True)
+                servers.append(tls_server)
+                port = tls_server.add_secure_port(target, credentials)
             else:
                 port = server.add_insecure_port(target)
         except RuntimeError:
@@ -214,7 +521,7 @@ def build_server(
         if port == 0:
             raise ConfigError(f"cannot listen on {target} (address in use?)")
         endpoints.append(target)
-    return server, endpoints, health_servicer
+    return Servers(servers, watches), endpoints, health_servicer
 
 
 def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:

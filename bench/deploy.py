@@ -142,6 +142,19 @@ class Deployment:
         )
         policy.chmod(0o600)
 
+    def flood_tokens(self, count: int) -> list[str]:
+        """The bench bot's token and COUNT more bots' (`bots add`; no policy grant: they only Watch),
+        for bench.flood. Empty when the agent has no caller authentication."""
+        if self.bearer_file is None:
+            return []
+        tokens = [self.bearer_file.read_text().strip()]
+        for i in range(count):
+            path = self.root / f"flood-{i}.token"
+            if not path.exists():
+                self.cli("bots", "add", f"flood-{i}", "--token-file", str(path))
+            tokens.append(path.read_text().strip())
+        return tokens
+
     def fill(self, count: int, prefix: str = "bulk") -> float:
         """Add COUNT keys with the shortcut (in a separate process: it loads the module); returns seconds."""
         t0 = time.perf_counter()

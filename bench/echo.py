@@ -25,6 +25,13 @@ from bench.common import signed_response_like_the_agent
 # so the echo starts the same whatever the agent's version).
 THREADS = 8
 MAX_MESSAGE_BYTES = 1 << 20
+# The agent's transport limits (agent.server: connections, streams, handshake, idle, keepalive).
+TRANSPORT_OPTIONS = [
+    ("grpc.max_allowed_incoming_connections", 512), ("grpc.max_concurrent_streams", 128),
+    ("grpc.server_handshake_timeout_ms", 10_000), ("grpc.http2.settings_timeout", 10_000),
+    ("grpc.max_connection_idle_ms", 300_000), ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
 
 
 class Echo(signer_pb2_grpc.SignerServicer):
@@ -48,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0), *TRANSPORT_OPTIONS],
     )
     signer_pb2_grpc.add_SignerServicer_to_server(Echo(), server)
     server.add_insecure_port(f"unix:{args.unix}")

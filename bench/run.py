@@ -11,6 +11,8 @@ Cases (every one MACs the same 109-byte Binance order text, or signs the order i
   openbao    an OpenBao dev server's Transit HMAC over a keep-alive HTTP connection, one
              call at a time, several clients, and batch_input at several sizes
   scale      unary Sign by an agent whose token holds 1 key vs one holding --keys keys
+  flood      unary Sign over the Unix socket while bench.flood holds 100 idle connections and 32
+             health Watch calls open (with and without credentials), vs without, in alternating rounds
   workers    several clients against `serve --workers N` (when the agent has it), with the
              cores the agent's processes used (and the whole machine's, other tenants included)
   profile    py-spy samples of the agent thread holding the GIL, under unary and batch load
@@ -45,7 +47,10 @@ TARGETS = {
     "agent_unix_p50_vs_openbao_p50": ("<=", 1.0),
     "agent_batch_vs_openbao_batch_throughput": (">=", 1.0),
     "keys_many_vs_1_p50": ("<=", 1.1),
+    # Idle connections and Watch streams must not take threads from signing (issue 12 item 4).
+    "agent_unix_flooded_p50_vs_idle_p50": ("<=", 2.0),
 }
+FLOOD_IDLE, FLOOD_FLOODED = "flood: agent unix, idle", "flood: agent unix, flooded"
 STARTUP_MARGIN_S = 2.5  # for concurrent clients to import, connect and warm up before the common start
 
 
@@ -319,6 +324,47 @@ def run_workers_cases(bench: Bench, agent: AgentProcess, one: Deployment, w: int
         agent_w.stop()
 
 
+def run_flood_cases(bench: Bench, agent: AgentProcess, one: Deployment) -> None:
+    """One client's unary Sign with and without bench.flood open against the agent, alternately."""
+    from bench.flood import FLOOD_BOTS, Flood
+
+    tokens = one.flood_tokens(FLOOD_BOTS)
+    if not tokens:
+        bench.skip("flood: this agent has no caller authentication (no bots to hold Watch streams)")
+        return
+    bench.say(f"flood: one client, with and without idle connections and Watch streams open, "
+              f"{bench.args.rounds} alternating rounds")
+    outcomes: Counter[str] = Counter()
+    for _ in range(bench.args.rounds):
+        bench.grpc(FLOOD_IDLE, agent.unix_target, one.label, bearer=one.bearer_file)
+        try:
+            with Flood(agent.socket, tokens) as flood:
+                extra = bench.grpc(FLOOD_FLOODED, agent.unix_target, one.label, bearer=one.bearer_file)
+        except RuntimeError as exc:  # the probe's calls failed (a Sign timing out under the flood)
+            bench.notes.append(f"flood: Sign failed under the flood: {str(exc)[-300:]}")
+            bench.cases.pop(FLOOD_FLOODED, None)
+            break
+        outcomes.update(flood.outcomes)
+        if extra and "error" in extra:
+            bench.notes.append(f"flood: Sign failed under the flood: {extra['error']}: {extra.get('details', '')}")
+            bench.cases.pop(FLOOD_FLOODED, None)
+            break
+    if FLOOD_FLOODED in bench.cases:
+        # What the flood got, summed over the rounds: a Watch refused says the agent held its limits.
+        bench.cases[FLOOD_FLOODED].meta["flood"] = dict(sorted(outcomes.items()))
+    for name in (FLOOD_IDLE, FLOOD_FLOODED):
+        if name in bench.cases:
+            bench.report(name)
+    if outcomes:
+        bench.say("    flood per round: " + ", ".join(f"{k} {v // bench.args.rounds}" for k, v in sorted(outcomes.items())))
+
+
+def flood_ratio(s: dict[str, dict[str, Any]]) -> tuple[float | None, tuple[str, float]]:
+    """Sign p50 under the flood / idle Sign p50, same run; and its target."""
+    name = "agent_unix_flooded_p50_vs_idle_p50"
+    return _ratio(s.get(FLOOD_FLOODED, {}).get("p50_us"), s.get(FLOOD_IDLE, {}).get("p50_us")), TARGETS[name]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
     out_dir = Path(args.out)
@@ -436,6 +482,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 bench.report(name)
 
+        # -- flood: what a caller can open to take threads from signing --------------------------
+        run_flood_cases(bench, agent, one)
+
         # -- scale: 1 key vs many ------------------------------------------------------------
         bench.say(f"scale: an agent on a token of {args.keys} keys (starting: it lists the token once)")
         agent_many = AgentProcess(many).start()
@@ -513,6 +562,7 @@ def finish(bench: Bench, out_dir: Path, started: float, setup: dict, lookups: di
         "agent_batch_vs_openbao_batch_default_limits_throughput": _ratio(best_batch_rate, best_bao_default[1]),
         "agent_batch_vs_agent_unary_throughput": _ratio(best_batch_rate, rate("agent unix")),
         "keys_many_vs_1_p50": _ratio(p50(f"scale: agent unix, {args.keys} keys"), p50("scale: agent unix, 1 key")),
+        "agent_unix_flooded_p50_vs_idle_p50": flood_ratio(s)[0],
         "keys_many_vs_1_floor_hmac_p50": _ratio(p50(f"floor hmac, {args.keys} keys"), p50("floor hmac, 1 key")),
         f"workers_{w}_vs_1_unix_{c}_clients_throughput": _ratio(rate(f"workers: agent unix, {c} clients, {w} workers"),
                                                                  rate(f"workers: agent unix, {c} clients, 1 worker")),

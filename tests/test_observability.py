@@ -1,5 +1,5 @@
-"""Health and metrics of the real agent: the gRPC health service follows the token, and
-Prometheus metrics count signatures by exchange and outcome, refusals by rule, and latency."""
+"""Health and metrics of the real agent: the gRPC health service follows the token (Check for anyone,
+Watch for bots), and Prometheus metrics count signatures by exchange and outcome, refusals by rule, and latency."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.client import AgentUnavailableError, RefusedError, SignerClient
-from conftest import make_env, new_secret, run_cli, start_agent
+from conftest import TEST_BOT_TOKEN, make_env, new_secret, run_cli, start_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -59,6 +59,14 @@ def test_health_follows_the_token_and_metrics_count_decisions(tmp_path_factory, 
         serving = health_pb2.HealthCheckResponse.SERVING
         assert health_status(agent.target) == serving
         assert health_status(agent.target, "signing_agent.v1.Signer") == serving
+        watch_channel = grpc.insecure_channel(agent.target)
+        watch_stub = health_pb2_grpc.HealthStub(watch_channel)
+        with pytest.raises(grpc.RpcError) as refused:  # a stream held open: for bots, not for anyone
+            next(watch_stub.Watch(health_pb2.HealthCheckRequest(), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED and "use Check" in refused.value.details()
+        watch = watch_stub.Watch(health_pb2.HealthCheckRequest(), timeout=60,
+                                 metadata=(("authorization", f"Bearer {TEST_BOT_TOKEN}"),))
+        assert next(watch).status == serving
         with SignerClient(agent.target) as client:
             for _ in range(3):
                 client.sign(label, "GET", "/api/v3/account")
@@ -74,6 +82,7 @@ def test_health_follows_the_token_and_metrics_count_decisions(tmp_path_factory, 
             tokens.rename(hidden)  # the token vanishes under the running agent
             try:
                 wait_for_status(agent.target, health_pb2.HealthCheckResponse.NOT_SERVING)
+                assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING  # pushed to the bot
                 assert scrape(port)["signing_agent_token_up"] == 0
                 with pytest.raises(AgentUnavailableError):
                     client.sign(label, "GET", "/api/v3/account")
@@ -81,6 +90,9 @@ def test_health_follows_the_token_and_metrics_count_decisions(tmp_path_factory, 
                 hidden.rename(tokens)
             # It comes back by itself: no request needed for health to recover.
             wait_for_status(agent.target, serving)
+            assert next(watch).status == serving
+            watch.cancel()
+            watch_channel.close()
             assert scrape(port)["signing_agent_token_up"] == 1
             assert "signature=" in client.sign(label, "GET", "/api/v3/account").path
     finally:
