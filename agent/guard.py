@@ -267,8 +267,10 @@ class Guard:
         params = read.params
         check_names(name for name, _ in params)
         facts = facts_of(read)
-        if facts.forbidden is not None and facts.forbidden not in key_policy.allow:
-            raise Refusal(f"forbidden:{facts.forbidden}", facts.forbidden_why or facts.forbidden)
+        refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
+        if refused:  # every category the request falls in must be allowed, not only the first
+            (category, why), others = refused[0], [c for c, _ in refused[1:]]
+            raise Refusal(f"forbidden:{category}", why + (f" (also {', '.join(others)})" if others else ""))
         check_endpoint(key_policy, request.method, request.path)
         if facts.orders and not PATH_BOUND.get(exchange, True) and not (
                 request.method in ("POST", "PUT") and "order" in path_key(request.path)):

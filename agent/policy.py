@@ -26,6 +26,10 @@ previous policy stays in force):
 
     [keys."*"]                      # optional: the policy of keys without their own table
 
+With `symbols`, every symbol a request names must be listed, and an order whose symbol the rules
+cannot read (none sent, spelled twice, not text; an amend by order id) is refused (rule `symbol`,
+fail closed), capped or not.
+
 Endpoint patterns are "METHOD /path": METHOD is one of GET POST PUT DELETE or "*"; in
 the path, "*" matches within one segment and "**" any number of segments. Patterns are
 matched case-sensitively against the canonical path (see `check_shape`), so a request that
@@ -367,18 +371,41 @@ def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
         raise Refusal("endpoint", f"{method} {path[:120]} is not in key {policy.label!r}'s endpoint allow-list")
 
 
-def check_symbols(policy: KeyPolicy, symbols: Iterable[str]) -> None:
+def check_symbols(policy: KeyPolicy, symbols: Iterable[str], orders: Iterable[Any] = ()) -> None:
+    """Every symbol the request names must be in the key's symbol list, and every order (ORDERS) must
+    have a readable symbol: on a key with a symbol list, an order whose symbol the rules cannot read
+    is refused (fail closed). `check_orders` checks that too, so a caller that passes only the
+    symbols here still refuses such an order."""
     if policy.symbols is None:
         return
     for symbol in symbols:
         if symbol.upper() not in policy.symbols:
             raise Refusal("symbol", f"symbol {symbol[:40]!r} is not in key {policy.label!r}'s symbol allow-list")
+    _check_order_symbols(policy, orders)
+
+
+_SYMBOL_HINT = ("symbol, instId, pair, product_id, instrument_name, currency_pair or contract, as the exchange "
+                "names it")
+
+
+def _check_order_symbols(policy: KeyPolicy, orders: Iterable[Any]) -> None:
+    if policy.symbols is None:
+        return
+    for order in orders:
+        if not order.symbol:
+            raise Refusal("symbol", f"an order without a readable symbol: key {policy.label!r} trades only the "
+                                    f"symbols of its allow-list, so send the order's symbol once, as text, in "
+                                    f"the order ({_SYMBOL_HINT}); an amend by order id that cannot name its "
+                                    "symbol: cancel and place a new order")
 
 
 def check_orders(policy: KeyPolicy, orders: Iterable[Any]) -> None:
-    """Order size caps. Refused: an order above a cap; an order on a capped key whose symbol or capped
+    """Order symbols and size caps. Refused: on a key with a symbol list, an order whose symbol cannot
+    be read (rule `symbol`); an order above a cap; an order on a capped key whose symbol or capped
     size cannot be read; an order sized in the unit its symbol is not capped in (a base cap alone
     must not let a quote-sized order of any size through)."""
+    orders = list(orders)
+    _check_order_symbols(policy, orders)
     if not policy.max_order and not policy.max_order_quote:
         return
     for order in orders:

@@ -6,10 +6,17 @@ positions: what ccxt's createOrder / cancelOrder / fetchOrder / fetchOpenOrders 
 / fetchBalance / fetchPositions use. Whatever an operator adds, the default-deny categories of
 agent.rules (withdrawals, transfers, sub-accounts, API keys...) stay refused unless the key's
 `allow` names them; tests check that no template endpoint falls in one.
+
+Futures templates say, in a comment, how a key whose bot must set leverage, margin mode or position
+mode itself gets those endpoints, and why they are off by default: with a bot's token an attacker
+could raise leverage, then trade. On Binance, Bybit and MEXC (which do not sign the path) that takes
+`allow = ["account-settings"]` too, as the endpoint list cannot bind a signature to its path there.
 """
 
 from __future__ import annotations
 
+from agent.rules import PATH_BOUND
+from agent.rules.view import display_name
 from agent.schemes import scheme_for
 
 _BINANCE_SPOT = (
@@ -107,6 +114,36 @@ TRADING_ENDPOINTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# The endpoints ccxt's set_leverage, set_margin_mode and set_position_mode use, for the futures
+# templates' comment (agent.rules: account-settings where the path is not signed).
+SETTINGS_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "binanceusdm": ("POST /fapi/v1/leverage", "POST /fapi/v1/marginType", "POST /fapi/v1/positionSide/dual"),
+    "bybit": ("POST /v5/position/set-leverage", "POST /v5/account/set-margin-mode", "POST /v5/position/switch-mode"),
+    "mexc": ("POST /api/v1/private/position/change_leverage", "POST /api/v1/private/position/change_position_mode"),
+    "okx": ("POST /api/v5/account/set-leverage", "POST /api/v5/account/set-position-mode"),
+    "kucoinfutures": ("POST /api/v2/changeCrossUserLeverage", "POST /api/v2/position/changeMarginMode",
+                      "POST /api/v2/position/switchPositionMode"),
+    "bitget": ("POST /api/v2/mix/account/set-leverage", "POST /api/v2/mix/account/set-margin-mode",
+               "POST /api/v2/mix/account/set-position-mode"),
+    "gate": ("POST /api/v4/futures/*/positions/*/leverage", "POST /api/v4/futures/*/dual_mode"),
+}
+
+_UNBOUND_SETTINGS = '''# Leverage, margin mode and position mode are refused by default (category
+# "account-settings"): with this bot's token an attacker could raise leverage, then trade (size
+# caps bound each order, not the margin behind a position). {name} does not sign the request
+# path, so this list cannot keep a signature from being sent to those endpoints: the category can.
+# Best: set them once on the exchange. A key whose bot must set them itself (ccxt set_leverage,
+# set_margin_mode, set_position_mode) uncomments `allow` and adds the endpoints to the list:
+# allow = ["account-settings"]
+{endpoints}
+'''
+_BOUND_SETTINGS = '''# Leverage, margin mode and position mode are off by default: with this bot's token an attacker
+# could raise leverage, then trade (size caps bound each order, not the margin behind a
+# position). {name} signs the request path, so this list decides: a key whose bot must set them
+# itself (ccxt set_leverage, set_margin_mode, set_position_mode) adds the endpoints:
+{endpoints}
+'''
+
 TEMPLATE = '''# Safe start for key "{key}" ({exchange}): trading only.
 # Withdrawals, transfers, sub-accounts, API-key management and other fund-moving or
 # account-changing endpoints are refused whatever this list says.
@@ -114,7 +151,7 @@ TEMPLATE = '''# Safe start for key "{key}" ({exchange}): trading only.
 endpoints = [
 {endpoints}
 ]
-# symbols = ["..."]            # recommended: only the symbols this bot trades
+{settings}# symbols = ["..."]            # recommended: only the symbols this bot trades
 rate_per_second = 10           # this key, all bots together
 # max_order = {{ SYMBOL = "0.01" }}        # base quantity per order
 # max_order_quote = {{ SYMBOL = "500" }}   # quote amount per order
@@ -133,7 +170,16 @@ def default_policy(exchange: str, key: str, *, bot: str | None = None) -> str:
     """The TOML text of a safe starting policy for KEY on EXCHANGE (and a grant to BOT)."""
     scheme_for(exchange)  # UnknownExchange, naming the exchanges there are
     endpoints = "\n".join(f'  "{e}",' for e in TRADING_ENDPOINTS[exchange])
-    text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints)
+    text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints, settings=_settings(exchange))
     if bot:
         text += BOT_TEMPLATE.format(bot=bot, key=key)
     return text
+
+
+def _settings(exchange: str) -> str:
+    """The futures templates' comment on leverage, margin mode and position mode; '' for the others."""
+    listed = SETTINGS_ENDPOINTS.get(exchange)
+    if not listed:
+        return ""
+    form = _BOUND_SETTINGS if PATH_BOUND[exchange] else _UNBOUND_SETTINGS
+    return form.format(name=display_name(exchange), endpoints="\n".join(f'#   "{e}",' for e in listed))

@@ -25,9 +25,10 @@ from agent.policy import (
     check_orders,
     check_recv_window,
     check_shape,
+    check_symbols,
     parse_policy,
 )
-from agent.policy_templates import TRADING_ENDPOINTS, default_policy
+from agent.policy_templates import SETTINGS_ENDPOINTS, TRADING_ENDPOINTS, default_policy
 from agent.rules import OrderFacts, inspect
 from agent.schemes import EXCHANGES
 from agent.rules.view import view
@@ -161,15 +162,78 @@ def test_order_caps_per_symbol_and_quote():
     check_orders(k, [OrderFacts("ETHUSDT", Decimal("100"), Decimal("999"))])  # no base cap on ETH; quote ok
     check_orders(k, [OrderFacts("BTCUSDT", None, Decimal("999"))])  # BTC is capped in both units
     base_only = key(BASE.replace(b'max_order_quote = { "*" = "1000" }\n', b""))
+    no_list = key(BASE.replace(b'symbols = ["btcusdt"]\n', b""))  # caps, no symbol list
     for policy, order in ((k, OrderFacts("BTCUSDT", Decimal("0.50001"), None)),
                           (k, OrderFacts("ETHUSDT", None, Decimal("1001"))),
                           (k, OrderFacts("BTCUSDT", None, None)),
-                          (k, OrderFacts(None, Decimal("0.1"), None)),             # no readable symbol
+                          (no_list, OrderFacts(None, Decimal("0.1"), None)),       # no readable symbol
                           (base_only, OrderFacts("BTCUSDT", None, Decimal("5000000")))):  # sized in the other unit
         with pytest.raises(Refusal) as caught:
             check_orders(policy, [order])
         assert caught.value.rule == "order-size"
     check_orders(base_only, [OrderFacts("ETHUSDT", None, Decimal("5000000"))])  # ETH is not capped there
+
+
+def test_an_order_without_a_readable_symbol_is_refused_on_a_key_with_a_symbol_list():
+    # Fail closed: the symbol list cannot be checked against an order whose symbol the rules cannot
+    # read (none sent, spelled twice, not text, an amend by order id), with or without size caps.
+    listed_uncapped = key(b"[keys.k1]\nendpoints = []\nsymbols = ['BTCUSDT']\n")
+    for policy in (key(), listed_uncapped):
+        for orders in ([OrderFacts(None, Decimal("0.1"), None)], [OrderFacts(None, None, None)],
+                       [OrderFacts("BTCUSDT", Decimal("0.1"), None), OrderFacts(None, Decimal("0.1"), None)]):
+            with pytest.raises(Refusal) as caught:
+                check_orders(policy, orders)
+            assert caught.value.rule == "symbol"
+            assert "send the order's symbol" in caught.value.message and "symbol, instId" in caught.value.message
+            with pytest.raises(Refusal) as caught:
+                check_symbols(policy, ["BTCUSDT"], orders)
+            assert caught.value.rule == "symbol"
+        check_orders(policy, [OrderFacts("BTCUSDT", Decimal("0.1"), None)])
+        check_symbols(policy, ["BTCUSDT"], [OrderFacts("BTCUSDT", Decimal("0.1"), None)])
+    # A key without a symbol list (and without caps) signs it: nothing to check it against.
+    anything = key(b"[keys.k1]\nendpoints = []\n")
+    check_orders(anything, [OrderFacts(None, Decimal("0.1"), None)])
+    check_symbols(anything, [], [OrderFacts(None, None, None)])
+    # Through the rules, as the guard reads a request: a Binance order with no symbol, and one whose
+    # symbol is not text (a JSON number in a Bybit body).
+    for exchange, request in (
+        ("binance", UnsignedRequest("POST", "/api/v3/order", (("side", "BUY"), ("quantity", "1")), None)),
+        ("bybit", UnsignedRequest("POST", "/v5/order/create", (), RawBody(
+            '{"category":"linear","symbol":7,"side":"Buy","orderType":"Market","qty":"1"}'))),
+    ):
+        facts = inspect(exchange, request)
+        assert facts.orders and facts.orders[0].symbol is None and facts.forbidden is None
+        check_symbols(listed_uncapped, facts.symbols)  # the symbols it names: none to refuse
+        with pytest.raises(Refusal) as caught:
+            check_orders(listed_uncapped, facts.orders)  # the guard's next check
+        assert caught.value.rule == "symbol"
+
+
+def test_the_guard_refuses_an_order_without_a_readable_symbol_on_a_key_with_a_symbol_list(tmp_path: Path):
+    from agent.alerts import AlertSender
+    from agent.guard import Guard
+
+    (tmp_path / "policy.toml").write_text(
+        "[keys.listed]\nendpoints = ['POST /api/v3/order']\nsymbols = ['BTCUSDT']\ntimestamps = 'any'\n"
+        "[keys.open]\nendpoints = ['POST /api/v3/order']\ntimestamps = 'any'\n")
+    (tmp_path / "bots.toml").write_text("")
+    guard = Guard(policy_path=tmp_path / "policy.toml", bots_path=tmp_path / "bots.toml",
+                  state_dir=tmp_path / "state", audit=None, alerts=AlertSender(None))
+    created = datetime.fromtimestamp(NOW / 1000, timezone.utc).isoformat()
+
+    def check(label: str, query) -> tuple[str, ...]:
+        return guard.check(guard.policy.for_key(label), exchange="binance", created=created,
+                           request=UnsignedRequest("POST", "/api/v3/order", query, None), timestamp_ms=0, now_ms=NOW)
+
+    try:
+        order = (("side", "BUY"), ("type", "MARKET"), ("quantity", "0.01"))
+        assert check("listed", (("symbol", "BTCUSDT"),) + order) == ("BTCUSDT",)
+        with pytest.raises(Refusal) as caught:
+            check("listed", order)
+        assert caught.value.rule == "symbol" and "send the order's symbol" in caught.value.message
+        assert check("open", order) == ()  # no symbol list: nothing to check the order against
+    finally:
+        guard.stop()
 
 
 def test_receive_windows_are_bounded():
@@ -196,6 +260,33 @@ def test_every_template_parses_and_allows_no_forbidden_endpoint(exchange: str):
         concrete = path.replace("*", "BTCUSDT")
         facts = inspect(exchange, UnsignedRequest(method, concrete, (), None))
         assert facts.forbidden is None, (exchange, endpoint, facts.forbidden_why)
+
+
+@pytest.mark.parametrize("exchange", sorted(SETTINGS_ENDPOINTS))
+def test_futures_templates_say_how_to_allow_leverage(exchange: str):
+    from agent.rules import PATH_BOUND
+
+    text = default_policy(exchange, "k")
+    assert "raise leverage, then trade" in text  # why it is off by default
+    unbound = not PATH_BOUND[exchange]
+    assert ('# allow = ["account-settings"]' in text) == unbound
+    # Following the comment: uncomment `allow` (unbound exchanges) and add the endpoints to the list.
+    listed = "\n".join(f'  "{e}",' for e in SETTINGS_ENDPOINTS[exchange])
+    edited = text.replace("# allow = ", "allow = ").replace("\n]\n", "\n" + listed + "\n]\n", 1)
+    policy = parse_policy(edited.encode()).for_key("k")
+    assert policy.allow == (frozenset({"account-settings"}) if unbound else frozenset())
+    for endpoint in SETTINGS_ENDPOINTS[exchange]:
+        method, _, path = endpoint.partition(" ")
+        check_endpoint(policy, method, path.replace("*", "X"))
+        facts = inspect(exchange, UnsignedRequest(method, path.replace("*", "BTC_USDT"), (), None))
+        # Unbound: account-settings, which the edited key allows; path-bound: the endpoint list decides.
+        assert facts.forbidden == ("account-settings" if unbound else None), (endpoint, facts.forbidden_why)
+        assert facts.forbidden is None or facts.forbidden in policy.allow
+
+
+def test_templates_without_futures_say_nothing_of_leverage():
+    for exchange in set(TRADING_ENDPOINTS) - set(SETTINGS_ENDPOINTS):
+        assert "leverage" not in default_policy(exchange, "k")
 
 
 def test_there_is_a_template_for_every_exchange():

@@ -614,6 +614,135 @@ def test_ccxt_withdraw_and_transfer_are_forbidden(exchange_id):
         assert replayed.forbidden_why.startswith("parameters ")
 
 
+# -- account and position settings on exchanges that do not sign the path --------------------------
+
+UNBOUND_CCXT = [name for name in CCXT_IDS if not PATH_BOUND[name] and name != "htx"]  # HTX signs the path
+# ccxt's catalogue: every write whose path names an account or position setting is account-settings.
+SETTINGS = re.compile(
+    r"leverage|margintype|margin[-_]?mode|positionside/dual|position[-_]?mode|switch-mode|switch-isolated|multiassets"
+    r"|risk-?limit|risk_level|auto[-_]?add|add-margin|change_margin|positionmargin|collateral-switch|hedging-mode"
+    r"|bnbburn|feeburn|mxdeduct|delta-mode|upgrade-to-uta|cross-margin-trade/switch|isolated/account|limit-px",
+    re.IGNORECASE,
+)
+NOT_SETTINGS = {
+    "/fapi/v1/positionMargin": "transfer: {symbol, amount, type} fall under Binance's `amount` rule (position margin)",
+    "/dapi/v1/positionMargin": "transfer: as /fapi/v1/positionMargin",
+    "/unified/v3/private/position/tpsl/switch-mode": "TP/SL mode: orders carry tpslMode, retired v3 API",
+}
+
+
+def _setting_writes(exchange_id):
+    for request in CATALOGUE[exchange_id]:
+        # Fund-moving paths (a broker's sub-account BNB-burn switch...) are their own family, tested above.
+        if request.method != "GET" and SETTINGS.search(request.path) and not FUND_MOVING.search(request.path):
+            yield request
+
+
+@pytest.mark.parametrize("exchange_id", UNBOUND_CCXT)
+def test_every_account_setting_write_of_the_catalogue_is_account_settings(exchange_id):
+    checked = 0
+    for request in _setting_writes(exchange_id):
+        found = inspect(exchange_id, request)
+        if request.path in NOT_SETTINGS:
+            assert found.forbidden is None, (request.path, found.forbidden_why)
+            continue
+        assert found.forbidden == "account-settings", (request.method, request.path, found.forbidden)
+        assert request.path in found.forbidden_why
+        checked += 1
+    assert checked >= 5, f"{exchange_id}: only {checked} account-setting writes found in ccxt's catalogue"
+
+
+def test_reads_of_settings_are_allowed():
+    for exchange_id, path in (("binanceusdm", "/fapi/v1/positionSide/dual"), ("binanceusdm", "/fapi/v1/multiAssetsMargin"),
+                              ("binance", "/sapi/v1/margin/isolated/account"), ("binance", "/sapi/v1/bnbBurn"),
+                              ("mexc", "/api/v1/private/position/position_mode"), ("bybit", "/v5/account/info")):
+        assert facts(exchange_id, "GET", path).forbidden is None, path
+
+
+SWAPS = {
+    "binanceusdm": ({"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
+                     "inverse": False, "contractSize": 1, "info": BINANCE_INFO}, {}),
+    "bybit": ({"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
+               "inverse": False, "contractSize": 1}, {"enableUnifiedMargin": False, "enableUnifiedAccount": True}),
+    "bybit-classic": ({"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
+                       "inverse": False, "contractSize": 1},
+                      {"enableUnifiedMargin": False, "enableUnifiedAccount": False}),
+    "mexc": ({"id": "BTC_USDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
+              "inverse": False, "contractSize": 0.0001}, {}),
+}
+
+# ccxt's own account-setting methods, named: each request is refused by its path, and the same signed
+# parameters sent to the order endpoint are refused by the parameter rules -- or not, where an order
+# carries the same parameters (the residual agent/rules/forbidden.py's docstring names).
+CCXT_SETTINGS = [
+    # (swap, method, args, params, category at its own path, category of its parameters on the order path)
+    ("binanceusdm", "set_leverage", (20,), {}, "account-settings", "account-settings"),
+    ("binanceusdm", "set_margin_mode", ("isolated",), {}, "account-settings", "account-settings"),
+    ("binanceusdm", "set_position_mode", (True,), {}, "account-settings", "account-settings"),
+    ("binanceusdm", "add_margin", (10,), {}, "transfer", "transfer"),  # Binance's `amount` rule
+    ("binanceusdm", "reduce_margin", (10,), {}, "transfer", "transfer"),
+    ("bybit", "set_leverage", (20,), {}, "account-settings", "account-settings"),
+    ("bybit", "set_margin_mode", ("isolated",), {}, "account-settings", "account-settings"),  # UTA: setMarginMode
+    ("bybit-classic", "set_margin_mode", ("isolated",), {"leverage": 5}, "account-settings", "account-settings"),
+    ("bybit", "set_position_mode", (True,), {}, "account-settings", "account-settings"),
+    ("mexc", "set_leverage", (20,), {"positionId": 7}, "account-settings", "account-settings"),
+    ("mexc", "set_leverage", (20,), {"openType": 1, "positionType": 1}, "account-settings", "account-settings"),
+    ("mexc", "set_margin_mode", ("isolated",), {"leverage": 5, "direction": "long"}, "account-settings",
+     "account-settings"),
+    ("mexc", "add_margin", (10,), {"positionId": 7}, "account-settings", "account-settings"),
+    ("mexc", "reduce_margin", (10,), {"positionId": 7}, "account-settings", "account-settings"),
+    # Residual: {positionMode} is also a hedged order's; refused at its path only.
+    ("mexc", "set_position_mode", (True,), {}, "account-settings", None),
+]
+SWAP_ORDER_PATHS = {"binanceusdm": "/fapi/v1/order", "bybit": "/v5/order/create", "bybit-classic": "/v5/order/create",
+                    "mexc": "/api/v1/private/order/create"}
+
+
+@pytest.mark.parametrize("swap, method, args, params, category, replayed", CCXT_SETTINGS)
+def test_ccxt_account_setting_methods_are_refused(swap, method, args, params, category, replayed):
+    exchange_id = swap.split("-")[0]
+    market, options = SWAPS[swap]
+    _, calls = _ccxt(exchange_id, market, options)
+    if method in ("add_margin", "reduce_margin"):  # (symbol, amount); the others take (value, symbol)
+        requests = calls(method, market["symbol"], *args, params=params)
+    else:
+        requests = calls(method, *args, market["symbol"], params=params)
+    assert requests, (swap, method)
+    for request in requests:
+        found = inspect(exchange_id, request)
+        assert found.forbidden == category, (method, request.path, found.forbidden_why)
+        # The same signature, sent to the order endpoint (the path is not signed).
+        again = inspect(exchange_id, req(request.method, SWAP_ORDER_PATHS[swap], request.query, request.body))
+        assert again.forbidden == replayed, (method, request, again.forbidden_why)
+        if replayed:
+            assert again.forbidden_why.startswith("parameters ")
+
+
+def test_a_settings_path_does_not_shelter_fund_moving_parameters():
+    # A key that allows account-settings (to set leverage) must not get a withdrawal's or a
+    # transfer's parameters signed by sending them to the leverage endpoint.
+    found = facts("binanceusdm", "POST", "/fapi/v1/leverage", query=WITHDRAW_PARAMS)
+    assert found.forbidden == "withdrawal"
+    assert "parameters address, amount, coin" in found.forbidden_why
+    assert [category for category, _ in found.violations] == ["withdrawal", "account-settings"]
+    assert "/fapi/v1/leverage" in found.violations[1][1]
+    bybit = raw({"category": "linear", "symbol": "BTCUSDT", "buyLeverage": "5", "sellLeverage": "5",
+                 "fromAccountType": "UNIFIED", "toAccountType": "FUND", "coin": "USDT", "amount": "5"})
+    assert facts("bybit", "POST", "/v5/position/set-leverage", body=bybit).forbidden == "transfer"
+    # Settings parameters alone on the settings path: account-settings, by the path.
+    assert facts("bybit", "POST", "/v5/position/set-leverage", body=raw({
+        "category": "linear", "symbol": "BTCUSDT", "buyLeverage": "5", "sellLeverage": "5"})).forbidden == (
+        "account-settings")
+    # A fund-moving path carrying settings parameters: the fund-moving category.
+    assert facts("binance", "POST", "/sapi/v1/asset/transfer", query=(("symbol", "BTCUSDT"), ("leverage", "20"))
+                 ).forbidden == "transfer"
+    # Orders on a settings path are still read as orders.
+    order_on_settings = facts("bybit", "POST", "/v5/position/set-leverage", body=raw({
+        "category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "8"}))
+    assert order_on_settings.forbidden == "account-settings" and order_on_settings.orders == (order("BTCUSDT", 8),)
+
+
+
 # -- symbols ------------------------------------------------------------------------------------
 
 
@@ -686,7 +815,7 @@ def test_symbols_from_query_form_json_nested_and_path():
          [order("BTCUSDT", 9)]),
         ("mexc", "GET", "/api/v3/openOrders", (("symbol", "BTCUSDT"), ("side", "SELL"), ("quantity", "7")), None,
          [order("BTCUSDT", 7)]),
-        ("bybit", "POST", "/v5/position/set-leverage", (), raw({"category": "linear", "symbol": "BTCUSDT",
+        ("bybit", "POST", "/v5/position/trading-stop", (), raw({"category": "linear", "symbol": "BTCUSDT",
                                                                   "side": "Buy", "orderType": "Limit", "qty": "8"}),
          [order("BTCUSDT", 8)]),
         ("mexc", "POST", "/api/v1/private/order/submit", (), raw({"symbol": "BTC_USDT", "vol": 5, "side": 1}),
@@ -804,6 +933,13 @@ def test_requests_that_are_not_orders():
     assert facts("kucoin", "DELETE", "/api/v1/orders", query=(("symbol", "BTC-USDT"),)).orders == ()
     assert facts("bybit", "GET", "/v5/order/realtime", query=(("category", "spot"), ("side", "Buy"))).orders == ()
     assert facts("okx", "POST", "/api/v5/trade/close-position", body=raw({"instId": "BTC-USDT-SWAP"})).orders == ()
+    # MEXC futures cancels by a list of order ids (ccxt cancel_order, cancel_orders): no order. A list
+    # that holds anything else is still a batch the rules cannot read.
+    assert facts("mexc", "POST", "/api/v1/private/order/cancel", body=raw(["1", 2])).orders == ()
+    assert facts("mexc", "POST", "/api/v1/private/order/cancel", body=raw(["1", {"symbol": "A_B", "vol": 1}])
+                 ).orders == (order(None),)
+    assert facts("mexc", "POST", "/api/v1/private/order/submit_batch", body=raw(['{"symbol":"A_B","vol":3}'])
+                 ).orders == (order("A_B", 3),)
 
 
 # -- robustness -----------------------------------------------------------------------------------

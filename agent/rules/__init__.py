@@ -1,8 +1,9 @@
 """Exchange rules: what a signing request IS, for the policy engine. Pure: no I/O, no token.
 
     facts = inspect("binance", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"), ...)))
-    facts.forbidden        # None, or a default-deny category ("withdrawal", "transfer", ...)
-    facts.forbidden_why    # the evidence, for the person reading the refusal
+    facts.violations       # every default-deny category ("withdrawal", "transfer", ...) with its evidence
+    facts.forbidden        # the first of them, or None
+    facts.forbidden_why    # its evidence, for the person reading the refusal
     facts.symbols          # every symbol the request names
     facts.orders           # the orders it places or amends, with their sizes
 
@@ -10,7 +11,8 @@ Default deny (CATEGORIES; agent/rules/forbidden.py has the full list and the rea
 and withdrawal addresses, transfers of every kind, sub-accounts, API keys and other credentials
 (Kraken's WebSocket token: "session-token"), margin borrowing and repayment, loans,
 earn/staking/savings, converts and OTC, payments (Pay, gift cards, P2P, fiat), block trades and RFQ,
-security settings, and Deribit JSON-RPC bodies that name another method than their path. Deposit
+security settings (and, on Binance, Bybit and MEXC, account and position settings such as leverage:
+"account-settings"), and Deribit JSON-RPC bodies that name another method than their path. Deposit
 addresses are allowed (they move nothing). Reads of forbidden families (withdrawal history...) are
 allowed; API-key reads are not.
 
@@ -32,7 +34,7 @@ twice; a form body that is not strict ASCII name=value text).
 from __future__ import annotations
 
 from agent.rules.facts import OrderFacts, RequestFacts
-from agent.rules.forbidden import CATEGORIES, verdict
+from agent.rules.forbidden import CATEGORIES, violations
 from agent.rules.orders import orders, symbols
 from agent.rules.view import View, view
 from agent.schemes.request import UnsignedRequest
@@ -68,10 +70,8 @@ def inspect(exchange_id: str, request: UnsignedRequest) -> RequestFacts:
 
 def facts_of(v: View) -> RequestFacts:
     """The facts of a request already read as a View (callers that also need its parameters parse once)."""
-    found = verdict(v)
     return RequestFacts(
-        forbidden=found[0] if found else None,
-        forbidden_why=found[1] if found else None,
+        violations=violations(v),
         symbols=symbols(v),
         orders=orders(v),
     )

@@ -25,7 +25,17 @@ class OrderFacts:
 
 @dataclass(frozen=True)
 class RequestFacts:
-    forbidden: str | None  # None, or the default-deny category the request falls in
-    forbidden_why: str | None  # the evidence, for a person: path or parameter names and what they are
+    # Every default-deny category the request falls in, with the evidence for a person (path or
+    # parameter names and what they are), in CATEGORIES order; empty for a request of none.
+    violations: tuple[tuple[str, str], ...]
     symbols: tuple[str, ...]  # every symbol named anywhere, upper-cased, deduplicated, in order of appearance
     orders: tuple[OrderFacts, ...]  # one per order placed or amended; empty for other requests
+
+    @property
+    def forbidden(self) -> str | None:
+        """The first category (None: none), as a person would be told first."""
+        return self.violations[0][0] if self.violations else None
+
+    @property
+    def forbidden_why(self) -> str | None:
+        return self.violations[0][1] if self.violations else None

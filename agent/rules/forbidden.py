@@ -28,7 +28,21 @@ Categories (the value of RequestFacts.forbidden), in the order they are tried:
                       exactly how stolen keys were used to sell to their owners at inflated prices.
   transfer            transfers of any kind: between accounts, wallets, products, users, futures and
                       spot, margin and spot; position moves; sweeps.
-  account-settings    security settings: IP restrictions and allow-lists.
+  account-settings    security settings (IP restrictions and allow-lists, everywhere) and, on the
+                      exchanges that do not sign the path (Binance, Bybit, MEXC), the account and
+                      position settings a trading key reaches by parameters alone: leverage, margin
+                      type (isolated/cross) and margin mode, position mode (hedge/one-way),
+                      multi-assets margin, risk limit, auto-add-margin, a position's margin (Bybit,
+                      MEXC: reducing it raises the position's effective leverage), spot-margin switches
+                      and maximum leverage, fee-payment switches (BNB burn, MX deduct), Bybit's account
+                      upgrade. An attacker with a bot's token would raise leverage, then trade: size
+                      caps bound each order, not the margin behind a position. A key whose bot sets
+                      leverage itself (ccxt set_leverage, set_margin_mode, set_position_mode) may allow
+                      this category (agent/policy_templates.py says how). Path-bound exchanges (OKX,
+                      Gate, Bitget, KuCoin, Deribit...) and HTX (which signs the path) are not touched:
+                      there the endpoint allow-list binds, so their leverage endpoints are refused
+                      unless listed. Binance's positionMargin (add/reduce margin) stays `transfer`: its
+                      parameters fall under the `amount` rule below, which guards other endpoints too.
   ambiguous-endpoint  a Deribit JSON-RPC body naming another method than its path: which one the
                       exchange runs is unknown, and an endpoint allow-list sees only the path.
 
@@ -54,7 +68,21 @@ and still reach the endpoint) of the endpoints ccxt calls for withdraw() and tra
 documented families, chosen so that no order, cancel or query of ccxt's trading methods carries
 them. Bybit's GET payload is the query string and its POST payload a JSON object: a GET signature
 cannot be replayed as a POST, so its parameter rules apply to POST only. The withdrawal rule
-{address, amount} applies to every exchange (no order carries an address).
+{address, amount} applies to every exchange (no order carries an address). The account-settings
+rules (_SETTINGS_RULES) are tried after every fund-moving rule, so a request carrying both kinds is
+refused as the fund-moving one. Where the path and the parameters are of different forbidden
+families, the earlier category of CATEGORIES is reported (with both reasons): a key that allows
+account-settings must not get a withdrawal's parameters signed by sending them to the leverage path.
+
+What parameter rules cannot see (the honest residual of an unbound path): a parameter set that is
+also a legitimate request's. A request carrying only timestamp/recvWindow (Binance GET
+/api/v3/account) is valid at every endpoint that takes no other parameter (Binance POST
+/sapi/v1/account/enableFastWithdrawSwitch); {symbol} alone is Binance's isolated-margin account switch
+(POST/DELETE /sapi/v1/margin/isolated/account); MEXC's {positionMode} is carried by hedged futures
+orders and is all change_position_mode takes; MEXC futures orders in isolated margin carry leverage
+themselves (the order sets it); Bybit's set-collateral-switch-batch nests its settings in `request`,
+the list a batch order uses. Path rules still name these endpoints; only signing nothing but
+allow-listed paths (send mode) closes the replay.
 """
 
 from __future__ import annotations
@@ -175,10 +203,57 @@ _EXPLICIT: dict[str, tuple[Explicit, ...]] = {
         _explicit("convert", r"/v1/stable-coin/exchange", "exchanges stable coins"),
     ),
 }
+# Account and position settings on the exchanges that do not sign the path (see account-settings).
+_BYBIT_POSITION = r"/(?:v5|(?:contract|unified)/v3/private(?:/copytrading)?)/position/"
+_BINANCE_SETTINGS = (
+    _explicit("account-settings", r"/(?:fapi|dapi)/v1/leverage|/papi/v1/(?:um|cm)/leverage",
+              "sets a symbol's leverage"),
+    _explicit("account-settings", r"/(?:fapi|dapi)/v1/margintype", "switches a symbol between isolated and cross margin"),
+    _explicit("account-settings", r"/(?:fapi|dapi)/v1/positionside/dual|/papi/v1/(?:um|cm)/positionside/dual",
+              "switches between hedge and one-way position mode"),
+    _explicit("account-settings", r"/fapi/v1/multiassetsmargin", "switches multi-assets margin mode"),
+    _explicit("account-settings", r"/sapi/v1/margin/max-leverage", "sets the margin account's maximum leverage"),
+    _explicit("account-settings", r"/sapi/v1/margin/isolated/account", "enables or disables an isolated margin account"),
+    _explicit("account-settings", r"/sapi/v1/portfolio/delta-mode", "switches portfolio-margin delta mode"),
+    _explicit("account-settings", r"/fapi/v1/feeburn|/papi/v1/um/feeburn|/sapi/v1/bnbburn",
+              "switches paying fees and margin interest in BNB"),
+)
 for _binance in ("binance", "binanceusdm", "binanceus", "binancetr"):
     _EXPLICIT[_binance] = (
         _explicit("block-trade", r"/eapi/v1/block/.*", "arranges a block trade with a chosen counterparty"),
+        *_BINANCE_SETTINGS,
     )
+_EXPLICIT["bybit"] += (
+    _explicit("account-settings", _BYBIT_POSITION + r"set-leverage", "sets a symbol's leverage"),
+    _explicit("account-settings", _BYBIT_POSITION + r"switch-isolated",
+              "switches a symbol between isolated and cross margin (and sets its leverage)"),
+    _explicit("account-settings", _BYBIT_POSITION + r"switch-mode", "switches between hedge and one-way position mode"),
+    _explicit("account-settings", _BYBIT_POSITION + r"set-risk-limit", "sets a position's risk limit"),
+    _explicit("account-settings", _BYBIT_POSITION + r"set-auto-add-margin", "switches auto-add-margin"),
+    _explicit("account-settings", r"/v5/position/add-margin",
+              "adds or removes a position's margin (removing raises its effective leverage)"),
+    _explicit("account-settings", r"/v5/account/set-margin-mode|/(?:contract|unified)/v3/private/account/setmarginmode",
+              "switches the account's margin mode (isolated, cross, portfolio)"),
+    _explicit("account-settings", r"/v5/account/set-hedging-mode", "switches spot hedging"),
+    _explicit("account-settings", r"/v5/account/set-collateral-switch(?:-batch)?", "switches coins as collateral"),
+    _explicit("account-settings", r"/v5/account/set-delta-mode", "switches delta-neutral mode"),
+    _explicit("account-settings", r"/v5/account/set-limit-px-action", "sets what happens to orders beyond price limits"),
+    _explicit("account-settings", r"/v5/account/upgrade-to-uta", "upgrades the account to a unified trading account"),
+    _explicit("account-settings", r"/v5/spot-margin-trade/(?:switch-mode|set-leverage)",
+              "switches spot margin trading or sets its leverage"),
+    _explicit("account-settings", r"/v5/spot-cross-margin-trade/switch", "switches spot margin trading"),
+)
+_EXPLICIT["mexc"] = (
+    _explicit("account-settings", r"/api/v1/private/position/change_leverage",
+              "sets a position's leverage (and its margin type)"),
+    _explicit("account-settings", r"/api/v1/private/position/change_position_mode",
+              "switches between hedge and one-way position mode"),
+    _explicit("account-settings", r"/api/v1/private/position/change_auto_add_im", "switches auto-add-margin"),
+    _explicit("account-settings", r"/api/v1/private/position/change_margin",
+              "adds or removes a position's margin (removing raises its effective leverage)"),
+    _explicit("account-settings", r"/api/v1/private/account/change_risk_level", "sets a position's risk limit"),
+    _explicit("account-settings", r"/api/v3/mxdeduct/enable", "switches paying fees in MX"),
+)
 
 # Paths where a keyword misleads: the endpoint moves margin between a position and its own account
 # (ccxt's reduceMargin), which is position management, not a withdrawal.
@@ -282,7 +357,7 @@ _ARTICLE = {
     "payment": "a payment",
     "block-trade": "a block-trade",
     "transfer": "a transfer",
-    "account-settings": "a security-settings",
+    "account-settings": "an account-settings",
 }
 
 
@@ -409,6 +484,55 @@ _PARAM_RULES: dict[str, tuple[ParamRule, ...]] = {
     "bitget": (_rule("withdrawal", "address size", "Bitget's withdrawal endpoint (/api/v2/spot/wallet/withdrawal)"),),
     "kraken": (_rule("withdrawal", "asset key amount", "Kraken's withdrawal endpoint (/0/private/Withdraw)"),),
 }
+
+# Account and position settings (see account-settings), tried after every fund-moving rule. Each set
+# is mandatory at its endpoint, and none is carried by an order, cancel or query of ccxt's trading
+# methods (tests/test_rules.py and tests/adversarial/test_unbound_params.py run them). Left out,
+# because an order carries them: MEXC's {positionMode} (hedged orders), MEXC's {leverage, openType,
+# symbol} (isolated orders), Bybit's tpslMode; and Binance's isolated-margin account switch ({symbol}).
+_BINANCE_SETTINGS_RULES = (
+    _rule("account-settings", "leverage",
+          "Binance's leverage endpoints (/fapi/v1/leverage, /dapi/v1/leverage, /papi/v1/um/leverage...)"),
+    _rule("account-settings", "marginType", "Binance's margin-type switch (/fapi/v1/marginType, /dapi/v1/marginType)"),
+    _rule("account-settings", "dualSidePosition",
+          "Binance's position-mode switch (/fapi/v1/positionSide/dual, /dapi/v1/positionSide/dual...)"),
+    _rule("account-settings", "multiAssetsMargin", "Binance's multi-assets margin switch (/fapi/v1/multiAssetsMargin)"),
+    _rule("account-settings", "maxLeverage", "Binance's margin maximum leverage (/sapi/v1/margin/max-leverage)"),
+    _rule("account-settings", "feeBurn", "Binance's BNB fee switch (/fapi/v1/feeBurn, /papi/v1/um/feeBurn)"),
+    _rule("account-settings", "spotBNBBurn", "Binance's BNB burn switch (/sapi/v1/bnbBurn)"),
+    _rule("account-settings", "interestBNBBurn", "Binance's BNB burn switch (/sapi/v1/bnbBurn)"),
+)
+_SETTINGS_RULES: dict[str, tuple[ParamRule, ...]] = {
+    "binance": _BINANCE_SETTINGS_RULES,
+    "binanceusdm": _BINANCE_SETTINGS_RULES,
+    "binanceus": _BINANCE_SETTINGS_RULES,
+    "binancetr": _BINANCE_SETTINGS_RULES,
+    "bybit": (
+        _rule("account-settings", "buyLeverage sellLeverage",
+              "Bybit's leverage endpoints (/v5/position/set-leverage, /v5/position/switch-isolated)"),
+        _rule("account-settings", "tradeMode", "Bybit's margin-type switch (/v5/position/switch-isolated)"),
+        _rule("account-settings", "category mode", "Bybit's position-mode switch (/v5/position/switch-mode)"),
+        _rule("account-settings", "riskId", "Bybit's risk limit (/v5/position/set-risk-limit)"),
+        _rule("account-settings", "autoAddMargin", "Bybit's auto-add-margin switch (/v5/position/set-auto-add-margin)"),
+        _rule("account-settings", "margin", "Bybit's position margin (/v5/position/add-margin)"),
+        _rule("account-settings", "setMarginMode", "Bybit's margin-mode switch (/v5/account/set-margin-mode)"),
+        _rule("account-settings", "setHedgingMode", "Bybit's spot hedging switch (/v5/account/set-hedging-mode)"),
+        _rule("account-settings", "collateralSwitch", "Bybit's collateral switch (/v5/account/set-collateral-switch)"),
+        _rule("account-settings", "spotMarginMode", "Bybit's spot margin switch (/v5/spot-margin-trade/switch-mode)"),
+        _rule("account-settings", "leverage", "Bybit's spot margin leverage (/v5/spot-margin-trade/set-leverage)"),
+        _rule("account-settings", "switch", "Bybit's spot margin switch (/v5/spot-cross-margin-trade/switch)"),
+    ),
+    "mexc": (
+        _rule("account-settings", "leverage positionType",
+              "MEXC's leverage endpoint without a position (/api/v1/private/position/change_leverage)"),
+        _rule("account-settings", "leverage positionId",
+              "MEXC's leverage endpoint on a position (/api/v1/private/position/change_leverage)"),
+        _rule("account-settings", "level positionType", "MEXC's risk limit (/api/v1/private/account/change_risk_level)"),
+        _rule("account-settings", "isEnabled", "MEXC's auto-add-margin switch (/api/v1/private/position/change_auto_add_im)"),
+        _rule("account-settings", "positionId amount", "MEXC's position margin (/api/v1/private/position/change_margin)"),
+        _rule("account-settings", "mxDeductEnable", "MEXC's MX fee switch (/api/v3/mxDeduct/enable)"),
+    ),
+}
 # Exchanges whose parameter rules apply to these methods only (see the module docstring).
 _PARAM_METHODS = {"bybit": frozenset({"POST"})}
 
@@ -425,37 +549,45 @@ def _unbound_note(exchange_id: str, method: str) -> str:
 
 
 def param_verdict(v: View) -> tuple[str, str] | None:
-    """(category, why) when the request's top-level parameter names include a forbidden set."""
+    """(category, why) of the first forbidden parameter set among the request's top-level names. The
+    rules go from the specific to the general (`asset amount` is a transfer, `asset` alone a dust
+    convert), so the first that matches names the endpoint those parameters are for."""
     methods = _PARAM_METHODS.get(v.exchange)
     if methods is not None and v.method not in methods:
         return None
     present = {name.lower() for name, _ in v.params if isinstance(name, str)}
     if not present:
         return None
-    for rule in _PARAM_RULES.get(v.exchange, ()) + (_WITHDRAW_ANYWHERE,):
+    for rule in _PARAM_RULES.get(v.exchange, ()) + (_WITHDRAW_ANYWHERE,) + _SETTINGS_RULES.get(v.exchange, ()):
         if rule.names <= present:
             names = ", ".join(sorted(name for name, _ in v.params if name.lower() in rule.names))
-            return rule.category, (
-                f"parameters {names} are those of {rule.endpoint}{_unbound_note(v.exchange, v.method)}"
-            )
+            return rule.category, f"parameters {names} are those of {rule.endpoint}{_unbound_note(v.exchange, v.method)}"
     return None
 
 
-def verdict(v: View) -> tuple[str, str] | None:
-    """(category, why) for a forbidden request, else None."""
+def violations(v: View) -> tuple[tuple[str, str], ...]:
+    """Every default-deny category the request falls in, (category, why), in CATEGORIES order: by its
+    path (or Deribit JSON-RPC method), by a Deribit method that differs from the path, and by its
+    parameters (param_verdict). A key must allow each of them: one that allows `transfer` must not get leverage
+    parameters signed by sending them to a transfer path (on an exchange that does not sign the path,
+    they would then be valid at the leverage endpoint)."""
     read = is_read(v)
+    found: dict[str, str] = {}
     targets = [(v.path, v.key, f"path {v.path}")]
     targets += [(_rpc_key(m), _rpc_key(m), f"JSON-RPC method {m}") for m in v.rpc_methods]
     for path, key, label in targets:
-        found = path_verdict(v.exchange, path, key)
-        if found is not None and not (read and found[0] in READ_ALLOWED and not found[2]):
-            return found[0], f"{label} {found[1]}"
+        hit = path_verdict(v.exchange, path, key)
+        if hit is not None and not (read and hit[0] in READ_ALLOWED and not hit[2]):
+            found.setdefault(hit[0], f"{label} {hit[1]}")
     if v.exchange == "deribit" and v.key.startswith("/api/v2/"):
         named = _deribit_name(v.key)
         other = next((m for m in v.rpc_methods if m != named), None)
         if other is not None:
-            return "ambiguous-endpoint", (
+            found.setdefault("ambiguous-endpoint", (
                 f"JSON-RPC method {other} differs from the path {v.path}: Deribit may run either, "
                 "and the endpoint allow-list sees only the path"
-            )
-    return param_verdict(v)
+            ))
+    by_params = param_verdict(v)
+    if by_params is not None:
+        found.setdefault(*by_params)
+    return tuple(sorted(found.items(), key=lambda item: CATEGORIES.index(item[0])))

@@ -11,14 +11,16 @@ do not (Binance, MEXC, Bybit): there, a signature made for any path can be sent 
 endpoint, so any request carrying an order's parameters (side, quantity...) is an order, whatever its
 path. An amend that does not change the size (no size parameter) is not reported as an order: the
 size was checked when the order was placed. A batch the rules cannot read as a list of objects is
-reported as one order of unknown size. Close-position endpoints (which only reduce) and test or
-preview endpoints (which place nothing, on exchanges that sign the path) are not orders.
+reported as one order of unknown size; a MEXC futures body that is a list of order ids (a cancel)
+is no order. Close-position endpoints (which only reduce) and test or preview endpoints (which place
+nothing, on exchanges that sign the path) are not orders.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal
 
 from agent.rules.facts import OrderFacts
 from agent.rules.view import AMBIGUOUS, MEXC_CONTRACT_PREFIX, Fields, View, decimal, maybe_json, members, objects
@@ -171,10 +173,18 @@ def _mexc(v: View) -> list[OrderFacts]:
         return []
     top = v.fields()
     if isinstance(v.body, list):
+        if v.body and all(_order_id(element) for element in v.body):
+            return []  # a list of order ids (order/cancel): no endpoint places orders from one
         return [_sized(f.symbol("symbol"), f.get("vol"), BASE) for f in map(_fields, _batch(v, top) or [{}])]
     if top.has("vol") or top.has("side"):
         return [_sized(top.symbol("symbol"), top.get("vol"), BASE)]
     return []
+
+
+def _order_id(value: object) -> bool:
+    """A plain id (text or number), not an object or a list written as JSON text."""
+    return (isinstance(value, (str, int, Decimal)) and not isinstance(value, bool)
+            and not isinstance(maybe_json(value), (dict, list)))
 
 
 def _bybit(v: View) -> list[OrderFacts]:
