@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.ccxt_bridge.exchanges import binance as bridge
-from agent.schemes import RawBody, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
 from conftest import register_secret
 from reference import asymmetric_credential, fixed_environment
 
@@ -149,16 +149,16 @@ def test_any_parameters_equal_ccxt_and_verify(key_type, params, method, now_ms):
     check_signature(key_type, signed)
 
 
-def test_mixed_query_and_raw_body_verifies():
-    # Not something ccxt sends; Binance's totalParams is query + body with no separator (2.1 a).
-    request = UnsignedRequest(
-        "POST", "/api/v3/order", query=(("symbol", "LTCBTC"), ("side", "BUY")),
-        body=RawBody("type=LIMIT&quantity=1&price=0.1&timestamp=1499827319559"),
-    )
+def test_raw_body_verifies_and_mixed_query_and_body_is_refused():
+    # Binance's totalParams is query + body with no separator: a request carries one or the other.
+    body = RawBody("symbol=LTCBTC&side=BUY&type=LIMIT&quantity=1&price=0.1&timestamp=1499827319559")
     for key_type in ("ed25519", "rsa"):
-        signed = sign("binance", request, key_type)
-        assert signed.path == "/api/v3/order?symbol=LTCBTC&side=BUY"
+        signed = sign("binance", UnsignedRequest("POST", "/api/v3/order", body=body), key_type)
+        assert signed.path == "/api/v3/order"
         check_signature(key_type, signed)
+        with pytest.raises(RequestInvalid, match="one or the other"):
+            sign("binance", UnsignedRequest("POST", "/api/v3/order", query=(("recvWindow", "5000"),), body=body),
+                 key_type)
 
 
 def test_signed_request_never_carries_the_private_key():

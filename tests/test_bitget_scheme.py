@@ -117,7 +117,13 @@ values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 def test_any_parameters_equal_ccxt(params, method, now_ms):
     secret = register_secret("f" * 32 + "0123456789abcdef" * 2)
     expected = ccxt_sign("spot", "v2/spot/trade/orderInfo", method, params, secret, now_ms)
-    assert_equal(sign(unsigned_like_ccxt(method, "/api/v2/spot/trade/orderInfo", params), secret, now_ms), expected)
+    request = unsigned_like_ccxt(method, "/api/v2/spot/trade/orderInfo", params)
+    if request.query and any(c in "&=%+#;{[" or not c.isprintable() for n, v in request.query for c in n + v):
+        # Bitget verifies the un-encoded query, joined to the body: a separator would sign as other parameters.
+        with pytest.raises(RequestInvalid, match="signs the query un-encoded"):
+            sign(request, secret, now_ms)
+        return
+    assert_equal(sign(request, secret, now_ms), expected)
 
 
 # -- the signed text, independently of ccxt -------------------------------------------------
@@ -208,7 +214,7 @@ def test_signed_request_never_carries_the_secret():
 
 BRIDGE_CASES = [
     ("spot", "v2/spot/account/assets", "GET", {"coin": "USDT"}),
-    ("mix", "v2/mix/order/orders-pending", "GET", {"symbol": "$AIUSDT", "productType": "USDT-FUTURES", "x": "é +/"}),
+    ("mix", "v2/mix/order/orders-pending", "GET", {"symbol": "$AIUSDT", "productType": "USDT-FUTURES", "x": "é /"}),
     ("spot", "v2/spot/trade/place-order", "POST", SPOT_ORDER),
     ("spot", "v2/spot/trade/place-order", "POST", {}),
 ]

@@ -100,12 +100,24 @@ def test_get_has_no_content_type_and_signs_empty_slots():
     assert headers["X-Auth-Signature"] == hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def test_query_is_signed_after_the_path():
+def test_a_query_is_refused():
+    # The signed text would join the query to the Content-Type with nothing between them.
+    with pytest.raises(RequestInvalid, match="move the query into 'body'"):
+        sign(UnsignedRequest("GET", "/api/v2/earn/transactions/", query=(("limit", "5"),)), new_secret(32))
+
+
+def test_a_path_without_its_trailing_slash_is_refused():
+    # The path must not be able to end in a piece of the Content-Type that follows it in the signed text.
+    with pytest.raises(RequestInvalid, match="end with '/'"):
+        sign(UnsignedRequest("POST", "/api/v2/balance"), new_secret(32))
+
+
+def test_get_without_parameters_is_signed_with_empty_query_and_content_type():
     secret = new_secret(32)
-    signed = sign(UnsignedRequest("GET", "/api/v2/earn/transactions/", query=(("limit", "5"),)), secret)
+    signed = sign(UnsignedRequest("GET", "/api/v2/earn/transactions/"), secret)
     headers = signed.headers_dict()
-    assert signed.path == "/api/v2/earn/transactions/?limit=5"
-    message = f"BITSTAMP {API_KEY}GETwww.bitstamp.net/api/v2/earn/transactions/?limit=5{headers['X-Auth-Nonce']}{NOW_MS}v2"
+    assert signed.path == "/api/v2/earn/transactions/"
+    message = f"BITSTAMP {API_KEY}GETwww.bitstamp.net/api/v2/earn/transactions/{headers['X-Auth-Nonce']}{NOW_MS}v2"
     assert headers["X-Auth-Signature"] == hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 

@@ -205,7 +205,13 @@ def test_any_post_body_equals_ccxt(params, now_ms):
     # Non-ASCII, quotes, backslashes, control characters: our JSON is ccxt's json() (orjson), byte for byte.
     secret = "s" * 36
     expected = ccxt_sign("v5/order/create", "POST", params, secret, now_ms)
-    signed = sign(request_for("v5/order/create", "POST", params), hmac_credential("bybit", API_KEY, secret), now_ms)
+    request = request_for("v5/order/create", "POST", params)
+    if any(c in "&=" for c in expected["body"]):
+        # Bybit signs neither method nor path: such JSON could be sent as a GET query and read as parameters.
+        with pytest.raises(RequestInvalid, match="could also be read as form parameters"):
+            sign(request, hmac_credential("bybit", API_KEY, secret), now_ms)
+        return
+    signed = sign(request, hmac_credential("bybit", API_KEY, secret), now_ms)
     assert signed.body == expected["body"]
     assert dict(signed.headers) == ccxt_headers(expected)
 

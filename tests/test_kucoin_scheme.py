@@ -168,7 +168,13 @@ values = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=24).fi
 def test_any_parameters_equal_ccxt(params, method, now_ms):
     secret = register_secret("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
     expected = ccxt_sign("kucoin", "private", "orders", method, params, secret, now_ms)
-    signed = sign(unsigned_like_ccxt(method, "/api/v1/orders", params), secret, now_ms)
+    request = unsigned_like_ccxt(method, "/api/v1/orders", params)
+    if request.query and any(c in "&=%+#;{[" or not c.isprintable() for n, v in request.query for c in n + v):
+        # KuCoin verifies the un-encoded query, joined to the body: a separator would sign as other parameters.
+        with pytest.raises(RequestInvalid, match="signs the query un-encoded"):
+            sign(request, secret, now_ms)
+        return
+    signed = sign(request, secret, now_ms)
     assert_equal(signed, expected, BASES["private"])
 
 
@@ -178,12 +184,22 @@ def test_any_parameters_equal_ccxt(params, method, now_ms):
 def test_prehash_is_timestamp_method_raw_endpoint_body():
     secret = kucoin_secret()
     body = '{"symbol":"BTC-USDT"}'
-    signed = sign(UnsignedRequest("POST", "/api/ua/v1/classic/order/place", query=(("tradeType", "SPOT"),),
-                                  body=RawBody(body)), secret)
-    prehash = f"{NOW_MS}POST/api/ua/v1/classic/order/place?tradeType=SPOT{body}"
+    signed = sign(UnsignedRequest("POST", "/api/ua/v1/classic/order/place", body=RawBody(body)), secret)
+    prehash = f"{NOW_MS}POST/api/ua/v1/classic/order/place{body}"
     expected = base64.b64encode(hmac.new(secret.encode(), prehash.encode(), hashlib.sha256).digest()).decode()
     assert signed.headers_dict()["KC-API-SIGN"] == expected
-    assert signed.path == "/api/ua/v1/classic/order/place?tradeType=SPOT"
+    assert signed.path == "/api/ua/v1/classic/order/place"
+    query = sign(UnsignedRequest("GET", "/api/v1/orders", query=(("symbol", "BTC-USDT"),)), secret)
+    prehash = f"{NOW_MS}GET/api/v1/orders?symbol=BTC-USDT"
+    expected = base64.b64encode(hmac.new(secret.encode(), prehash.encode(), hashlib.sha256).digest()).decode()
+    assert query.headers_dict()["KC-API-SIGN"] == expected
+
+
+def test_query_and_body_together_are_refused():
+    # The prehash joins them with nothing between: text could move from the query into the body.
+    request = UnsignedRequest("POST", "/api/v1/orders", query=(("a", "1"),), body=RawBody('{"symbol":"BTC-USDT"}'))
+    with pytest.raises(RequestInvalid, match="one or the other"):
+        sign(request, kucoin_secret())
 
 
 # -- refusals -----------------------------------------------------------------------------

@@ -10,7 +10,13 @@ which leaves only A-Z a-z 0-9 _ . - ~ unencoded).
 
 When neither part carries `timestamp`, the agent's clock supplies it as the
 first parameter of the part that carries the signature (where ccxt puts it).
-A raw body is taken as already form-encoded and is kept byte for byte.
+A raw body is taken as already form-encoded and is kept byte for byte, so it must
+read one way only (encoding.form_pairs: no raw '=' in a value, '+', ';', '#'...).
+Since the query and the body are joined with no separator, a request carries one
+or the other: with both, a bot could move the boundary so that the query's last
+pair and the body's first run together into other parameters. Binance's own
+example 3 (USD-M, mixed query and body) is therefore refused as a request; its
+signature is still checked against the published text in the tests.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import form_pairs, join_params, urlencode
+from agent.schemes.encoding import form_pairs, join_params, query_or_body, urlencode
 from agent.schemes.spec import Exchange
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 
@@ -33,6 +39,7 @@ class BinanceScheme:
         if request.method == "GET" and body is not None:
             raise RequestInvalid("Binance reads GET parameters from the query only; move the body into 'query'")
         body_pairs = form_pairs(body.text, "Binance") if isinstance(body, RawBody) else body or ()
+        query_or_body(request, "Binance", body="&".join(f"{n}={v}" for n, v in body_pairs))
         pairs = tuple(request.query) + tuple(body_pairs)
         if any(name == "signature" for name, _ in pairs):
             raise RequestInvalid("remove 'signature': the agent computes it")

@@ -7,6 +7,8 @@ Every authenticated endpoint is a POST under /v2/auth/ with a JSON object body
 (https://api.bitfinex.com/v2/auth/...) but the signed path does. Nothing in a
 query string is signed, so a query is refused.
 
+The path and the nonce are joined with nothing between them: a path ending in a
+digit is refused (its digits could move into the nonce, which only has to grow).
 Nonce: only from the key (`key.nonce`), floor = the clock in MILLISECONDS, as
 ccxt's bitfinex.nonce(). Bitfinex's own example uses microseconds
 (Date.now() * 1000); a key that has ever been used with microsecond nonces
@@ -34,6 +36,12 @@ class BitfinexScheme:
         request = request.validated()
         check_post_body_endpoint(request, exchange="Bitfinex", endpoints="authenticated endpoints",
                                  scope="v2 authenticated endpoints", prefix=AUTH_PREFIX, signed="the JSON body")
+        if request.path[-1].isdigit():
+            raise RequestInvalid(
+                "Bitfinex signs the path and the nonce with nothing between them, so a path ending in a digit "
+                "could lend it to the nonce and read as another path: leave the trailing symbol or id out of the "
+                "path (use the endpoint without it and filter the answer)"
+            )
         params, text = json_object_body(request.body, "Bitfinex")
         if "nonce" in params:
             raise RequestInvalid(NONCE_REFUSED)

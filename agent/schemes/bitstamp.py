@@ -8,9 +8,11 @@ X-Auth-Nonce (a UUID v4 made from the agent's random bytes), X-Auth-Timestamp
 
 An empty POST is sent with the body `foo=bar`, as ccxt does: Bitstamp answers an
 empty POST with API0020 (ccxt issue 6846), and the dummy field is ignored.
-The query is signed as "?" + query string, i.e. the URL without "https://" as
-ccxt signs it; ccxt itself never sends a query on a private call and Bitstamp's
-sample leaves that slot empty, so this form is unverified.
+A query is refused: ccxt never sends one on a private call, Bitstamp's sample
+leaves that slot empty, and the signed text would join it to the Content-Type
+with nothing between them. Paths end with '/' (every v2 endpoint does), so the
+path cannot borrow the Content-Type's text either. A raw form body must read one
+way only (encoding.form_pairs).
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def uuid4_from(random16: bytes) -> str:
 class BitstampScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
         request = request.validated()
+        if request.query:
+            raise RequestInvalid(
+                "Bitstamp private endpoints take their parameters in the form body: move the query into 'body' "
+                "(the signed text joins the query and the Content-Type with nothing between them)"
+            )
+        if not request.path.endswith("/"):
+            raise RequestInvalid("Bitstamp v2 paths end with '/' (for example /api/v2/balance/)")
         body = _body_text(request.body)
         if request.method == "GET" and body:
             raise RequestInvalid("Bitstamp GET requests carry no body; move the parameters into 'query'")

@@ -8,6 +8,8 @@ The query is percent-encoded as UTF-8 (all but A-Z a-z 0-9 _ . - ~) and that tex
 same bytes as ccxt for such values. ccxt sends the query unencoded (rawencode), which makes values
 with '&', '=', '#' or spaces ambiguous; Bybit verifies the query as received (sieblyio/bybit-api
 encodes values before signing for that reason since v3.3.0), so signing the encoded text is safe.
+The method is not signed either: a POST's JSON payload could be sent as a GET
+query, so JSON holding '&' or '=' is refused (encoding.json_readable_as_form).
 recv_window is a per-key option (default 5000 ms, Bybit's and ccxt's default): a policy of whoever
 imports the key, since a shorter window narrows replay. RSA keys also send X-BAPI-SIGN-TYPE: 2,
 as Bybit's official RSA sample (api-usage-examples V5_demo/api_demo/Encryption_RSA.py) does;
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import json_object_body, urlencode
+from agent.schemes.encoding import json_object_body, json_readable_as_form, urlencode
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
@@ -46,6 +48,7 @@ class BybitScheme:
             if request.query:
                 raise RequestInvalid("Bybit signs the POST body only; move the query parameters into the JSON body")
             _, payload = json_object_body(request.body, "Bybit")
+            json_readable_as_form(payload, "Bybit", "does not sign the method or the path")
             body_text = payload
         else:
             raise RequestInvalid(f"Bybit v5 private endpoints are GET or POST, not {request.method}")

@@ -11,10 +11,11 @@ Gate sign the query un-encoded; HTX encodes values only; Coinbase and Deribit ac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote, unquote_to_bytes
 
-from agent.schemes.request import Body, RawBody, RequestInvalid, UnsignedRequest
+from agent.schemes.request import Body, RawBody, RequestInvalid, UnsignedRequest, check_params
 
 # For exchanges whose nonce comes from the key's nonce store (Kraken, Bitfinex, Gemini).
 NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"
@@ -112,18 +113,104 @@ def json_object_body(
     return params, ccxt_json(params)
 
 
+# -- signed text that the exchange parses back ---------------------------------------------------
+#
+# The policy reads the agent's parse of a request; the exchange verifies a signature over bytes and
+# parses those bytes its own way. Wherever a character is a separator or an escape in the text the
+# exchange verifies, it may stand only in that role: otherwise one string of signed bytes reads as two
+# different requests (docs/security-model.md, "Signed bytes"). The helpers below refuse such text,
+# naming the character, so what the exchange reads is what the policy checked.
+
+# Form text (name=value&...): '&' and '=' separate, '%' escapes, '+' is a space; ';' separates for some
+# parsers and '#' ends a URL. In a raw form body each may appear only in its role.
+_FORM_RESERVED = frozenset("+;#")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Exchanges that sign the query un-encoded (KuCoin, Bitget, Gate) decode what they receive before they
+# verify it, so any spelling of these verifies the same: no name or value may hold one.
+_UNENCODED_RESERVED = frozenset("&=%+#;")
+# Where the prehash continues with the JSON body with nothing in between (KuCoin, Bitget), a query
+# holding '{' or '[' could start a body that a bot moves there.
+_JSON_OPENERS = frozenset("{[")
+
+
+def _describe(char: str) -> str:
+    names = {"&": "'&' (separates parameters)", "=": "'=' (separates a name from its value)",
+             "%": "'%' (starts an escape)", "+": "'+' (reads as a space)", ";": "';' (a separator to some parsers)",
+             "#": "'#' (ends a URL)", "{": "'{' (could start a JSON body)", "[": "'[' (could start a JSON body)"}
+    return names.get(char, f"{char!r} (a space or control character)")
+
+
 def form_pairs(text: str, exchange: str, *, expect: str = FORM) -> list[tuple[str, str]]:
-    """The pairs of a raw form body, parsed only to check them: the text is sent and signed byte for
-    byte, never re-encoded, so it must already be percent-encoded ASCII (what the exchange decodes)
-    and parse strictly; RequestInvalid naming EXCHANGE and EXPECT (what to send instead) otherwise."""
+    """The pairs of a raw form body, which is sent and signed byte for byte, never re-encoded: so it
+    must read one way only. ASCII; '&'-separated segments, none empty, each `name=value` with exactly
+    one raw '=' and a non-empty name; '%' only as %XX of UTF-8; no raw '+', ';', '#', space or control
+    character; no name twice (request.check_params: sizes and counts too). Otherwise RequestInvalid naming EXCHANGE, the character and EXPECT (what to send)."""
     if not text:
         return []
     if not text.isascii():
         raise RequestInvalid(f"raw body must be ASCII for {exchange}: percent-encode non-ASCII characters (UTF-8)")
-    try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        raise RequestInvalid(f"raw body must be {expect} for {exchange}") from None
+    pairs = []
+    for segment in text.split("&"):
+        name, separator, value = segment.partition("=")
+        if not separator or not name:
+            shown = f"segment {segment[:32]!r}" if segment else "an empty segment ('&&', or '&' at either end)"
+            raise RequestInvalid(f"raw body must be {expect} for {exchange}: {shown} is not name=value")
+        bad = next((c for c in segment if c in _FORM_RESERVED or not "!" <= c <= "~"), None)
+        if bad is None and "=" in value:
+            bad = "="
+        if bad is not None:
+            raise RequestInvalid(
+                f"raw body for {exchange}: parameter {name[:32]!r} holds a raw {_describe(bad)}; {exchange} "
+                f"parses the bytes it verifies, so percent-encode it ({quote(bad, safe='')})"
+            )
+        if _BAD_ESCAPE.search(segment):
+            raise RequestInvalid(f"raw body for {exchange}: parameter {name[:32]!r} has a '%' that is not %XX")
+        try:
+            pairs.append((unquote_to_bytes(name).decode("utf-8"), unquote_to_bytes(value).decode("utf-8")))
+        except UnicodeDecodeError:
+            raise RequestInvalid(f"raw body for {exchange}: parameter {name[:32]!r} is not UTF-8 once decoded") from None
+    # Parsers keep the first or the last of a name given twice: the policy and the exchange could read
+    # different values (the policy's own check is case-insensitive, this one holds without a policy).
+    check_params("body", tuple(pairs))
+    return pairs
+
+
+def unencoded_query(params: Iterable[tuple[str, str]], exchange: str, *, body_follows: bool) -> str:
+    """`name=value&...` with nothing encoded, for exchanges that sign the query decoded (KuCoin,
+    Bitget, Gate): RequestInvalid for a name or value holding a separator, an escape or a control
+    character (a space is text: form parsers agree on it), and with BODY_FOLLOWS (the prehash joins the query and the body) a '{' or '['."""
+    reserved = _UNENCODED_RESERVED | (_JSON_OPENERS if body_follows else frozenset())
+    for name, value in params:
+        bad = next((c for c in name + value if c in reserved or not c.isprintable()), None)
+        if bad is not None:
+            raise RequestInvalid(
+                f"query parameter {name[:32]!r} holds {_describe(bad)}: {exchange} signs the query un-encoded, "
+                "so the signed text could be read as other parameters; send names and values without it"
+            )
+    return "&".join(f"{name}={value}" for name, value in params)
+
+
+def query_or_body(request: UnsignedRequest, exchange: str, *, body: str) -> None:
+    """Refuse a request carrying both a query and a BODY (its text) where the exchange's prehash joins
+    them with nothing in between (Binance, MEXC spot, OKX, KuCoin, Bitget): a bot could move text
+    across the boundary."""
+    if request.query and body:
+        raise RequestInvalid(
+            f"{exchange} signs the query and the body with nothing between them, so a request may carry "
+            "one or the other: put every parameter in the body (POST, PUT) or the query (GET, DELETE)"
+        )
+
+
+def json_readable_as_form(text: str, exchange: str, why: str) -> None:
+    """Refuse JSON text holding '&' or '=' where the exchange could read the same signed bytes as form
+    text (WHY: it does not sign the method or the Content-Type): with neither, no form reading of the
+    text has a name=value pair, so it cannot pass for parameters."""
+    bad = next((c for c in "&=" if c in text), None)
+    if bad is not None:
+        raise RequestInvalid(
+            f"raw JSON body for {exchange} holds {_describe(bad)}: {exchange} {why}, so these bytes could "
+            "also be read as form parameters; send the value without it"
+        )
 
 
 def check_post_body_endpoint(request: UnsignedRequest, *, exchange: str, endpoints: str, scope: str, prefix: str,

@@ -11,7 +11,8 @@ is sent percent-encoded as UTF-8 (all but A-Z a-z 0-9 _ . - ~, as ccxt) and
 signed *decoded*: Gate's own SDKs sign `unquote(encoded query)` (Python
 `unquote_plus(urlencode(q))`, Go `url.QueryUnescape(RawQuery)`), and ccxt
 signs `rawencode`, the same text. So non-ASCII values are signed as UTF-8 text,
-as Gate's SDKs do, not refused. The SHA-512 of the body (of "" when there is
+as Gate's SDKs do, not refused; separators and escapes inside names and values
+are (a value `buy&currency_pair=ETH_USDT` would sign as two parameters). The SHA-512 of the body (of "" when there is
 none) is computed here: it involves no secret. Bodies are JSON, sent as given;
 parameter pairs become a JSON object of strings in ccxt's compact form
 (non-ASCII kept as UTF-8, as ccxt with orjson); `()` is `{}`, None no body.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.encoding import json_body_text, urlencode
+from agent.schemes.encoding import json_body_text, unencoded_query, urlencode
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
@@ -41,8 +42,10 @@ def _encoded_query(query: tuple[tuple[str, str], ...]) -> str:
 
 
 def _signed_query(query: tuple[tuple[str, str], ...]) -> str:
-    """The query as signed: the sent query percent-decoded, i.e. the names and values as given."""
-    return "&".join(f"{name}={value}" for name, value in query)
+    """The query as signed: the sent query percent-decoded, i.e. the names and values as given. A
+    name or value holding '&', '=', '%', '+', '#', ';', a space or a control character is refused:
+    Gate decodes before it verifies, so the decoded text would parse as other parameters."""
+    return unencoded_query(query, "Gate", body_follows=False)
 
 
 class GateScheme:

@@ -19,6 +19,9 @@ urlencode_nested: '[' and ']' are left as they are); or JSON with `"nonce"`
 orders whose price ends in '%'. Parameter pairs follow ccxt's choice; a raw
 body is JSON when it is a JSON object, else form text, and the agent inserts
 the nonce in front of it without touching the rest.
+Kraken does not sign the Content-Type, which says how it parses the body: form
+text must read one way only (encoding.form_pairs), and JSON must hold no '&' or
+'=' (read as form, it then has no `nonce` pair, so it verifies as nothing).
 """
 
 from __future__ import annotations
@@ -27,8 +30,16 @@ import hashlib
 from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import FORM, NONCE_REFUSED, ccxt_json, check_post_body_endpoint, form_pairs, parse_json_body
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
+from agent.schemes.encoding import (
+    FORM,
+    NONCE_REFUSED,
+    ccxt_json,
+    check_post_body_endpoint,
+    form_pairs,
+    json_readable_as_form,
+    parse_json_body,
+)
+from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange
 
 PRIVATE_PREFIX = "/0/private/"
@@ -59,7 +70,6 @@ def _json_with_nonce(text: str, has_members: bool, nonce: str) -> str:
 
 def _check_form_body(text: str) -> None:
     pairs = form_pairs(text, "Kraken", expect=FORM + " or one JSON object")
-    check_params("body", tuple(pairs))
     if any(name == "nonce" for name, _ in pairs):
         raise RequestInvalid(NONCE_REFUSED)
 
@@ -105,6 +115,8 @@ class KrakenScheme:
         else:
             text = _form((("nonce", nonce),) + params)
 
+        if is_json:
+            json_readable_as_form(text, "Kraken", "does not sign the Content-Type")
         digest = hashlib.sha256((nonce + text).encode("utf-8")).digest()
         signature = b64(key.mac(request.path.encode("utf-8") + digest, "sha512"))
         headers = (

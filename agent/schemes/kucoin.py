@@ -5,9 +5,11 @@ inherits it). The timestamp is milliseconds from the agent's clock. endpoint is
 the path with `?query` UN-encoded (`name=value&...`, as KuCoin's doc asks and
 ccxt signs). ccxt also puts that raw query in the URL it returns, relying on the
 HTTP library to percent-encode what must be; the agent returns the same URL.
-So a name or value containing & # % + or a control character cannot be signed
-reliably (the server would parse or decode other text than was signed) and is
-refused, as is '=' in a name. The body is the exact JSON text sent (a raw body
+So a name or value holding a separator or an escape (& = % + # ;), a control
+character, or a '{' or '[' (which could start a JSON body moved out of
+the query) is refused: the server would parse other parameters than were signed.
+The prehash joins the query and the body with nothing between them, so a request
+carries one or the other, never both (encoding.query_or_body). The body is the exact JSON text sent (a raw body
 must be a JSON object or array; pairs become ccxt's compact JSON of strings).
 KC-API-PASSPHRASE is the credential's passphrase value as stored: clear for key
 version 1, base64(HMAC-SHA256(secret, passphrase)) for versions 2 and 3, made
@@ -19,24 +21,17 @@ own partner secret and are not produced (exchange-signing.md 0.7).
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import json_body_text
+from agent.schemes.encoding import json_body_text, query_or_body, unencoded_query
 from agent.schemes.okx import JSON_CONTENT_TYPE, require_passphrase
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import Exchange, UnsupportedKey
 
 KEY_VERSIONS = ("2", "1", "3")  # the first is the default: KuCoin issues version 2 (and 3) keys today
-_RAW_UNSAFE = frozenset("&#%+")
 
 
 def raw_query(params) -> str:
     """The query as KuCoin signs it (ccxt's rawencode): name=value joined by '&', nothing encoded."""
-    for name, value in params:
-        if "=" in name or any(c in _RAW_UNSAFE for c in name + value) or not (name + value).isprintable():
-            raise RequestInvalid(
-                f"query parameter {name[:32]!r}: KuCoin signs the query un-encoded, so names and values "
-                "must not contain & # % + or control characters, and names no '='"
-            )
-    return "&".join(f"{name}={value}" for name, value in params)
+    return unencoded_query(params, "KuCoin", body_follows=True)
 
 
 class KucoinScheme:
@@ -53,6 +48,7 @@ class KucoinScheme:
         query_text = raw_query(request.query)
         endpoint = f"{request.path}?{query_text}" if query_text else request.path
         body_text = json_body_text(request.body, "KuCoin")
+        query_or_body(request, "KuCoin", body=body_text)
         timestamp = str(env.now_ms)
         prehash = f"{timestamp}{request.method}{endpoint}{body_text}"
         signature = b64(key.mac(prehash.encode("utf-8"), "sha256"))

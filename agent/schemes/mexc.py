@@ -10,6 +10,10 @@ https://api.mexc.com/api/v1/private/... The agent sees only the path, so it disp
   /api/v1/private/  contract: accessKey + Request-Time(ms) + paramString, where paramString is the
                     query sorted by name (GET, DELETE) or the JSON body (POST); headers ApiKey,
                     Request-Time, Signature.
+Neither scheme signs the path; the contract scheme does not sign the method either, so its POST
+JSON must not hold '&' or '=' (it could be sent as a GET query). A raw spot body must read one way
+only (encoding.form_pairs): a cut of query + body inside a parameter then leaves a segment with no
+'=', which is no parameter.
 Any other prefix is refused: /api/v1/contract/ is public, /open/api/v2/ is the retired spot v2.
 Broker endpoints (/api/v3/broker/) send, in ccxt, a JSON body that the signature does not cover:
 the agent refuses to sign a request whose body would go unsigned.
@@ -18,7 +22,14 @@ the agent refuses to sign a request whose body would go unsigned.
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.encoding import form_pairs, join_params, json_object_body, urlencode
+from agent.schemes.encoding import (
+    form_pairs,
+    join_params,
+    json_object_body,
+    json_readable_as_form,
+    query_or_body,
+    urlencode,
+)
 from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 from agent.schemes.spec import Exchange, UnsupportedKey
 
@@ -72,6 +83,7 @@ def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> S
             "MEXC broker endpoints do not sign the request body; send every parameter in 'query' so that it is signed"
         )
     body_pairs = _form_pairs(body.text) if isinstance(body, RawBody) else list(body or ())
+    query_or_body(request, "MEXC spot", body="&".join(f"{n}={v}" for n, v in body_pairs))
     pairs = tuple(request.query) + tuple(body_pairs)
     if any(name == "signature" for name, _ in pairs):
         raise RequestInvalid("remove 'signature': the agent computes it")
@@ -124,6 +136,7 @@ def _sign_contract(request: UnsignedRequest, key: Credential, env: Environment) 
         if request.query:
             raise RequestInvalid("MEXC futures signs the POST body only; move the query parameters into the JSON body")
         _, param_string = json_object_body(request.body, "MEXC futures", arrays=True)
+        json_readable_as_form(param_string, "MEXC futures", "does not sign the method or the path")
         body_text = param_string
     else:
         raise RequestInvalid(f"MEXC futures endpoints are GET, POST or DELETE, not {request.method}")
