@@ -380,152 +380,197 @@ def verify(path: Path, expect_head: str | None = None) -> VerifyReport:
 
 
 def _analyse(entries: list[_Entry], expect_head: str | None) -> list[Problem]:
-    """Find and explain every break of the chain. Lines are 1-based; index 0 is the virtual
-    line before the first, whose hash is ZERO_HASH."""
-    n = len(entries)
-    e: list[_Entry | None] = [None, *entries]
-    hashes = [ZERO_HASH] + [x.hash for x in entries]
-    where: dict[str, list[int]] = {}
-    for i, h in enumerate(hashes):
-        where.setdefault(h, []).append(i)
-    problems: list[Problem] = []
-    reported: set[int] = set()
-    explained: set[int] = set()  # j: the link from line j-1 to line j is accounted for
+    """Find and explain every break of the chain, pass by pass (see _PASSES); each pass reports what it
+    recognises and marks the links it explains, so that later, more general passes skip them."""
+    chain = _Chain(entries)
+    for check in _PASSES:
+        check(chain)
+    _check_recorded_head(chain, expect_head)
+    return sorted(set(chain.problems), key=lambda p: (p.line, p.kind))
 
-    def report(line: int, kind: str, detail: str) -> None:
-        problems.append(Problem(line, kind, detail))
-        reported.add(line)
 
-    # The start of a record that the next line chains to was written that way: a torn write that
-    # a later append terminated. It keeps being reported, but it is not a break. (Other malformed
-    # lines that the next line chains to were damaged before it was written: reported as malformed.)
-    for j in range(1, n):
-        if e[j].cut and e[j + 1].state == "ok" and e[j + 1].prev == hashes[j]:
-            e[j].state = "torn"
+class _Chain:
+    """The lines under analysis and what the passes have found so far. Lines are 1-based; index 0 is
+    the virtual line before the first, whose hash is ZERO_HASH."""
 
-    def is_break(j: int) -> bool:
-        x = e[j]
-        return x.state == "malformed" or (x.state == "ok" and x.prev != hashes[j - 1])
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.n = len(entries)
+        self.e: list[_Entry] = [_Entry(ZERO_HASH, 0, None, "ok"), *entries]  # e[0]: never read as a line
+        self.hashes = [ZERO_HASH] + [x.hash for x in entries]
+        self.where: dict[str, list[int]] = {}  # hash -> the lines that have it
+        for i, h in enumerate(self.hashes):
+            self.where.setdefault(h, []).append(i)
+        self.problems: list[Problem] = []
+        self.reported: set[int] = set()
+        self.explained: set[int] = set()  # j: the link from line j-1 to line j is accounted for
+        _mark_terminated_tears(self)
+        self.known = _expected_seqs(self)
+        self.breaks = [j for j in range(1, self.n + 1) if self.is_break(j)]
 
-    def target(j: int) -> int | None:
+    def report(self, line: int, kind: str, detail: str) -> None:
+        self.problems.append(Problem(line, kind, detail))
+        self.reported.add(line)
+
+    def is_break(self, j: int) -> bool:
+        """Line j does not continue line j-1: malformed, or its prev is not line j-1's hash."""
+        x = self.e[j]
+        return x.state == "malformed" or (x.state == "ok" and x.prev != self.hashes[j - 1])
+
+    def target(self, j: int) -> int | None:
         """The line whose hash line j names as prev: the nearest before it, else after it."""
-        found = [i for i in where.get(e[j].prev or "", []) if i != j]
+        found = [i for i in self.where.get(self.e[j].prev or "", []) if i != j]
         before = [i for i in found if i < j]
         after = [i for i in found if i > j]
         return max(before) if before else (min(after) if after else None)
 
-    # seq each line should have after the one before it (torn lines count as one).
-    known: list[int | None] = [0] * (n + 1)
-    for j in range(1, n + 1):
-        x = e[j]
-        known[j] = x.seq if x.state == "ok" else (known[j - 1] + 1 if x.state == "torn" and known[j - 1] is not None else None)
+    def seq_of(self, j: int) -> str:
+        return str(self.e[j].seq) if self.e[j].seq is not None else "?"
 
-    def seq_of(j: int) -> str:
-        return str(e[j].seq) if e[j].seq is not None else "?"
 
-    breaks = [j for j in range(1, n + 1) if is_break(j)]
+def _mark_terminated_tears(c: _Chain) -> None:
+    """The start of a record that the next line chains to was written that way: a torn write that a
+    later append terminated. It keeps being reported, but it is not a break. (Other malformed lines
+    that the next line chains to were damaged before it was written: reported as malformed.)"""
+    for j in range(1, c.n):
+        if c.e[j].cut and c.e[j + 1].state == "ok" and c.e[j + 1].prev == c.hashes[j]:
+            c.e[j].state = "torn"
 
-    # 1. Torn and malformed lines.
-    for j in range(1, n + 1):
-        x = e[j]
+
+def _expected_seqs(c: _Chain) -> list[int | None]:
+    """The seq each line should have after the one before it (torn lines count as one); None where
+    it cannot be known (after a malformed line)."""
+    known: list[int | None] = [0] * (c.n + 1)
+    for j in range(1, c.n + 1):
+        x = c.e[j]
+        if x.state == "ok":
+            known[j] = x.seq
+        else:
+            known[j] = known[j - 1] + 1 if x.state == "torn" and known[j - 1] is not None else None
+    return known
+
+
+def _report_damaged_lines(c: _Chain) -> None:
+    """1. Torn lines (truncated) and lines that are not records (malformed). A malformed line explains
+    its own link, and the next line's too when that line chained to the malformed line's original bytes."""
+    for j in range(1, c.n + 1):
+        x = c.e[j]
         if x.state == "torn":
-            if j == n:
-                report(j, "truncated", f"line {j} is incomplete (no newline at the end): a write was "
-                       "interrupted (crash, full disk) or the file was cut")
+            if j == c.n:
+                c.report(j, "truncated", f"line {j} is incomplete (no newline at the end): a write was "
+                         "interrupted (crash, full disk) or the file was cut")
             else:
-                report(j, "truncated", f"line {j} is incomplete: a write was interrupted (crash, full disk); "
-                       "later lines chain over it")
+                c.report(j, "truncated", f"line {j} is incomplete: a write was interrupted (crash, full disk); "
+                         "later lines chain over it")
         elif x.state == "malformed":
-            report(j, "malformed", f"line {j} is not a valid audit record ({x.reason})")
-            explained.add(j)
-            if j < n and is_break(j + 1) and e[j + 1].state == "ok" and target(j + 1) in (None, j - 1):
-                explained.add(j + 1)  # the next line chained to this line's original bytes
+            c.report(j, "malformed", f"line {j} is not a valid audit record ({x.reason})")
+            c.explained.add(j)
+            if j < c.n and c.is_break(j + 1) and c.e[j + 1].state == "ok" and c.target(j + 1) in (None, j - 1):
+                c.explained.add(j + 1)  # the next line chained to this line's original bytes
 
-    # 2. Exact copies of a line: the one the chain runs through is the original.
-    for i0, h in enumerate(hashes):
-        copies = where[h]
+
+def _report_copies(c: _Chain) -> None:
+    """2. Exact copies of a line (inserted): the copy the chain runs through is the original."""
+    for i0, h in enumerate(c.hashes):
+        copies = c.where[h]
         if i0 == 0 or len(copies) < 2 or copies[0] != i0:
             continue
-        original = next((i for i in copies if not is_break(i)), copies[0])
+        original = next((i for i in copies if not c.is_break(i)), copies[0])
         for i in copies:
             if i != original:
-                report(i, "inserted", f"line {i} is a copy of line {original}")
-                explained.add(i)
+                c.report(i, "inserted", f"line {i} is a copy of line {original}")
+                c.explained.add(i)
 
-    # 3. Lines out of order: a line names as prev a line that comes after it.
-    for j in breaks:
-        if j in explained or e[j].state != "ok":
+
+def _report_reordered(c: _Chain) -> None:
+    """3. Lines out of order: a line names as prev a line that comes after it."""
+    for j in c.breaks:
+        if j in c.explained or c.e[j].state != "ok":
             continue
-        t = target(j)
+        t = c.target(j)
         if t is not None and t > j:
-            report(j, "reordered", f"lines {j}-{t} are out of order: line {j} (seq {seq_of(j)}) "
-                   f"continues line {t} (seq {seq_of(t)}), which comes after it")
-            explained.update(range(j, t + 2))
+            c.report(j, "reordered", f"lines {j}-{t} are out of order: line {j} (seq {c.seq_of(j)}) "
+                     f"continues line {t} (seq {c.seq_of(t)}), which comes after it")
+            c.explained.update(range(j, t + 2))
 
-    # 4. Inserted lines: a line names as prev a line further back than the one before it.
-    for j in breaks:
-        if j in explained or e[j].state != "ok":
+
+def _report_inserted(c: _Chain) -> None:
+    """4. Inserted lines: a line names as prev a line further back than the one before it. Either that
+    line is a fork (the chain skips it), or the lines between its prev and it were inserted."""
+    for j in c.breaks:
+        if j in c.explained or c.e[j].state != "ok":
             continue
-        t = target(j)
-        if t is not None and t < j - 1 and j < n and e[j + 1].prev == hashes[j - 1]:
+        t = c.target(j)
+        if t is not None and t < j - 1 and j < c.n and c.e[j + 1].prev == c.hashes[j - 1]:
             # The chain runs t, ..., j-1, j+1: line j is a fork from line t, not the lines before it.
-            report(j, "inserted", f"line {j} (seq {seq_of(j)}) is not part of the chain: it names line {t} "
-                   f"as prev, and line {j + 1} continues line {j - 1}")
-            explained.update((j, j + 1))
+            c.report(j, "inserted", f"line {j} (seq {c.seq_of(j)}) is not part of the chain: it names line {t} "
+                     f"as prev, and line {j + 1} continues line {j - 1}")
+            c.explained.update((j, j + 1))
         elif t is not None and t < j - 1:
             start = "the start of the log" if t == 0 else f"line {t}"
             for i in range(t + 1, j):
-                if i not in reported:
-                    report(i, "inserted", f"line {i} (seq {seq_of(i)}) is not part of the chain: "
-                           f"line {j} continues {start}")
-            explained.update(range(t + 1, j + 1))
+                if i not in c.reported:
+                    c.report(i, "inserted", f"line {i} (seq {c.seq_of(i)}) is not part of the chain: "
+                             f"line {j} continues {start}")
+            c.explained.update(range(t + 1, j + 1))
 
-    # 5. Breaks whose prev names no line in the file: a line was altered or lines were removed.
-    for j in breaks:
-        if j in explained:
+
+def _report_unknown_prev(c: _Chain) -> None:
+    """5. The breaks left, whose prev names no line in the file: a line was altered (modified) or lines
+    were removed (deleted), told apart by seq."""
+    for j in c.breaks:
+        if j in c.explained:
             continue
-        explained.add(j)
+        c.explained.add(j)
+        e, known = c.e, c.known
         seq, before = e[j].seq, known[j - 1]
         # (a) line j-1's seq does not fit between its neighbours, which fit each other: it was edited.
         if (j >= 2 and e[j - 1].state == "ok" and known[j - 2] is not None and seq == known[j - 2] + 2
                 and e[j - 1].seq != known[j - 2] + 1):
-            report(j - 1, "modified", f"line {j - 1} was altered: seq {e[j - 1].seq} should be "
-                   f"{known[j - 2] + 1}, and line {j} no longer chains to it")
+            c.report(j - 1, "modified", f"line {j - 1} was altered: seq {e[j - 1].seq} should be "
+                     f"{known[j - 2] + 1}, and line {j} no longer chains to it")
         # (b) a gap in seq: lines were removed.
         elif before is not None and seq > before + 1:
             missing = seq - before - 1
             span = f"seq {before + 1}" if missing == 1 else f"seq {before + 1}-{seq - 1}"
-            where_ = "at the start of the log" if j == 1 else f"between line {j - 1} and line {j}"
-            report(j, "deleted", f"{missing} line(s) missing {where_} ({span})")
+            where = "at the start of the log" if j == 1 else f"between line {j - 1} and line {j}"
+            c.report(j, "deleted", f"{missing} line(s) missing {where} ({span})")
         # (c) seq going back with an unknown prev: a line that was never part of the chain.
         elif before is not None and seq <= before:
-            report(j, "inserted", f"line {j} (seq {seq}) is not part of the chain: it names an unknown "
-                   f"prev and its seq does not follow {before}")
+            c.report(j, "inserted", f"line {j} (seq {seq}) is not part of the chain: it names an unknown "
+                     f"prev and its seq does not follow {before}")
         # (d) the next link is broken too: line j itself changed (its prev, and so its hash).
-        elif j < n and is_break(j + 1) and j + 1 not in explained and e[j + 1].state == "ok" and target(j + 1) is None:
-            report(j, "modified", f"line {j} (seq {seq}) was altered: its prev does not match line {j - 1} "
-                   f"and line {j + 1} no longer chains to it")
-            explained.add(j + 1)
+        elif (j < c.n and c.is_break(j + 1) and j + 1 not in c.explained and e[j + 1].state == "ok"
+              and c.target(j + 1) is None):
+            c.report(j, "modified", f"line {j} (seq {seq}) was altered: its prev does not match line {j - 1} "
+                     f"and line {j + 1} no longer chains to it")
+            c.explained.add(j + 1)
         # (e) line j-1's bytes changed: its hash no longer matches what line j recorded.
         elif j >= 2:
-            report(j - 1, "modified", f"line {j - 1} (seq {seq_of(j - 1)}) was altered: its hash no longer "
-                   f"matches the prev recorded by line {j}")
+            c.report(j - 1, "modified", f"line {j - 1} (seq {c.seq_of(j - 1)}) was altered: its hash no longer "
+                     f"matches the prev recorded by line {j}")
         else:
-            report(j, "modified", "line 1 was altered: its prev is not the start of a chain")
+            c.report(j, "modified", "line 1 was altered: its prev is not the start of a chain")
 
-    # 6. seq that does not follow on an intact link (the last line's seq edited, or a forged line).
-    for j in range(1, n + 1):
-        x = e[j]
-        if (x.state == "ok" and not is_break(j) and j not in reported and j - 1 not in reported
-                and known[j - 1] is not None and x.seq != known[j - 1] + 1):
-            report(j, "modified", f"line {j} was altered: seq {x.seq} does not follow {known[j - 1]}")
 
-    # 7. The recorded head must still be in the chain.
-    if expect_head is not None and expect_head != ZERO_HASH and expect_head not in where:
-        report(n, "truncated", f"truncated: head {expect_head} not found: lines were removed from the end, "
-               "or the line with that hash was altered")
+def _report_seq_edits(c: _Chain) -> None:
+    """6. A seq that does not follow on an intact link: the last line's seq edited, or a forged line."""
+    for j in range(1, c.n + 1):
+        x = c.e[j]
+        if (x.state == "ok" and not c.is_break(j) and j not in c.reported and j - 1 not in c.reported
+                and c.known[j - 1] is not None and x.seq != c.known[j - 1] + 1):
+            c.report(j, "modified", f"line {j} was altered: seq {x.seq} does not follow {c.known[j - 1]}")
 
-    return sorted(set(problems), key=lambda p: (p.line, p.kind))
+
+# In this order: each pass skips what an earlier, more specific one explained.
+_PASSES = (_report_damaged_lines, _report_copies, _report_reordered, _report_inserted, _report_unknown_prev,
+           _report_seq_edits)
+
+
+def _check_recorded_head(c: _Chain, expect_head: str | None) -> None:
+    """7. Truncation at the end: the recorded head must still be the hash of a line of the file."""
+    if expect_head is not None and expect_head != ZERO_HASH and expect_head not in c.where:
+        c.report(c.n, "truncated", f"truncated: head {expect_head} not found: lines were removed from the end, "
+                 "or the line with that hash was altered")
 
 
 def verify_main(path: Path, out: TextIO, expect_head: str | None = None) -> int:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.toml_schema import STR, TABLE, Field, Schema, Where
+
 TOKEN_PREFIX = "sa1_"
 BOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -119,34 +121,30 @@ def load_bots(path: Path) -> Bots:
     return Bots.of(_parse(path, raw))
 
 
+_HASH = "64 lowercase hex digits"
+_ENTRY = Schema(
+    Field("token_sha256", STR, check=_HEX64.match, expect=_HASH),
+    Field("cert_sha256", STR, check=_HEX64.match, expect=_HASH),
+    Field("created", default="", convert=str),
+    one_of=[("token_sha256", "cert_sha256")],
+)
+_FILE = Schema(Field("bots", TABLE, default={}), hint=" (only [bots.NAME] tables)")
+
+
 def _parse(path: Path, raw: dict) -> list[BotCredential]:
-    unknown = set(raw) - {"bots"}
-    if unknown:
-        raise BotsFileError(f"{path}: unknown top-level keys {sorted(unknown)} (only [bots.NAME] tables)")
-    bots = raw.get("bots", {})
-    if not isinstance(bots, dict):
-        raise BotsFileError(f"{path}: 'bots' must be a table of [bots.NAME] tables")
+    where = Where(str(path), BotsFileError)
     out: list[BotCredential] = []
     seen_hashes: set[str] = set()
-    for name, entry in bots.items():
+    for name, entry in _FILE.read(raw, where)["bots"].items():
         validate_bot_name(name)
-        if not isinstance(entry, dict):
-            raise BotsFileError(f"{path}: [bots.{name}] must be a table")
-        extra = set(entry) - {"token_sha256", "cert_sha256", "created"}
-        if extra:
-            raise BotsFileError(f"{path}: [bots.{name}] has unknown keys {sorted(extra)}")
-        token_hash, cert_hash = entry.get("token_sha256"), entry.get("cert_sha256")
-        if (token_hash is None) == (cert_hash is None):
-            raise BotsFileError(f"{path}: [bots.{name}] needs exactly one of token_sha256 or cert_sha256")
-        for field_name, value in (("token_sha256", token_hash), ("cert_sha256", cert_hash)):
-            if value is not None and not (isinstance(value, str) and _HEX64.match(value)):
-                raise BotsFileError(f"{path}: [bots.{name}] {field_name} must be 64 lowercase hex digits")
-        digest = token_hash or cert_hash
+        bot = where.sub("bots", name)
+        e = _ENTRY.read(entry, bot)
+        digest = e["token_sha256"] or e["cert_sha256"]
         if digest in seen_hashes:
-            raise BotsFileError(f"{path}: [bots.{name}] shares its credential with another bot")
+            bot.fail("shares its credential with another bot")
         seen_hashes.add(digest)
-        out.append(BotCredential(name=name, token_sha256=token_hash, cert_sha256=cert_hash,
-                                 created=str(entry.get("created", ""))))
+        out.append(BotCredential(name=name, token_sha256=e["token_sha256"], cert_sha256=e["cert_sha256"],
+                                 created=e["created"]))
     return out
 
 

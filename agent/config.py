@@ -50,6 +50,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
+
 DEFAULT_CONFIG_NAME = "signing-agent.toml"
 CONFIG_ENV = "SIGNING_AGENT_CONFIG"
 
@@ -181,6 +183,48 @@ def parse_tcp(value: str, *, tls: bool = False) -> TcpListen:
     return TcpListen(host="127.0.0.1" if host == "localhost" else host, port=int(port_text))
 
 
+def _http_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _loopback_target(value: str) -> str:
+    try:
+        return parse_tcp(value).target
+    except ConfigError as exc:
+        raise Invalid(f"must be a loopback HOST:PORT ({exc})") from None
+
+
+_TOKEN = Schema(
+    Field("module", TEXT, required="a non-empty string: the PKCS#11 module's path"),
+    Field("label", TEXT, required="a non-empty string: the token's label"),
+    Field("pin_file", TEXT),
+    Field("pin_env", TEXT),
+    Field("env", table_of(STR), default={}),  # environment the module reads at load time
+    one_of=[("pin_file", "pin_env")],
+    refused={"pin": "a PIN is never written in the config; use 'pin_file' or 'pin_env'"},
+)
+_TLS = Schema(*(Field(name, TEXT, required="a non-empty string: a PEM file's path")
+                for name in ("cert_file", "key_file", "client_ca_file")))
+_SERVER = Schema(
+    Field("socket", TEXT, default="run/agent.sock"),
+    Field("socket_group", TEXT, expect="a group name"),
+    Field("tcp", STR, default=""),  # "": no TCP listener
+    Field("tcp_plaintext", BOOL, default=False),
+    Field("tls", schema=_TLS),  # mTLS
+    Field("workers", INT, default=1),  # range: ServerConfig.check_listeners (serve --workers may override it)
+)
+_CONFIG = Schema(
+    Field("token", schema=_TOKEN, required="module, label, and pin_file or pin_env"),
+    Field("server", schema=_SERVER),
+    Field("state", schema=Schema(Field("dir", STR, default="state"))),
+    Field("policy", schema=Schema(Field("file", TEXT, default="policy.toml"),
+                                  Field("bots_file", TEXT, default="bots.toml"))),
+    Field("audit", schema=Schema(Field("file", TEXT))),
+    Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
+    Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+)
+
+
 def load_config(path: Path | None = None) -> Config:
     path = (path or default_config_path()).resolve()
     try:
@@ -197,92 +241,30 @@ def load_config(path: Path | None = None) -> Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
 
-    token_raw = raw.get("token")
-    if not isinstance(token_raw, dict):
-        raise ConfigError(f"{path}: missing [token] table")
-    for key in ("module", "label"):
-        if not isinstance(token_raw.get(key), str) or not token_raw[key]:
-            raise ConfigError(f"{path}: [token] needs a non-empty string '{key}'")
-    if "pin" in token_raw:
-        raise ConfigError(f"{path}: a PIN is never written in the config; use 'pin_file' or 'pin_env'")
-    pin_file, pin_env = token_raw.get("pin_file"), token_raw.get("pin_env")
-    if (pin_file is None) == (pin_env is None):
-        raise ConfigError(f"{path}: [token] needs exactly one of 'pin_file' or 'pin_env'")
-    env_raw = token_raw.get("env", {})
-    if not isinstance(env_raw, dict) or not all(isinstance(v, str) for v in env_raw.values()):
-        raise ConfigError(f"{path}: [token.env] values must be strings")
-    # Values that look like relative paths are resolved against the config directory.
-    env = {k: str(resolve(v)) if ("/" in v and not v.startswith("/")) else v for k, v in env_raw.items()}
-    token = TokenConfig(
-        module=Path(token_raw["module"]),
-        label=token_raw["label"],
-        pin_file=resolve(pin_file) if pin_file is not None else None,
-        pin_env=pin_env,
-        env=env,
-    )
-
-    server_raw = raw.get("server", {})
-    if not isinstance(server_raw, dict):
-        raise ConfigError(f"{path}: [server] must be a table")
-    unknown = sorted(set(server_raw) - {"socket", "socket_group", "tcp", "tcp_plaintext", "tls", "workers"})
-    if unknown:
-        raise ConfigError(f"{path}: [server] has unknown keys {unknown}")
-    socket = resolve(server_raw.get("socket", "run/agent.sock"))
-    socket_group = server_raw.get("socket_group")
-    if socket_group is not None and (not isinstance(socket_group, str) or not socket_group):
-        raise ConfigError(f"{path}: [server] socket_group must be a group name")
-    tls_raw = server_raw.get("tls")
-    tls = None
-    if tls_raw is not None:
-        if not isinstance(tls_raw, dict) or not all(
-            isinstance(tls_raw.get(k), str) and tls_raw[k] for k in ("cert_file", "key_file", "client_ca_file")
-        ):
-            raise ConfigError(f"{path}: [server.tls] needs cert_file, key_file and client_ca_file (paths)")
-        tls = TlsConfig(resolve(tls_raw["cert_file"]), resolve(tls_raw["key_file"]), resolve(tls_raw["client_ca_file"]))
-    tcp_raw = server_raw.get("tcp")
-    tcp = parse_tcp(tcp_raw, tls=tls is not None) if tcp_raw else None
-    workers = server_raw.get("workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise ConfigError(f"{path}: [server] workers must be an integer")
-    plaintext = server_raw.get("tcp_plaintext", False)
-    if not isinstance(plaintext, bool):
-        raise ConfigError(f"{path}: [server] tcp_plaintext must be true or false")
-    state_raw = raw.get("state", {})
-    if not isinstance(state_raw, dict) or not isinstance(state_raw.get("dir", "state"), str):
-        raise ConfigError(f"{path}: [state] must be a table with a string 'dir'")
-    state_dir = resolve(state_raw.get("dir", "state"))
-
-    def table(name: str, keys: set[str]) -> dict:
-        value = raw.get(name, {})
-        if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
-            raise ConfigError(f"{path}: [{name}] must be a table of non-empty strings")
-        extra = sorted(set(value) - keys)
-        if extra:
-            raise ConfigError(f"{path}: [{name}] has unknown keys {extra}; known: {sorted(keys)}")
-        return value
-
-    policy_raw = table("policy", {"file", "bots_file"})
-    audit_raw = table("audit", {"file"})
-    alerts_raw = table("alerts", {"webhook"})
-    metrics_raw = table("metrics", {"listen"})
-    metrics_listen = metrics_raw.get("listen")
-    if metrics_listen is not None:
-        try:
-            metrics_listen = parse_tcp(metrics_listen).target
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: [metrics] listen: {exc}") from None
-    webhook = alerts_raw.get("webhook")
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}: [alerts] webhook must be an http:// or https:// URL")
+    c = _CONFIG.read(raw, Where(str(path), ConfigError))
+    token, server, state_dir = c["token"], c["server"], resolve(c["state"]["dir"])
+    tls = server["tls"]
+    tls = TlsConfig(*(resolve(tls[k]) for k in ("cert_file", "key_file", "client_ca_file"))) if tls else None
+    try:
+        tcp = parse_tcp(server["tcp"], tls=tls is not None) if server["tcp"] else None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [server] tcp: {exc}") from None
     return Config(
         path=path,
-        token=token,
-        server=ServerConfig(socket=socket, tcp=tcp, socket_group=socket_group, tls=tls, tcp_plaintext=plaintext,
-                            workers=workers),
+        token=TokenConfig(
+            module=Path(token["module"]),
+            label=token["label"],
+            pin_file=resolve(token["pin_file"]) if token["pin_file"] is not None else None,
+            pin_env=token["pin_env"],
+            # Values that look like relative paths are resolved against the config directory.
+            env={k: str(resolve(v)) if ("/" in v and not v.startswith("/")) else v for k, v in token["env"].items()},
+        ),
+        server=ServerConfig(socket=resolve(server["socket"]), tcp=tcp, socket_group=server["socket_group"], tls=tls,
+                            tcp_plaintext=server["tcp_plaintext"], workers=server["workers"]),
         state_dir=state_dir,
-        policy_file=resolve(policy_raw.get("file", "policy.toml")),
-        bots_file=resolve(policy_raw.get("bots_file", "bots.toml")),
-        audit_file=resolve(audit_raw.get("file", str(state_dir / "audit.jsonl"))),
-        webhook=webhook,
-        metrics_listen=metrics_listen,
+        policy_file=resolve(c["policy"]["file"]),
+        bots_file=resolve(c["policy"]["bots_file"]),
+        audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
+        webhook=c["alerts"]["webhook"],
+        metrics_listen=c["metrics"]["listen"],
     )

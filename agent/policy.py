@@ -53,6 +53,21 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from agent.schemes.request import METHODS, UnsignedRequest
+from agent.toml_schema import (
+    INT,
+    NUMBER,
+    STR,
+    TABLE,
+    TEXTS,
+    Field,
+    Invalid,
+    Kind,
+    Schema,
+    Where,
+    did_you_mean,
+    table_of,
+    toml_key,
+)
 
 PERMISSION_DENIED = "PERMISSION_DENIED"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -163,112 +178,72 @@ def parse_policy(data: bytes, *, source: str = "policy") -> Policy:
         raise PolicyError(f"{source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    _only(raw, {"defaults", "bots", "keys"}, source)
-    defaults = _table(raw, "defaults", source)
-    _only(defaults, {"timestamp_skew_ms", "max_age_days", "warn_age_days", "rate_per_second", "burst",
-                     "timestamps", "max_recv_window_ms"}, f"{source} [defaults]")
+    where = Where(source, PolicyError)
+    top = _FILE.read(raw, where)
     warnings: list[str] = []
     keys: dict[str, KeyPolicy] = {}
-    for label, table in _table(raw, "keys", source).items():
-        where = f"{source} [keys.{label}]"
-        if not isinstance(table, dict):
-            raise PolicyError(f"{where} must be a table")
-        keys[label] = _key_policy(label, table, defaults, where, warnings)
+    for label, table in top["keys"].items():
+        key_where = where.sub("keys", label)
+        keys[label] = _key_policy(label, _KEY.read(table, key_where, defaults=top["defaults"]), key_where, warnings)
     bots: dict[str, BotPolicy] = {}
-    for name, table in _table(raw, "bots", source).items():
-        where = f"{source} [bots.{name}]"
-        if not isinstance(table, dict):
-            raise PolicyError(f"{where} must be a table")
-        _only(table, {"keys", "rate_per_second", "burst"}, where)
-        granted = _strings(table.get("keys", []), f"{where} keys")
-        for label in granted:
+    for name, table in top["bots"].items():
+        bot_where = where.sub("bots", name)
+        bot = _BOT.read(table, bot_where)
+        for label in bot["keys"]:
             if label != "*" and label not in keys and "*" not in keys:
-                warnings.append(f"{where}: key {label!r} has no [keys.{label}] table (and there is no [keys.\"*\"]): "
-                                "every request with it is refused")
-        rate, burst = _rate(table, where)
-        bots[name] = BotPolicy(name=name, keys=frozenset(granted), rate_per_second=rate, burst=burst)
+                warnings.append(f"{bot_where} key {label!r} has no [keys.{toml_key(label)}] table (and there is no "
+                                "[keys.\"*\"]): every request with it is refused")
+        rate, burst = _rate(bot, bot_where)
+        bots[name] = BotPolicy(name=name, keys=frozenset(bot["keys"]), rate_per_second=rate, burst=burst)
     fallback = keys.pop("*", None)
     return Policy(keys=keys, fallback=fallback, bots=bots, digest=hashlib.sha256(data).hexdigest(),
                   warnings=tuple(warnings))
 
 
-def _only(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise PolicyError(f"{where}: unknown setting(s) {unknown}; known: {sorted(allowed)}")
-
-
-def _table(raw: dict, name: str, where: str) -> dict:
-    value = raw.get(name, {})
-    if not isinstance(value, dict):
-        raise PolicyError(f"{where}: '{name}' must be a table")
-    return value
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PolicyError(f"{where} must be a list of non-empty strings")
-    return value
-
-
-def _int(value: Any, where: str, *, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise PolicyError(f"{where} must be an integer from {low} to {high}")
-    return value
-
-
-def _rate(table: dict, where: str) -> tuple[float | None, int | None]:
-    rate = table.get("rate_per_second")
-    if rate is not None:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1_000_000:
-            raise PolicyError(f"{where} rate_per_second must be a number above 0 (requests per second)")
-        rate = float(rate)
-    burst = table.get("burst")
-    if burst is not None:
-        burst = _int(burst, f"{where} burst", low=1, high=1_000_000)
-        if rate is None:
-            raise PolicyError(f"{where} burst needs rate_per_second")
-    elif rate is not None:
+def _rate(values: dict, where: Where) -> tuple[float | None, int | None]:
+    """rate_per_second and burst (default: the rate rounded up), checked together."""
+    rate, burst = values["rate_per_second"], values["burst"]
+    if burst is not None and rate is None:
+        where.fail("needs rate_per_second", "burst")
+    if burst is None and rate is not None:
         burst = max(1, math.ceil(rate))
     return rate, burst
 
 
-def _when(value: Any, where: str) -> datetime | None:
-    if value is None:
-        return None
+def _when(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise PolicyError(f"{where} needs a time zone, e.g. 2027-01-01T00:00:00Z")
+            raise Invalid("needs a time zone, e.g. 2027-01-01T00:00:00Z")
         return value.astimezone(timezone.utc)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    raise PolicyError(f"{where} must be a TOML date or date-time, e.g. 2027-01-01T00:00:00Z")
+    raise Invalid("must be a TOML date or date-time, e.g. 2027-01-01T00:00:00Z")
 
 
-def _amounts(value: Any, where: str) -> dict[str, Decimal]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PolicyError(f'{where} must be a table of SYMBOL = "amount"')
-    out: dict[str, Decimal] = {}
-    for symbol, amount in value.items():
-        try:
-            # Strings keep the operator's decimal exactly; TOML floats would not.
-            parsed = Decimal(amount) if isinstance(amount, (str, int)) and not isinstance(amount, bool) else None
-        except InvalidOperation:
-            parsed = None
-        if parsed is None or not parsed.is_finite() or parsed <= 0:
-            raise PolicyError(f'{where} {symbol}: the cap must be a positive decimal string, e.g. "0.5"')
-        out[symbol.upper()] = parsed
-    return out
+def _cap(value: Any) -> Decimal | None:
+    """A positive order size cap, or None. Strings keep the operator's decimal exactly; TOML floats would not."""
+    try:
+        parsed = Decimal(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    except InvalidOperation:
+        return None
+    return parsed if parsed is not None and parsed.is_finite() and parsed > 0 else None
 
 
-def compile_endpoint(text: str, where: str) -> EndpointPattern:
+def _categories(names: list[str]) -> frozenset[str]:
+    from agent.rules import CATEGORIES  # the default-deny categories the rules know
+
+    unknown = sorted(set(names) - set(CATEGORIES))
+    if unknown:
+        raise Invalid(f"has unknown categories {unknown}{did_you_mean(unknown[0], CATEGORIES)}; "
+                      f"known: {sorted(CATEGORIES)}")
+    return frozenset(names)
+
+
+def compile_endpoint(text: str) -> EndpointPattern:
+    """An endpoint pattern ("METHOD /path", see the module docstring); Invalid if it is not one."""
     method, sep, path = text.partition(" ")
     if not sep or not path.startswith("/") or (method != "*" and method not in METHODS):
-        raise PolicyError(
-            f"{where}: endpoint {text!r} must be 'METHOD /path' with METHOD in {', '.join(METHODS)} or '*'"
-        )
+        raise Invalid(f"has {text!r}: each endpoint must be 'METHOD /path' with METHOD in {', '.join(METHODS)} or '*'")
     parts: list[str] = []
     i = 0
     while i < len(path):
@@ -284,48 +259,51 @@ def compile_endpoint(text: str, where: str) -> EndpointPattern:
     return EndpointPattern(text=text, method=method, regex=re.compile("".join(parts)))
 
 
-def _key_policy(label: str, table: dict, defaults: dict, where: str, warnings: list[str]) -> KeyPolicy:
-    _only(table, {"endpoints", "symbols", "rate_per_second", "burst", "max_order", "max_order_quote",
-                  "timestamps", "timestamp_skew_ms", "not_before", "expires", "max_age_days", "warn_age_days",
-                  "allow", "max_recv_window_ms"}, where)
-    from agent.rules import CATEGORIES  # the default-deny categories the rules know
+_AMOUNTS = table_of(Kind('a positive decimal string, e.g. "0.5"', lambda v: _cap(v) is not None),
+                    expect='a table of SYMBOL = "amount"')
+_RATE = Field("rate_per_second", NUMBER, check=lambda r: 0 < r <= 1_000_000, convert=float,
+              expect="a number above 0 (requests per second), at most 1000000")
+_BURST = Field("burst", INT, low=1, high=1_000_000)
+# Settings a key takes from [defaults] when its own table does not have them.
+_DEFAULTABLE = (
+    Field("timestamps", STR, default="skew", choices=TIMESTAMP_MODES),
+    Field("timestamp_skew_ms", INT, default=DEFAULT_SKEW_MS, low=0, high=60_000),
+    Field("max_age_days", INT, default=DEFAULT_MAX_AGE_DAYS, low=1, high=3650),
+    Field("warn_age_days", INT, default=DEFAULT_WARN_AGE_DAYS, low=0, high=3650),
+    Field("max_recv_window_ms", INT, default=DEFAULT_MAX_RECV_WINDOW_MS, low=0, high=60_000),
+    _RATE, _BURST,
+)
+_KEY = Schema(
+    Field("endpoints", TEXTS, required="the allow-list; [] refuses everything",
+          convert=lambda v: tuple(compile_endpoint(e) for e in v)),
+    Field("symbols", TEXTS, convert=lambda v: frozenset(s.upper() for s in v)),  # absent: any symbol
+    Field("max_order", _AMOUNTS, convert=lambda v: {s.upper(): _cap(a) for s, a in v.items()}),
+    Field("max_order_quote", _AMOUNTS, convert=lambda v: {s.upper(): _cap(a) for s, a in v.items()}),
+    Field("not_before", convert=_when),
+    Field("expires", convert=_when),
+    Field("allow", TEXTS, default=frozenset(), convert=_categories),
+    *_DEFAULTABLE,
+)
+_BOT = Schema(Field("keys", TEXTS, default=[]), _RATE, _BURST)
+_FILE = Schema(Field("defaults", schema=Schema(*_DEFAULTABLE)), Field("bots", TABLE, default={}),
+               Field("keys", TABLE, default={}))
 
-    if "endpoints" not in table:
-        raise PolicyError(f"{where}: 'endpoints' is required (the allow-list; [] refuses everything)")
-    endpoints = tuple(compile_endpoint(e, where) for e in _strings(table["endpoints"], f"{where} endpoints"))
-    symbols = table.get("symbols")
-    symbol_set = frozenset(s.upper() for s in _strings(symbols, f"{where} symbols")) if symbols is not None else None
-    merged = {**{k: v for k, v in defaults.items() if k in ("rate_per_second", "burst")}, **table}
-    rate, burst = _rate(merged, where)
-    timestamps = table.get("timestamps", defaults.get("timestamps", "skew"))
-    if timestamps not in TIMESTAMP_MODES:
-        raise PolicyError(f"{where} timestamps must be one of {', '.join(TIMESTAMP_MODES)}")
-    if timestamps == "any":
-        warnings.append(f"{where}: timestamps = \"any\" accepts any caller clock: for replaying test vectors only")
-    skew = _int(table.get("timestamp_skew_ms", defaults.get("timestamp_skew_ms", DEFAULT_SKEW_MS)),
-                f"{where} timestamp_skew_ms", low=0, high=60_000)
-    max_age = _int(table.get("max_age_days", defaults.get("max_age_days", DEFAULT_MAX_AGE_DAYS)),
-                   f"{where} max_age_days", low=1, high=3650)
-    warn_age = _int(table.get("warn_age_days", defaults.get("warn_age_days", DEFAULT_WARN_AGE_DAYS)),
-                    f"{where} warn_age_days", low=0, high=3650)
-    not_before, expires = _when(table.get("not_before"), f"{where} not_before"), _when(table.get("expires"),
-                                                                                       f"{where} expires")
-    if not_before and expires and expires <= not_before:
-        raise PolicyError(f"{where}: expires must be after not_before")
-    recv_window = _int(table.get("max_recv_window_ms", defaults.get("max_recv_window_ms", DEFAULT_MAX_RECV_WINDOW_MS)),
-                       f"{where} max_recv_window_ms", low=0, high=60_000)
-    allow = frozenset(_strings(table.get("allow", []), f"{where} allow"))
-    unknown = sorted(allow - set(CATEGORIES))
-    if unknown:
-        raise PolicyError(f"{where} allow: unknown categories {unknown}; known: {sorted(CATEGORIES)}")
-    if allow:
-        warnings.append(f"{where}: allows default-deny categories {sorted(allow)} (fund-moving or account-changing)")
+
+def _key_policy(label: str, v: dict, where: Where, warnings: list[str]) -> KeyPolicy:
+    rate, burst = _rate(v, where)
+    if v["timestamps"] == "any":
+        warnings.append(f"{where} timestamps = \"any\" accepts any caller clock: for replaying test vectors only")
+    if v["not_before"] and v["expires"] and v["expires"] <= v["not_before"]:
+        where.fail("must be after not_before", "expires")
+    if v["allow"]:
+        warnings.append(f"{where} allows default-deny categories {sorted(v['allow'])} "
+                        "(fund-moving or account-changing)")
     return KeyPolicy(
-        label=label, endpoints=endpoints, symbols=symbol_set, rate_per_second=rate, burst=burst,
-        max_order=_amounts(table.get("max_order"), f"{where} max_order"),
-        max_order_quote=_amounts(table.get("max_order_quote"), f"{where} max_order_quote"),
-        timestamps=timestamps, skew_ms=skew, not_before=not_before, expires=expires,
-        max_age_days=max_age, warn_age_days=warn_age, allow=allow, max_recv_window_ms=recv_window,
+        label=label, endpoints=v["endpoints"], symbols=v["symbols"], rate_per_second=rate, burst=burst,
+        max_order=v["max_order"] or {}, max_order_quote=v["max_order_quote"] or {},
+        timestamps=v["timestamps"], skew_ms=v["timestamp_skew_ms"], not_before=v["not_before"], expires=v["expires"],
+        max_age_days=v["max_age_days"], warn_age_days=v["warn_age_days"], allow=v["allow"],
+        max_recv_window_ms=v["max_recv_window_ms"],
     )
 
 
