@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +41,7 @@ from pkcs11 import exceptions as p11err
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from agent.config import TokenConfig
+from agent.names import validate_api_key, validate_label
 
 HashName = Literal["sha256", "sha384", "sha512"]
 HMAC_MECHANISMS: dict[str, Mechanism] = {
@@ -74,8 +74,6 @@ P256_PARAMS = encode_named_curve_parameters("1.2.840.10045.3.1.7")
 RSA_BITS = (2048, 3072, 4096)
 PASSPHRASE_MAX_LEN = 128
 
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch
-API_KEY_RE = re.compile(r"[\x21-\x7e]{1,256}")
 SECRET_MIN_LEN = 8
 SECRET_MAX_LEN = 1024
 # How long "no such key" is believed without asking the token again. A key imported
@@ -176,18 +174,6 @@ def hmac_key_material(secret: bytes) -> bytearray:
     if len(material) < HMAC_KEY_PAD_TO:
         material.extend(b"\x00" * (HMAC_KEY_PAD_TO - len(material)))
     return material
-
-
-def validate_label(label: str) -> None:
-    if not LABEL_RE.fullmatch(label):
-        raise InvalidKeyMaterial(
-            "a key label is 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-
-
-def validate_api_key(api_key: str) -> None:
-    if not API_KEY_RE.fullmatch(api_key):
-        raise InvalidKeyMaterial("the API key id must be 1-256 printable ASCII characters without spaces")
 
 
 def validate_secret(secret: bytes, *, api_key: str) -> None:
@@ -892,8 +878,8 @@ class Keyring:
         SIGN_PASSPHRASE (KuCoin v2/v3): store base64(HMAC-SHA256(key, passphrase)), computed in
         the token, instead of the passphrase. Writes nothing unless everything is valid.
         """
-        validate_label(label)
-        validate_api_key(api_key)
+        validate_label(label, InvalidKeyMaterial)
+        validate_api_key(api_key, InvalidKeyMaterial)
         if not key:
             raise InvalidKeyMaterial("the HMAC key is empty")
         if passphrase is not None:
@@ -943,8 +929,8 @@ class Keyring:
         passphrase: str | None = None,
     ) -> KeyInfo:
         """Store PRIVATE_KEY (a `cryptography` key) as a non-extractable token key, with its public half."""
-        validate_label(label)
-        validate_api_key(api_key)
+        validate_label(label, InvalidKeyMaterial)
+        validate_api_key(api_key, InvalidKeyMaterial)
         if passphrase is not None:
             validate_passphrase(passphrase)
         public = private_key.public_key()
@@ -986,7 +972,7 @@ class Keyring:
         Returns (info, public key). The key has no account until `register` gives it the API key
         id the exchange issued for the public key; until then it is refused for signing.
         """
-        validate_label(label)
+        validate_label(label, InvalidKeyMaterial)
         if key_type == "rsa" and bits not in RSA_BITS:
             raise InvalidKeyMaterial(f"RSA keys are {', '.join(map(str, RSA_BITS))} bits")
         if key_type not in ("ed25519", "rsa"):
@@ -1029,8 +1015,8 @@ class Keyring:
     def register(self, label: str, *, api_key: str, passphrase: str | None = None,
                  sign_passphrase: bool = False) -> KeyInfo:
         """Give a key generated in the token its account: the API key id the exchange issued for it."""
-        validate_label(label)
-        validate_api_key(api_key)
+        validate_label(label, InvalidKeyMaterial)
+        validate_api_key(api_key, InvalidKeyMaterial)
         if passphrase is not None:
             validate_passphrase(passphrase)
 

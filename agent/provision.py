@@ -15,7 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_api_key, validate_secret
+from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_secret
+from agent.names import validate_api_key
 from agent.schemes import Exchange, UnknownExchange, UnsupportedKey, exchange_for
 
 PRIVATE_KEY_CLASSES = {"ed25519": ed25519.Ed25519PrivateKey, "rsa": rsa.RSAPrivateKey, "ec-p256": ec.EllipticCurvePrivateKey}
@@ -90,7 +91,7 @@ def import_key(
     options: dict[str, str] | None = None,
 ) -> KeyInfo:
     exchange = exchange_rules(exchange_id)
-    validate_api_key(api_key)
+    validate_api_key(api_key, InvalidKeyMaterial)
     resolved, sign_passphrase = _check(exchange, key_type, options or {}, passphrase)
     if key_type == "hmac":
         validate_secret(bytes(secret), api_key=api_key)

@@ -24,18 +24,17 @@ import grpc
 from agent._proto import signer_pb2, signer_pb2_grpc
 from agent.custody import (
     CustodyError,
-    InvalidKeyMaterial,
     Keyring,
     KeyNotFound,
     KeyRevoked,
     TokenUnavailable,
-    validate_label,
 )
 from agent.bots import cert_fingerprint
 from agent.custody import KeyEntry
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
 from agent.metrics import Metrics
+from agent.names import InvalidName, validate_label
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.policy import KeyPolicy, Refusal
 from agent.schemes import (
@@ -208,7 +207,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 )
             try:
                 validate_label(msg.key)
-            except InvalidKeyMaterial as exc:
+            except InvalidName as exc:
                 raise RequestInvalid(f"key: {exc}") from None
             request = request_from_proto(msg).validated()  # the shape every exchange shares
             policy, key_policy = self._guard.admit(caller, msg.key)

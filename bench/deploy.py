@@ -43,6 +43,7 @@ def fill(keyring, keys: Iterable[tuple[str, bytes]], *, exchange_id: str = "bina
 
     from agent import custody
     from agent.custody import _account_template, _encode_account, _encode_metadata, _hmac_key_template  # noqa: SLF001
+    from agent.names import validate_label
     from agent.provision import exchange_rules
 
     exchange = exchange_rules(exchange_id)
@@ -51,7 +52,7 @@ def fill(keyring, keys: Iterable[tuple[str, bytes]], *, exchange_id: str = "bina
     with keyring._lock:  # noqa: SLF001 - custody's own lock: one token call at a time
         session = keyring._ensure_session()  # noqa: SLF001
         for label, secret in keys:
-            custody.validate_label(label)
+            validate_label(label)
             custody.validate_secret(secret, api_key=API_KEY)
             key = exchange.hmac_key(secret)
             fp = custody.fingerprint_of(hmac_.new(key, custody.FINGERPRINT_MESSAGE, hashlib.sha256).digest())
