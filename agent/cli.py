@@ -409,8 +409,7 @@ def parse_request_json(text: str) -> dict[str, Any]:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from agent.client import AgentUnavailableError, SignerClient, SigningError, default_target
-    from agent.config import ConfigError
+    from agent.client import AgentUnavailableError, SignerClient, SigningError
 
     data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:
@@ -419,10 +418,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         request = parse_request_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise CliError("the request on standard input is not UTF-8 text") from None
-    try:
-        target = args.target or default_target(args.config)
-    except ConfigError as exc:
-        raise CliError(str(exc), EXIT_CONFIG) from None
+    # The agent's own config names its socket; the client is handed the plain target.
+    target = args.target or f"unix://{_config(args).server.socket}"
     try:
         with SignerClient(target, timeout=args.timeout, token_file=args.token_file) as client:
             signed = client.sign(args.key, **request)
