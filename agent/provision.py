@@ -3,6 +3,7 @@
 The CLI reads secrets; this module checks them against the exchange (key type,
 options, passphrase, Kraken's base64, PEM formats) and hands custody exactly
 what the token must store. Nothing is written unless everything is valid.
+The token side of the same writes is agent/custody/provision.py, which knows no exchange.
 """
 
 from __future__ import annotations
