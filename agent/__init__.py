@@ -3,6 +3,8 @@
 Modules, meeting at small interfaces (after tmkms' keyring / chain rules / session):
   config    the TOML file: which module, token, PIN source, where to listen
   custody   the keyring: keys as non-extractable token objects, MACs computed in the token
+            (a package: errors, objects, session, keyring, provision)
+  names     what key labels, bot names and API key ids may be (no custody needed to check one)
   schemes   one pure module per exchange: structured request -> bytes to sign -> signed request
   service   the gRPC Signer service: ties a request, its key and its scheme together
   server    serving: Unix socket (default) or loopback TCP, logs, signals

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.names import NAME_RE
 from agent.toml_schema import STR, TABLE, Field, Schema, Where
 
 TOKEN_PREFIX = "sa1_"
-BOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -80,7 +80,7 @@ class Bots:
 
 
 def validate_bot_name(name: str) -> None:
-    if not BOT_NAME.match(name):
+    if not NAME_RE.fullmatch(name):  # the shape of key labels too
         raise BotsFileError(
             f"bot name {name[:80]!r} is invalid: 1-64 characters, letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -236,7 +236,8 @@ def _operator() -> str:
 
 def _exchange_checked(args: argparse.Namespace, *, generated: bool = False):
     """The exchange's rules, checked against the arguments before the token is opened."""
-    from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
+    from agent.custody import InvalidKeyMaterial
+    from agent.names import InvalidName, validate_api_key, validate_label
     from agent.provision import exchange_rules
     from agent.schemes import UnsupportedKey
 
@@ -248,7 +249,7 @@ def _exchange_checked(args: argparse.Namespace, *, generated: bool = False):
         options = exchange.resolve_options(_options(args.option))
         if getattr(args, "api_key", None) is not None:
             validate_api_key(args.api_key)
-    except (InvalidKeyMaterial, UnsupportedKey) as exc:
+    except (InvalidName, InvalidKeyMaterial, UnsupportedKey) as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     return exchange, options
 
@@ -297,12 +298,12 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def cmd_keys_register(args: argparse.Namespace) -> int:
     from agent import provision
-    from agent.custody import InvalidKeyMaterial, validate_api_key, validate_label
+    from agent.names import InvalidName, validate_api_key, validate_label
 
     try:
         validate_label(args.label)
         validate_api_key(args.api_key)
-    except InvalidKeyMaterial as exc:
+    except InvalidName as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     config, keyring = _open_keyring(args)
     with keyring:
@@ -408,8 +409,7 @@ def parse_request_json(text: str) -> dict[str, Any]:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from agent.client import AgentUnavailableError, SignerClient, SigningError, default_target
-    from agent.config import ConfigError
+    from agent.client import AgentUnavailableError, SignerClient, SigningError
 
     data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:
@@ -418,10 +418,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         request = parse_request_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise CliError("the request on standard input is not UTF-8 text") from None
-    try:
-        target = args.target or default_target(args.config)
-    except ConfigError as exc:
-        raise CliError(str(exc), EXIT_CONFIG) from None
+    # The agent's own config names its socket; the client is handed the plain target.
+    target = args.target or f"unix://{_config(args).server.socket}"
     try:
         with SignerClient(target, timeout=args.timeout, token_file=args.token_file) as client:
             signed = client.sign(args.key, **request)

@@ -27,12 +27,12 @@ from typing import Any, Union
 
 import ipaddress
 import os
+import tomllib
 from dataclasses import dataclass
 
 import grpc
 
 from agent._proto import signer_pb2, signer_pb2_grpc
-from agent.config import load_config
 from agent.schemes.request import SignedRequest
 
 ParamsLike = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
@@ -108,7 +108,27 @@ def to_params(params: ParamsLike | None) -> list[signer_pb2.Param]:
 
 
 def default_target(config_path: Path | None = None) -> str:
-    return f"unix://{load_config(config_path).server.socket}"
+    """unix://SOCKET of the agent configured in CONFIG_PATH ($SIGNING_AGENT_CONFIG, else ./signing-agent.toml).
+
+    Reads [server] socket as the agent does (relative to the file's directory, run/agent.sock when
+    absent) and nothing else: a bot needs no more of the agent's configuration, so the client does
+    not import it (agent.config). Raises FileNotFoundError or ValueError naming the file.
+    """
+    env = os.environ.get("SIGNING_AGENT_CONFIG")
+    path = Path(config_path or env or Path.cwd() / "signing-agent.toml").resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} not found: pass the agent's target (unix:///path/agent.sock "
+                                "or host:port), set SIGNING_AGENT_CONFIG, or run from the project directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    server = raw.get("server", {})
+    socket = server.get("socket", "run/agent.sock") if isinstance(server, dict) else None
+    if not isinstance(socket, str) or not socket:
+        raise ValueError(f"config file {path}: [server] socket must be a path")
+    socket_path = Path(socket).expanduser()
+    return f"unix://{socket_path if socket_path.is_absolute() else path.parent / socket_path}"
 
 
 @dataclass(frozen=True)

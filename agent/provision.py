@@ -3,6 +3,7 @@
 The CLI reads secrets; this module checks them against the exchange (key type,
 options, passphrase, Kraken's base64, PEM formats) and hands custody exactly
 what the token must store. Nothing is written unless everything is valid.
+The token side of the same writes is agent/custody/provision.py, which knows no exchange.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_api_key, validate_secret
+from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_secret
+from agent.names import validate_api_key
 from agent.schemes import Exchange, UnknownExchange, UnsupportedKey, exchange_for
 
 PRIVATE_KEY_CLASSES = {"ed25519": ed25519.Ed25519PrivateKey, "rsa": rsa.RSAPrivateKey, "ec-p256": ec.EllipticCurvePrivateKey}
@@ -90,7 +92,7 @@ def import_key(
     options: dict[str, str] | None = None,
 ) -> KeyInfo:
     exchange = exchange_rules(exchange_id)
-    validate_api_key(api_key)
+    validate_api_key(api_key, InvalidKeyMaterial)
     resolved, sign_passphrase = _check(exchange, key_type, options or {}, passphrase)
     if key_type == "hmac":
         validate_secret(bytes(secret), api_key=api_key)

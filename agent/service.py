@@ -22,20 +22,12 @@ from typing import Any
 import grpc
 
 from agent._proto import signer_pb2, signer_pb2_grpc
-from agent.custody import (
-    CustodyError,
-    InvalidKeyMaterial,
-    Keyring,
-    KeyNotFound,
-    KeyRevoked,
-    TokenUnavailable,
-    validate_label,
-)
 from agent.bots import cert_fingerprint
-from agent.custody import KeyEntry
+from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
 from agent.metrics import Metrics
+from agent.names import InvalidName, validate_label
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.policy import KeyPolicy, Refusal
 from agent.schemes import (
@@ -48,44 +40,6 @@ from agent.schemes import (
     UnsupportedKey,
     scheme_for,
 )
-
-
-@dataclass(frozen=True)
-class TokenCredential:
-    """A scheme's view of one key in the token (see agent.schemes.context.Credential)."""
-
-    keyring: Keyring
-    entry: KeyEntry
-    nonces: NonceStore
-
-    @property
-    def api_key(self) -> str:
-        return self.entry.info.api_key
-
-    @property
-    def key_type(self) -> str:
-        return self.entry.info.key_type
-
-    @property
-    def passphrase(self) -> str | None:
-        return self.entry.passphrase
-
-    def option(self, name: str) -> str | None:
-        return self.entry.info.options.get(name)
-
-    def mac(self, message: bytes, hash_name: Any) -> bytes:
-        return self.keyring.hmac(self.entry, message, hash_name)
-
-    def sign(self, message: bytes) -> bytes:
-        return self.keyring.sign(self.entry, message)
-
-    def nonce(self, floor: int) -> int:
-        try:
-            return self.nonces.next(self.entry.info.exchange, self.entry.info.api_key, floor)
-        except NonceStoreUnavailable as exc:
-            raise TokenUnavailable(str(exc)) from None
-        except NonceError as exc:
-            raise CustodyError(str(exc)) from None
 
 
 # How far ahead of the agent's clock a caller's timestamp_ms may be (clock skew between hosts).
@@ -208,7 +162,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 )
             try:
                 validate_label(msg.key)
-            except InvalidKeyMaterial as exc:
+            except InvalidName as exc:
                 raise RequestInvalid(f"key: {exc}") from None
             request = request_from_proto(msg).validated()  # the shape every exchange shares
             policy, key_policy = self._guard.admit(caller, msg.key)
@@ -284,9 +238,11 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, KeyNotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, TokenUnavailable):
+    # The nonce store's (agent.nonces; they reach here through TokenCredential.nonce unchanged):
+    # its directory unusable right now is UNAVAILABLE, no nonce issuable safely FAILED_PRECONDITION.
+    if isinstance(exc, (TokenUnavailable, NonceStoreUnavailable)):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, (CustodyError, UnsupportedKey)):
+    if isinstance(exc, (CustodyError, NonceError, UnsupportedKey)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     # A bug. Its text is not echoed: nothing unreviewed leaves the agent.
     get_logger().error("sign.bug", error=type(exc).__name__, exc_info=exc)

@@ -41,27 +41,26 @@ def fill(keyring, keys: Iterable[tuple[str, bytes]], *, exchange_id: str = "bina
     import hashlib
     import hmac as hmac_
 
-    from agent import custody
-    from agent.custody import _account_template, _encode_account, _encode_metadata, _hmac_key_template  # noqa: SLF001
+    from agent.custody import objects, validate_secret
+    from agent.names import validate_label
     from agent.provision import exchange_rules
 
     exchange = exchange_rules(exchange_id)
     options = exchange.resolve_options({})
     count = 0
-    with keyring._lock:  # noqa: SLF001 - custody's own lock: one token call at a time
-        session = keyring._ensure_session()  # noqa: SLF001
+    with keyring.session() as session:  # custody's own lock: one token call at a time
         for label, secret in keys:
-            custody.validate_label(label)
-            custody.validate_secret(secret, api_key=API_KEY)
+            validate_label(label)
+            validate_secret(secret, api_key=API_KEY)
             key = exchange.hmac_key(secret)
-            fp = custody.fingerprint_of(hmac_.new(key, custody.FINGERPRINT_MESSAGE, hashlib.sha256).digest())
-            info = custody.Keyring._new_info(label, exchange.id, API_KEY, "hmac", fp, options, None)  # noqa: SLF001
-            material = custody.hmac_key_material(key)
+            fp = objects.fingerprint_of(hmac_.new(key, objects.FINGERPRINT_MESSAGE, hashlib.sha256).digest())
+            info = objects.new_info(label, exchange.id, API_KEY, "hmac", fp, options, None)
+            material = objects.hmac_key_material(key)
             try:
-                session.create_object(_hmac_key_template(label, _encode_metadata(info), material))
+                session.create_object(objects.hmac_key_template(label, objects.encode_metadata(info), material))
             finally:
                 material[:] = b"\x00" * len(material)
-            session.create_object(_account_template(label, _encode_account(API_KEY, None)))
+            session.create_object(objects.account_template(label, objects.encode_account(API_KEY, None)))
             count += 1
     return count
 

@@ -89,23 +89,10 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
 # -- the floor: token HMACs in this process ---------------------------------------------
 
 
-class _TokenCredential:
-    """The scheme's view of a token key (as the agent's service gives it), for the in-process sign."""
+class _ClockNonces:
+    """No nonce store in the floor: the bench's exchange signs a timestamp, not a nonce."""
 
-    def __init__(self, keyring: Any, entry: Any) -> None:
-        self.keyring, self.entry = keyring, entry
-        self.api_key, self.key_type, self.passphrase = entry.info.api_key, entry.info.key_type, entry.passphrase
-
-    def option(self, name: str) -> str | None:
-        return self.entry.info.options.get(name)
-
-    def mac(self, message: bytes, hash_name: Any) -> bytes:
-        return self.keyring.hmac(self.entry, message, hash_name)
-
-    def sign(self, message: bytes) -> bytes:
-        raise AssertionError("HMAC keys only")
-
-    def nonce(self, floor: int) -> int:
+    def next(self, exchange: str, api_key: str, floor: int) -> int:
         return floor
 
 
@@ -122,7 +109,7 @@ def _median_us(fn: Any, repeat: int) -> float:
 def probe_floor(args: argparse.Namespace) -> dict[str, Any]:
     """Token HMACs through custody (as the agent makes them), in a loop; and the cost of lookups."""
     from agent.config import load_config
-    from agent.custody import KeyNotFound, Keyring
+    from agent.custody import KeyNotFound, Keyring, TokenCredential
     from agent.schemes import Environment, UnsignedRequest, scheme_for
     from bench.common import EXCHANGE, ORDER
 
@@ -130,12 +117,11 @@ def probe_floor(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.lookups:
         def cold() -> None:
-            keyring._cache.clear()  # noqa: SLF001 - the bench measures the cache's absence
-            keyring._missing.clear()  # noqa: SLF001
+            keyring.forget_cached_handles()  # the bench measures the cache's absence
             keyring.lookup(args.label)
 
         def unknown() -> None:
-            keyring._missing.clear()  # noqa: SLF001
+            keyring.forget_cached_handles()  # "missing" is believed for a while otherwise
             try:
                 keyring.lookup("bench-no-such-key")
             except KeyNotFound:
@@ -161,7 +147,7 @@ def probe_floor(args: argparse.Namespace) -> dict[str, Any]:
         def call() -> Any:
             e = keyring.lookup(args.label)
             env = Environment(now_ms=time.time_ns() // 1_000_000, random_bytes=os.urandom)
-            return scheme.sign(request.validated(), _TokenCredential(keyring, e), env)
+            return scheme.sign(request.validated(), TokenCredential(keyring, e, _ClockNonces()), env)
 
     lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
     keyring.close()

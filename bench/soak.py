@@ -67,7 +67,7 @@ def _sessions(signum, frame):
     kr = _keyring()
     lib = _module()
     info = ctypes.create_string_buffer(64)
-    with kr._lock:
+    with kr.locked():
         count = sum(1 for h in range(1, int(os.environ.get("AGENT_SESSION_SCAN", "4096")) + 1)
                     if lib.C_GetSessionInfo(ctypes.c_ulong(h), info) == 0)
     path = os.environ["AGENT_PROBE_FILE"]
@@ -77,7 +77,7 @@ def _sessions(signum, frame):
 
 def _finalize(signum, frame):
     kr = _keyring()
-    with kr._lock:
+    with kr.locked():
         rv = _module().C_Finalize(None)
     path = os.environ["AGENT_PROBE_FILE"] + ".finalized"
     with open(path + ".tmp", "w") as f:

@@ -33,8 +33,8 @@ def import_secret(keyring: Keyring, label: str, secret: bytes):
 
 def in_token(keyring: Keyring, fn):
     """Run FN(session) under the keyring's lock, with the module's own errors left as they are."""
-    with keyring._lock:
-        return fn(keyring._ensure_session())
+    with keyring.session() as session:
+        return fn(session)
 
 
 def _handle(keyring: Keyring, label: str):

@@ -231,7 +231,7 @@ def test_an_import_clears_what_an_interrupted_import_left(keyring: Keyring, labe
     # As if interrupted before its key was written (imports write the key last): only the account.
     handle = keyring.lookup(label).handle
     in_token(keyring, lambda s: handle.destroy())
-    keyring._cache.clear()
+    keyring.forget_cached_handles()
     secret = new_secret(32)
     info = provision.import_key(keyring, label=label, exchange_id="okx", api_key="AKID2", key_type="hmac",
                                 secret=secret.encode(), passphrase="pp-" + new_secret(6))
@@ -245,7 +245,7 @@ def test_revoke_clears_what_an_interrupted_revoke_left(keyring: Keyring, label: 
     # Interrupted after the key was destroyed: only the account object is left.
     handle = keyring.lookup(label).handle
     in_token(keyring, lambda s: handle.destroy())
-    keyring._cache.clear()
+    keyring.forget_cached_handles()
     assert keyring.revoke(label).key_type == "(incomplete)"
     assert _objects_labelled(keyring, label) == []
     provision.import_key(keyring, label=label, exchange_id="okx", api_key="AKID", key_type="hmac",

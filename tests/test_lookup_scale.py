@@ -1,7 +1,7 @@
 """Key lookup that does not grow with the key count: the listing at start indexes every key.
 
-Against the session's real SoftHSM2 token. "Scans" are counted at custody's own search
-function (Keyring._ours), wrapped to count and call through; the token is never mocked.
+Against the session's real SoftHSM2 token. "Scans" are the searches custody reports through
+Keyring.recording_searches(); the token is never mocked.
 Changes made by another process (the CLI) must still be seen within a second.
 """
 
@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,22 +40,15 @@ def _mac(secret: str) -> bytes:
 
 
 @pytest.fixture
-def scans(keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+def scans(keyring: Keyring) -> Iterator[list[str | None]]:
     """Every token search custody makes from now on, by label (None: a full listing)."""
-    seen: list[str | None] = []
-    search = keyring._ours
-
-    def counting(session, label=None):
-        seen.append(label)
-        return search(session, label)
-
-    monkeypatch.setattr(keyring, "_ours", counting)
-    return seen
+    with keyring.recording_searches() as seen:
+        yield seen
 
 
 def test_after_the_listing_no_lookup_searches_the_token(keyring: Keyring, label: str, scans: list):
     secrets = {f"{label}-{i}": _import(keyring, f"{label}-{i}") for i in range(3)}
-    keyring._cache.clear()  # as in a freshly started agent
+    keyring.forget_cached_handles()  # as in a freshly started agent
     scans.clear()  # imports search too (is the label free and unique?)
     listed = {k.label for k in keyring.list_keys()}
     assert set(secrets) <= listed
@@ -129,10 +123,10 @@ def test_a_listed_key_rotated_by_another_process_signs_with_the_new_secret(env, 
 def test_a_new_listing_drops_keys_revoked_meanwhile(env, keyring: Keyring, label: str):
     _import(keyring, label)
     keyring.list_keys()
-    assert label in keyring._cache
+    assert keyring.is_cached(label)
     run_cli(env, "keys", "revoke", "--label", label, check=True)
     keyring.list_keys()
-    assert label not in keyring._cache
+    assert not keyring.is_cached(label)
     with pytest.raises(KeyNotFound):
         keyring.lookup(label)
 
@@ -140,19 +134,19 @@ def test_a_new_listing_drops_keys_revoked_meanwhile(env, keyring: Keyring, label
 def test_unregistered_keys_are_not_indexed(keyring: Keyring, label: str):
     keyring.generate_key(label=label, exchange="binance", key_type="ed25519")
     keyring.list_keys()
-    assert label not in keyring._cache
+    assert not keyring.is_cached(label)
     assert not keyring.lookup(label).info.registered
 
 
 def test_a_foreign_object_with_the_label_does_not_disturb_the_search(keyring: Keyring, label: str, scans: list):
     secret = _import(keyring, label)
-    with keyring._lock:
-        keyring._ensure_session().create_object({
+    with keyring.session() as session:
+        session.create_object({
             Attribute.CLASS: 0,  # CKO_DATA of another application, same label
             Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.LABEL: label,
             Attribute.APPLICATION: "someone-else", Attribute.VALUE: b'{"api_key": "not ours"}',
         })
-    keyring._cache.clear()
+    keyring.forget_cached_handles()
     entry = keyring.lookup(label)
     assert entry.info.api_key == API_KEY
     assert keyring.hmac(entry, MESSAGE, "sha256") == _mac(secret)
@@ -168,8 +162,8 @@ def _attributes(keyring: Keyring, label: str) -> list[dict]:
                 Attribute.UNWRAP, Attribute.DERIVE, Attribute.VALUE_LEN, Attribute.ID, Attribute.APPLICATION,
                 Attribute.VALUE]
     out = []
-    with keyring._lock:
-        for obj in keyring._ensure_session().get_objects({Attribute.LABEL: label}):
+    with keyring.session() as session:
+        for obj in session.get_objects({Attribute.LABEL: label}):
             attrs = {}
             for a in readable:
                 try:
