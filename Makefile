@@ -2,6 +2,12 @@
 #   make run      install what is missing, create the dev token, start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
 #   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
+# Installs (every one is the hash-verified set in uv.lock; see README, Installs):
+#   make lock [UPGRADE=package|all]   rewrite uv.lock after editing pyproject.toml, or move a package up
+#   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)
+#   make sbom [SBOM=path]             CycloneDX JSON of what .venv holds (build/sbom.cdx.json)
+#   make audit-deps [AUDIT_ARGS=...]  pip-audit over every locked package (says NOT CHECKED when offline)
+#   make wheel [DIST=dir]             the wheel, plus its locked runtime requirements with hashes
 # Key management (secrets are read from stdin, never from the command line):
 #   make import-key LABEL=... EXCHANGE=... API_KEY=... [TYPE=hmac|ed25519|rsa|ec-p256] < secret-file
 #   make generate-key LABEL=... EXCHANGE=... TYPE=ed25519|rsa    (prints the public key to register)
@@ -12,6 +18,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv (and the SBOM and audit tools) live apart from the agent, in .tools/, also from uv.lock.
+TOOLS := .tools
+UV ?= $(TOOLS)/bin/uv
+DIST ?= dist
+SBOM ?= build/sbom.cdx.json
 AGENT := $(BIN)/signing-agent
 CONFIG ?= signing-agent.toml
 SOAK_SECONDS ?= 60
@@ -20,8 +31,14 @@ SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
 OPENCRYPTOKI_MODULE ?= /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so
 # `sudo` only where we are not root already (CI and dev machines run as root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# uv never downloads a Python (the venvs use $(PYTHON)), and installs into ours, not an activated one.
+export UV_PYTHON_DOWNLOADS := never
+# --locked: refuse a uv.lock that no longer matches pyproject.toml; --no-build-isolation: the project is
+# built with the locked setuptools (group build), so nothing unlocked is fetched either.
+UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
-.PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki clean
+.PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
+	clean lock lock-check sbom audit-deps wheel
 
 run: deps token
 	$(AGENT) --config $(CONFIG) serve
@@ -29,13 +46,10 @@ run: deps token
 test: deps opencryptoki
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: deps $(VENV)/.bench-installed
+bench: deps
+	$(UV_SYNC) --quiet --extra dev --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
-
-$(VENV)/.bench-installed: pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $@
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
 token: deps
@@ -70,12 +84,62 @@ proto: deps
 
 deps: $(VENV)/.installed softhsm
 
-# Reinstall when the project metadata changes.
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# The agent with its test dependencies, exactly the locked set: uv checks every file against the
+# SHA-256 in uv.lock and removes what is not locked. Redone when pyproject.toml or uv.lock changes.
+# (A .venv made before the lock, with pip's own packages in it, is made anew.)
+$(VENV)/.installed: pyproject.toml uv.lock $(TOOLS)/.uv
+	test -e $(VENV)/.uv-managed || { rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && touch $(VENV)/.uv-managed; }
+	$(UV_SYNC) --quiet --extra dev --no-install-project
+	$(UV_SYNC) --quiet --extra dev
 	touch $@
+
+# uv itself: the version locked in uv.lock (group tools), installed by pip with --require-hashes.
+$(TOOLS)/.uv: uv.lock
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(PYTHON) tools/lockfile.py uv-requirement > $(TOOLS)/uv-requirement.txt
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(TOOLS)/uv-requirement.txt
+	touch $@
+
+# The SBOM and audit tools (group tools), into .tools/ only.
+$(TOOLS)/.installed: pyproject.toml uv.lock $(TOOLS)/.uv
+	UV_PROJECT_ENVIRONMENT=$(abspath $(TOOLS)) $(UV) sync --locked --quiet --only-group tools
+	touch $@
+
+# Rewrite uv.lock from pyproject.toml, keeping every pin that still fits. UPGRADE=name moves one
+# package to its newest release inside pyproject.toml's range, UPGRADE=all every package.
+lock: $(TOOLS)/.uv
+	$(UV) lock $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
+
+# uv's own verdict (the test suite also compares the two files: tests/test_supply_chain.py).
+lock-check: $(TOOLS)/.uv
+	$(UV) lock --check
+
+# CycloneDX JSON: the agent and every package installed in .venv (all of them from uv.lock).
+sbom: deps $(TOOLS)/.installed
+	mkdir -p $(dir $(SBOM))
+	$(TOOLS)/bin/cyclonedx-py environment --pyproject pyproject.toml --mc-type application \
+	  --output-reproducible --output-format JSON --output-file $(SBOM) $(abspath $(BIN)/python)
+	@echo "SBOM of $(VENV) written to $(SBOM)"
+
+# pip-audit over every package of uv.lock (runtime, extras, groups), as locked, with hashes.
+audit-deps: $(TOOLS)/.installed
+	mkdir -p build
+	$(UV) export --locked --quiet --all-extras --all-groups --no-emit-project --format requirements-txt \
+	  --output-file build/requirements-all.txt
+	$(TOOLS)/bin/python tools/audit_deps.py --pip-audit $(TOOLS)/bin/pip-audit \
+	  --requirements build/requirements-all.txt -- $(AUDIT_ARGS)
+
+# The wheel as shipped, built with the locked setuptools (hash-checked), and next to it its locked
+# runtime dependencies with their hashes. Install on a server with pip alone:
+#   pip install --require-hashes -r requirements.txt && pip install --no-deps signing_agent-*.whl
+wheel: $(TOOLS)/.uv
+	mkdir -p build $(DIST)
+	rm -rf build/lib build/bdist.*
+	$(UV) export --locked --quiet --only-group build --no-emit-project --format requirements-txt \
+	  --output-file build/build-requirements.txt
+	$(UV) build --wheel --quiet --out-dir $(DIST) --require-hashes --build-constraints build/build-requirements.txt
+	$(UV) export --locked --quiet --no-default-groups --no-emit-project --format requirements-txt \
+	  --output-file $(DIST)/requirements.txt
 
 softhsm:
 	@test -e $(SOFTHSM_MODULE) || { \
@@ -88,4 +152,4 @@ opencryptoki:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis run .test-output
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .hypothesis run .test-output build dist

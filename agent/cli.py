@@ -130,9 +130,12 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from agent import logs
+    from agent.buildinfo import build_info
     from agent.config import ConfigError, parse_tcp
 
     logs.configure()
+    # Which code is about to sign: also the first record each agent process writes to the audit.
+    logs.get_logger().info("agent.start", **build_info().as_fields())
     try:
         config = _config(args)
         server = config.server
@@ -558,6 +561,19 @@ def cmd_token_init_opencryptoki(args: argparse.Namespace) -> int:
 # -- argument parsing --------------------------------------------------------------
 
 
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (it may run git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from agent.buildinfo import build_info
+
+        print(build_info().describe())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signing-agent",
@@ -569,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="config file (default: $SIGNING_AGENT_CONFIG, else ./signing-agent.toml)",
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version, the git commit and the SHA-256 of the dependency lock, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the agent (Unix socket; TCP opt-in)")

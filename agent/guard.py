@@ -146,6 +146,7 @@ class Guard:
         audit: AuditLog | None,
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
+        started: dict[str, Any] | None = None,
     ) -> None:
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
@@ -167,7 +168,10 @@ class Guard:
         self._unaudited = 0
         for warning in self.policy.warnings:
             self._log.warning("policy.warning", detail=warning)
-        # Which policy and which bots were in force from the start, in the chain.
+        # Which code (version, commit, dependency lock digest: agent.buildinfo), and which policy and
+        # bots were in force from the start, in the chain.
+        if started is not None:
+            self._audit_append("agent.start", **started)
         self._audit_append("policy.load", decision="applied", digest=self.policy.digest)
         self._audit_append("bots.load", decision="applied", bots=list(self.bots.names))
 

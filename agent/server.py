@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2
 from agent._proto import signer_pb2
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
+from agent.buildinfo import build_info
 from agent.config import Config, ConfigError
 from agent.custody import Keyring
 from agent.guard import Caller, Guard
@@ -144,7 +145,8 @@ def build_guard(config: Config) -> Guard:
         raise ConfigError(f"[alerts] webhook: {exc}") from None
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
-                     audit=AuditLog(config.audit_file), alerts=alerts)
+                     audit=AuditLog(config.audit_file), alerts=alerts,
+                     started={**build_info().as_fields(), "pid": os.getpid()})
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None

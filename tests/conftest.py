@@ -117,10 +117,16 @@ class Env:
         return path
 
 
-def run_cli(env: Env, *args: str, stdin: str = "", config: Path | None = None, check: bool = False):
+# How tests start `signing-agent`: this checkout's code. tests/test_supply_chain.py passes the
+# console script of a wheel installed in a fresh venv instead.
+AGENT_COMMAND = (sys.executable, "-m", "agent")
+
+
+def run_cli(env: Env, *args: str, stdin: str = "", config: Path | None = None, check: bool = False,
+            command: tuple[str, ...] = AGENT_COMMAND):
     """Run `signing-agent ARGS` as a separate process, as an operator would; output is kept for the leak scan."""
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "--config", str(config or env.config), *args],
+        [*command, "--config", str(config or env.config), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -213,13 +219,14 @@ class Agent:
         return self.proc.wait(timeout=timeout)
 
 
-def start_agent(env: Env, config: Path, *extra: str, wait: bool = True) -> Agent:
+def start_agent(env: Env, config: Path, *extra: str, wait: bool = True,
+                command: tuple[str, ...] = AGENT_COMMAND) -> Agent:
     from agent.config import load_config
 
     socket = load_config(config).server.socket
     log = env.logs / f"agent-{config.stem}-{time.monotonic_ns()}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--config", str(config), "serve", *extra],
+        [*command, "--config", str(config), "serve", *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=env.root,
     )
     agent = Agent(proc=proc, socket=socket, log=log)
