@@ -118,9 +118,10 @@ def test_any_parameters_equal_ccxt(params, method, now_ms):
     secret = register_secret("f" * 32 + "0123456789abcdef" * 2)
     expected = ccxt_sign("spot", "v2/spot/trade/orderInfo", method, params, secret, now_ms)
     request = unsigned_like_ccxt(method, "/api/v2/spot/trade/orderInfo", params)
-    if request.query and any(c in "&=%+#;{[" or not c.isprintable() for n, v in request.query for c in n + v):
+    if request.query and (any(c in "&=%+#;{[" or not c.isprintable() for n, v in request.query for c in n + v)
+                          or "&".join(f"{n}={v}" for n, v in sorted(request.query)).endswith(" ")):
         # Bitget verifies the un-encoded query, joined to the body: a separator would sign as other parameters.
-        with pytest.raises(RequestInvalid, match="signs the query un-encoded"):
+        with pytest.raises(RequestInvalid, match="signs the query un-encoded|query ends with a space"):
             sign(request, secret, now_ms)
         return
     assert_equal(sign(request, secret, now_ms), expected)

@@ -15,7 +15,7 @@ read one way only (encoding.form_pairs: no raw '=' in a value, '+', ';', '#'...)
 Since the query and the body are joined with no separator, a request carries one
 or the other: with both, a bot could move the boundary so that the query's last
 pair and the body's first run together into other parameters. Binance's own
-example 3 (USD-M, mixed query and body) is therefore refused as a request; its
+spot example 3 (mixed query and body) is therefore refused as a request; its
 signature is still checked against the published text in the tests.
 """
 

@@ -187,13 +187,20 @@ def unencoded_query(params: Iterable[tuple[str, str]], exchange: str, *, body_fo
                 f"query parameter {name[:32]!r} holds {_describe(bad)}: {exchange} signs the query un-encoded, "
                 "so the signed text could be read as other parameters; send names and values without it"
             )
-    return "&".join(f"{name}={value}" for name, value in params)
+    text = "&".join(f"{name}={value}" for name, value in params)
+    if body_follows and text.endswith(" "):
+        raise RequestInvalid(
+            f"the query ends with a space: {exchange} signs the query and the body joined, and JSON may "
+            "start with spaces, so the space could be read as the start of the body; remove it"
+        )
+    return text
 
 
 def query_or_body(request: UnsignedRequest, exchange: str, *, body: str) -> None:
-    """Refuse a request carrying both a query and a BODY (its text) where the exchange's prehash joins
-    them with nothing in between (Binance, MEXC spot, OKX, KuCoin, Bitget): a bot could move text
-    across the boundary."""
+    """Refuse a request carrying both a query and a form BODY (its text) where the exchange signs them
+    joined with nothing in between (Binance, MEXC spot): a bot could move the boundary so that the
+    query's last pair and the body's first run together. (Where the body is JSON, OKX, KuCoin and
+    Bitget, nothing can move: a JSON body starts with '{' or '[', which no query they sign holds.)"""
     if request.query and body:
         raise RequestInvalid(
             f"{exchange} signs the query and the body with nothing between them, so a request may carry "

@@ -43,7 +43,7 @@ def _encoded_query(query: tuple[tuple[str, str], ...]) -> str:
 
 def _signed_query(query: tuple[tuple[str, str], ...]) -> str:
     """The query as signed: the sent query percent-decoded, i.e. the names and values as given. A
-    name or value holding '&', '=', '%', '+', '#', ';', a space or a control character is refused:
+    name or value holding '&', '=', '%', '+', '#', ';' or a control character is refused:
     Gate decodes before it verifies, so the decoded text would parse as other parameters."""
     return unencoded_query(query, "Gate", body_follows=False)
 

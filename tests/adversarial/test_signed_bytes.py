@@ -225,10 +225,10 @@ CASES = [
         ("symbol", "BTCUSDT"), ("limit", "100&symbol=ETHUSDT"))), "signs the query un-encoded"),
     ("kucoin", UnsignedRequest("GET", "/api/v1/orders", query=(("tag", '{"symbol":"ETH-USDT"}'),)),
      "could start a JSON body"),
-    # Query and body joined with nothing between them.
-    ("okx", UnsignedRequest("POST", "/api/v5/trade/order", query=(("instId", "BTC-USDT"),),
-                            body=RawBody('{"instId":"ETH-USDT","sz":"100"}')), "one or the other"),
-    ("kucoin", UnsignedRequest("POST", "/api/v1/orders", query=(("a", "1"),), body=(("symbol", "ETH-USDT"),)),
+    # Query and form body joined with nothing between them (Binance, MEXC spot).
+    ("binance", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"),),
+                                body=(("side", "BUY"), ("quantity", "1"))), "one or the other"),
+    ("mexc", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"),), body=(("side", "BUY"),)),
      "one or the other"),
     # Method not signed: this JSON could be sent as a GET query that reads as parameters.
     ("bybit", UnsignedRequest("POST", "/v5/order/create", body=RawBody(
