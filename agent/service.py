@@ -32,6 +32,7 @@ from agent.custody import (
     validate_label,
 )
 from agent.bots import cert_fingerprint
+from agent.exchanges import exchange_for
 from agent.custody import KeyEntry
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
@@ -46,7 +47,6 @@ from agent.schemes import (
     UnknownExchange,
     UnsignedRequest,
     UnsupportedKey,
-    scheme_for,
 )
 
 
@@ -252,18 +252,18 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     f"then run `signing-agent keys register --label {label} --api-key ...`"
                 )
             try:
-                scheme = scheme_for(entry.info.exchange)
+                exchange = exchange_for(entry.info.exchange)
             except UnknownExchange:
                 raise CustodyError(
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
                 ) from None
-            symbols = self._guard.check(key_policy, exchange=entry.info.exchange, created=entry.info.created,
+            symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
                                         request=request, timestamp_ms=timestamp_ms, now_ms=now_ms,
                                         charge_rate=attempt == 0)
             try:
                 env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
-                signed = scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
-                return entry.info.exchange, symbols, signed
+                signed = exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
+                return exchange.id, symbols, signed
             except KeyRevoked:
                 # The handle died: the key was revoked, rotated under the same label, or the
                 # session was reopened. Look it up once more; a revoked key is then NOT_FOUND.
