@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
@@ -44,9 +44,12 @@ from agent.policy import (
     check_symbols,
     load_policy,
 )
-from agent.rules import PATH_BOUND, facts_of
+from agent.rules import facts_of
 from agent.rules.view import path_key, view
 from agent.schemes.request import UnsignedRequest
+
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -256,11 +259,12 @@ class Guard:
         return policy, key_policy
 
     def check(
-        self, key_policy: KeyPolicy, *, exchange: str, created: str, request: UnsignedRequest, timestamp_ms: int,
+        self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
         now_ms: int, charge_rate: bool = True,
     ) -> tuple[str, ...]:
         """Every rule about the request itself; returns the symbols it names (for the audit).
 
+        EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
         CHARGE_RATE: take from the key's rate (once per request, not again when a retry re-checks).
         """
         verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
@@ -276,11 +280,11 @@ class Guard:
             (category, why), others = refused[0], [c for c, _ in refused[1:]]
             raise Refusal(f"forbidden:{category}", why + (f" (also {', '.join(others)})" if others else ""))
         check_endpoint(key_policy, request.method, request.path)
-        if facts.orders and not PATH_BOUND.get(exchange, True) and not (
+        if facts.orders and not exchange.rules.path_bound and not (
                 request.method in ("POST", "PUT") and "order" in path_key(request.path)):
             # The signature does not bind the path: order parameters signed for any other endpoint
             # would place that order on the order endpoint, whatever the allow-list says.
-            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange} does "
+            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange.id} does "
                                       "not sign the path, so orders are signed only for its order endpoints")
         check_symbols(key_policy, facts.symbols)
         check_orders(key_policy, facts.orders)

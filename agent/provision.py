@@ -1,4 +1,4 @@
-"""Provisioning: an exchange's rules (agent.schemes) applied to what an operator hands over.
+"""Provisioning: an exchange's rules (its record in agent.exchanges) applied to what an operator hands over.
 
 The CLI reads secrets; this module checks them against the exchange (key type,
 options, passphrase, Kraken's base64, PEM formats) and hands custody exactly
@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_secret
+from agent.exchanges import Exchange, exchange_for
 from agent.names import validate_api_key
-from agent.schemes import Exchange, UnknownExchange, UnsupportedKey, exchange_for
+from agent.schemes import UnknownExchange, UnsupportedKey
 
 PRIVATE_KEY_CLASSES = {"ed25519": ed25519.Ed25519PrivateKey, "rsa": rsa.RSAPrivateKey, "ec-p256": ec.EllipticCurvePrivateKey}
 

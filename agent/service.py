@@ -24,6 +24,7 @@ import grpc
 from agent._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
+from agent.exchanges import exchange_for
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.logs import get_logger
 from agent.metrics import Metrics
@@ -38,7 +39,6 @@ from agent.schemes import (
     UnknownExchange,
     UnsignedRequest,
     UnsupportedKey,
-    scheme_for,
 )
 
 
@@ -206,18 +206,18 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     f"then run `signing-agent keys register --label {label} --api-key ...`"
                 )
             try:
-                scheme = scheme_for(entry.info.exchange)
+                exchange = exchange_for(entry.info.exchange)
             except UnknownExchange:
                 raise CustodyError(
                     f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
                 ) from None
-            symbols = self._guard.check(key_policy, exchange=entry.info.exchange, created=entry.info.created,
+            symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
                                         request=request, timestamp_ms=timestamp_ms, now_ms=now_ms,
                                         charge_rate=attempt == 0)
             try:
                 env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
-                signed = scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
-                return entry.info.exchange, symbols, signed
+                signed = exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
+                return exchange.id, symbols, signed
             except KeyRevoked:
                 # The handle died: the key was revoked, rotated under the same label, or the
                 # session was reopened. Look it up once more; a revoked key is then NOT_FOUND.

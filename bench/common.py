@@ -55,7 +55,8 @@ class _Recorder:
 
 def signing_input() -> bytes:
     """The exact bytes the agent MACs for ORDER (Binance scheme, fixed clock)."""
-    from agent.schemes import Environment, UnsignedRequest, scheme_for
+    from agent.exchanges import scheme_for
+    from agent.schemes import Environment, UnsignedRequest
 
     recorder = _Recorder()
     request = UnsignedRequest(method="POST", path="/api/v3/order", query=(), body=ORDER)
@@ -66,7 +67,8 @@ def signing_input() -> bytes:
 
 def signed_response_like_the_agent() -> signer_pb2.SignedRequest:
     """A response the size and shape of the agent's, for the echo service to return."""
-    from agent.schemes import Environment, UnsignedRequest, scheme_for
+    from agent.exchanges import scheme_for
+    from agent.schemes import Environment, UnsignedRequest
 
     request = UnsignedRequest(method="POST", path="/api/v3/order", query=(), body=ORDER)
     signed = scheme_for(EXCHANGE).sign(request, _Recorder(),

@@ -110,7 +110,8 @@ def probe_floor(args: argparse.Namespace) -> dict[str, Any]:
     """Token HMACs through custody (as the agent makes them), in a loop; and the cost of lookups."""
     from agent.config import load_config
     from agent.custody import KeyNotFound, Keyring, TokenCredential
-    from agent.schemes import Environment, UnsignedRequest, scheme_for
+    from agent.exchanges import scheme_for
+    from agent.schemes import Environment, UnsignedRequest
     from bench.common import EXCHANGE, ORDER
 
     keyring = Keyring.open(load_config(Path(args.config)).token)

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from agent.schemes import Environment, exchange_for
+from agent.exchanges import exchange_for
+from agent.schemes import Environment
 
 
 @dataclass

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from agent.ccxt_bridge import agent_exchange
 from agent.client import SignerClient, SigningError
-from agent.schemes import Environment, UnsignedRequest, exchange_for
+from agent.exchanges import exchange_for
+from agent.schemes import Environment, UnsignedRequest
 from conftest import Env, new_secret, register_secret, run_cli
 from test_ccxt_bots import _capture, sent
 from test_keys import verify

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import binance as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
+from agent.exchanges.binance import bridge
+from agent.exchanges import exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import register_secret
 from reference import asymmetric_credential, fixed_environment
 

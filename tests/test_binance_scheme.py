@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret, register_secret
 from reference import fixed_environment, hmac_credential
 

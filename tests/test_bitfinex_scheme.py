@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import bitfinex as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
+from agent.exchanges.bitfinex import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret, register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 

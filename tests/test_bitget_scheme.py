@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import bitget as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
+from agent.exchanges.bitget import bridge
+from agent.exchanges import exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import new_secret, register_secret
 from reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential
 

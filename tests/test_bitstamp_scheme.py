@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import bitstamp as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
-from agent.schemes.bitstamp import uuid4_from
+from agent.exchanges.bitstamp import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
+from agent.exchanges.bitstamp.scheme import uuid4_from
 from conftest import new_secret
 from reference import fixed_environment, hmac_credential
 

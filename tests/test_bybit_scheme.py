@@ -5,7 +5,7 @@ and RSA signatures verified with the public key.
 
 Excluded from header comparisons, explicitly: ccxt's `Referer: CCXT` on POST (brokerId, no
 part of any signature, exchange-signing.md 0.7), and for RSA keys our `X-BAPI-SIGN-TYPE: 2`,
-which Bybit's official RSA sample sends and ccxt does not (see agent/schemes/bybit.py).
+which Bybit's official RSA sample sends and ccxt does not (see agent/exchanges/bybit/scheme.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import bybit as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
+from agent.exchanges.bybit import bridge
+from agent.exchanges import exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import new_secret, register_secret
 from reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential
 

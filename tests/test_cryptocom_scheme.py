@@ -1,7 +1,7 @@
 """The Crypto.com scheme against ccxt 4.5's own cryptocom.sign() and the documented paramString.
 
 ccxt's clock (its nonce and id) is pinned to the agent's. The scheme signs only params
-in the grammar under which paramString reads back one way (agent/schemes/cryptocom.py;
+in the grammar under which paramString reads back one way (agent/exchanges/cryptocom/scheme.py;
 the exchange's side is modelled in tests/adversarial/test_cryptocom_paramstring.py).
 What ccxt sends by itself is in it: upper-case enumerations and symbols, numbers as text,
 integers, exec_inst lists, order_list last on the batch methods, new_quantity on
@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import cryptocom as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
-from agent.schemes.cryptocom import param_string
+from agent.exchanges.cryptocom import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
+from agent.exchanges.cryptocom.scheme import param_string
 from conftest import new_secret
 from reference import fixed_environment, hmac_credential
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import deribit as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, exchange_for, scheme_for
+from agent.exchanges.deribit import bridge
+from agent.exchanges import exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret
 from reference import fixed_environment, hmac_credential
 

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import gate as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
+from agent.exchanges.gate import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret
 from reference import fixed_environment, hmac_credential
 

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import gemini as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
-from agent.schemes.gemini import sign_payload
+from agent.exchanges.gemini import bridge
+from agent.exchanges import exchange_for, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
+from agent.exchanges.gemini.scheme import sign_payload
 from conftest import new_secret, register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 

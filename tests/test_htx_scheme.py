@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import htx as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, scheme_for
-from agent.schemes.htx import canonical_query, family, host_for, signed_text
+from agent.exchanges.htx import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
+from agent.exchanges.htx.scheme import canonical_query, family, host_for, signed_text
 from conftest import register_secret
 from reference import asymmetric_credential, fixed_environment, hmac_credential
 

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import kraken as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
+from agent.exchanges.kraken import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 

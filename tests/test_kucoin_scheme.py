@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import kucoin as bridge
-from agent.ccxt_bridge.exchanges import kucoinfutures as futures_bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, exchange_for, scheme_for
+from agent.exchanges import exchange_for, scheme_for
+from agent.exchanges.kucoin import bridge
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 
@@ -260,9 +260,9 @@ BRIDGE_CASES = [
     ("kucoin", bridge, "private", "orders", "POST", ORDER),
     ("kucoin", bridge, "private", "orders/{orderId}", "DELETE", {"orderId": "5bd6e9286d99522a52e458de"}),
     ("kucoin", bridge, "private", "orders", "GET", {"symbol": "BTC-USDT", "tag": "é 1:2"}),
-    ("kucoinfutures", futures_bridge, "futuresPrivate", "orders", "POST",
+    ("kucoinfutures", bridge, "futuresPrivate", "orders", "POST",
      {"clientOid": "f1", "side": "sell", "symbol": "XBTUSDTM", "leverage": "5", "type": "market", "size": "1"}),
-    ("kucoinfutures", futures_bridge, "futuresPrivate", "orders/multi-cancel", "DELETE", {"symbol": "XBTUSDTM"}),
+    ("kucoinfutures", bridge, "futuresPrivate", "orders/multi-cancel", "DELETE", {"symbol": "XBTUSDTM"}),
 ]
 
 
@@ -293,7 +293,7 @@ def test_bridge_passes_unsafe_raw_query_to_the_agent_which_refuses_it():
         sign(unsigned.request, kucoin_secret())
 
 
-@pytest.mark.parametrize("exchange,module", [("kucoin", bridge), ("kucoinfutures", futures_bridge)])
+@pytest.mark.parametrize("exchange,module", [("kucoin", bridge), ("kucoinfutures", bridge)])
 def test_bridge_leaves_public_calls_alone(exchange, module):
     ex = CCXT_CLASSES[exchange](dict(module.PLACEHOLDER))
     built = ex.sign("market/orderbook/level1", ["public"], "GET", {"symbol": "BTC-USDT"})

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge.exchanges import okx as bridge
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, b64, scheme_for
+from agent.exchanges.okx import bridge
+from agent.exchanges import scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, b64
 from conftest import new_secret, register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 

@@ -27,7 +27,8 @@ from agent import tokeninit
 from agent.client import KeyNotFoundError, SignerClient
 from agent.config import load_config
 from agent.custody import KeyNotFound, Keyring, MechanismUnsupported
-from agent.schemes import UnsignedRequest, scheme_for
+from agent.exchanges import scheme_for
+from agent.schemes import UnsignedRequest
 from conftest import new_secret, register_secret, run_cli, start_agent
 from ock import OCK_MODULE, TEST_LABEL, OckDeployment, init_token, ock_deployment
 from reference import asymmetric_credential, fixed_environment, hmac_credential

@@ -28,9 +28,9 @@ from agent.policy import (
     check_symbols,
     parse_policy,
 )
-from agent.policy_templates import SETTINGS_ENDPOINTS, TRADING_ENDPOINTS, default_policy
+from agent.exchanges import EXCHANGES
+from agent.policy_templates import default_policy
 from agent.rules import OrderFacts, inspect
-from agent.schemes import EXCHANGES
 from agent.rules.view import view
 from agent.schemes.request import RawBody, UnsignedRequest
 
@@ -112,7 +112,7 @@ def test_canonical_paths_pass(path: str):
 ])
 def test_names_repeated_across_parts_or_letter_case_are_refused(exchange: str, request_: UnsignedRequest):
     with pytest.raises(Refusal) as caught:
-        check_names(name for name, _ in view(exchange, request_).params)
+        check_names(name for name, _ in view(EXCHANGES[exchange], request_).params)
     assert caught.value.rule == "duplicate-parameter"
 
 
@@ -201,7 +201,7 @@ def test_an_order_without_a_readable_symbol_is_refused_on_a_key_with_a_symbol_li
         ("bybit", UnsignedRequest("POST", "/v5/order/create", (), RawBody(
             '{"category":"linear","symbol":7,"side":"Buy","orderType":"Market","qty":"1"}'))),
     ):
-        facts = inspect(exchange, request)
+        facts = inspect(EXCHANGES[exchange], request)
         assert facts.orders and facts.orders[0].symbol is None and facts.forbidden is None
         check_symbols(listed_uncapped, facts.symbols)  # the symbols it names: none to refuse
         with pytest.raises(Refusal) as caught:
@@ -222,7 +222,7 @@ def test_the_guard_refuses_an_order_without_a_readable_symbol_on_a_key_with_a_sy
     created = datetime.fromtimestamp(NOW / 1000, timezone.utc).isoformat()
 
     def check(label: str, query) -> tuple[str, ...]:
-        return guard.check(guard.policy.for_key(label), exchange="binance", created=created,
+        return guard.check(guard.policy.for_key(label), exchange=EXCHANGES["binance"], created=created,
                            request=UnsignedRequest("POST", "/api/v3/order", query, None), timestamp_ms=0, now_ms=NOW)
 
     try:
@@ -251,46 +251,45 @@ def test_keys_under_the_default_table_keep_their_own_names():
 
 
 
-@pytest.mark.parametrize("exchange", sorted(TRADING_ENDPOINTS))
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
 def test_every_template_parses_and_allows_no_forbidden_endpoint(exchange: str):
     policy = parse_policy(default_policy(exchange, "k", bot="b").encode())
     assert policy.bots["b"].may_use("k") and policy.for_key("k").endpoints
-    for endpoint in TRADING_ENDPOINTS[exchange]:
+    for endpoint in EXCHANGES[exchange].template.trading:
         method, _, path = endpoint.partition(" ")
         concrete = path.replace("*", "BTCUSDT")
-        facts = inspect(exchange, UnsignedRequest(method, concrete, (), None))
+        facts = inspect(EXCHANGES[exchange], UnsignedRequest(method, concrete, (), None))
         assert facts.forbidden is None, (exchange, endpoint, facts.forbidden_why)
 
 
-@pytest.mark.parametrize("exchange", sorted(SETTINGS_ENDPOINTS))
+@pytest.mark.parametrize("exchange", sorted(name for name, record in EXCHANGES.items() if record.template.settings))
 def test_futures_templates_say_how_to_allow_leverage(exchange: str):
-    from agent.rules import PATH_BOUND
-
     text = default_policy(exchange, "k")
     assert "raise leverage, then trade" in text  # why it is off by default
-    unbound = not PATH_BOUND[exchange]
+    unbound = not EXCHANGES[exchange].rules.path_bound
     assert ('# allow = ["account-settings"]' in text) == unbound
     # Following the comment: uncomment `allow` (unbound exchanges) and add the endpoints to the list.
-    listed = "\n".join(f'  "{e}",' for e in SETTINGS_ENDPOINTS[exchange])
+    listed = "\n".join(f'  "{e}",' for e in EXCHANGES[exchange].template.settings)
     edited = text.replace("# allow = ", "allow = ").replace("\n]\n", "\n" + listed + "\n]\n", 1)
     policy = parse_policy(edited.encode()).for_key("k")
     assert policy.allow == (frozenset({"account-settings"}) if unbound else frozenset())
-    for endpoint in SETTINGS_ENDPOINTS[exchange]:
+    for endpoint in EXCHANGES[exchange].template.settings:
         method, _, path = endpoint.partition(" ")
         check_endpoint(policy, method, path.replace("*", "X"))
-        facts = inspect(exchange, UnsignedRequest(method, path.replace("*", "BTC_USDT"), (), None))
+        facts = inspect(EXCHANGES[exchange], UnsignedRequest(method, path.replace("*", "BTC_USDT"), (), None))
         # Unbound: account-settings, which the edited key allows; path-bound: the endpoint list decides.
         assert facts.forbidden == ("account-settings" if unbound else None), (endpoint, facts.forbidden_why)
         assert facts.forbidden is None or facts.forbidden in policy.allow
 
 
 def test_templates_without_futures_say_nothing_of_leverage():
-    for exchange in set(TRADING_ENDPOINTS) - set(SETTINGS_ENDPOINTS):
+    for exchange in (name for name, record in EXCHANGES.items() if not record.template.settings):
         assert "leverage" not in default_policy(exchange, "k")
 
 
-def test_there_is_a_template_for_every_exchange():
-    assert set(TRADING_ENDPOINTS) == set(EXCHANGES)
+def test_the_futures_templates():
+    futures = {name for name, record in EXCHANGES.items() if record.template.settings}
+    assert futures == {"binanceusdm", "bybit", "mexc", "okx", "kucoinfutures", "bitget", "gate"}
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,7 +9,6 @@ nothing, must produce requests that are not forbidden and whose orders read back
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from decimal import Decimal
@@ -21,8 +20,10 @@ from ccxt.base.types import Entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.rules import CATEGORIES, PATH_BOUND, OrderFacts, RequestFacts, inspect
-from agent.schemes import EXCHANGES, RawBody, RequestInvalid, UnsignedRequest
+from agent.ccxt_bridge import bridge_module
+from agent.exchanges import EXCHANGES
+from agent.rules import CATEGORIES, OrderFacts, RequestFacts, inspect
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 
 CCXT_IDS = sorted(set(EXCHANGES) - {"binancetr"})  # Binance TR has no ccxt class
 
@@ -32,7 +33,7 @@ def req(method: str, path: str, query=(), body=None) -> UnsignedRequest:
 
 
 def facts(exchange: str, method: str, path: str, query=(), body=None) -> RequestFacts:
-    return inspect(exchange, req(method, path, query, body))
+    return inspect(EXCHANGES[exchange], req(method, path, query, body))
 
 
 def raw(value: object) -> RawBody:
@@ -44,9 +45,8 @@ def order(symbol, quantity=None, quote=None) -> OrderFacts:
     return OrderFacts(symbol, as_decimal(quantity), as_decimal(quote))
 
 
-def test_path_bound_covers_the_registry():
-    assert set(PATH_BOUND) == set(EXCHANGES)
-    unbound = {name for name, bound in PATH_BOUND.items() if not bound}
+def test_the_exchanges_that_do_not_bind_the_path():
+    unbound = {name for name, record in EXCHANGES.items() if not record.rules.path_bound}
     assert unbound == {"binance", "binanceusdm", "binanceus", "binancetr", "bybit", "mexc", "htx"}
 
 
@@ -66,7 +66,7 @@ def _catalogue() -> dict[str, list[UnsignedRequest]]:
     """Every private endpoint of every ccxt exchange as the request the agent would sign."""
     result: dict[str, list[UnsignedRequest]] = {}
     for exchange_id in CCXT_IDS:
-        bridge = importlib.import_module(f"agent.ccxt_bridge.exchanges.{exchange_id}")
+        bridge = bridge_module(exchange_id)
         cls = getattr(ccxt, exchange_id)
         exchange = cls(dict(bridge.PLACEHOLDER))
         requests = []
@@ -154,10 +154,10 @@ def test_every_fund_moving_write_of_the_catalogue_is_forbidden(exchange_id):
     checked = 0
     for request in _fund_moving_writes(exchange_id):
         try:
-            found = inspect(exchange_id, request)
+            found = inspect(EXCHANGES[exchange_id], request)
         except RequestInvalid:  # ccxt's JSON body for MEXC's broker and retired v2 APIs, which the agent refuses
             assert exchange_id == "mexc", request
-            found = inspect(exchange_id, req(request.method, request.path))
+            found = inspect(EXCHANGES[exchange_id], req(request.method, request.path))
         assert found.forbidden in CATEGORIES, (request.method, request.path)
         assert found.forbidden_why and request.path in found.forbidden_why
         checked += 1
@@ -172,7 +172,7 @@ def test_the_exceptions_are_allowed_and_not_stale(exchange_id):
             continue
         assert path in paths, f"stale exception {path} ({reason})"
         request = next(r for r in CATALOGUE[exchange_id] if r.path == path)
-        assert inspect(exchange_id, request).forbidden is None, (path, reason)
+        assert inspect(EXCHANGES[exchange_id], request).forbidden is None, (path, reason)
 
 
 @pytest.mark.parametrize(
@@ -408,7 +408,7 @@ class _Sent(Exception):
 def _ccxt(exchange_id: str, market: dict, options=None):
     """A ccxt exchange with one market and placeholder credentials; `calls(method, *args)` returns
     the agent requests its private calls build, nothing being sent."""
-    bridge = importlib.import_module(f"agent.ccxt_bridge.exchanges.{exchange_id}")
+    bridge = bridge_module(exchange_id)
     captured: list[UnsignedRequest] = []
 
     class Captured(getattr(ccxt, exchange_id)):
@@ -500,7 +500,7 @@ def test_ccxt_trading_calls_are_not_forbidden_and_orders_read_back(exchange_id):
     seen = 0
     for method, *args in reads:
         for request in calls(method, *args):
-            found = inspect(exchange_id, request)
+            found = inspect(EXCHANGES[exchange_id], request)
             assert found.forbidden is None, (method, request.path, found.forbidden_why)
             assert found.orders == (), (method, request.path)
             assert set(found.symbols) <= {reported}, (method, found.symbols)
@@ -509,7 +509,7 @@ def test_ccxt_trading_calls_are_not_forbidden_and_orders_read_back(exchange_id):
 
     amount = 1 if exchange_id == "kucoinfutures" else 0.01  # KuCoin futures: whole contracts
     limit = calls("create_order", symbol, "limit", "buy", amount, 50000)
-    placing = [(r, inspect(exchange_id, r)) for r in limit]
+    placing = [(r, inspect(EXCHANGES[exchange_id], r)) for r in limit]
     assert all(found.forbidden is None for _, found in placing), placing
     orders = [found.orders for _, found in placing if found.orders]
     assert orders == [(order(reported, str(amount)),)], (exchange_id, placing)
@@ -530,7 +530,7 @@ def test_ccxt_batch_orders_read_back_one_by_one(exchange_id):
     symbol, reported, calls = _trading(exchange_id)
     batch = [dict(o, symbol=symbol) for o in BATCH]
     requests = calls("create_orders", batch)
-    found = [inspect(exchange_id, r) for r in requests]
+    found = [inspect(EXCHANGES[exchange_id], r) for r in requests]
     assert all(f.forbidden is None for f in found)
     assert [f.orders for f in found if f.orders] == [(order(reported, "0.01"), order(reported, "0.02"))]
 
@@ -540,7 +540,7 @@ def test_ccxt_batch_orders_read_back_one_by_one(exchange_id):
 )
 def test_ccxt_edits_read_back_their_new_size(exchange_id):
     symbol, reported, calls = _trading(exchange_id)
-    found = [inspect(exchange_id, r) for r in calls("edit_order", "1", symbol, "limit", "buy", 0.03, 51000)]
+    found = [inspect(EXCHANGES[exchange_id], r) for r in calls("edit_order", "1", symbol, "limit", "buy", 0.03, 51000)]
     assert all(f.forbidden is None for f in found)
     sizes = [o.quantity for f in found for o in f.orders]
     assert sizes == [Decimal("0.03")], found
@@ -563,7 +563,7 @@ def test_ccxt_edits_read_back_their_new_size(exchange_id):
 )
 def test_ccxt_market_buys_read_back_in_the_right_unit(exchange_id, expected):
     symbol, _, calls = _trading(exchange_id)
-    found = [inspect(exchange_id, r) for r in calls("create_order", symbol, "market", "buy", 0.01, 50000)]
+    found = [inspect(EXCHANGES[exchange_id], r) for r in calls("create_order", symbol, "market", "buy", 0.01, 50000)]
     assert [o for f in found for o in f.orders] == [expected]
 
 
@@ -602,21 +602,21 @@ def test_ccxt_withdraw_and_transfer_are_forbidden(exchange_id):
         sent += calls("withdraw", "USDT", 10, "TAddressXYZ123", params=WITHDRAW_EXTRA.get(exchange_id, {}))
     if exchange_id not in NO_CCXT_TRANSFER:
         sent += calls("transfer", "USDT", 10, "spot", "future")
-    moving = [r for r in sent if inspect(exchange_id, r).forbidden]
+    moving = [r for r in sent if inspect(EXCHANGES[exchange_id], r).forbidden]
     assert len(moving) == 2 - (exchange_id in NO_CCXT_WITHDRAW) - (exchange_id in NO_CCXT_TRANSFER), sent
-    assert all(inspect(exchange_id, r).forbidden in ("withdrawal", "transfer", "sub-account") for r in moving)
+    assert all(inspect(EXCHANGES[exchange_id], r).forbidden in ("withdrawal", "transfer", "sub-account") for r in moving)
     order_path = ORDER_PATHS.get(exchange_id)
     if order_path is None:
         return
     for request in moving:  # the same signed parameters, sent to the order endpoint
-        replayed = inspect(exchange_id, req(request.method, order_path, request.query, request.body))
-        assert replayed.forbidden == inspect(exchange_id, request).forbidden, request
+        replayed = inspect(EXCHANGES[exchange_id], req(request.method, order_path, request.query, request.body))
+        assert replayed.forbidden == inspect(EXCHANGES[exchange_id], request).forbidden, request
         assert replayed.forbidden_why.startswith("parameters ")
 
 
 # -- account and position settings on exchanges that do not sign the path --------------------------
 
-UNBOUND_CCXT = [name for name in CCXT_IDS if not PATH_BOUND[name] and name != "htx"]  # HTX signs the path
+UNBOUND_CCXT = [name for name in CCXT_IDS if not EXCHANGES[name].rules.path_bound and name != "htx"]  # HTX signs the path
 # ccxt's catalogue: every write whose path names an account or position setting is account-settings.
 SETTINGS = re.compile(
     r"leverage|margintype|margin[-_]?mode|positionside/dual|position[-_]?mode|switch-mode|switch-isolated|multiassets"
@@ -642,7 +642,7 @@ def _setting_writes(exchange_id):
 def test_every_account_setting_write_of_the_catalogue_is_account_settings(exchange_id):
     checked = 0
     for request in _setting_writes(exchange_id):
-        found = inspect(exchange_id, request)
+        found = inspect(EXCHANGES[exchange_id], request)
         if request.path in NOT_SETTINGS:
             assert found.forbidden is None, (request.path, found.forbidden_why)
             continue
@@ -709,10 +709,10 @@ def test_ccxt_account_setting_methods_are_refused(swap, method, args, params, ca
         requests = calls(method, *args, market["symbol"], params=params)
     assert requests, (swap, method)
     for request in requests:
-        found = inspect(exchange_id, request)
+        found = inspect(EXCHANGES[exchange_id], request)
         assert found.forbidden == category, (method, request.path, found.forbidden_why)
         # The same signature, sent to the order endpoint (the path is not signed).
-        again = inspect(exchange_id, req(request.method, SWAP_ORDER_PATHS[swap], request.query, request.body))
+        again = inspect(EXCHANGES[exchange_id], req(request.method, SWAP_ORDER_PATHS[swap], request.query, request.body))
         assert again.forbidden == replayed, (method, request, again.forbidden_why)
         if replayed:
             assert again.forbidden_why.startswith("parameters ")
@@ -990,7 +990,7 @@ _BODIES = st.none() | _PAIRS | st.builds(RawBody, st.text(max_size=40)) | st.bui
        _PAIRS, _BODIES)
 def test_inspect_raises_nothing_but_request_invalid(exchange_id, method, path, query, body):
     try:
-        found = inspect(exchange_id, UnsignedRequest(method, path, query, body))
+        found = inspect(EXCHANGES[exchange_id], UnsignedRequest(method, path, query, body))
     except RequestInvalid:
         return
     assert found.forbidden is None or found.forbidden in CATEGORIES

@@ -7,11 +7,15 @@
 
 How: ccxt builds each request as usual. For a private call, its `sign()` runs
 once with placeholder credentials (worthless strings, never a secret), which
-gives the request exactly as ccxt would send it. The exchange's module in
-`exchanges/` strips what the signature added (signature, auth headers, the
-nonce) and keeps the rest: method, path, query, body, and the instant ccxt
-stamped. The agent signs that structured request with the key in its token
-and returns the complete request, which replaces ccxt's.
+gives the request exactly as ccxt would send it. The exchange's bridge
+(agent/exchanges/<family>/bridge.py, named by its record) strips what the
+signature added (signature, auth headers, the nonce) and keeps the rest:
+method, path, query, body, and the instant ccxt stamped. A bridge holds
+PLACEHOLDER (the credentials ccxt is given) and `unsign(exchange, built, api)`,
+which receives what ccxt's own sign() returned ({url, method, body, headers})
+and returns an `Unsigned`, or None for a public request. The agent signs that
+structured request with the key in its token and returns the complete
+request, which replaces ccxt's.
 
 So the bot holds no secret, and what is sent is what plain ccxt would send
 with the secret in memory (tests check this byte for byte), except ccxt's
@@ -55,11 +59,18 @@ def without(pairs: tuple[tuple[str, str], ...], *names: str) -> tuple[tuple[str,
     return tuple((n, v) for n, v in pairs if n not in names)
 
 
-def _module(exchange_id: str) -> ModuleType:
+def bridge_module(exchange_id: str) -> ModuleType:
+    """The bridge of EXCHANGE_ID, named by its record (agent/exchanges/<family>/bridge.py)."""
+    from agent.exchanges import exchange_for
+    from agent.schemes import UnknownExchange
+
     try:
-        return importlib.import_module(f"agent.ccxt_bridge.exchanges.{exchange_id}")
-    except ModuleNotFoundError:
-        raise ValueError(f"no ccxt bridge for {exchange_id!r}") from None
+        bridge = exchange_for(exchange_id).bridge
+    except UnknownExchange:
+        bridge = None  # an unknown id, like an exchange ccxt does not have, has no bridge
+    if bridge is None:
+        raise ValueError(f"no ccxt bridge for {exchange_id!r}")
+    return importlib.import_module(bridge)
 
 
 def agent_exchange(
@@ -77,7 +88,7 @@ def agent_exchange(
     """
     import ccxt  # optional dependency: only bots that use ccxt need it
 
-    module = _module(exchange_id)
+    module = bridge_module(exchange_id)
     base_class = getattr(ccxt, exchange_id)
     signer = client or SignerClient(target)
     # The agent's refusals as the ccxt exceptions bots already handle (retry on NetworkError...).

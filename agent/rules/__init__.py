@@ -1,6 +1,6 @@
 """Exchange rules: what a signing request IS, for the policy engine. Pure: no I/O, no token.
 
-    facts = inspect("binance", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"), ...)))
+    facts = inspect(EXCHANGES["binance"], UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"), ...)))
     facts.violations       # every default-deny category ("withdrawal", "transfer", ...) with its evidence
     facts.forbidden        # the first of them, or None
     facts.forbidden_why    # its evidence, for the person reading the refusal
@@ -16,7 +16,11 @@ security settings (and, on Binance, Bybit and MEXC, account and position setting
 addresses are allowed (they move nothing). Reads of forbidden families (withdrawal history...) are
 allowed; API-key reads are not.
 
-Path binding (PATH_BOUND): Binance (all four), Bybit and MEXC sign only the parameters, so a
+Per exchange, what these engines read is the exchange's record (agent.exchanges: symbol parameters,
+order reader, explicit patterns, parameter rules, reads, body format, path binding); the engines
+here are shared and take the record.
+
+Path binding (a record's `path_bound`): Binance (all four), Bybit and MEXC sign only the parameters, so a
 signature is valid for any path; HTX signs the path but not a POST body, so the body the policy
 read is not bound to the signature. For those, parameter rules refuse the parameters of forbidden
 endpoints on any path, and orders are recognised by their parameters, whatever the path.
@@ -33,39 +37,21 @@ twice; a form body that is not strict ASCII name=value text).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.rules.facts import OrderFacts, RequestFacts
 from agent.rules.forbidden import CATEGORIES, violations
 from agent.rules.orders import orders, symbols
 from agent.rules.view import View, view
 from agent.schemes.request import UnsignedRequest
 
-# Does the signature bind the request path? (HTX: the path yes, a POST body no; False, to be safe.)
-PATH_BOUND: dict[str, bool] = {
-    "binance": False,
-    "binanceusdm": False,
-    "binanceus": False,
-    "binancetr": False,
-    "okx": True,
-    "kucoin": True,
-    "kucoinfutures": True,
-    "bitget": True,
-    "kraken": True,
-    "bitfinex": True,
-    "gemini": True,
-    "bybit": False,
-    "mexc": False,
-    "coinbase": True,
-    "bitstamp": True,
-    "cryptocom": True,
-    "deribit": True,
-    "gate": True,
-    "htx": False,
-}
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
 
 
-def inspect(exchange_id: str, request: UnsignedRequest) -> RequestFacts:
-    """The facts of REQUEST for EXCHANGE_ID (an id of agent.schemes' registry)."""
-    return facts_of(view(exchange_id, request))
+def inspect(exchange: "Exchange", request: UnsignedRequest) -> RequestFacts:
+    """The facts of REQUEST for EXCHANGE (a record of agent.exchanges)."""
+    return facts_of(view(exchange, request))
 
 
 def facts_of(v: View) -> RequestFacts:
@@ -77,4 +63,4 @@ def facts_of(v: View) -> RequestFacts:
     )
 
 
-__all__ = ["CATEGORIES", "PATH_BOUND", "OrderFacts", "RequestFacts", "facts_of", "inspect"]
+__all__ = ["CATEGORIES", "OrderFacts", "RequestFacts", "facts_of", "inspect"]

@@ -56,7 +56,7 @@ as writes. Anything not known to be a read is treated as a write.
 Matching. Paths are compared lower-cased without a trailing slash. Keywords are matched on words
 (camelCase, '-', '_' and '/' split words: "sub" in create-sub-api) and on the path with '-' and '_'
 removed (withdraw in WithdrawCancel, transfer in subTransfer, subaccount in sub_account); explicit
-per-exchange patterns cover endpoints whose names carry no keyword (Gate /api/v4/push, OKX
+per-exchange patterns (a record's `explicit`) cover endpoints whose names carry no keyword (Gate /api/v4/push, OKX
 move-positions, HTX /v1/margin/orders, Coinbase /v2/accounts/{id}/transactions...).
 
 Parameters. Binance, Bybit and MEXC do not sign the path, and HTX does not sign POST bodies: a
@@ -69,10 +69,14 @@ documented families, chosen so that no order, cancel or query of ccxt's trading 
 them. Bybit's GET payload is the query string and its POST payload a JSON object: a GET signature
 cannot be replayed as a POST, so its parameter rules apply to POST only. The withdrawal rule
 {address, amount} applies to every exchange (no order carries an address). The account-settings
-rules (_SETTINGS_RULES) are tried after every fund-moving rule, so a request carrying both kinds is
-refused as the fund-moving one. Where the path and the parameters are of different forbidden
+rules (an exchange's `settings_rules`) are tried after every fund-moving rule, so a request carrying
+both kinds is refused as the fund-moving one. Where the path and the parameters are of different forbidden
 families, the earlier category of CATEGORIES is reported (with both reasons): a key that allows
 account-settings must not get a withdrawal's parameters signed by sending them to the leverage path.
+
+Per exchange, the data these engines read is its record's (agent/exchanges/<family>/rules.py, gathered
+in agent.exchanges): explicit patterns, keyword exemptions, read endpoints, parameter and settings
+rules, the methods those apply to and why (its `unbound_note`).
 
 What parameter rules cannot see (the honest residual of an unbound path): a parameter set that is
 also a legitimate request's. A request carrying only timestamp/recvWindow (Binance GET
@@ -89,8 +93,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from agent.rules.view import View, display_name, squash
+from agent.rules.view import View, squash
+
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
 
 # -- categories and keywords ------------------------------------------------------------------------
 
@@ -141,170 +149,38 @@ class Explicit:
     any_method: bool = False  # a write even when sent as a GET (ccxt lists Bybit's del-submember as GET)
 
 
-def _explicit(category: str, pattern: str, what: str, any_method: bool = False) -> Explicit:
+def explicit(category: str, pattern: str, what: str, any_method: bool = False) -> Explicit:
+    """An endpoint of CATEGORY whose name carries no keyword (or a misleading one); PATTERN matches
+    the path key (lower-case, no trailing slash; [^/]+ stands for a path parameter)."""
     return Explicit(category, re.compile(pattern), what, any_method)
 
 
-# Endpoints whose names carry no keyword, or carry a misleading one; per exchange. Patterns match
-# the path key: lower-case, no trailing slash; [^/]+ stands for a path parameter.
-_EXPLICIT: dict[str, tuple[Explicit, ...]] = {
-    "okx": (
-        _explicit("transfer", r"/api/v5/account/move-positions", "moves positions to another account"),
-        _explicit("withdrawal", r"/api/v5/tradingbot/grid/withdraw-income", "moves a bot's profit out of it"),
-    ),
-    "kucoin": (_explicit("sub-account", r"/api/v1/broker/nd/account", "creates a broker sub-account"),),
-    "kucoinfutures": (_explicit("sub-account", r"/api/v1/broker/nd/account", "creates a broker sub-account"),),
-    "kraken": (
-        _explicit("session-token", r"/0/private/getwebsocketstoken",
-                  "mints a WebSocket token that places orders without the agent"),
-        _explicit("sub-account", r"/0/private/createsubaccount", "creates a sub-account"),
-    ),
-    "bitfinex": (
-        _explicit("api-key-management", r"/v2/auth/w/token", "mints an auth token that trades without the agent"),
-        _explicit("earn", r"/v2/auth/w/funding/.*", "manages funding (lending) offers"),
-        _explicit("withdrawal", r"/v2/auth/w/ext/wallets/withdrawals/.*", "requests a withdrawal"),
-    ),
-    "gemini": (
-        _explicit("sub-account", r"/v1/account/create", "creates a sub-account"),
-        _explicit("api-key-management", r"/v1/oauth/.*", "manages OAuth credentials"),
-        _explicit("block-trade", r"/v1/clearing/.*", "settles trades with a chosen counterparty"),
-        _explicit("convert", r"/v1/instant/.*", "buys or sells at a quoted price outside the order book"),
-    ),
-    "bybit": (
-        _explicit("api-key-management", r"/v5/user/(update|delete|create)-api", "manages this account's API keys"),
-        _explicit("convert", r"/v5/asset/exchange/.*", "converts between coins"),
-        _explicit("sub-account", r"/v5/user/(create-sub-member|frozen-sub-member|del-submember)",
-                  "creates, freezes or deletes sub-members", any_method=True),
-    ),
-    "coinbase": (
-        _explicit("withdrawal", r"/v2/accounts/[^/]+/transactions(/.*)?",
-                  "sends, requests or completes a money transfer from a wallet"),
-        _explicit("payment", r"/v2/accounts/[^/]+/(buys|sells|deposits)(/.*)?",
-                  "buys, sells or deposits through a payment method"),
-        _explicit("transfer", r"/api/v3/brokerage/intx/(allocate|multi_asset_collateral)",
-                  "moves funds into or out of a perpetuals portfolio"),
-    ),
-    "bitstamp": (
-        _explicit("withdrawal", r"/api/v2/crypto-transactions/deposits/[^/]+/reject",
-                  "sends a deposit back to an address"),
-        _explicit("api-key-management", r"/api/v2/revoke_all_api_keys", "revokes API keys"),
-    ),
-    "deribit": (
-        _explicit("block-trade", r"/api/v2/private/(approve|execute|verify|reject|simulate|invalidate)_block_trade\w*",
-                  "arranges a block trade with a chosen counterparty"),
-        _explicit("transfer", r"/api/v2/private/move_positions", "moves positions to another account"),
-    ),
-    "gate": (
-        _explicit("withdrawal", r"/api/v4/withdrawals/push", "sends funds to another Gate user"),
-        _explicit("withdrawal", r"/api/v4/push", "sends funds to another Gate user"),
-    ),
-    "htx": (
-        _explicit("margin-borrow", r"/v1/(cross-)?margin/orders", "applies for a margin loan"),
-        _explicit("convert", r"/v1/stable-coin/exchange", "exchanges stable coins"),
-    ),
-}
-# Account and position settings on the exchanges that do not sign the path (see account-settings).
-_BYBIT_POSITION = r"/(?:v5|(?:contract|unified)/v3/private(?:/copytrading)?)/position/"
-_BINANCE_SETTINGS = (
-    _explicit("account-settings", r"/(?:fapi|dapi)/v1/leverage|/papi/v1/(?:um|cm)/leverage",
-              "sets a symbol's leverage"),
-    _explicit("account-settings", r"/(?:fapi|dapi)/v1/margintype", "switches a symbol between isolated and cross margin"),
-    _explicit("account-settings", r"/(?:fapi|dapi)/v1/positionside/dual|/papi/v1/(?:um|cm)/positionside/dual",
-              "switches between hedge and one-way position mode"),
-    _explicit("account-settings", r"/fapi/v1/multiassetsmargin", "switches multi-assets margin mode"),
-    _explicit("account-settings", r"/sapi/v1/margin/max-leverage", "sets the margin account's maximum leverage"),
-    _explicit("account-settings", r"/sapi/v1/margin/isolated/account", "enables or disables an isolated margin account"),
-    _explicit("account-settings", r"/sapi/v1/portfolio/delta-mode", "switches portfolio-margin delta mode"),
-    _explicit("account-settings", r"/fapi/v1/feeburn|/papi/v1/um/feeburn|/sapi/v1/bnbburn",
-              "switches paying fees and margin interest in BNB"),
-)
-for _binance in ("binance", "binanceusdm", "binanceus", "binancetr"):
-    _EXPLICIT[_binance] = (
-        _explicit("block-trade", r"/eapi/v1/block/.*", "arranges a block trade with a chosen counterparty"),
-        *_BINANCE_SETTINGS,
-    )
-_EXPLICIT["bybit"] += (
-    _explicit("account-settings", _BYBIT_POSITION + r"set-leverage", "sets a symbol's leverage"),
-    _explicit("account-settings", _BYBIT_POSITION + r"switch-isolated",
-              "switches a symbol between isolated and cross margin (and sets its leverage)"),
-    _explicit("account-settings", _BYBIT_POSITION + r"switch-mode", "switches between hedge and one-way position mode"),
-    _explicit("account-settings", _BYBIT_POSITION + r"set-risk-limit", "sets a position's risk limit"),
-    _explicit("account-settings", _BYBIT_POSITION + r"set-auto-add-margin", "switches auto-add-margin"),
-    _explicit("account-settings", r"/v5/position/add-margin",
-              "adds or removes a position's margin (removing raises its effective leverage)"),
-    _explicit("account-settings", r"/v5/account/set-margin-mode|/(?:contract|unified)/v3/private/account/setmarginmode",
-              "switches the account's margin mode (isolated, cross, portfolio)"),
-    _explicit("account-settings", r"/v5/account/set-hedging-mode", "switches spot hedging"),
-    _explicit("account-settings", r"/v5/account/set-collateral-switch(?:-batch)?", "switches coins as collateral"),
-    _explicit("account-settings", r"/v5/account/set-delta-mode", "switches delta-neutral mode"),
-    _explicit("account-settings", r"/v5/account/set-limit-px-action", "sets what happens to orders beyond price limits"),
-    _explicit("account-settings", r"/v5/account/upgrade-to-uta", "upgrades the account to a unified trading account"),
-    _explicit("account-settings", r"/v5/spot-margin-trade/(?:switch-mode|set-leverage)",
-              "switches spot margin trading or sets its leverage"),
-    _explicit("account-settings", r"/v5/spot-cross-margin-trade/switch", "switches spot margin trading"),
-)
-_EXPLICIT["mexc"] = (
-    _explicit("account-settings", r"/api/v1/private/position/change_leverage",
-              "sets a position's leverage (and its margin type)"),
-    _explicit("account-settings", r"/api/v1/private/position/change_position_mode",
-              "switches between hedge and one-way position mode"),
-    _explicit("account-settings", r"/api/v1/private/position/change_auto_add_im", "switches auto-add-margin"),
-    _explicit("account-settings", r"/api/v1/private/position/change_margin",
-              "adds or removes a position's margin (removing raises its effective leverage)"),
-    _explicit("account-settings", r"/api/v1/private/account/change_risk_level", "sets a position's risk limit"),
-    _explicit("account-settings", r"/api/v3/mxdeduct/enable", "switches paying fees in MX"),
-)
-
-# Paths where a keyword misleads: the endpoint moves margin between a position and its own account
-# (ccxt's reduceMargin), which is position management, not a withdrawal.
-_KUCOIN_POSITION_MARGIN = re.compile(
-    r"/api/v1/margin/withdrawmargin|/api/v1/copy-trade/futures/position/margin/withdraw-margin"
-)
-_NOT_FORBIDDEN: dict[str, re.Pattern[str]] = {"kucoin": _KUCOIN_POSITION_MARGIN, "kucoinfutures": _KUCOIN_POSITION_MARGIN}
-
 # -- reads ---------------------------------------------------------------------------------------
 
-_GET_READS = frozenset({
-    "binance", "binanceusdm", "binanceus", "binancetr", "okx", "kucoin", "kucoinfutures", "bitget", "bybit",
-    "mexc", "coinbase", "gate", "htx", "gemini", "bitstamp",
-})
-# Read endpoints of exchanges that POST everything (path keys, fullmatch).
-_POST_READS: dict[str, re.Pattern[str]] = {
-    "kraken": re.compile(
-        r"/0/private/(withdrawmethods|withdrawaddresses|withdrawinfo|withdrawstatus|depositmethods"
-        r"|depositaddresses|depositstatus|earn/(allocatestatus|deallocatestatus|strategies|allocations))"
-    ),
-    "bitfinex": re.compile(r"/v2/auth/(r|calc)/.*"),
-    "gemini": re.compile(
-        r"/v[12]/transfers|/v[12]/withdraw/[^/]+(/[^/]+)?/feeestimate|/v1/approvedaddresses/account/[^/]+"
-        r"|/v1/payments/methods|/v1/staking/(rewards|history)|/v1/balances/(staking|earn)"
-        r"|/v1/earn/(interest|history)|/v1/account/list|/v1/clearing/(status|list|trades|broker/list)"
-    ),
-    "bitstamp": re.compile(
-        r"/api/v2/(withdrawal-requests|withdrawal/status|fees/withdrawal(/[^/]+)?|earn/subscriptions)"
-    ),
-    "cryptocom": re.compile(
-        r"/(exchange/v1|v1|v2)/private/(\w+/)?(get-[\w-]+|user-balance(-history)?|fiat-withdraw-history"
-        r"|fiat-deposit-history|fiat-deposit-info|fiat-transaction-quota|fiat-transaction-limit"
-        r"|fiat-get-bank-accounts)"
-    ),
-}
+
+@dataclass(frozen=True)
+class Reads:
+    """Which requests of an exchange only read (anything else is treated as a write)."""
+
+    get: bool  # a GET only reads (False where GET requests write: Deribit)
+    paths: re.Pattern[str] | None  # read endpoints whatever the method (path keys, fullmatch); None
 
 
 def is_read(v: View) -> bool:
     """Whether the request can only read (see the module docstring); False when unsure."""
-    if v.exchange == "deribit":
-        # The path names a method unless it is the JSON-RPC root (/api/v2), where the body names it.
-        names = ([_deribit_name(v.key)] if v.key.startswith("/api/v2/") else []) + list(v.rpc_methods)
+    root = v.exchange.rules.json_rpc
+    if root is not None:
+        # The path names a method unless it is the JSON-RPC root (Deribit /api/v2), where the body names it.
+        names = ([_rpc_name(root, v.key)] if v.key.startswith(root + "/") else []) + list(v.rpc_methods)
         return all(name.rsplit("/", 1)[-1].startswith("get_") for name in names)
-    if v.method == "GET" and v.exchange in _GET_READS:
+    if v.method == "GET" and v.exchange.rules.reads.get:
         return True
-    pattern = _POST_READS.get(v.exchange)
+    pattern = v.exchange.rules.reads.paths
     return bool(pattern and pattern.fullmatch(v.key))
 
 
-def _deribit_name(key: str) -> str:
-    return key.removeprefix("/api/v2/")
+def _rpc_name(root: str, key: str) -> str:
+    return key.removeprefix(root + "/")
 
 
 # -- path rules ---------------------------------------------------------------------------------
@@ -321,17 +197,17 @@ def _word_set(path: str) -> set[str]:
     return set(words(path)) | {piece.lower() for piece in _WORD_SPLIT.split(path) if piece}
 
 
-def path_verdict(exchange_id: str, path: str, key: str) -> tuple[str, str, bool] | None:
+def path_verdict(exchange: "Exchange", path: str, key: str) -> tuple[str, str, bool] | None:
     """(category, what the path is, whether even a read is refused) when the path is of a forbidden
     family."""
-    exempt = _NOT_FORBIDDEN.get(exchange_id)
+    exempt = exchange.rules.not_forbidden
     if exempt is not None and exempt.fullmatch(key):
         return None
     squashed = squash(key)
     found_words = words(path)
     word_set = _word_set(path)
     for category in CATEGORIES:
-        for rule in _EXPLICIT.get(exchange_id, ()):
+        for rule in exchange.rules.explicit:
             if rule.category == category and rule.pattern.fullmatch(key):
                 return category, rule.what, rule.any_method
         for keyword in _SUBSTRINGS.get(category, ()):
@@ -380,8 +256,8 @@ def _api_word(path: str) -> bool:
     return "api" in parts and bool(parts & _KEY_VERBS)
 
 
-def _rpc_key(method: str) -> str:
-    return "/api/v2/" + method
+def _rpc_key(root: str, method: str) -> str:
+    return root + "/" + method
 
 
 # -- parameter rules ----------------------------------------------------------------------------
@@ -394,171 +270,40 @@ class ParamRule:
     endpoint: str  # "those of ..."
 
 
-def _rule(category: str, names: str, endpoint: str) -> ParamRule:
+def param_rule(category: str, names: str, endpoint: str) -> ParamRule:
+    """CATEGORY for a request whose parameters include all of NAMES (space-separated, any case)."""
     return ParamRule(category, frozenset(names.lower().split()), endpoint)
 
 
-_WITHDRAW_ANYWHERE = _rule("withdrawal", "address amount", "a withdrawal (no order carries an address)")
+@dataclass(frozen=True)
+class UnboundNote:
+    """Why an exchange's parameters are checked whatever the path, for the refusal's reader."""
 
-_BINANCE_RULES = (
-    _rule("withdrawal", "coin address amount", "Binance's withdrawal endpoint (/sapi/v1/capital/withdraw/apply)"),
-    _rule("sub-account", "toEmail asset amount", "Binance's sub-account transfers (/sapi/v1/sub-account/...)"),
-    _rule("sub-account", "fromEmail asset amount", "Binance's sub-account transfers (/sapi/v1/sub-account/...)"),
-    _rule("sub-account", "email", "Binance's sub-account management endpoints (/sapi/v1/sub-account/...)"),
-    _rule("sub-account", "subAccountString", "Binance's virtual sub-account creation"),
-    _rule("sub-account", "subAccountApiKey", "Binance's sub-account API-key endpoints"),
-    _rule("sub-account", "subAccountId", "Binance's broker sub-account endpoints"),
-    _rule("earn", "productId amount", "Binance's simple-earn, savings and staking subscriptions"),
-    _rule("earn", "projectId amount", "Binance's locked simple-earn subscriptions"),
-    _rule("earn", "tokenName", "Binance's leveraged-token (BLVT) subscriptions"),
-    _rule("earn", "poolId", "Binance's liquidity-pool (bswap) endpoints"),
-    _rule("loan", "loanCoin", "Binance's crypto-loan endpoints (/sapi/v1/loan/...)"),
-    _rule("loan", "collateralCoin", "Binance's crypto-loan endpoints (/sapi/v1/loan/...)"),
-    _rule("convert", "fromAsset toAsset", "Binance's convert quote endpoint (/sapi/v1/convert/getQuote)"),
-    _rule("convert", "quoteId", "Binance's convert accept endpoint (/sapi/v1/convert/acceptQuote)"),
-    _rule("convert", "baseAsset quoteAsset", "Binance's convert limit and swap endpoints"),
-    _rule("convert", "fromCoin toCoin", "Binance US's OTC quote endpoint (/sapi/v1/otc/quotes)"),
-    _rule("payment", "token amount", "Binance's gift-card endpoint (/sapi/v1/giftcard/createCode)"),
-    _rule("payment", "baseToken faceToken", "Binance's gift-card endpoint (/sapi/v1/giftcard/buyCode)"),
-    _rule("block-trade", "blockOrderMatchingKey", "Binance's block-trade execution (/eapi/v1/block/order/execute)"),
-    _rule("block-trade", "liquidity legs", "Binance's options block-trade creation (/eapi/v1/block/order/create)"),
-    _rule("transfer", "asset amount",
-          "Binance's transfer, borrow and repay endpoints (/sapi/v1/asset/transfer, /sapi/v1/futures/transfer, "
-          "/sapi/v1/margin/loan...)"),
-    # No Binance trading endpoint takes `amount` (orders use quantity / quoteOrderQty); the fund-moving
-    # ones that send it with no other telling name do (ETH staking, portfolio-margin transfers,
-    # isolated position margin), and `depositAmount` (dual investment) or `asset` alone (dust).
-    _rule("transfer", "amount", "Binance's fund-moving endpoints (staking, portfolio-margin transfer, position "
-                                "margin...): no trading endpoint takes 'amount'"),
-    _rule("earn", "depositAmount", "Binance's dual-investment subscription"),
-    _rule("convert", "asset", "Binance's dust transfer (/sapi/v1/asset/dust): no trading endpoint takes 'asset'"),
-)
-
-_PARAM_RULES: dict[str, tuple[ParamRule, ...]] = {
-    "binance": _BINANCE_RULES,
-    "binanceusdm": _BINANCE_RULES,
-    "binanceus": _BINANCE_RULES,
-    "binancetr": _BINANCE_RULES,
-    "bybit": (
-        _rule("withdrawal", "coin address amount", "Bybit's withdrawal endpoint (/v5/asset/withdraw/create)"),
-        _rule("sub-account", "fromMemberId", "Bybit's universal transfer (/v5/asset/transfer/universal-transfer)"),
-        _rule("sub-account", "toMemberId", "Bybit's universal transfer (/v5/asset/transfer/universal-transfer)"),
-        _rule("sub-account", "subuid", "Bybit's sub-member and sub-API endpoints (/v5/user/...)"),
-        _rule("sub-account", "subMemberIds", "Bybit's sub-member transfer settings"),
-        _rule("sub-account", "memberType", "Bybit's sub-member creation (/v5/user/create-sub-member)"),
-        _rule("api-key-management", "permissions", "Bybit's API-key endpoints (/v5/user/update-api...)"),
-        _rule("api-key-management", "apikey", "Bybit's API-key deletion (/v5/user/delete-sub-api)"),
-        _rule("transfer", "fromAccountType toAccountType",
-              "Bybit's transfers (/v5/asset/transfer/inter-transfer, universal-transfer)"),
-        _rule("transfer", "transferId", "Bybit's transfers (/v5/asset/transfer/inter-transfer)"),
-        _rule("transfer", "fromUid toUid", "Bybit's position move (/v5/position/move-positions)"),
-        _rule("loan", "loanCurrency", "Bybit's crypto-loan endpoints (/v5/crypto-loan/...)"),
-        _rule("convert", "fromCoin toCoin", "Bybit's convert quote (/v5/asset/exchange/quote-apply)"),
-        _rule("convert", "quoteTxId", "Bybit's convert execution (/v5/asset/exchange/convert-execute)"),
-        _rule("earn", "ltCoin", "Bybit's leveraged-token purchase and redemption"),
-        _rule("earn", "productId", "Bybit's earn orders (/v5/earn/place-order)"),
-        _rule("margin-borrow", "coin qty", "Bybit's spot-margin borrow (/v5/spot-cross-margin-trade/loan)"),
-        _rule("transfer", "coin amount", "Bybit's borrow, repay, lending and earn endpoints (/v5/account/borrow...)"),
-    ),
-    "mexc": (
-        _rule("withdrawal", "coin address amount", "MEXC's withdrawal endpoint (/api/v3/capital/withdraw)"),
-        _rule("sub-account", "subAccount", "MEXC's sub-account endpoints (/api/v3/sub-account/...)"),
-        _rule("sub-account", "toAccount", "MEXC's internal transfer (/api/v3/capital/transfer/internal)"),
-        _rule("api-key-management", "permissions", "MEXC's sub-account API-key creation"),
-        _rule("transfer", "fromAccountType toAccountType", "MEXC's transfers (/api/v3/capital/transfer)"),
-        _rule("transfer", "asset amount", "MEXC's transfers (/api/v3/capital/transfer...)"),
-    ),
-    "htx": (
-        _rule("withdrawal", "address amount currency", "HTX's withdrawal endpoint (/v1/dw/withdraw/api/create)"),
-        _rule("sub-account", "sub-uid", "HTX's sub-user transfer (/v1/subuser/transfer)"),
-        _rule("sub-account", "sub_uid", "HTX's master/sub transfers (/api/v1/contract_master_sub_transfer)"),
-        _rule("transfer", "fromUid toUid", "HTX's point transfer (/v2/point/transfer)"),
-        _rule("transfer", "from_margin_account to_margin_account", "HTX's futures transfers (swap_transfer_inner)"),
-        _rule("transfer", "currency amount",
-              "HTX's transfers and margin loans (/v1/account/transfer, /v2/account/transfer, /v1/futures/transfer, "
-              "/v1/margin/orders...)"),
-        _rule("transfer", "asset amount", "HTX's futures transfers (/v5/account/universal_transfer...)"),
-    ),
-    # Path-bound exchanges: the withdrawal parameters, where cheap (defense in depth).
-    "okx": (_rule("withdrawal", "toAddr", "OKX's withdrawal endpoint (/api/v5/asset/withdrawal)"),),
-    "bitget": (_rule("withdrawal", "address size", "Bitget's withdrawal endpoint (/api/v2/spot/wallet/withdrawal)"),),
-    "kraken": (_rule("withdrawal", "asset key amount", "Kraken's withdrawal endpoint (/0/private/Withdraw)"),),
-}
-
-# Account and position settings (see account-settings), tried after every fund-moving rule. Each set
-# is mandatory at its endpoint, and none is carried by an order, cancel or query of ccxt's trading
-# methods (tests/test_rules.py and tests/adversarial/test_unbound_params.py run them). Left out,
-# because an order carries them: MEXC's {positionMode} (hedged orders), MEXC's {leverage, openType,
-# symbol} (isolated orders), Bybit's tpslMode; and Binance's isolated-margin account switch ({symbol}).
-_BINANCE_SETTINGS_RULES = (
-    _rule("account-settings", "leverage",
-          "Binance's leverage endpoints (/fapi/v1/leverage, /dapi/v1/leverage, /papi/v1/um/leverage...)"),
-    _rule("account-settings", "marginType", "Binance's margin-type switch (/fapi/v1/marginType, /dapi/v1/marginType)"),
-    _rule("account-settings", "dualSidePosition",
-          "Binance's position-mode switch (/fapi/v1/positionSide/dual, /dapi/v1/positionSide/dual...)"),
-    _rule("account-settings", "multiAssetsMargin", "Binance's multi-assets margin switch (/fapi/v1/multiAssetsMargin)"),
-    _rule("account-settings", "maxLeverage", "Binance's margin maximum leverage (/sapi/v1/margin/max-leverage)"),
-    _rule("account-settings", "feeBurn", "Binance's BNB fee switch (/fapi/v1/feeBurn, /papi/v1/um/feeBurn)"),
-    _rule("account-settings", "spotBNBBurn", "Binance's BNB burn switch (/sapi/v1/bnbBurn)"),
-    _rule("account-settings", "interestBNBBurn", "Binance's BNB burn switch (/sapi/v1/bnbBurn)"),
-)
-_SETTINGS_RULES: dict[str, tuple[ParamRule, ...]] = {
-    "binance": _BINANCE_SETTINGS_RULES,
-    "binanceusdm": _BINANCE_SETTINGS_RULES,
-    "binanceus": _BINANCE_SETTINGS_RULES,
-    "binancetr": _BINANCE_SETTINGS_RULES,
-    "bybit": (
-        _rule("account-settings", "buyLeverage sellLeverage",
-              "Bybit's leverage endpoints (/v5/position/set-leverage, /v5/position/switch-isolated)"),
-        _rule("account-settings", "tradeMode", "Bybit's margin-type switch (/v5/position/switch-isolated)"),
-        _rule("account-settings", "category mode", "Bybit's position-mode switch (/v5/position/switch-mode)"),
-        _rule("account-settings", "riskId", "Bybit's risk limit (/v5/position/set-risk-limit)"),
-        _rule("account-settings", "autoAddMargin", "Bybit's auto-add-margin switch (/v5/position/set-auto-add-margin)"),
-        _rule("account-settings", "margin", "Bybit's position margin (/v5/position/add-margin)"),
-        _rule("account-settings", "setMarginMode", "Bybit's margin-mode switch (/v5/account/set-margin-mode)"),
-        _rule("account-settings", "setHedgingMode", "Bybit's spot hedging switch (/v5/account/set-hedging-mode)"),
-        _rule("account-settings", "collateralSwitch", "Bybit's collateral switch (/v5/account/set-collateral-switch)"),
-        _rule("account-settings", "spotMarginMode", "Bybit's spot margin switch (/v5/spot-margin-trade/switch-mode)"),
-        _rule("account-settings", "leverage", "Bybit's spot margin leverage (/v5/spot-margin-trade/set-leverage)"),
-        _rule("account-settings", "switch", "Bybit's spot margin switch (/v5/spot-cross-margin-trade/switch)"),
-    ),
-    "mexc": (
-        _rule("account-settings", "leverage positionType",
-              "MEXC's leverage endpoint without a position (/api/v1/private/position/change_leverage)"),
-        _rule("account-settings", "leverage positionId",
-              "MEXC's leverage endpoint on a position (/api/v1/private/position/change_leverage)"),
-        _rule("account-settings", "level positionType", "MEXC's risk limit (/api/v1/private/account/change_risk_level)"),
-        _rule("account-settings", "isEnabled", "MEXC's auto-add-margin switch (/api/v1/private/position/change_auto_add_im)"),
-        _rule("account-settings", "positionId amount", "MEXC's position margin (/api/v1/private/position/change_margin)"),
-        _rule("account-settings", "mxDeductEnable", "MEXC's MX fee switch (/api/v3/mxDeduct/enable)"),
-    ),
-}
-# Exchanges whose parameter rules apply to these methods only (see the module docstring).
-_PARAM_METHODS = {"bybit": frozenset({"POST"})}
+    text: str  # "{name} signs only the payload, so the path is not bound": {name} is the exchange's name
+    methods: frozenset[str] | None  # the methods it is true of (HTX: POST, whose body is unsigned); None: all
 
 
-def _unbound_note(exchange_id: str, method: str) -> str:
-    name = display_name(exchange_id)
-    if exchange_id == "htx":
-        return f" ({name} does not sign POST bodies, so the body can be swapped)" if method == "POST" else ""
-    if exchange_id == "bybit":
-        return f" ({name} signs only the payload, so the path is not bound)"
-    if exchange_id in ("binance", "binanceusdm", "binanceus", "binancetr", "mexc"):
-        return f" ({name} signs only the parameters, so the path is not bound)"
-    return ""
+_WITHDRAW_ANYWHERE = param_rule("withdrawal", "address amount", "a withdrawal (no order carries an address)")
+
+
+def _unbound_note(exchange: "Exchange", method: str) -> str:
+    note = exchange.rules.unbound_note
+    if note is None or (note.methods is not None and method not in note.methods):
+        return ""
+    return f" ({note.text.format(name=exchange.name)})"
 
 
 def param_verdict(v: View) -> tuple[str, str] | None:
     """(category, why) of the first forbidden parameter set among the request's top-level names. The
     rules go from the specific to the general (`asset amount` is a transfer, `asset` alone a dust
     convert), so the first that matches names the endpoint those parameters are for."""
-    methods = _PARAM_METHODS.get(v.exchange)
+    methods = v.exchange.rules.param_methods
     if methods is not None and v.method not in methods:
         return None
     present = {name.lower() for name, _ in v.params if isinstance(name, str)}
     if not present:
         return None
-    for rule in _PARAM_RULES.get(v.exchange, ()) + (_WITHDRAW_ANYWHERE,) + _SETTINGS_RULES.get(v.exchange, ()):
+    for rule in v.exchange.rules.param_rules + (_WITHDRAW_ANYWHERE,) + v.exchange.rules.settings_rules:
         if rule.names <= present:
             names = ", ".join(sorted(name for name, _ in v.params if name.lower() in rule.names))
             return rule.category, f"parameters {names} are those of {rule.endpoint}{_unbound_note(v.exchange, v.method)}"
@@ -574,17 +319,19 @@ def violations(v: View) -> tuple[tuple[str, str], ...]:
     read = is_read(v)
     found: dict[str, str] = {}
     targets = [(v.path, v.key, f"path {v.path}")]
-    targets += [(_rpc_key(m), _rpc_key(m), f"JSON-RPC method {m}") for m in v.rpc_methods]
+    root = v.exchange.rules.json_rpc
+    if root is not None:
+        targets += [(_rpc_key(root, m), _rpc_key(root, m), f"JSON-RPC method {m}") for m in v.rpc_methods]
     for path, key, label in targets:
         hit = path_verdict(v.exchange, path, key)
         if hit is not None and not (read and hit[0] in READ_ALLOWED and not hit[2]):
             found.setdefault(hit[0], f"{label} {hit[1]}")
-    if v.exchange == "deribit" and v.key.startswith("/api/v2/"):
-        named = _deribit_name(v.key)
+    if root is not None and v.key.startswith(root + "/"):
+        named = _rpc_name(root, v.key)
         other = next((m for m in v.rpc_methods if m != named), None)
         if other is not None:
             found.setdefault("ambiguous-endpoint", (
-                f"JSON-RPC method {other} differs from the path {v.path}: Deribit may run either, "
+                f"JSON-RPC method {other} differs from the path {v.path}: {v.exchange.name} may run either, "
                 "and the endpoint allow-list sees only the path"
             ))
     by_params = param_verdict(v)

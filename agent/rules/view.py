@@ -15,22 +15,33 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from agent.schemes.encoding import form_pairs, parse_json_body
 from agent.schemes.request import RawBody, UnsignedRequest
 
-# Exchanges whose request bodies are form-encoded; MEXC's spot API too (its futures API takes JSON).
-_FORM = frozenset({"binance", "binanceusdm", "binanceus", "binancetr", "bitstamp"})
-MEXC_CONTRACT_PREFIX = "/api/v1/private/"
-_NAMES = {
-    "binance": "Binance", "binanceusdm": "Binance USD-M", "binanceus": "Binance US", "binancetr": "Binance TR",
-    "okx": "OKX", "kucoin": "KuCoin", "kucoinfutures": "KuCoin Futures", "bitget": "Bitget", "kraken": "Kraken",
-    "bitfinex": "Bitfinex", "gemini": "Gemini", "bybit": "Bybit", "mexc": "MEXC", "coinbase": "Coinbase",
-    "bitstamp": "Bitstamp", "cryptocom": "Crypto.com", "deribit": "Deribit", "gate": "Gate", "htx": "HTX",
-}
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
+
+# How an exchange reads a raw request body: (path, body text) -> FORM or JSON (each exchange's
+# record says, as its `body_format`).
+BodyFormat = Callable[[str, str], str]
+FORM, JSON = "form", "json"
+
+
+def form_body(path: str, text: str) -> str:
+    """Form-encoded bodies (Binance, Bitstamp)."""
+    return FORM
+
+
+def json_body(path: str, text: str) -> str:
+    """JSON bodies (most exchanges)."""
+    return JSON
+
+
 # A plain decimal number in ASCII: what every exchange parses the same way ('1_000', '١', 'NaN',
 # '0x10' and 'Infinity' are not; Python's Decimal would take some of them).
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
@@ -43,10 +54,6 @@ class _Ambiguous:
 
 
 AMBIGUOUS = _Ambiguous()
-
-
-def display_name(exchange_id: str) -> str:
-    return _NAMES.get(exchange_id, exchange_id)
 
 
 def path_key(path: str) -> str:
@@ -63,7 +70,7 @@ def squash(key: str) -> str:
 
 @dataclass(frozen=True)
 class View:
-    exchange: str
+    exchange: "Exchange"  # the exchange's record (agent.exchanges)
     method: str
     path: str  # as given
     key: str  # path_key(path)
@@ -75,23 +82,23 @@ class View:
         return Fields(self.params)
 
 
-def view(exchange_id: str, request: UnsignedRequest) -> View:
-    """Parse REQUEST as EXCHANGE_ID reads it. RequestInvalid for a body the exchange's scheme would
-    refuse to sign as unparseable: JSON that is not one object or array (or names a member twice), a
-    form body that is not strict name=value ASCII text."""
+def view(exchange: "Exchange", request: UnsignedRequest) -> View:
+    """Parse REQUEST as EXCHANGE (a record of agent.exchanges) reads it. RequestInvalid for a body
+    the exchange's scheme would refuse to sign as unparseable: JSON that is not one object or array
+    (or names a member twice), a form body that is not strict name=value ASCII text."""
     params: list[tuple[str, object]] = list(request.query)
-    body = _body(exchange_id, request)
+    body = _body(exchange, request)
     rpc_methods: list[str] = []
     if isinstance(body, dict):
         params.extend(body.items())
-        if exchange_id == "deribit":
+        if exchange.rules.json_rpc:
             params.extend(_rpc_params(body, rpc_methods))
-    elif isinstance(body, list) and exchange_id == "deribit":
+    elif isinstance(body, list) and exchange.rules.json_rpc:
         for call in body:
             if isinstance(call, dict):
                 params.extend(_rpc_params(call, rpc_methods))
     return View(
-        exchange=exchange_id,
+        exchange=exchange,
         method=request.method.upper(),
         path=request.path,
         key=path_key(request.path),
@@ -109,22 +116,22 @@ def _rpc_params(call: dict, methods: list[str]) -> list[tuple[str, object]]:
     return list(inner.items()) if isinstance(inner, dict) else []
 
 
-def _body(exchange_id: str, request: UnsignedRequest) -> object:
+def _body(exchange: "Exchange", request: UnsignedRequest) -> object:
     body = request.body
     if body is None:
         return None
     if not isinstance(body, RawBody):
         return dict(body)
     text = body.text
-    name = display_name(exchange_id)
     if text.strip() == "":
         return None
-    if exchange_id in _FORM or (exchange_id == "mexc" and not request.path.startswith(MEXC_CONTRACT_PREFIX)):
-        return dict(form_pairs(text, name))
-    if exchange_id == "kraken" and not text.lstrip().startswith("{"):
-        return dict(form_pairs(text, name))
-    # Every other body is JSON. Numbers are kept exact (Decimal), never rounded through a float.
-    return parse_json_body(text, name, arrays=True, parse_float=Decimal)
+    kind = exchange.rules.body_format(request.path, text)
+    if kind == FORM:
+        return dict(form_pairs(text, exchange.name))
+    if kind != JSON:
+        raise ValueError(f"{exchange.id}: body format {kind!r} is neither {FORM!r} nor {JSON!r}")
+    # Numbers are kept exact (Decimal), never rounded through a float.
+    return parse_json_body(text, exchange.name, arrays=True, parse_float=Decimal)
 
 
 # -- values ---------------------------------------------------------------------------------

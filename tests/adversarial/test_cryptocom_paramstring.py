@@ -3,7 +3,7 @@ paramString of the one the agent signed, and the exchange acts on what it receiv
 
 paramString joins the sorted names and their values with nothing in between (lists: their elements in
 order; objects in lists: their own paramString). The agent signs only params in a grammar under which
-paramString reads back one way (agent/schemes/cryptocom.py). Modelled here:
+paramString reads back one way (agent/exchanges/cryptocom/scheme.py). Modelled here:
 
   decode(text)      the exchange-side reading of a paramString under that grammar: a name runs from a
                     lower-case letter while letters and '_' follow, its value to the next lower-case
@@ -40,10 +40,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.exchanges import EXCHANGES, scheme_for
+from agent.exchanges.cryptocom.scheme import LIST_NAME, POLICY_NAMES, param_string
 from agent.rules import inspect
-from agent.rules.orders import SYMBOL_PARAMS
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, scheme_for
-from agent.schemes.cryptocom import LIST_NAME, POLICY_NAMES, param_string
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from reference import fixed_environment, hmac_credential
 
 SCHEME = scheme_for("cryptocom")
@@ -357,7 +357,7 @@ def test_ambiguous_params_are_refused(case, method, signed, sent, refusal):
 def test_the_instrument_swap_is_what_the_policy_would_pass():
     """Without the grammar the policy reads BTC_USDT and no size; the exchange buys ETH_USDT."""
     _, _, signed, sent, _ = ATTACKS[0]
-    facts = inspect("cryptocom", UnsignedRequest("POST", "/exchange/v1/" + CREATE, body=RawBody(json.dumps(signed))))
+    facts = inspect(EXCHANGES["cryptocom"], UnsignedRequest("POST", "/exchange/v1/" + CREATE, body=RawBody(json.dumps(signed))))
     assert facts.symbols == ("BTC_USDT",) and facts.forbidden is None
     assert acted_on(CREATE, sent)[0] == {("instrument_name", "ETH_USDT"), ("quantity", "5")}
     assert param_text(signed) == ("client_oidxinstrument_nameBTC_USDTinstrument_nameETH_USDTquantity5sideBUY"
@@ -365,11 +365,11 @@ def test_the_instrument_swap_is_what_the_policy_would_pass():
 
 
 def test_the_guarded_names_are_those_the_rules_read():
-    assert SYMBOL_PARAMS["cryptocom"] <= set(POLICY_NAMES)
-    facts = inspect("cryptocom", UnsignedRequest("POST", "/exchange/v1/" + LIST, body=RawBody(json.dumps(
+    assert EXCHANGES["cryptocom"].rules.symbol_params <= set(POLICY_NAMES)
+    facts = inspect(EXCHANGES["cryptocom"], UnsignedRequest("POST", "/exchange/v1/" + LIST, body=RawBody(json.dumps(
         {LIST_NAME: [{"instrument_name": "BTC_USDT", "quantity": "1", "notional": "2", "side": "B", "type": "T"}]}))))
     assert [(o.symbol, str(o.quantity), str(o.quote_quantity)) for o in facts.orders] == [("BTC_USDT", "1", "2")]
-    amend = inspect("cryptocom", UnsignedRequest("POST", "/exchange/v1/" + AMEND, body=RawBody(json.dumps(
+    amend = inspect(EXCHANGES["cryptocom"], UnsignedRequest("POST", "/exchange/v1/" + AMEND, body=RawBody(json.dumps(
         {"new_quantity": "3", "instrument_name": "BTC_USDT"}))))
     assert [str(o.quantity) for o in amend.orders] == ["3"]
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from agent.policy import Refusal, check_names, check_shape
 from agent.rules.view import view
-from agent.schemes import EXCHANGES, RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, scheme_for
+from agent.exchanges import EXCHANGES, scheme_for
+from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from exchange_readers import READERS, Http, Reading, Refused
 from reference import SoftwareCredential, fixed_environment, hmac_credential
 
@@ -104,7 +105,7 @@ def checked_params(exchange_id: str, request: UnsignedRequest) -> list[tuple[str
     given twice (agent.guard.Guard.check runs these on every request)."""
     try:
         check_shape(request)
-        read = view(exchange_id, request)
+        read = view(EXCHANGES[exchange_id], request)
         check_names(name for name, _ in read.params)
     except (RequestInvalid, Refusal):
         return None

@@ -17,7 +17,6 @@ the parameter sets that belong to a forbidden endpoint. Here, as tables:
 
 from __future__ import annotations
 
-import importlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,9 @@ import pytest
 from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from agent.policy import Refusal
-from agent.rules import PATH_BOUND, inspect
+from agent.ccxt_bridge import bridge_module
+from agent.exchanges import EXCHANGES
+from agent.rules import inspect
 from agent.schemes import RawBody, UnsignedRequest
 
 BINANCES = ("binance", "binanceusdm", "binanceus", "binancetr")
@@ -137,20 +138,20 @@ def _id(row) -> str:
 @pytest.mark.parametrize("row", REPLAYS, ids=[_id(r) for r in REPLAYS])
 def test_parameters_of_a_forbidden_endpoint_are_refused_on_an_allowed_one(row):
     exchange_id, (method, path), query, body, target, category = row
-    assert PATH_BOUND[exchange_id] is False
-    found = inspect(exchange_id, UnsignedRequest(method, path, query, body))
+    assert EXCHANGES[exchange_id].rules.path_bound is False
+    found = inspect(EXCHANGES[exchange_id], UnsignedRequest(method, path, query, body))
     assert found.forbidden == category, (found.forbidden, found.forbidden_why)
     assert found.forbidden_why.startswith("parameters "), found.forbidden_why
     assert "path is not bound" in found.forbidden_why
     # The same signed parameters where the attacker would send them: refused there too.
     target_method, target_path = target.split(" ", 1)
-    there = inspect(exchange_id, UnsignedRequest(target_method, target_path, query, body))
+    there = inspect(EXCHANGES[exchange_id], UnsignedRequest(target_method, target_path, query, body))
     assert there.forbidden == category, (target, there.forbidden_why)
 
 
 @pytest.mark.parametrize("exchange_id", BINANCES)
 def test_every_binance_rule_names_its_endpoint(exchange_id):
-    found = inspect(exchange_id, UnsignedRequest(*BN_READ, _query(symbol="BTCUSDT", leverage="3"), None))
+    found = inspect(EXCHANGES[exchange_id], UnsignedRequest(*BN_READ, _query(symbol="BTCUSDT", leverage="3"), None))
     assert "/fapi/v1/leverage" in found.forbidden_why
 
 
@@ -175,7 +176,7 @@ RESIDUAL = [
 @pytest.mark.parametrize("row", RESIDUAL, ids=[f"{r[0]}->{r[4]}" for r in RESIDUAL])
 def test_the_named_residual_is_not_refused_by_parameters(row):
     exchange_id, (method, path), query, body, _target, _why = row
-    found = inspect(exchange_id, UnsignedRequest(method, path, query, body))
+    found = inspect(EXCHANGES[exchange_id], UnsignedRequest(method, path, query, body))
     assert found.forbidden is None, found.forbidden_why
 
 
@@ -206,7 +207,7 @@ def _ccxt(market_name: str):
     agent would sign, nothing being sent."""
     exchange_id = market_name.split("-")[0]
     market, options = MARKETS[market_name]
-    bridge = importlib.import_module(f"agent.ccxt_bridge.exchanges.{exchange_id}")
+    bridge = bridge_module(exchange_id)
     captured: list[UnsignedRequest] = []
 
     class Captured(getattr(ccxt, exchange_id)):
@@ -310,7 +311,7 @@ def test_ccxt_trading_calls_are_not_refused(market_name, call):
     requests = calls(method, *args, **kwargs)
     assert requests, (market_name, method)
     for request in requests:
-        found = inspect(exchange_id, request)
+        found = inspect(EXCHANGES[exchange_id], request)
         assert found.forbidden is None, (method, request.method, request.path, found.forbidden_why)
         assert all(o.symbol for o in found.orders), (method, request.path, found.orders)  # symbol lists can check
 
@@ -343,7 +344,7 @@ def guard(tmp_path: Path):
     created = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc).isoformat()
 
     def check(label: str, method: str, path: str, query) -> tuple[str, ...]:
-        return g.check(g.policy.for_key(label), exchange="binanceusdm", created=created,
+        return g.check(g.policy.for_key(label), exchange=EXCHANGES["binanceusdm"], created=created,
                        request=UnsignedRequest(method, path, tuple(query), None), timestamp_ms=0, now_ms=NOW_MS)
 
     yield check

@@ -1,5 +1,0 @@
-"""ccxt binanceus signs as binance."""
-
-from agent.ccxt_bridge.exchanges.binance import PLACEHOLDER, unsign
-
-__all__ = ["PLACEHOLDER", "unsign"]

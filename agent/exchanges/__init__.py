@@ -1,0 +1,84 @@
+"""The exchanges: one folder per exchange family, one record per exchange, one registry.
+
+    agent/exchanges/<family>/
+        __init__.py   EXCHANGES: the family's records (agent.exchanges.record.Exchange)
+        scheme.py     the bytes signed (pure; shared basis in agent/schemes/)
+        rules.py      what a request is, for the policy: symbol parameters, order readers,
+                      default-deny endpoints and parameters, reads, body format
+        template.py   the safe starting policy's endpoints
+        bridge.py     ccxt without the secret (agent.ccxt_bridge; imported by bots only, never here)
+
+Every family folder found here is loaded at import, and every record is complete (no field has a
+default) and consistent (agent.exchanges.record), or the import fails: an exchange cannot be
+registered with something left unsaid, to be discovered at run time as "nothing to check". The
+registry checks that ids are unique and that each bridge module exists, without importing it (the
+agent never imports ccxt, nor the bridges).
+
+Adding an exchange: a folder with these five files (its vectors and test reader in tests/).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Iterable
+
+from agent.exchanges.record import Exchange, RecordError, Template
+from agent.schemes.spec import Scheme, UnknownExchange
+
+
+def families() -> tuple[str, ...]:
+    """The family folders (packages) under agent/exchanges/."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_")))
+
+
+def build(records: Iterable[object]) -> dict[str, Exchange]:
+    """The registry of RECORDS; RecordError when one is not a record, an id is declared twice or a
+    bridge module does not exist."""
+    registry: dict[str, Exchange] = {}
+    for record in records:
+        if not isinstance(record, Exchange):
+            raise RecordError(f"{record!r} is not an exchange record (agent.exchanges.record.Exchange)")
+        if record.id in registry:
+            raise RecordError(f"exchange {record.id!r} is declared twice")
+        if record.bridge is not None and not _module_exists(record.bridge):
+            raise RecordError(f"exchange {record.id!r}: its ccxt bridge module {record.bridge!r} does not exist")
+        registry[record.id] = record
+    return registry
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None  # finds it; does not run it
+    except ModuleNotFoundError:
+        return False
+
+
+def _load() -> dict[str, Exchange]:
+    records: list[object] = []
+    for family in families():
+        declared = getattr(importlib.import_module(f"{__name__}.{family}"), "EXCHANGES", None)
+        if not isinstance(declared, tuple) or not declared:
+            raise RecordError(f"agent/exchanges/{family}/__init__.py declares no EXCHANGES (a tuple of records)")
+        records.extend(declared)
+    return build(records)
+
+
+EXCHANGES: dict[str, Exchange] = _load()
+
+
+def exchange_for(exchange_id: str) -> Exchange:
+    try:
+        return EXCHANGES[exchange_id]
+    except KeyError:
+        raise UnknownExchange(
+            f"unknown exchange {exchange_id!r}; supported: {', '.join(sorted(EXCHANGES))}"
+        ) from None
+
+
+def scheme_for(exchange_id: str) -> Scheme:
+    return exchange_for(exchange_id).scheme
+
+
+__all__ = ["EXCHANGES", "Exchange", "RecordError", "Template", "build", "exchange_for", "families", "scheme_for"]

@@ -1,0 +1,61 @@
+"""Bitfinex (v2): POST for everything, JSON bodies."""
+
+from __future__ import annotations
+
+import re
+
+from agent.exchanges.record import Rules
+from agent.rules.facts import OrderFacts
+from agent.rules.forbidden import Reads, explicit
+from agent.rules.orders import BASE, sized
+from agent.rules.view import Fields, View, json_body, maybe_json
+
+# Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
+EXPLICIT = (
+    explicit("api-key-management", r"/v2/auth/w/token", "mints an auth token that trades without the agent"),
+    explicit("earn", r"/v2/auth/w/funding/.*", "manages funding (lending) offers"),
+    explicit("withdrawal", r"/v2/auth/w/ext/wallets/withdrawals/.*", "requests a withdrawal"),
+)
+
+# Read endpoints (path keys, fullmatch), whatever the method.
+READS = Reads(get=False, paths=re.compile(r"/v2/auth/(r|calc)/.*"))
+
+
+# -- orders ------------------------------------------------------------------------------------------
+
+
+def orders(v: View) -> list[OrderFacts]:
+    top = v.fields()
+    if v.key == "/v2/auth/w/order/submit":
+        return [_bitfinex_order(top, amend=False)]
+    if v.key == "/v2/auth/w/order/update":
+        return [_bitfinex_order(top, amend=True)] if top.has("amount") or top.has("delta") else []
+    if v.key == "/v2/auth/w/order/multi":
+        out = []
+        ops = maybe_json(top.get("ops"))
+        for op in ops if isinstance(ops, list) else [None]:
+            if not (isinstance(op, list) and len(op) == 2 and isinstance(op[0], str) and isinstance(op[1], dict)):
+                out.append(OrderFacts(None, None, None))  # an operation the rules cannot read
+                continue
+            kind, payload = op[0].lower(), Fields(op[1].items())
+            if kind == "on":
+                out.append(_bitfinex_order(payload, amend=False))
+            elif kind == "ou" and (payload.has("amount") or payload.has("delta")):
+                out.append(_bitfinex_order(payload, amend=True))
+        return out
+    return []
+
+
+def _bitfinex_order(f: Fields, amend: bool) -> OrderFacts:
+    # A 'delta' changes the amount by an offset from a size the request does not show.
+    amount = None if amend and f.has("delta") else f.get("amount")
+    return sized(f.symbol("symbol"), amount, BASE)
+
+
+RULES = Rules(
+    path_bound=True, unbound_note=None,
+    body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
+    path_symbols=(), read_orders=orders, reads=READS,
+    explicit=EXPLICIT, not_forbidden=None,
+    param_rules=(), settings_rules=(), param_methods=None,
+)

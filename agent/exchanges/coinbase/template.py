@@ -1,0 +1,12 @@
+"""Coinbase's safe starting policy (agent.policy_templates): trading endpoints, and settings ones for futures."""
+
+from agent.exchanges.record import Template
+
+COINBASE = Template(
+    trading=(
+        "GET /api/v3/brokerage/accounts", "POST /api/v3/brokerage/orders", "POST /api/v3/brokerage/orders/edit",
+        "POST /api/v3/brokerage/orders/batch_cancel", "GET /api/v3/brokerage/orders/historical/batch",
+        "GET /api/v3/brokerage/orders/historical/fills", "GET /api/v3/brokerage/orders/historical/*",
+    ),
+    settings=(),
+)
