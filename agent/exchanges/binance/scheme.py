@@ -1,6 +1,6 @@
 """Binance spot, USD-M futures and Binance US: HMAC-SHA256 over `totalParams`.
 
-Reference: shared/docs/exchange-signing.md 2.1; Binance's rest-api.md "SIGNED
+Reference: docs/exchange-signing.md 2.1; Binance's rest-api.md "SIGNED
 endpoint security". totalParams is the query string concatenated, with no
 separator, with the form body, exactly as sent. The signature (lowercase hex)
 is appended last as `signature=`: to the body when there is one, else to the

@@ -1,6 +1,6 @@
 """Bitfinex v2 authenticated REST: HMAC-SHA384 over "/api" + path + nonce + JSON body.
 
-Reference: shared/docs/exchange-signing.md 2.5; docs.bitfinex.com "REST auth".
+Reference: docs/exchange-signing.md 2.5; docs.bitfinex.com "REST auth".
 Every authenticated endpoint is a POST under /v2/auth/ with a JSON object body
 ("{}" when there are no parameters); the signature, lowercase hex, goes in
 `bfx-signature` with `bfx-nonce` and `bfx-apikey`. The URL has no "/api"

@@ -1,6 +1,6 @@
 """Bitget v2: `timestamp + METHOD + requestPath + ("?" + query) + body`, signed and base64-encoded.
 
-Reference: shared/docs/exchange-signing.md 2.14; ccxt bitget.sign(). The timestamp
+Reference: docs/exchange-signing.md 2.14; ccxt bitget.sign(). The timestamp
 is milliseconds from the agent's clock. HMAC keys: HMAC-SHA256. RSA keys (Bitget's
 "user-generated API keys", registered by public key): RSASSA-PKCS1-v1_5 with SHA-256
 (`key.sign`) over the same text, base64. That RSA padding is NOT verified against

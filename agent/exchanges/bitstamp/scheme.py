@@ -1,6 +1,6 @@
 """Bitstamp v2: hex HMAC-SHA256 over a 10-part concatenation, in X-Auth-* headers.
 
-Reference: shared/docs/exchange-signing.md 2.6 (Bitstamp's Python sample; ccxt).
+Reference: docs/exchange-signing.md 2.6 (Bitstamp's Python sample; ccxt).
 Signed, with no separators: "BITSTAMP " + api_key, METHOD, "www.bitstamp.net",
 the path, the query ("" when none), the Content-Type ("" when no body), the
 X-Auth-Nonce (a UUID v4 made from the agent's random bytes), X-Auth-Timestamp

@@ -1,6 +1,6 @@
 """Bybit v5: HMAC-SHA256 (lowercase hex) or RSA-PKCS1v15-SHA256 (base64) in X-BAPI-* headers.
 
-Reference: shared/docs/exchange-signing.md 2.7; bybit-exchange/docs docs/v5/guide.mdx; ccxt
+Reference: docs/exchange-signing.md 2.7; bybit-exchange/docs docs/v5/guide.mdx; ccxt
 bybit.sign() (v5 branch). Signed text: timestamp + api_key + recv_window + payload, where the
 payload is the query string exactly as sent (GET) or the raw JSON body (POST). v5 private
 endpoints are GET or POST only; a POST query and a GET body would go unsigned, so they are refused.

@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade (and Coinbase App v2): a fresh JWT per request, or legacy HMAC.
 
-Reference: shared/docs/exchange-signing.md 2.4. CDP keys (ec-p256, ed25519) send
+Reference: docs/exchange-signing.md 2.4. CDP keys (ec-p256, ed25519) send
 `Authorization: Bearer <JWT>`: base64url(header) "." base64url(payload) is signed
 by the key (ES256: ECDSA P-256 over SHA-256, raw r||s; EdDSA: pure Ed25519) and
 the signature is appended base64url-encoded. The JWT covers the method, host and

@@ -1,6 +1,6 @@
 """Crypto.com Exchange v1: hex HMAC-SHA256, placed in the JSON body, not in a header.
 
-Reference: shared/docs/exchange-signing.md 2.8 (Crypto.com's Python and JavaScript
+Reference: docs/exchange-signing.md 2.8 (Crypto.com's Python and JavaScript
 samples; ccxt). Signed: method + id + api_key + paramString + nonce, where the
 method is the path from "private/" on (POST .../exchange/v1/private/create-order
 -> "private/create-order") and paramString is the params' keys sorted ascending,

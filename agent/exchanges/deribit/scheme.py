@@ -1,6 +1,6 @@
 """Deribit: per-request HMAC header auth (`deri-hmac-sha256`).
 
-Reference: shared/docs/exchange-signing.md 2.9. Signed: Timestamp(ms) "\\n" Nonce
+Reference: docs/exchange-signing.md 2.9. Signed: Timestamp(ms) "\\n" Nonce
 "\\n" METHOD "\\n" URI(path?query) "\\n" Body "\\n"; lowercase hex HMAC-SHA256 under
 the client secret, sent as `Authorization: deri-hmac-sha256
 id=<client id>,ts=<ms>,sig=<hex>,nonce=<nonce>`.

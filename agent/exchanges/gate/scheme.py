@@ -1,6 +1,6 @@
 """Gate v4: HMAC-SHA512, hex, over five lines; KEY, Timestamp and SIGN headers.
 
-Reference: shared/docs/exchange-signing.md 2.10; Gate's APIv4 "Authentication";
+Reference: docs/exchange-signing.md 2.10; Gate's APIv4 "Authentication";
 ccxt gate.sign(). The signed text is
 
     METHOD \\n path (/api/v4/...) \\n query \\n hex(SHA-512(body)) \\n seconds

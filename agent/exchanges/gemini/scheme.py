@@ -1,6 +1,6 @@
 """Gemini REST: HMAC-SHA384 over the base64 of a JSON payload sent in a header.
 
-Reference: shared/docs/exchange-signing.md 2.11; developer.gemini.com
+Reference: docs/exchange-signing.md 2.11; developer.gemini.com
 "Private API invocation". The payload is a JSON object {"request": path,
 "nonce": ..., parameters...}; its base64 is both X-GEMINI-PAYLOAD and the HMAC
 input (hex in X-GEMINI-SIGNATURE). The server hashes the base64 as sent, so

@@ -1,6 +1,6 @@
 """HTX (Huobi) Signature V2: HMAC-SHA256 or Ed25519, base64, over four lines.
 
-Reference: shared/docs/exchange-signing.md 2.12; HTX spot docs "Authentication";
+Reference: docs/exchange-signing.md 2.12; HTX spot docs "Authentication";
 HTX's Python SDK (api_signature.py, api_signature_ED25519.py); ccxt htx.sign()
 (HMAC only). The signed text is
 

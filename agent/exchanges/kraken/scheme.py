@@ -1,6 +1,6 @@
 """Kraken spot REST: HMAC-SHA512 over the path and SHA-256(nonce || POST body).
 
-Reference: shared/docs/exchange-signing.md 2.13; docs.kraken.com "Spot REST
+Reference: docs/exchange-signing.md 2.13; docs.kraken.com "Spot REST
 authentication". API-Sign = base64(HMAC-SHA512(key, path || SHA256(nonce ||
 body))), the key being the base64-decoded secret (secret_encoding="base64":
 the Credential already holds the 64 decoded bytes). The inner SHA-256 uses no

@@ -1,6 +1,6 @@
 """KuCoin (spot, UTA, futures): HMAC-SHA256, base64, over `timestamp + METHOD + endpoint + body`.
 
-Reference: shared/docs/exchange-signing.md 2.3; ccxt kucoin.sign() (kucoinfutures
+Reference: docs/exchange-signing.md 2.3; ccxt kucoin.sign() (kucoinfutures
 inherits it). The timestamp is milliseconds from the agent's clock. endpoint is
 the path with `?query` UN-encoded (`name=value&...`, as KuCoin's doc asks and
 ccxt signs). ccxt also puts that raw query in the URL it returns, relying on the

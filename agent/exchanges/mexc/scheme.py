@@ -1,6 +1,6 @@
 """MEXC spot v3 and futures (contract): HMAC-SHA256, lowercase hex; which scheme, by path prefix.
 
-Reference: shared/docs/exchange-signing.md 2.15; mexcdevelop/apidocs (spot_v3_en, contract_v1_en);
+Reference: docs/exchange-signing.md 2.15; mexcdevelop/apidocs (spot_v3_en, contract_v1_en);
 ccxt mexc.sign(). ccxt has one class, "mexc", and picks the scheme by API section, which fixes the
 URL: spot and broker go to https://api.mexc.com/api/v3/..., private contract calls to
 https://api.mexc.com/api/v1/private/... The agent sees only the path, so it dispatches on it:

@@ -1,6 +1,6 @@
 """OKX v5: HMAC-SHA256, base64, over `timestamp + METHOD + requestPath + body`.
 
-Reference: shared/docs/exchange-signing.md 2.2; ccxt okx.sign(). The timestamp
+Reference: docs/exchange-signing.md 2.2; ccxt okx.sign(). The timestamp
 is ISO-8601 UTC with milliseconds (`2023-11-14T22:13:20.000Z`) from the agent's
 clock. requestPath is the path with `?query` exactly as sent: names and values
 percent-encoded as UTF-8 (only A-Z a-z 0-9 _ . - ~ left as is), as ccxt sends
