@@ -34,6 +34,13 @@ _BOUND_SETTINGS = '''# Leverage, margin mode and position mode are off by defaul
 {endpoints}
 '''
 
+_LOGIN = '''# {name}: every signature the agent makes is ALSO a valid login (public/auth with
+# grant_type=client_signature), from which a bot can obtain an access token that trades and
+# withdraws without the agent. So every {name} request is refused until you allow it, for a bot
+# you would trust with the key itself (docs/security-model.md):
+# allow = ["session-token"]
+'''
+
 TEMPLATE = '''# Safe start for key "{key}" ({exchange}): trading only.
 # Withdrawals, transfers, sub-accounts, API-key management and other fund-moving or
 # account-changing endpoints are refused whatever this list says.
@@ -60,10 +67,19 @@ def default_policy(exchange: str, key: str, *, bot: str | None = None) -> str:
     """The TOML text of a safe starting policy for KEY on EXCHANGE (and a grant to BOT)."""
     record = exchange_for(exchange)  # UnknownExchange, naming the exchanges there are
     endpoints = "\n".join(f'  "{e}",' for e in record.template.trading)
-    text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints, settings=_settings(record))
+    text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints,
+                           settings=_login(record) + _settings(record))
     if bot:
         text += BOT_TEMPLATE.format(bot=bot, key=key)
     return text
+
+
+def _login(record: Exchange) -> str:
+    """Where every signature is also a login (Deribit), the template refuses everything until the
+    operator allows `session-token` knowingly; '' for the other exchanges."""
+    if record.rules.signature_is_login is None:
+        return ""
+    return _LOGIN.format(name=record.name)
 
 
 def _settings(record: Exchange) -> str:

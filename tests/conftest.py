@@ -38,6 +38,7 @@ keys = ["*"]
 [keys."*"]
 endpoints = ["* /**"]
 timestamps = "any"      # the tests replay fixed instants
+allow = ["session-token"]   # Deribit: every signature is also a login (the tests' bot is trusted)
 """
 
 # -- secret registry and leak guard ---------------------------------------------------

@@ -72,6 +72,10 @@ class Rules:
     param_rules: tuple[ParamRule, ...]  # forbidden endpoints' mandatory parameters, on any path
     settings_rules: tuple[ParamRule, ...]  # account-settings parameters, tried after every other rule
     param_methods: frozenset[str] | None  # the methods parameter rules apply to (Bybit: POST); None: all
+    # Why every signature of this exchange is also a login that mints a session token (Deribit: the
+    # header signature verifies as public/auth client_signature), making every request of the
+    # `session-token` category as well as its own; None where no signature can be used so.
+    signature_is_login: str | None
 
     def __post_init__(self) -> None:
         _check_rules(self)
@@ -197,6 +201,8 @@ def _check_rules(r: Rules) -> None:
         refuse("unbound_note", "must be an UnboundNote or None")
     if r.path_bound != (r.unbound_note is None):
         refuse("unbound_note", "must be given exactly when the path is not bound (path_bound=False)")
+    if r.signature_is_login is not None and not (isinstance(r.signature_is_login, str) and r.signature_is_login):
+        refuse("signature_is_login", "must be the reason (text) or None")
     if not callable(r.body_format):
         refuse("body_format", "must be a function (path, body text) -> 'form' or 'json'")
     if r.json_rpc is not None and not (isinstance(r.json_rpc, str) and r.json_rpc.startswith("/")

@@ -313,7 +313,8 @@ def param_verdict(v: View) -> tuple[str, str] | None:
 def violations(v: View) -> tuple[tuple[str, str], ...]:
     """Every default-deny category the request falls in, (category, why), in CATEGORIES order: by its
     path (or Deribit JSON-RPC method), by a Deribit method that differs from the path, and by its
-    parameters (param_verdict). A key must allow each of them: one that allows `transfer` must not get leverage
+    parameters (param_verdict); then `session-token` where every signature is also a login
+    (Rules.signature_is_login). A key must allow each of them: one that allows `transfer` must not get leverage
     parameters signed by sending them to a transfer path (on an exchange that does not sign the path,
     they would then be valid at the leverage endpoint)."""
     read = is_read(v)
@@ -337,4 +338,8 @@ def violations(v: View) -> tuple[tuple[str, str], ...]:
     by_params = param_verdict(v)
     if by_params is not None:
         found.setdefault(*by_params)
-    return tuple(sorted(found.items(), key=lambda item: CATEGORIES.index(item[0])))
+    own = tuple(sorted(found.items(), key=lambda item: CATEGORIES.index(item[0])))
+    login = v.exchange.rules.signature_is_login
+    if login is not None and "session-token" not in found:  # after the request's own categories
+        own += (("session-token", login),)
+    return own

@@ -49,4 +49,5 @@ RULES = Rules(
     path_symbols=PATH_SYMBOLS, read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None,
+    signature_is_login=None,
 )

@@ -8,6 +8,15 @@ from agent.rules.forbidden import Reads, explicit
 from agent.rules.orders import BASE, batch, fields_of, sized
 from agent.rules.view import Fields, View, json_body
 
+# Deribit's header signature covers "ts\nnonce\nMETHOD\nURI\nbody\n"; public/auth with
+# grant_type=client_signature verifies an HMAC over "timestamp\nnonce\ndata" with `data` free text.
+# With data = "METHOD\nURI\nbody\n" the two strings are one, so any signed request is also a login
+# that returns an access token (and a refresh token) for everything the key may do, without the agent.
+DERIBIT_LOGIN = ("every Deribit signature is also a public/auth client_signature login (the signed text, "
+                 "with data = METHOD\\nURI\\nbody, is the login's): a bot holding one obtains an access "
+                 "token that trades and withdraws without the agent; allow the session-token category only "
+                 "for a bot you would trust with the key itself (docs/security-model.md)")
+
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
 EXPLICIT = (
     explicit("block-trade", r"/api/v2/private/(approve|execute|verify|reject|simulate|invalidate)_block_trade\w*",
@@ -50,4 +59,5 @@ RULES = Rules(
     path_symbols=(), read_orders=orders, reads=Reads(get=False, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None,
+    signature_is_login=DERIBIT_LOGIN,
 )

@@ -42,4 +42,5 @@ RULES = Rules(
     path_symbols=(), read_orders=orders, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None,
+    signature_is_login=None,
 )

@@ -65,4 +65,5 @@ RULES = Rules(
     path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=NOT_FORBIDDEN,
     param_rules=(), settings_rules=(), param_methods=None,
+    signature_is_login=None,
 )

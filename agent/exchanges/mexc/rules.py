@@ -85,4 +85,5 @@ RULES = Rules(
     path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None,
+    signature_is_login=None,
 )
