@@ -300,12 +300,12 @@ def param_verdict(v: View) -> tuple[str, str] | None:
     methods = v.exchange.rules.param_methods
     if methods is not None and v.method not in methods:
         return None
-    present = {name.lower() for name, _ in v.params if isinstance(name, str)}
+    present = {name.casefold() for name, _ in v.params if isinstance(name, str)}
     if not present:
         return None
     for rule in v.exchange.rules.param_rules + (_WITHDRAW_ANYWHERE,) + v.exchange.rules.settings_rules:
         if rule.names <= present:
-            names = ", ".join(sorted(name for name, _ in v.params if name.lower() in rule.names))
+            names = ", ".join(sorted(name for name, _ in v.params if name.casefold() in rule.names))
             return rule.category, f"parameters {names} are those of {rule.endpoint}{_unbound_note(v.exchange, v.method)}"
     return None
 

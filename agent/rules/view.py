@@ -144,7 +144,7 @@ class Fields:
         self._values: dict[str, list[object]] = {}
         for name, value in pairs:
             if isinstance(name, str):
-                self._values.setdefault(name.lower(), []).append(value)
+                self._values.setdefault(name.casefold(), []).append(value)
 
     @classmethod
     def of(cls, value: object) -> "Fields":
@@ -157,11 +157,11 @@ class Fields:
         return self._values.keys()
 
     def has(self, name: str) -> bool:
-        return name.lower() in self._values
+        return name.casefold() in self._values
 
     def get(self, name: str) -> object:
         """The value of NAME; None when absent; AMBIGUOUS when spelled several ways."""
-        values = self._values.get(name.lower())
+        values = self._values.get(name.casefold())
         if not values:
             return None
         # The same value twice (ccxt sends Gate's PATCH parameters in the query and the body) is one value.
@@ -169,7 +169,7 @@ class Fields:
 
     def all(self, name: str) -> list[object]:
         """Every value of NAME, under every spelling."""
-        return list(self._values.get(name.lower(), ()))
+        return list(self._values.get(name.casefold(), ()))
 
     def text(self, name: str) -> str:
         """The value of NAME as lower-case text, '' when absent or not text (for comparisons)."""

@@ -197,10 +197,11 @@ def unencoded_query(params: Iterable[tuple[str, str]], exchange: str, *, body_fo
 
 
 def query_or_body(request: UnsignedRequest, exchange: str, *, body: str) -> None:
-    """Refuse a request carrying both a query and a form BODY (its text) where the exchange signs them
-    joined with nothing in between (Binance, MEXC spot): a bot could move the boundary so that the
-    query's last pair and the body's first run together. (Where the body is JSON, OKX, KuCoin and
-    Bitget, nothing can move: a JSON body starts with '{' or '[', which no query they sign holds.)"""
+    """Refuse a request carrying both a query and a BODY (its text) where the exchange signs them joined
+    with nothing in between: a bot could move the boundary. Binance, MEXC spot (form bodies): the
+    query's last pair and the body's first run together. OKX, KuCoin, Bitget (JSON bodies): the head
+    of the body, moved into the end of the query, leaves a nested object that a lenient JSON reader
+    (one that stops after the first value) takes for the whole body."""
     if request.query and body:
         raise RequestInvalid(
             f"{exchange} signs the query and the body with nothing between them, so a request may carry "

@@ -35,9 +35,6 @@ against a live exchange):
     values of its private endpoints are identifiers, numbers, enumerations and symbols: a value that
     decodes to text holding '&' or '=' is refused as invalid.
   * No route holds '{', '[', '"' or '?': a path cannot absorb the start of a JSON body or a query.
-  * A query holding a raw '{', '[' or '"' (characters RFC 3986 does not allow there; the agent sends
-    them percent-encoded, or refuses them where the query is verified decoded) is refused: so a JSON
-    body cannot be moved into the end of a query value (OKX, KuCoin, Bitget).
 """
 
 from __future__ import annotations
@@ -293,9 +290,6 @@ class JoinedPrehash(Reader):
                 + http.body).encode()
 
     def read(self, http: Http) -> Reading | Refused:
-        query_text = unquote(http.query) if self._decoded else http.query
-        if any(c in query_text for c in ("{[" if self._decoded else '{["')):
-            return Refused("a query holding JSON text")
         params = _join(form_read(http.query, decoded_values=self._decoded), json_read(http.body))
         return params if isinstance(params, Refused) else Reading(http.method, http.path, tuple(params))
 

@@ -231,6 +231,12 @@ CASES = [
                                 body=(("side", "BUY"), ("quantity", "1"))), "one or the other"),
     ("mexc", UnsignedRequest("POST", "/api/v3/order", query=(("symbol", "BTCUSDT"),), body=(("side", "BUY"),)),
      "one or the other"),
+    # ... and JSON bodies (OKX, KuCoin, Bitget): the body's head could end the query, leaving a nested
+    # object that a lenient JSON reader takes for the body (a 50 BTC order inside a 0.001 BTC one).
+    ("kucoin", UnsignedRequest("POST", "/api/v1/orders", query=(("x", "1"),), body=RawBody(
+        '{"symbol":"BTC-USDT","size":"0.001","y":{"symbol":"BTC-USDT","size":"50"}}')), "one or the other"),
+    ("okx", UnsignedRequest("POST", "/api/v5/trade/order", query=(("instId", "BTC-USDT"),),
+                            body=RawBody('{"instId":"ETH-USDT","sz":"100"}')), "one or the other"),
     # Method not signed: this JSON could be sent as a GET query that reads as parameters.
     ("bybit", UnsignedRequest("POST", "/v5/order/create", body=RawBody(
         '{"category":"spot","a=":"&symbol=ETHUSDT&qty=100"}')), "could also be read as form parameters"),

@@ -10,6 +10,9 @@ which leaves only A-Z a-z 0-9 _ . - ~ unencoded).
 
 When neither part carries `timestamp`, the agent's clock supplies it as the
 first parameter of the part that carries the signature (where ccxt puts it).
+A parameter named apiKey is refused: Binance's WebSocket API signs its parameters
+sorted by name with apiKey among them, so `apiKey=K&timestamp=T` signed here would
+also be a `session.logon`, after which orders on that socket need no signature.
 A raw body is taken as already form-encoded and is kept byte for byte, so it must
 read one way only (encoding.form_pairs: no raw '=' in a value, '+', ';', '#'...).
 Since the query and the body are joined with no separator, a request carries one
@@ -42,6 +45,11 @@ class BinanceScheme:
         pairs = tuple(request.query) + tuple(body_pairs)
         if any(name == "signature" for name, _ in pairs):
             raise RequestInvalid("remove 'signature': the agent computes it")
+        if any(name.casefold() == "apikey" for name, _ in pairs):
+            # The WebSocket API signs its parameters sorted by name, apiKey among them: a signed
+            # `apiKey=...&timestamp=...` would be a session.logon, after which orders need no signature.
+            raise RequestInvalid("remove 'apiKey': the API key goes in the X-MBX-APIKEY header, and a signed "
+                                 "apiKey parameter would also log a WebSocket session in")
         # Binance signs query and body as one parameter list: the limits apply to the whole.
         check_params("query and body together", pairs)
         timestamp = dict(pairs).get("timestamp")

@@ -11,7 +11,8 @@ percent-encoded (UTF-8, '$' left as is) while the signature covers them raw,
 un-encoded (`name=value&...`), so names and values holding a separator, an escape,
 a control character, '{' or '[' are refused (encoding.unencoded_query: the signed
 text would read as other parameters; and as the prehash joins the query and the
-body with nothing between, a '{' or '[' could start a body cut out of it). The
+body with nothing between, a '{' or '[' could start a body cut out of it), and a
+request carries a query or a body, never both (encoding.query_or_body). The
 body is the exact JSON text (a raw body must be a JSON object or array; pairs
 become ccxt's compact JSON of strings, and no pairs at all `{}`, which is what
 ccxt sends for a POST without parameters). Bitget takes a body on POST only. The
@@ -22,7 +23,7 @@ ccxt's X-CHANNEL-API-CODE header is decorative and not produced (exchange-signin
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import json_body_text, unencoded_query, urlencode
+from agent.schemes.encoding import json_body_text, query_or_body, unencoded_query, urlencode
 from agent.exchanges.okx.scheme import JSON_CONTENT_TYPE, require_passphrase
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
@@ -41,6 +42,7 @@ class BitgetScheme:
         sent_query = urlencode(query).replace("%24", "$")
         signed_query = unencoded_query(query, "Bitget", body_follows=True)
         body_text = json_body_text(request.body, "Bitget", no_params="{}")  # ccxt's json({}) for no parameters
+        query_or_body(request, "Bitget", body=body_text)
         timestamp = str(env.now_ms)
         prehash = f"{timestamp}{request.method}{request.path}{'?' + signed_query if query else ''}{body_text}"
         message = prehash.encode("utf-8")

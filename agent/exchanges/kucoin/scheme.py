@@ -8,9 +8,9 @@ HTTP library to percent-encode what must be; the agent returns the same URL.
 So a name or value holding a separator or an escape (& = % + # ;), a control
 character, or a '{' or '[' (which could start a JSON body moved out of
 the query) is refused: the server would parse other parameters than were signed.
-The prehash joins the query and the body with nothing between them; since a body
-is JSON (it starts with '{' or '[') and the query holds neither, no text can move
-across (ccxt's unified-account orders send `?tradeType=` beside a JSON body). The body is the exact JSON text sent (a raw body
+The prehash joins the query and the body with nothing between them, so a request
+carries one or the other (encoding.query_or_body). ccxt's unified-account classic
+orders send `?tradeType=` beside a JSON body: those are refused in sign mode. The body is the exact JSON text sent (a raw body
 must be a JSON object or array; pairs become ccxt's compact JSON of strings).
 KC-API-PASSPHRASE is the credential's passphrase value as stored: clear for key
 version 1, base64(HMAC-SHA256(secret, passphrase)) for versions 2 and 3, made
@@ -22,7 +22,7 @@ own partner secret and are not produced (exchange-signing.md 0.7).
 from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import json_body_text, unencoded_query
+from agent.schemes.encoding import json_body_text, query_or_body, unencoded_query
 from agent.exchanges.okx.scheme import JSON_CONTENT_TYPE, require_passphrase
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
@@ -49,6 +49,7 @@ class KucoinScheme:
         query_text = raw_query(request.query)
         endpoint = f"{request.path}?{query_text}" if query_text else request.path
         body_text = json_body_text(request.body, "KuCoin")
+        query_or_body(request, "KuCoin", body=body_text)
         timestamp = str(env.now_ms)
         prehash = f"{timestamp}{request.method}{endpoint}{body_text}"
         signature = b64(key.mac(prehash.encode("utf-8"), "sha256"))

@@ -65,12 +65,21 @@ class MexcScheme:
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:
-    """A raw spot body is form-encoded ASCII; parse it only to check names, never re-encode it."""
+    """A raw spot body, sent and signed as given, must be exactly what the agent would encode from its
+    pairs: the futures scheme signs ApiKey + Request-Time + JSON with the same secret and HMAC, so a
+    raw spot body spelling `<api key><time>{"symbol":...}` would sign a futures order."""
     if text.lstrip().startswith(("{", "[")):
         raise RequestInvalid(
             "MEXC spot signs query + form body; send the parameters in 'query' (as ccxt does), not JSON"
         )
-    return form_pairs(text, "MEXC spot")
+    pairs = form_pairs(text, "MEXC spot")
+    if urlencode(pairs) != text:
+        raise RequestInvalid(
+            "raw body for MEXC spot must be percent-encoded exactly as the agent encodes pairs (only "
+            "A-Z a-z 0-9 _ . - ~ left as is): MEXC futures signs with the same key, and other text could "
+            "spell one of its requests; send the parameters as pairs, or in 'query' (as ccxt does)"
+        )
+    return pairs
 
 
 def _sign_spot(request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:

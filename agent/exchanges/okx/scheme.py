@@ -9,9 +9,10 @@ object or array, and parameter pairs are sent as a JSON object of strings in
 ccxt's compact form (no spaces, non-ASCII kept as UTF-8, as ccxt with orjson).
 The passphrase chosen at key creation goes in clear in OK-ACCESS-PASSPHRASE.
 ccxt sends a query on GET only and a body otherwise; GET takes no body. The
-prehash joins the query and the body with nothing between them, yet a bot cannot
-move text across: a body is JSON, so it starts with '{' or '[', which the query
-sent never holds raw (percent-encoded), and a query moved into the body is no JSON.
+prehash joins the query and the body with nothing between them, so a request
+carries one or the other (encoding.query_or_body): with both, a bot could move
+the head of the body, sent raw, into the end of the query, and a server that
+reads the first JSON value of a body would act on a nested object.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import datetime
 
 from agent.schemes.context import Credential, Environment, b64
-from agent.schemes.encoding import json_body_text, urlencode
+from agent.schemes.encoding import json_body_text, query_or_body, urlencode
 from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
@@ -53,6 +54,7 @@ class OkxScheme:
         query_text = urlencode(request.query)
         request_path = f"{request.path}?{query_text}" if query_text else request.path
         body_text = json_body_text(request.body, "OKX")
+        query_or_body(request, "OKX", body=body_text)
         timestamp = iso8601_ms(env.now_ms)
         prehash = f"{timestamp}{request.method}{request_path}{body_text}"
         signature = b64(key.mac(prehash.encode("utf-8"), "sha256"))
