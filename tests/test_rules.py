@@ -1007,3 +1007,13 @@ def test_inspect_raises_nothing_but_request_invalid(exchange_id, method, path, q
     for o in found.orders:
         for size in (o.quantity, o.quote_quantity):
             assert size is None or (isinstance(size, Decimal) and size.is_finite() and size >= 0)
+
+
+def test_every_deribit_request_is_also_a_session_token(tmp_path):
+    # Deribit's header signature is also a public/auth client_signature login: every request, reads
+    # included, needs `session-token` allowed, beside its own categories.
+    read = facts("deribit", "GET", "/api/v2/private/get_account_summary", query=(("currency", "BTC"),))
+    assert [c for c, _ in read.violations] == ["session-token"] and "public/auth" in read.forbidden_why
+    withdraw = facts("deribit", "GET", "/api/v2/private/withdraw")
+    assert [c for c, _ in withdraw.violations] == ["withdrawal", "session-token"]
+    assert [c for c, _ in facts("okx", "GET", "/api/v5/account/balance").violations] == []

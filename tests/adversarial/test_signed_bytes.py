@@ -248,6 +248,14 @@ CASES = [
     # Path, query and Content-Type joined: no query, and paths end with '/'.
     ("bitstamp", UnsignedRequest("POST", "/api/v2/buy/btcusd/", query=(("amount", "1"),)), "move the query"),
     ("bitstamp", UnsignedRequest("POST", "/api/v2/balance"), "end with '/'"),
+    # The same key, another protocol: a signed apiKey + timestamp is a WebSocket session.logon.
+    ("binance", UnsignedRequest("GET", "/api/v3/account", query=(("apiKey", "K"), ("timestamp", "1700000000000"))),
+     "remove 'apiKey'"),
+    # MEXC spot and futures share the secret: a raw spot body spelling a futures request.
+    ("mexc", UnsignedRequest("POST", "/api/v3/order", body=RawBody(
+        'K1700000000000{"a":"=","symbol":"PEPE_USDT","vol":1000000,"b":"&timestamp=1&recvWindow=5000&z=1"}')),
+     "raw body"),
+    ("mexc", UnsignedRequest("POST", "/api/v3/order", body=RawBody("symbol=BTC_USDT&note=%7b")), "exactly as the agent"),
     # Path and nonce joined: trailing digits could move into the nonce.
     ("bitfinex", UnsignedRequest("POST", "/v2/auth/r/orders/tBTCF0:USTF0", body=()), "ending in a digit"),
 ]

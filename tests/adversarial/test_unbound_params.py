@@ -379,3 +379,22 @@ def test_every_category_a_request_falls_in_must_be_allowed(guard):
     assert caught.value.rule == "forbidden:account-settings"
     assert "/fapi/v1/leverage" in caught.value.message
     assert guard("mover", "POST", "/sapi/v1/asset/transfer", _query(asset="USDT", amount="1", type="MAIN_UMFUTURE")) == ()
+
+
+def test_names_compare_case_folded():
+    # A server that folds Unicode reads "ſubuid" as "subuid" (Bybit's sub-API endpoints).
+    from agent.exchanges import EXCHANGES
+    from agent.rules import inspect
+    body = RawBody('{"\u017fubuid":"1","permi\u017f\u017fions":"{}"}')
+    found = inspect(EXCHANGES["bybit"], UnsignedRequest("POST", "/v5/order/create", (), body))
+    assert found.forbidden == "sub-account"
+
+
+def test_binance_auto_invest_and_margin_special_keys_are_refused_on_any_path():
+    from agent.exchanges import EXCHANGES
+    from agent.rules import inspect
+    auto = _query(sourceType="MAIN_SITE", subscriptionAmount="1000", sourceAsset="USDT")
+    assert inspect(EXCHANGES["binance"], UnsignedRequest("POST", "/api/v3/order", auto, None)).forbidden == "earn"
+    key = _query(apiName="x", publicKey="y")
+    assert inspect(EXCHANGES["binance"], UnsignedRequest("POST", "/api/v3/order", key, None)).forbidden == (
+        "api-key-management")
