@@ -431,30 +431,113 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+class StagedTokenFile:
+    """A bot's token file, checked and staged before the bot is registered (all or nothing).
+
+    `check` refuses what would fail later: a missing or unwritable directory, a symlink, an existing
+    file (unless FORCE). `write` puts the token into a new private file beside the target (mode
+    0600, fsynced); `commit` moves it into place; `discard` removes it. The bot is registered between
+    `write` and `commit`, so a token that cannot be written leaves no bot behind.
+    """
+
+    def __init__(self, path: Path, *, force: bool) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.force = force
+        self.tmp: Path | None = None
+
+    def check(self) -> None:
+        path, parent = self.path, self.path.parent
+        if path.is_symlink():
+            raise CliError(f"{path} is a symbolic link; give the token file's real path", EXIT_CONFIG)
+        if not parent.exists():
+            raise CliError(f"the directory {parent} does not exist; create it first (as the bot's user, "
+                           f"mode 0700: install -d -m 700 {parent}) or choose another --token-file", EXIT_CONFIG)
+        if not parent.is_dir():
+            raise CliError(f"{parent} is not a directory; choose another --token-file", EXIT_CONFIG)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CliError(f"the directory {parent} is not writable by {_operator()}; fix its permissions or "
+                           "choose another --token-file", EXIT_CONFIG)
+        if path.exists():
+            if path.is_dir():
+                raise CliError(f"{path} is a directory; give a file name for the token", EXIT_CONFIG)
+            if not self.force:
+                raise CliError(f"{path} exists; choose a new file for the token, or --force to replace it",
+                               EXIT_CONFIG)
+
+    def write(self, token: str) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.tmp = tmp
+        try:
+            data = (token + "\n").encode()
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def commit(self) -> None:
+        assert self.tmp is not None
+        if self.force:
+            os.replace(self.tmp, self.path)
+        else:
+            os.link(self.tmp, self.path)  # EEXIST if the file appeared meanwhile: never overwritten
+            os.unlink(self.tmp)
+        self.tmp = None
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
 def cmd_bots_add(args: argparse.Namespace) -> int:
-    from agent.bots import BotsFileError, add_bot
+    from agent.bots import BotsFileError, add_bot, revoke_bot, validate_bot_name
 
     config = _config(args)
+    try:
+        validate_bot_name(args.name)
+    except BotsFileError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
     cert = None
     if args.cert is not None:
+        if args.token_file is not None:
+            raise CliError("give --cert or --token-file, not both", EXIT_CONFIG)
         try:
             cert = args.cert.read_bytes()
         except OSError as exc:
             raise CliError(f"cannot read {args.cert}: {exc.strerror}", EXIT_CONFIG) from None
-    if args.token_file is not None and (args.token_file.exists() or args.token_file.is_symlink()):
-        raise CliError(f"{args.token_file} exists; choose a new file for the token")
+    staged = None
+    if args.token_file is not None:
+        staged = StagedTokenFile(args.token_file, force=args.force)
+        staged.check()  # before anything is registered
     try:
-        token = add_bot(config.bots_file, args.name, cert_pem=cert)
+        token = add_bot(config.bots_file, args.name, cert_pem=cert,
+                        deliver=staged.write if staged is not None else None)
     except BotsFileError as exc:
+        if staged is not None:
+            staged.discard()
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if staged is not None:
+            staged.discard()
+        where = exc.filename or (staged.path if staged is not None else config.bots_file)
+        raise CliError(f"cannot write {where}: {exc.strerror or exc}; bot {args.name!r} was not added") from None
+    if staged is not None:
+        try:
+            staged.commit()
+        except OSError as exc:
+            staged.discard()
+            revoke_bot(config.bots_file, args.name)  # all or nothing: nobody holds that token
+            raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
     _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token")
     if token is None:
         print(f"bot {args.name!r} added: it authenticates with its client certificate over mTLS")
-    elif args.token_file is not None:
-        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-        print(f"bot {args.name!r} added; its token is in {args.token_file} (mode 0600, shown nowhere else)")
+    elif staged is not None:
+        print(f"bot {args.name!r} added; its token is in {staged.path} (mode 0600, shown nowhere else)")
     else:
         print(token)
         print(f"bot {args.name!r} added. The line above is its token, shown only now: give it to the bot "
@@ -638,7 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = bots.add_parser("add", help="add a bot: prints its bearer token once (or registers its mTLS certificate)")
     p.add_argument("name")
-    p.add_argument("--token-file", type=Path, help="write the token to this new file (mode 0600) instead of stdout")
+    p.add_argument("--token-file", type=Path, help="write the token to this new file (mode 0600) instead of stdout; "
+                   "its directory must exist")
+    p.add_argument("--force", action="store_true", help="replace an existing --token-file (never a symbolic link)")
     p.add_argument("--cert", type=Path, help="the bot's client certificate (PEM): it authenticates over mTLS")
     p.set_defaults(func=cmd_bots_add)
     p = bots.add_parser("list", help="list bots (names, credential kind, creation)")

@@ -1,0 +1,127 @@
+"""The operator's side (issue 16): each friction a new operator met, reproduced, and what it does now.
+
+- `bots add --token-file` into a directory that does not exist printed a traceback and left the bot
+  registered with a token nobody had; now the path is checked first, and it is all or nothing;
+- `policy check` accepted endpoint typos, always-refused endpoints and misspelt symbols without a word;
+- `policy template` could not be appended for a second key (a second `[bots.X]` table);
+- `keys revoke` of a key generated in the token (unrecoverable) asked nothing;
+- there was no `status` and the health probe needed a tool the README did not say how to get;
+- the first run printed JSON only, with no next step;
+- `make import-key` echoed the API key id;
+- the live policy and config were tracked files, and `.bots.toml.lock` was left untracked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import cli
+from agent.policy import load_policy, parse_policy
+from agent.policy_templates import TRADING_ENDPOINTS, default_policy
+from conftest import MODULE, ROOT, Env, make_env, new_secret, run_cli, start_agent
+
+# -- a deployment without a token: the commands that need none ----------------------------------------
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Path:
+    """A config whose token is not there (bots and policy commands need none)."""
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[token]\nmodule = "{MODULE}"\nlabel = "none"\npin_file = "user.pin"\n'
+                      '[server]\nsocket = "run/agent.sock"\n')
+    return config
+
+
+def agent_cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", "--config", str(config), *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, cwd=config.parent)
+
+
+def bot_names(config: Path) -> list[str]:
+    from agent.bots import list_bots
+
+    return [b.name for b in list_bots(config.parent / "bots.toml")]
+
+
+# -- 1. bots add: the token path first, all or nothing ------------------------------------------------
+
+
+def test_bots_add_into_a_missing_directory_is_refused_and_registers_nothing(plain: Path, tmp_path: Path):
+    # The README's own command, on a host without /home/mm-1: a traceback and a registered bot, before.
+    missing = tmp_path / "home" / "mm-1" / "agent.token"
+    proc = agent_cli(plain, "bots", "add", "mm-1", "--token-file", str(missing))
+    assert proc.returncode == cli.EXIT_CONFIG
+    assert "Traceback" not in proc.stderr
+    assert f"the directory {missing.parent} does not exist" in proc.stderr and "install -d -m 700" in proc.stderr
+    assert bot_names(plain) == [] and not missing.parent.exists()
+    # With the directory made, the same command works.
+    missing.parent.mkdir(parents=True)
+    proc = agent_cli(plain, "bots", "add", "mm-1", "--token-file", str(missing))
+    assert proc.returncode == 0, proc.stderr
+    assert bot_names(plain) == ["mm-1"]
+    assert stat.S_IMODE(missing.stat().st_mode) == 0o600 and missing.read_text().startswith("sa1_")
+    assert [p.name for p in missing.parent.iterdir()] == ["agent.token"]  # no staging file left
+
+
+@pytest.mark.parametrize("case", ["symlink", "dangling-symlink", "existing", "parent-is-a-file", "directory"])
+def test_bots_add_refuses_a_token_path_it_cannot_use(plain: Path, tmp_path: Path, case: str):
+    target = tmp_path / "bot.token"
+    if case == "symlink":
+        (tmp_path / "elsewhere").write_text("x")
+        target.symlink_to(tmp_path / "elsewhere")
+    elif case == "dangling-symlink":
+        target.symlink_to(tmp_path / "nowhere")
+    elif case == "existing":
+        target.write_text("old\n")
+    elif case == "parent-is-a-file":
+        (tmp_path / "file").write_text("")
+        target = tmp_path / "file" / "bot.token"
+    else:
+        target.mkdir()
+    for extra in ([], ["--force"]):
+        proc = agent_cli(plain, "bots", "add", "mm-1", "--token-file", str(target), *extra)
+        if case == "existing" and extra:
+            assert proc.returncode == 0, proc.stderr  # --force replaces a regular file
+            assert target.read_text().startswith("sa1_") and stat.S_IMODE(target.stat().st_mode) == 0o600
+            continue
+        assert proc.returncode == cli.EXIT_CONFIG, proc.stderr
+        assert "Traceback" not in proc.stderr and "error:" in proc.stderr
+        assert bot_names(plain) == []
+    if case in ("symlink", "dangling-symlink"):
+        assert "symbolic link" in proc.stderr
+        assert (tmp_path / "nowhere").exists() is False
+
+
+def test_a_token_that_cannot_be_written_leaves_no_bot(plain: Path, tmp_path: Path, monkeypatch, capsys):
+    def disk_full(self, token: str) -> None:
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp.write_text("partial")
+        raise OSError(28, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(cli.StagedTokenFile, "write", disk_full)
+    target = tmp_path / "bot.token"
+    assert cli.main(["--config", str(plain), "bots", "add", "mm-1", "--token-file", str(target)]) == cli.EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "was not added" in err
+    assert bot_names(plain) == [] and not target.exists()
+    assert not list(tmp_path.glob(".bot.token.*"))
+
+
+def test_a_token_file_that_cannot_be_put_in_place_unregisters_the_bot(plain: Path, tmp_path: Path, monkeypatch):
+    def taken(self) -> None:
+        raise FileExistsError(17, "File exists", str(self.path))
+
+    monkeypatch.setattr(cli.StagedTokenFile, "commit", taken)
+    target = tmp_path / "bot.token"
+    assert cli.main(["--config", str(plain), "bots", "add", "mm-1", "--token-file", str(target)]) == cli.EXIT_REFUSED
+    assert bot_names(plain) == [] and not list(tmp_path.glob(".bot.token.*"))
