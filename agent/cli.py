@@ -576,19 +576,65 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise CliError(f"{flag} takes {what}, not {value[:64]!r}", EXIT_CONFIG)
+        out[name] = rest
+    return out
+
+
+def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read)."""
+    exchanges = dict(given)
+    if all(label in exchanges for label in labels):
+        return exchanges, None
+    try:
+        _, keyring = _open_keyring(args)
+        with keyring:
+            listed = _custody_errors(keyring.list_keys)()
+    except CliError as exc:
+        return exchanges, str(exc)
+    for info in listed:
+        exchanges.setdefault(info.label, info.exchange)
+    return exchanges, None
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    from agent import policy_lint
     from agent.policy import PolicyError, load_policy
 
     config = _config(args)
     path = args.file or config.policy_file
+    given = _pairs(args.exchange, "--exchange", "LABEL=EXCHANGE")
+    markets = {}
+    for exchange_id, file in _pairs(args.markets, "--markets", "EXCHANGE=FILE").items():
+        try:
+            markets[exchange_id] = policy_lint.read_markets(Path(file))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the market list {file}: {getattr(exc, 'strerror', None) or exc}",
+                           EXIT_CONFIG) from None
     try:
         policy = load_policy(path)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given)
+    report = policy_lint.lint(policy, exchanges, markets=markets)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if token_problem is not None and report.notes:
+        print(f"note: the token was not read for the keys' exchanges: {token_problem}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    count = len(policy.warnings) + len(report.warnings)
     print(f"{path}: OK ({len(policy.keys)} keys{' + a default' if policy.fallback else ''}, "
-          f"{len(policy.bots)} bots, sha256 {policy.digest[:16]})")
+          f"{len(policy.bots)} bots, sha256 {policy.digest[:16]})"
+          + (f"; {count} warning{'s' if count != 1 else ''} above: the agent accepts it, but read them"
+             if count else ""))
     return 0
 
 
@@ -735,8 +781,19 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="check a policy file, print a safe starting policy").add_subparsers(
         dest="policy_command", required=True, metavar="ACTION"
     )
-    p = policy.add_parser("check", help="validate the policy file as the agent would (exit 1 if it is refused)")
+    p = policy.add_parser(
+        "check", help="validate the policy file as the agent would (exit 1 if it is refused), and warn about "
+        "endpoints and symbols that cannot work (exit 0)",
+        description="Warnings (exit status 0): endpoints unknown to the key's exchange (ccxt's catalogue, when ccxt "
+        "is installed), endpoints the default-deny rules always refuse, unified symbols (BTC/USDT), and symbols "
+        "missing from a market list given with --markets. Each key's exchange is read from the token, or given "
+        "with --exchange.")
     p.add_argument("--file", type=Path, help="policy file (default: the config's)")
+    p.add_argument("--exchange", action="append", default=[], metavar="LABEL=EXCHANGE",
+                   help="the exchange of a key not in the token (yet); repeatable")
+    p.add_argument("--markets", action="append", default=[], metavar="EXCHANGE=FILE",
+                   help="the exchange's symbols (a JSON list, ccxt's markets, or one per line): symbols not in it "
+                   "are warned about; repeatable")
     p.set_defaults(func=cmd_policy_check)
     p = policy.add_parser("template", help="print a safe default policy for one key of an exchange")
     p.add_argument("--exchange", required=True)

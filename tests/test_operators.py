@@ -125,3 +125,80 @@ def test_a_token_file_that_cannot_be_put_in_place_unregisters_the_bot(plain: Pat
     target = tmp_path / "bot.token"
     assert cli.main(["--config", str(plain), "bots", "add", "mm-1", "--token-file", str(target)]) == cli.EXIT_REFUSED
     assert bot_names(plain) == [] and not list(tmp_path.glob(".bot.token.*"))
+
+
+# -- 2. policy check: warnings about what cannot work -------------------------------------------------
+
+from agent import policy_lint  # noqa: E402 - each section of this file imports what it tests
+
+TYPOS = b"""
+[keys.k]
+endpoints = ["POST /api/v3/orders", "GET /api/v3/account", "POST /sapi/v1/capital/withdraw/apply",
+             "GET /api/v3/openOrders", "* /api/v3/**"]
+symbols = ["BTCUSTD", "BTC/USDT", "ETHUSDT"]
+"""
+
+
+def test_policy_lint_names_typos_refused_endpoints_and_symbols():
+    report = policy_lint.lint(parse_policy(TYPOS), {"k": "binance"},
+                              markets={"binance": frozenset({"BTCUSDT", "ETHUSDT"})})
+    text = "\n".join(report.warnings)
+    assert len(report.warnings) == 4, text
+    assert "'POST /api/v3/orders' is not a private endpoint of binance" in text
+    assert "did you mean 'POST /api/v3/order'?" in text
+    assert "'POST /sapi/v1/capital/withdraw/apply' is always refused" in text and "'withdrawal'" in text
+    assert "remove it from `endpoints`" in text
+    assert "'BTC/USDT' is ccxt's unified form" in text
+    assert "'BTCUSTD' is not a binance market" in text and "did you mean 'BTCUSDT'?" in text
+    assert report.notes == []
+
+
+def test_an_allowed_category_is_not_always_refused():
+    policy = parse_policy(b'[keys.k]\nendpoints = ["POST /sapi/v1/capital/withdraw/apply"]\nallow = ["withdrawal"]\n')
+    assert policy_lint.lint(policy, {"k": "binance"}).warnings == []
+
+
+def test_policy_lint_says_what_it_skipped():
+    policy = parse_policy(TYPOS + b'[keys.other]\nendpoints = []\n')
+    report = policy_lint.lint(policy, {"k": "binance"}, use_ccxt=False)
+    # Without ccxt: no endpoint catalogue, so the typo passes, but the refused endpoint is still named.
+    assert not any("orders" in w for w in report.warnings)
+    assert any("always refused" in w for w in report.warnings)
+    notes = "\n".join(report.notes)
+    assert "ccxt is not installed" in notes
+    assert "symbols of binance keys not checked against its markets" in notes and "--markets binance=FILE" in notes
+    assert "exchange checks skipped for 'other'" in notes and "--exchange LABEL=EXCHANGE" in notes
+
+
+@pytest.mark.parametrize("exchange", sorted(TRADING_ENDPOINTS))
+def test_every_template_is_clean(exchange: str):
+    report = policy_lint.lint(parse_policy(default_policy(exchange, "k", bot="b").encode()), {"k": exchange})
+    assert report.warnings == []
+
+
+def test_policy_check_warns_with_exit_status_0(plain: Path, tmp_path: Path):
+    policy = tmp_path / "new-policy.toml"
+    policy.write_bytes(TYPOS)
+    markets = tmp_path / "markets.json"
+    markets.write_text(json.dumps({"BTC/USDT": {"id": "BTCUSDT"}, "ETH/USDT": {"id": "ETHUSDT"}}))  # ccxt's markets
+    proc = agent_cli(plain, "policy", "check", "--file", str(policy), "--exchange", "k=binance",
+                     "--markets", f"binance={markets}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("warning:") == 4 and "did you mean 'POST /api/v3/order'?" in proc.stderr
+    assert "4 warnings above" in proc.stdout
+    # A refused file still fails.
+    policy.write_text('[keys.k]\nendpoints = ["FETCH /x"]\n')
+    assert agent_cli(plain, "policy", "check", "--file", str(policy)).returncode == 1
+
+
+def test_policy_check_reads_each_keys_exchange_from_the_token(env: Env, label: str, tmp_path: Path):
+    imported = run_cli(env, "keys", "import", "--label", label, "--exchange", "okx", "--api-key", "AK-lint",
+                       stdin=f"{new_secret(32)}\n{new_secret(12)}\n")
+    assert imported.returncode == 0, imported.stderr
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'[keys.{label}]\nendpoints = ["POST /api/v5/trade/orders", "POST /api/v5/asset/withdrawal"]\n')
+    proc = run_cli(env, "policy", "check", "--file", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    assert "not a private endpoint of okx" in proc.stderr and "'POST /api/v5/trade/order'" in proc.stderr
+    assert "'POST /api/v5/asset/withdrawal' is always refused" in proc.stderr
+    assert run_cli(env, "keys", "revoke", "--label", label).returncode == 0
