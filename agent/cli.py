@@ -639,9 +639,26 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_template(args: argparse.Namespace) -> int:
+    from agent.names import InvalidName, validate_label
     from agent.policy_templates import default_policy
     from agent.schemes import UnknownExchange
 
+    if args.merge is not None:
+        from agent.bots import BotsFileError, validate_bot_name
+        from agent.policy_merge import MergeError, merge_into
+
+        try:
+            validate_label(args.key)
+            if args.bot is not None:
+                validate_bot_name(args.bot)
+            print(merge_into(args.merge, args.exchange, args.key, args.bot))
+        except (InvalidName, BotsFileError, UnknownExchange) as exc:
+            raise CliError(str(exc), EXIT_CONFIG) from None
+        except MergeError as exc:
+            raise CliError(f"cannot merge into {args.merge}: {exc}") from None
+        print("the running agent picks it up within a second; check it: signing-agent policy check",
+              file=sys.stderr)
+        return 0
     try:
         print(default_policy(args.exchange, args.key, bot=args.bot), end="")
     except UnknownExchange as exc:
@@ -799,6 +816,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exchange", required=True)
     p.add_argument("--key", required=True, help="the key's label")
     p.add_argument("--bot", help="also grant the key to this bot")
+    p.add_argument("--merge", type=Path, metavar="FILE",
+                   help="add the key (and the bot's grant) to this policy file instead of printing: the bot's existing "
+                   "table gains the key, an existing key table is never overwritten; written in one step")
     p.set_defaults(func=cmd_policy_template)
 
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(

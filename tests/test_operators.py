@@ -202,3 +202,65 @@ def test_policy_check_reads_each_keys_exchange_from_the_token(env: Env, label: s
     assert "not a private endpoint of okx" in proc.stderr and "'POST /api/v5/trade/order'" in proc.stderr
     assert "'POST /api/v5/asset/withdrawal' is always refused" in proc.stderr
     assert run_cli(env, "keys", "revoke", "--label", label).returncode == 0
+
+
+# -- 3. policy template --merge ----------------------------------------------------------------------
+
+from agent.policy_merge import MergeError, merged_text  # noqa: E402
+
+EXISTING = """# the operator's policy
+[defaults]
+max_age_days = 90
+
+[bots.mm-1]   # the market maker
+keys = [
+  "binance-main",   # spot
+]
+rate_per_second = 5
+
+[keys.binance-main]
+endpoints = ["GET /api/v3/account"]
+"""
+
+
+def test_merge_adds_the_key_to_the_bots_existing_table():
+    text, done = merged_text(EXISTING, "okx", "okx-main", "mm-1")
+    policy = parse_policy(text.encode())  # one [bots.mm-1] table: valid TOML
+    assert text.count("[bots.") == 1 and "# the operator's policy" in text and "# the market maker" in text
+    assert policy.bots["mm-1"].keys == frozenset({"binance-main", "okx-main"})
+    assert policy.bots["mm-1"].rate_per_second == 5
+    assert set(policy.keys) == {"binance-main", "okx-main"} and "mm-1 may use binance-main, okx-main" in done.replace("'", "")
+    # A second bot gets a table of its own.
+    text, _ = merged_text(text, "kraken", "kr-main", "hedger")
+    assert parse_policy(text.encode()).bots["hedger"].keys == frozenset({"kr-main"})
+
+
+def test_merge_leaves_a_bot_with_every_key_alone_and_refuses_an_existing_key():
+    text, done = merged_text('[bots.b]\nkeys = ["*"]\n', "binance", "k", "b")
+    assert parse_policy(text.encode()).bots["b"].keys == frozenset({"*"}) and "every key" in done
+    with pytest.raises(MergeError, match="already has a table for key 'binance-main'"):
+        merged_text(EXISTING, "binance", "binance-main", "mm-1")
+
+
+def test_merge_writes_in_one_step_and_never_a_refused_file(plain: Path, tmp_path: Path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(EXISTING)
+    policy.chmod(0o640)
+    proc = agent_cli(plain, "policy", "template", "--exchange", "okx", "--key", "okx-main", "--bot", "mm-1",
+                     "--merge", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    assert load_policy(policy).bots["mm-1"].may_use("okx-main") and stat.S_IMODE(policy.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    before = policy.read_text()
+    again = agent_cli(plain, "policy", "template", "--exchange", "okx", "--key", "okx-main", "--bot", "mm-1",
+                      "--merge", str(policy))
+    assert again.returncode == 1 and "already has a table" in again.stderr and policy.read_text() == before
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[keys.x]\nendpoints = 1\n")
+    refused = agent_cli(plain, "policy", "template", "--exchange", "okx", "--key", "k", "--merge", str(broken))
+    assert refused.returncode == 1 and "fix it first" in refused.stderr
+    assert broken.read_text() == "[keys.x]\nendpoints = 1\n"
+    fresh = tmp_path / "new.toml"  # a missing file is created
+    assert agent_cli(plain, "policy", "template", "--exchange", "kraken", "--key", "k", "--bot", "b",
+                     "--merge", str(fresh)).returncode == 0
+    assert load_policy(fresh).bots["b"].may_use("k")
