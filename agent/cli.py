@@ -349,9 +349,31 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm_unrecoverable(label: str, exchange: str, *, yes: bool) -> None:
+    """A key generated in the token exists nowhere else: revoking it cannot be undone. Ask at a terminal;
+    elsewhere (scripts, make) require --yes."""
+    what = (f"key {label!r} ({exchange}) was generated inside the token and exists nowhere else: revoking it "
+            "destroys it for good, and the exchange's API key registered for it stops working")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{what}. Not revoked: standard input is not a terminal, so confirm with --yes "
+                       "(make revoke-key LABEL=... YES=1)", EXIT_CONFIG)
+    print(f"{what}.", file=sys.stderr)
+    try:
+        answer = input(f"Type the label ({label}) to revoke it: ")
+    except EOFError:
+        answer = ""
+    if answer.strip() != label:
+        raise CliError(f"not confirmed; key {label!r} is unchanged")
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     config, keyring = _open_keyring(args)
     with keyring:
+        if _custody_errors(keyring.generated_in_token)(args.label):
+            exchange = _custody_errors(keyring.lookup)(args.label).info.exchange
+            confirm_unrecoverable(args.label, exchange, yes=args.yes)
         info = _custody_errors(keyring.revoke)(args.label)
     _audit(config, "key.revoke", key=info.label, exchange=info.exchange, fingerprint=info.fingerprint)
     print(f"revoked key {info.label!r} ({info.exchange}, fingerprint {info.fingerprint}); the token object is destroyed")
@@ -764,8 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("list", help="list keys: label, exchange, API key id, type, created, fingerprint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_keys_list)
-    p = keys.add_parser("revoke", help="destroy a key in the token; running agents refuse it at once")
+    p = keys.add_parser("revoke", help="destroy a key in the token; running agents refuse it at once",
+                        description="A key generated in the token cannot be recovered once revoked: at a terminal "
+                        "the label must be typed to confirm; elsewhere --yes is required.")
     p.add_argument("--label", required=True)
+    p.add_argument("--yes", action="store_true", help="confirm revoking a key generated in the token (unrecoverable)")
     p.set_defaults(func=cmd_keys_revoke)
 
     p = sub.add_parser(

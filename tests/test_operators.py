@@ -264,3 +264,41 @@ def test_merge_writes_in_one_step_and_never_a_refused_file(plain: Path, tmp_path
     assert agent_cli(plain, "policy", "template", "--exchange", "kraken", "--key", "k", "--bot", "b",
                      "--merge", str(fresh)).returncode == 0
     assert load_policy(fresh).bots["b"].may_use("k")
+
+
+# -- 4. keys revoke of a key generated in the token ---------------------------------------------------
+
+
+def test_revoking_a_generated_key_needs_confirmation(env: Env, label: str):
+    generated = run_cli(env, "keys", "generate", "--label", label, "--exchange", "binance", "--type", "ed25519")
+    assert generated.returncode == 0, generated.stderr
+    refused = run_cli(env, "keys", "revoke", "--label", label)  # stdin is not a terminal
+    assert refused.returncode == cli.EXIT_CONFIG
+    assert "generated inside the token" in refused.stderr and "--yes" in refused.stderr
+    listed = json.loads(run_cli(env, "keys", "list", "--json").stdout)
+    assert [k["label"] for k in listed if k["label"] == label] == [label]
+    assert run_cli(env, "keys", "revoke", "--label", label, "--yes").returncode == 0
+    assert label not in run_cli(env, "keys", "list").stdout
+
+
+def test_revoking_an_imported_key_asks_nothing(env: Env, label: str):
+    imported = run_cli(env, "keys", "import", "--label", label, "--exchange", "binance", "--api-key", "AK-r",
+                       stdin=new_secret(64) + "\n")
+    assert imported.returncode == 0
+    assert run_cli(env, "keys", "revoke", "--label", label).returncode == 0
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer, confirmed", [("k1\n", True), ("y\n", False), ("", False)])
+def test_at_a_terminal_the_label_must_be_typed(monkeypatch, capsys, answer: str, confirmed: bool):
+    monkeypatch.setattr(sys, "stdin", _Tty(answer))
+    if confirmed:
+        cli.confirm_unrecoverable("k1", "binance", yes=False)
+    else:
+        with pytest.raises(cli.CliError, match="not confirmed"):
+            cli.confirm_unrecoverable("k1", "binance", yes=False)
+    assert "exists nowhere else" in capsys.readouterr().err
