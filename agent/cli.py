@@ -688,6 +688,100 @@ def cmd_policy_template(args: argparse.Namespace) -> int:
     return 0
 
 
+HEALTH_SERVICE = "signing_agent.v1.Signer"
+
+
+def health_check(target: str, timeout: float, service: str = HEALTH_SERVICE) -> tuple[str, str | None]:
+    """The agent's gRPC health (standard grpc.health.v1 Check, no credential): (status name, problem)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        name = code.name if code is not None else "UNKNOWN"
+        return ("UNREACHABLE" if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                else name), (exc.details() if hasattr(exc, "details") else str(exc))
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), None
+
+
+def _agent_target(args: argparse.Namespace) -> str:
+    return args.target or f"unix://{_config(args).server.socket}"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    target = _agent_target(args)
+    status, problem = health_check(target, args.timeout, args.service)
+    print(f"{status}" + (f" ({target}: {problem})" if problem and not args.quiet else ""))
+    return 0 if status == "SERVING" else 1
+
+
+def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    from agent.audit import read_head
+    from agent.bots import BotsFileError, list_bots
+    from agent.policy import PolicyError, load_policy
+
+    config = _config(args)
+    target = args.target or f"unix://{config.server.socket}"
+    status: dict[str, Any] = {}
+    health, problem = health_check(target, args.timeout)
+    status["agent"] = {"target": target, "health": health, **({"problem": problem} if problem else {})}
+    try:
+        _, keyring = _open_keyring(args)
+        with keyring:
+            keys = _custody_errors(keyring.list_keys)()
+        status["token"] = {"label": config.token.label, "up": True, "keys": len(keys),
+                           "unregistered": sum(1 for k in keys if not k.registered)}
+    except CliError as exc:
+        status["token"] = {"label": config.token.label, "up": False, "problem": str(exc)}
+    try:
+        status["bots"] = {"file": str(config.bots_file), "count": len(list_bots(config.bots_file))}
+    except BotsFileError as exc:
+        status["bots"] = {"file": str(config.bots_file), "problem": str(exc)}
+    try:
+        policy = load_policy(config.policy_file)
+        status["policy"] = {"file": str(config.policy_file), "sha256": policy.digest, "keys": len(policy.keys),
+                            "bots": len(policy.bots)}
+    except PolicyError as exc:
+        status["policy"] = {"file": str(config.policy_file), "problem": str(exc)}
+    try:
+        head, seq = read_head(config.audit_file)
+        status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
+    except FileNotFoundError:
+        status["audit"] = {"file": str(config.audit_file), "head": None, "lines": 0}
+    except OSError as exc:
+        status["audit"] = {"file": str(config.audit_file), "problem": exc.strerror or str(exc)}
+    status["metrics"] = {"listen": config.metrics_listen}
+    healthy = health == "SERVING" and status["token"]["up"]
+    return status, healthy
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, healthy = _status_lines(args)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if healthy else EXIT_UNAVAILABLE
+    a, t, b, p, au = status["agent"], status["token"], status["bots"], status["policy"], status["audit"]
+    agent_line = a["health"] + (f" ({a['problem']})" if "problem" in a else "")
+    if a["health"] == "UNREACHABLE":
+        agent_line = "not running (start it: make run, or signing-agent serve)" + (
+            f" [{a['problem']}]" if "problem" in a else "")
+    print(f"agent:   {agent_line} at {a['target']}")
+    print(f"token:   {t['label']!r} " + (f"up, {t['keys']} keys" + (f" ({t['unregistered']} unregistered)"
+                                                                       if t["unregistered"] else "")
+                                          if t["up"] else f"unreachable: {t['problem']}"))
+    print(f"bots:    {b.get('count', 'unreadable')} in {b['file']}" + (f": {b['problem']}" if "problem" in b else ""))
+    print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
+                                       if "sha256" in p else f"refused: {p['problem']}"))
+    print(f"audit:   {au['file']}: " + (f"problem: {au['problem']}" if "problem" in au else
+                                        f"head {au['head']} ({au['lines']} lines)" if au["head"] else "no lines yet"))
+    print(f"metrics: {'http://' + status['metrics']['listen'] + '/metrics' if status['metrics']['listen'] else 'off ([metrics] listen)'}")
+    return 0 if healthy else EXIT_UNAVAILABLE
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from agent.audit import verify_main
 
@@ -845,6 +939,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the key (and the bot's grant) to this policy file instead of printing: the bot's existing "
                    "table gains the key, an existing key table is never overwritten; written in one step")
     p.set_defaults(func=cmd_policy_template)
+
+    p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",
+                       description="Exit 0 when the agent serves and the token answers, 4 otherwise.")
+    p.add_argument("--target", help="agent address (default: the config's Unix socket)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the agent (default 2)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("health", help="the agent's gRPC health check: exit 0 SERVING, 1 otherwise",
+                       description="Asks the standard grpc.health.v1 Check (no credential needed) and prints the "
+                       "status: SERVING, NOT_SERVING (the token does not answer), UNREACHABLE...")
+    p.add_argument("--target", help="agent address (default: the config's Unix socket), e.g. unix:///run/agent.sock")
+    p.add_argument("--service", default=HEALTH_SERVICE, help=f"service to check (default {HEALTH_SERVICE}; '' = the server)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
+    p.add_argument("--quiet", action="store_true", help="print the status only")
+    p.set_defaults(func=cmd_health)
 
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION"

@@ -302,3 +302,29 @@ def test_at_a_terminal_the_label_must_be_typed(monkeypatch, capsys, answer: str,
         with pytest.raises(cli.CliError, match="not confirmed"):
             cli.confirm_unrecoverable("k1", "binance", yes=False)
     assert "exists nowhere else" in capsys.readouterr().err
+
+
+# -- 5. status and health -------------------------------------------------------------------------------
+
+
+def test_health_and_status_of_a_running_agent(env: Env, agent):
+    health = run_cli(env, "health")
+    assert (health.returncode, health.stdout.strip()) == (0, "SERVING")
+    status = run_cli(env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    got = json.loads(status.stdout)
+    assert got["agent"]["health"] == "SERVING" and got["token"]["up"] is True and got["token"]["keys"] >= 0
+    assert got["bots"]["count"] == 1
+    assert got["policy"]["sha256"] == load_policy(env.root / "policy.toml").digest
+    assert len(got["audit"]["head"]) == 64 and got["audit"]["lines"] > 0
+    assert got["metrics"]["listen"] is None
+    text = run_cli(env, "status").stdout
+    assert "agent:   SERVING" in text and f"sha256 {got['policy']['sha256']}" in text and "metrics: off" in text
+
+
+def test_health_and_status_without_an_agent(plain: Path):
+    health = agent_cli(plain, "health", "--quiet")
+    assert (health.returncode, health.stdout.strip()) == (1, "UNREACHABLE")
+    status = agent_cli(plain, "status")
+    assert status.returncode == cli.EXIT_UNAVAILABLE and "not running (start it: make run" in status.stdout
+    assert "unreachable: PIN file" in status.stdout and "Traceback" not in status.stderr
