@@ -328,3 +328,68 @@ def test_health_and_status_without_an_agent(plain: Path):
     status = agent_cli(plain, "status")
     assert status.returncode == cli.EXIT_UNAVAILABLE and "not running (start it: make run" in status.stdout
     assert "unreachable: PIN file" in status.stdout and "Traceback" not in status.stderr
+
+
+# -- 7, 8. the Makefile: no ids echoed, live files from examples/ ---------------------------------------
+
+
+@pytest.fixture
+def makedir(tmp_path: Path) -> Path:
+    """The Makefile and examples/ alone, with a stand-in for the CLI that prints its arguments."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    return tmp_path
+
+
+def make(makedir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    # -o deps: the venv and softhsm2 are not (re)installed here; AGENT=echo shows what would run.
+    return subprocess.run(["make", "--no-print-directory", "-o", "deps", "AGENT=echo", *args], cwd=makedir,
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_prints_no_api_key_id(makedir: Path):
+    for target in ("import-key", "register-key"):
+        proc = make(makedir, target, "LABEL=k", "EXCHANGE=binance", "API_KEY=AKID-not-for-the-terminal")
+        assert proc.returncode == 0, proc.stderr
+        # The stand-in prints its arguments once: the command line itself is not echoed.
+        assert (proc.stdout + proc.stderr).count("AKID-not-for-the-terminal") == 1, proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_revoke_key_passes_yes(makedir: Path):
+    assert "--yes" in make(makedir, "revoke-key", "LABEL=k", "YES=1").stdout
+    assert "--yes" not in make(makedir, "revoke-key", "LABEL=k").stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_live_files_come_from_the_examples_and_are_never_overwritten(makedir: Path):
+    proc = make(makedir, "live-config")
+    assert proc.returncode == 0 and "created policy.toml from examples/policy.toml" in proc.stdout
+    for name in ("signing-agent.toml", "policy.toml"):
+        assert (makedir / name).read_text() == (makedir / "examples" / name).read_text()
+    (makedir / "policy.toml").write_text("# mine\n")
+    os.utime(makedir / "examples" / "policy.toml", (time.time() + 10, time.time() + 10))  # a `git pull`
+    assert make(makedir, "live-config").returncode == 0
+    assert (makedir / "policy.toml").read_text() == "# mine\n"
+
+
+def test_the_examples_are_valid_and_clean():
+    from agent.config import load_config
+
+    config = load_config(ROOT / "examples" / "signing-agent.toml")
+    assert config.policy_file.name == "policy.toml" and config.bots_file.name == "bots.toml"
+    policy = load_policy(ROOT / "examples" / "policy.toml")
+    assert policy.bots == {} and not policy.keys  # it grants nothing: the agent signs nothing until you say
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists() or shutil.which("git") is None, reason="not a git checkout")
+def test_live_files_and_the_lock_are_untracked_and_ignored():
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    tracked = git("ls-files", "--", "policy.toml", "signing-agent.toml", "bots.toml", ".bots.toml.lock").stdout
+    assert tracked == ""
+    ignored = git("check-ignore", "--no-index", "policy.toml", "signing-agent.toml", ".bots.toml.lock", "bots.toml")
+    assert ignored.stdout.split() == ["policy.toml", "signing-agent.toml", ".bots.toml.lock", "bots.toml"]
+    assert git("check-ignore", "--no-index", "examples/policy.toml").returncode == 1  # the examples are shipped
