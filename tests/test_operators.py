@@ -330,6 +330,44 @@ def test_health_and_status_without_an_agent(plain: Path):
     assert "unreachable: PIN file" in status.stdout and "Traceback" not in status.stderr
 
 
+# -- 6. the first run says what to do next ---------------------------------------------------------------
+
+
+def test_the_first_run_says_what_to_do_next(tmp_path_factory):
+    fresh = make_env(tmp_path_factory, "firstrun")
+    (fresh.root / "bots.toml").write_text("")
+    (fresh.root / "policy.toml").write_text((ROOT / "examples" / "policy.toml").read_text())
+    agent = start_agent(fresh, fresh.config)
+    try:
+        deadline = time.monotonic() + 10
+        while '"agent.next-step"' not in agent.log.read_text():
+            assert time.monotonic() < deadline, agent.log.read_text()
+            time.sleep(0.05)
+    finally:
+        assert agent.stop() == 0
+    event = next(json.loads(line) for line in agent.log.read_text().splitlines() if '"agent.next-step"' in line)
+    steps = " ".join(event["steps"])
+    assert "make import-key" in steps and "bots add" in steps and str(fresh.root / "policy.toml") in steps
+
+
+def test_the_next_step_is_a_plain_line_at_a_terminal(tmp_path: Path, plain: Path):
+    from agent.config import load_config
+    from agent.firstrun import announce
+
+    logged = []
+
+    class Log:
+        def info(self, event, **fields):
+            logged.append((event, fields))
+
+    out = _Tty()
+    announce(load_config(plain), 0, Log(), out)
+    assert logged[0][0] == "agent.next-step" and out.getvalue().startswith("signing-agent: it signs nothing yet. Next:")
+    quiet = io.StringIO()
+    announce(load_config(plain), 0, Log(), quiet)
+    assert quiet.getvalue() == ""  # not a terminal: the JSON line only
+
+
 # -- 7, 8. the Makefile: no ids echoed, live files from examples/ ---------------------------------------
 
 
