@@ -1,5 +1,5 @@
 # signing-agent: operator and developer entry points.
-#   make run      install what is missing, create the dev token, start the agent
+#   make run      install what is missing, create the dev token (and the live config and policy from examples/), start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
 #   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
 # Installs (every one is the hash-verified set in uv.lock; see README, Installs):
@@ -12,7 +12,9 @@
 #   make import-key LABEL=... EXCHANGE=... API_KEY=... [TYPE=hmac|ed25519|rsa|ec-p256] < secret-file
 #   make generate-key LABEL=... EXCHANGE=... TYPE=ed25519|rsa    (prints the public key to register)
 #   make register-key LABEL=... API_KEY=...                      (the id the exchange issued for it)
-#   make list-keys | make revoke-key LABEL=...
+#   make list-keys | make revoke-key LABEL=... [YES=1]           (YES=1: confirm a key generated in the token)
+# The live signing-agent.toml and policy.toml are the operator's (untracked, gitignored): `make run`
+# and `make test` create them from examples/ when they are missing, and never overwrite them.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -38,12 +40,12 @@ export UV_PYTHON_DOWNLOADS := never
 UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
 .PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
-	clean lock lock-check sbom audit-deps wheel
+	clean lock lock-check sbom audit-deps wheel live-config
 
-run: deps token
+run: deps token live-config
 	$(AGENT) --config $(CONFIG) serve
 
-test: deps opencryptoki
+test: deps opencryptoki live-config
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -52,31 +54,37 @@ bench: deps
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
-token: deps
+token: deps live-config
 	$(AGENT) token init-softhsm --dir softhsm --label signing-agent-dev --module $(SOFTHSM_MODULE)
 
-import-key: deps
+import-key: deps live-config
 	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(API_KEY)" || \
 	  { echo "usage: make import-key LABEL=name EXCHANGE=binance API_KEY=key-id < secret" >&2; exit 2; }
-	$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)" \
+	@$(AGENT) --config $(CONFIG) keys import --label "$(LABEL)" --exchange "$(EXCHANGE)" --api-key "$(API_KEY)" \
 	  $(if $(TYPE),--type "$(TYPE)") $(foreach o,$(OPTIONS),--option "$(o)")
 
-generate-key: deps
+generate-key: deps live-config
 	@test -n "$(LABEL)" -a -n "$(EXCHANGE)" -a -n "$(TYPE)" || \
 	  { echo "usage: make generate-key LABEL=name EXCHANGE=binance TYPE=ed25519|rsa" >&2; exit 2; }
 	@$(AGENT) --config $(CONFIG) keys generate --label "$(LABEL)" --exchange "$(EXCHANGE)" --type "$(TYPE)"
 
-register-key: deps
+register-key: deps live-config
 	@test -n "$(LABEL)" -a -n "$(API_KEY)" || \
 	  { echo "usage: make register-key LABEL=name API_KEY=key-id [< passphrase-file]" >&2; exit 2; }
-	$(AGENT) --config $(CONFIG) keys register --label "$(LABEL)" --api-key "$(API_KEY)"
+	@$(AGENT) --config $(CONFIG) keys register --label "$(LABEL)" --api-key "$(API_KEY)"
 
-list-keys: deps
+list-keys: deps live-config
 	@$(AGENT) --config $(CONFIG) keys list
 
-revoke-key: deps
+revoke-key: deps live-config
 	@test -n "$(LABEL)" || { echo "usage: make revoke-key LABEL=name" >&2; exit 2; }
-	$(AGENT) --config $(CONFIG) keys revoke --label "$(LABEL)"
+	$(AGENT) --config $(CONFIG) keys revoke --label "$(LABEL)"$(if $(YES), --yes)
+
+# The operator's own config and policy, from examples/ when missing (never overwritten: no prerequisite).
+live-config: signing-agent.toml policy.toml
+
+signing-agent.toml policy.toml:
+	@cp examples/$@ $@ && echo "created $@ from examples/$@: it is yours to edit (gitignored)"
 
 # Regenerate the gRPC code from proto/ (the result is committed; a test checks it is fresh).
 proto: deps

@@ -148,6 +148,17 @@ def _read_head(fd: int, size: int) -> tuple[str, int, bool]:
     return _sha(last), counted, torn
 
 
+def read_head(path: Path) -> tuple[str, int]:
+    """(hash of the last line, its seq) of the audit log at PATH, read from its end (not verified:
+    `audit verify` checks the chain). An empty log: (ZERO_HASH, 0). FileNotFoundError if there is none."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head, seq, _ = _read_head(fd, os.fstat(fd).st_size)
+        return head, seq
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -196,14 +196,19 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None) -> str | None:
-    """Add a bot; returns its new bearer token (shown once), or None for a certificate bot."""
+def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None,
+            deliver: Callable[[str], None] | None = None) -> str | None:
+    """Add a bot; returns its new bearer token (shown once), or None for a certificate bot.
+
+    DELIVER, when given, receives the new token before the bots file is written: if it raises
+    (the token file cannot be written), the bot is not registered and the exception propagates.
+    """
     validate_bot_name(name)
     with _locked(path):
-        return _add(path, name, cert_pem)
+        return _add(path, name, cert_pem, deliver)
 
 
-def _add(path: Path, name: str, cert_pem: bytes | None) -> str | None:
+def _add(path: Path, name: str, cert_pem: bytes | None, deliver: Callable[[str], None] | None = None) -> str | None:
     current = _current(path)
     if any(c.name == name for c in current):
         raise BotsFileError(f"bot {name!r} exists; revoke it first to issue a new credential")
@@ -217,6 +222,8 @@ def _add(path: Path, name: str, cert_pem: bytes | None) -> str | None:
     else:
         token = new_token()
         credential = BotCredential(name, hash_token(token), None, created)
+        if deliver is not None:
+            deliver(token)
     _write_atomically(path, _render([*current, credential]))
     return token
 

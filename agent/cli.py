@@ -352,9 +352,31 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm_unrecoverable(label: str, exchange: str, *, yes: bool) -> None:
+    """A key generated in the token exists nowhere else: revoking it cannot be undone. Ask at a terminal;
+    elsewhere (scripts, make) require --yes."""
+    what = (f"key {label!r} ({exchange}) was generated inside the token and exists nowhere else: revoking it "
+            "destroys it for good, and the exchange's API key registered for it stops working")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{what}. Not revoked: standard input is not a terminal, so confirm with --yes "
+                       "(make revoke-key LABEL=... YES=1)", EXIT_CONFIG)
+    print(f"{what}.", file=sys.stderr)
+    try:
+        answer = input(f"Type the label ({label}) to revoke it: ")
+    except EOFError:
+        answer = ""
+    if answer.strip() != label:
+        raise CliError(f"not confirmed; key {label!r} is unchanged")
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     config, keyring = _open_keyring(args)
     with keyring:
+        if _custody_errors(keyring.generated_in_token)(args.label):
+            exchange = _custody_errors(keyring.lookup)(args.label).info.exchange
+            confirm_unrecoverable(args.label, exchange, yes=args.yes)
         info = _custody_errors(keyring.revoke)(args.label)
     _audit(config, "key.revoke", key=info.label, exchange=info.exchange, fingerprint=info.fingerprint)
     print(f"revoked key {info.label!r} ({info.exchange}, fingerprint {info.fingerprint}); the token object is destroyed")
@@ -434,30 +456,113 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+class StagedTokenFile:
+    """A bot's token file, checked and staged before the bot is registered (all or nothing).
+
+    `check` refuses what would fail later: a missing or unwritable directory, a symlink, an existing
+    file (unless FORCE). `write` puts the token into a new private file beside the target (mode
+    0600, fsynced); `commit` moves it into place; `discard` removes it. The bot is registered between
+    `write` and `commit`, so a token that cannot be written leaves no bot behind.
+    """
+
+    def __init__(self, path: Path, *, force: bool) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.force = force
+        self.tmp: Path | None = None
+
+    def check(self) -> None:
+        path, parent = self.path, self.path.parent
+        if path.is_symlink():
+            raise CliError(f"{path} is a symbolic link; give the token file's real path", EXIT_CONFIG)
+        if not parent.exists():
+            raise CliError(f"the directory {parent} does not exist; create it first (as the bot's user, "
+                           f"mode 0700: install -d -m 700 {parent}) or choose another --token-file", EXIT_CONFIG)
+        if not parent.is_dir():
+            raise CliError(f"{parent} is not a directory; choose another --token-file", EXIT_CONFIG)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CliError(f"the directory {parent} is not writable by {_operator()}; fix its permissions or "
+                           "choose another --token-file", EXIT_CONFIG)
+        if path.exists():
+            if path.is_dir():
+                raise CliError(f"{path} is a directory; give a file name for the token", EXIT_CONFIG)
+            if not self.force:
+                raise CliError(f"{path} exists; choose a new file for the token, or --force to replace it",
+                               EXIT_CONFIG)
+
+    def write(self, token: str) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.tmp = tmp
+        try:
+            data = (token + "\n").encode()
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def commit(self) -> None:
+        assert self.tmp is not None
+        if self.force:
+            os.replace(self.tmp, self.path)
+        else:
+            os.link(self.tmp, self.path)  # EEXIST if the file appeared meanwhile: never overwritten
+            os.unlink(self.tmp)
+        self.tmp = None
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
 def cmd_bots_add(args: argparse.Namespace) -> int:
-    from agent.bots import BotsFileError, add_bot
+    from agent.bots import BotsFileError, add_bot, revoke_bot, validate_bot_name
 
     config = _config(args)
+    try:
+        validate_bot_name(args.name)
+    except BotsFileError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
     cert = None
     if args.cert is not None:
+        if args.token_file is not None:
+            raise CliError("give --cert or --token-file, not both", EXIT_CONFIG)
         try:
             cert = args.cert.read_bytes()
         except OSError as exc:
             raise CliError(f"cannot read {args.cert}: {exc.strerror}", EXIT_CONFIG) from None
-    if args.token_file is not None and (args.token_file.exists() or args.token_file.is_symlink()):
-        raise CliError(f"{args.token_file} exists; choose a new file for the token")
+    staged = None
+    if args.token_file is not None:
+        staged = StagedTokenFile(args.token_file, force=args.force)
+        staged.check()  # before anything is registered
     try:
-        token = add_bot(config.bots_file, args.name, cert_pem=cert)
+        token = add_bot(config.bots_file, args.name, cert_pem=cert,
+                        deliver=staged.write if staged is not None else None)
     except BotsFileError as exc:
+        if staged is not None:
+            staged.discard()
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if staged is not None:
+            staged.discard()
+        where = exc.filename or (staged.path if staged is not None else config.bots_file)
+        raise CliError(f"cannot write {where}: {exc.strerror or exc}; bot {args.name!r} was not added") from None
+    if staged is not None:
+        try:
+            staged.commit()
+        except OSError as exc:
+            staged.discard()
+            revoke_bot(config.bots_file, args.name)  # all or nothing: nobody holds that token
+            raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
     _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token")
     if token is None:
         print(f"bot {args.name!r} added: it authenticates with its client certificate over mTLS")
-    elif args.token_file is not None:
-        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-        print(f"bot {args.name!r} added; its token is in {args.token_file} (mode 0600, shown nowhere else)")
+    elif staged is not None:
+        print(f"bot {args.name!r} added; its token is in {staged.path} (mode 0600, shown nowhere else)")
     else:
         print(token)
         print(f"bot {args.name!r} added. The line above is its token, shown only now: give it to the bot "
@@ -496,31 +601,188 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise CliError(f"{flag} takes {what}, not {value[:64]!r}", EXIT_CONFIG)
+        out[name] = rest
+    return out
+
+
+def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read)."""
+    exchanges = dict(given)
+    if all(label in exchanges for label in labels):
+        return exchanges, None
+    try:
+        _, keyring = _open_keyring(args)
+        with keyring:
+            listed = _custody_errors(keyring.list_keys)()
+    except CliError as exc:
+        return exchanges, str(exc)
+    for info in listed:
+        exchanges.setdefault(info.label, info.exchange)
+    return exchanges, None
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    from agent import policy_lint
     from agent.policy import PolicyError, load_policy
 
     config = _config(args)
     path = args.file or config.policy_file
+    given = _pairs(args.exchange, "--exchange", "LABEL=EXCHANGE")
+    markets = {}
+    for exchange_id, file in _pairs(args.markets, "--markets", "EXCHANGE=FILE").items():
+        try:
+            markets[exchange_id] = policy_lint.read_markets(Path(file))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the market list {file}: {getattr(exc, 'strerror', None) or exc}",
+                           EXIT_CONFIG) from None
     try:
         policy = load_policy(path)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given)
+    report = policy_lint.lint(policy, exchanges, markets=markets)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if token_problem is not None and report.notes:
+        print(f"note: the token was not read for the keys' exchanges: {token_problem}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    count = len(policy.warnings) + len(report.warnings)
     print(f"{path}: OK ({len(policy.keys)} keys{' + a default' if policy.fallback else ''}, "
-          f"{len(policy.bots)} bots, sha256 {policy.digest[:16]})")
+          f"{len(policy.bots)} bots, sha256 {policy.digest[:16]})"
+          + (f"; {count} warning{'s' if count != 1 else ''} above: the agent accepts it, but read them"
+             if count else ""))
     return 0
 
 
 def cmd_policy_template(args: argparse.Namespace) -> int:
+    from agent.names import InvalidName, validate_label
     from agent.policy_templates import default_policy
     from agent.schemes import UnknownExchange
 
+    if args.merge is not None:
+        from agent.bots import BotsFileError, validate_bot_name
+        from agent.policy_merge import MergeError, merge_into
+
+        try:
+            validate_label(args.key)
+            if args.bot is not None:
+                validate_bot_name(args.bot)
+            print(merge_into(args.merge, args.exchange, args.key, args.bot))
+        except (InvalidName, BotsFileError, UnknownExchange) as exc:
+            raise CliError(str(exc), EXIT_CONFIG) from None
+        except MergeError as exc:
+            raise CliError(f"cannot merge into {args.merge}: {exc}") from None
+        print("the running agent picks it up within a second; check it: signing-agent policy check",
+              file=sys.stderr)
+        return 0
     try:
         print(default_policy(args.exchange, args.key, bot=args.bot), end="")
     except UnknownExchange as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     return 0
+
+
+HEALTH_SERVICE = "signing_agent.v1.Signer"
+
+
+def health_check(target: str, timeout: float, service: str = HEALTH_SERVICE) -> tuple[str, str | None]:
+    """The agent's gRPC health (standard grpc.health.v1 Check, no credential): (status name, problem)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        name = code.name if code is not None else "UNKNOWN"
+        return ("UNREACHABLE" if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                else name), (exc.details() if hasattr(exc, "details") else str(exc))
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), None
+
+
+def _agent_target(args: argparse.Namespace) -> str:
+    return args.target or f"unix://{_config(args).server.socket}"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    target = _agent_target(args)
+    status, problem = health_check(target, args.timeout, args.service)
+    print(f"{status}" + (f" ({target}: {problem})" if problem and not args.quiet else ""))
+    return 0 if status == "SERVING" else 1
+
+
+def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    from agent.audit import read_head
+    from agent.bots import BotsFileError, list_bots
+    from agent.policy import PolicyError, load_policy
+
+    config = _config(args)
+    target = args.target or f"unix://{config.server.socket}"
+    status: dict[str, Any] = {}
+    health, problem = health_check(target, args.timeout)
+    status["agent"] = {"target": target, "health": health, **({"problem": problem} if problem else {})}
+    try:
+        _, keyring = _open_keyring(args)
+        with keyring:
+            keys = _custody_errors(keyring.list_keys)()
+        status["token"] = {"label": config.token.label, "up": True, "keys": len(keys),
+                           "unregistered": sum(1 for k in keys if not k.registered)}
+    except CliError as exc:
+        status["token"] = {"label": config.token.label, "up": False, "problem": str(exc)}
+    try:
+        status["bots"] = {"file": str(config.bots_file), "count": len(list_bots(config.bots_file))}
+    except BotsFileError as exc:
+        status["bots"] = {"file": str(config.bots_file), "problem": str(exc)}
+    try:
+        policy = load_policy(config.policy_file)
+        status["policy"] = {"file": str(config.policy_file), "sha256": policy.digest, "keys": len(policy.keys),
+                            "bots": len(policy.bots)}
+    except PolicyError as exc:
+        status["policy"] = {"file": str(config.policy_file), "problem": str(exc)}
+    try:
+        head, seq = read_head(config.audit_file)
+        status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
+    except FileNotFoundError:
+        status["audit"] = {"file": str(config.audit_file), "head": None, "lines": 0}
+    except OSError as exc:
+        status["audit"] = {"file": str(config.audit_file), "problem": exc.strerror or str(exc)}
+    status["metrics"] = {"listen": config.metrics_listen}
+    healthy = health == "SERVING" and status["token"]["up"]
+    return status, healthy
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, healthy = _status_lines(args)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if healthy else EXIT_UNAVAILABLE
+    a, t, b, p, au = status["agent"], status["token"], status["bots"], status["policy"], status["audit"]
+    agent_line = a["health"] + (f" ({a['problem']})" if "problem" in a else "")
+    if a["health"] == "UNREACHABLE":
+        agent_line = "not running (start it: make run, or signing-agent serve)" + (
+            f" [{a['problem']}]" if "problem" in a else "")
+    print(f"agent:   {agent_line} at {a['target']}")
+    print(f"token:   {t['label']!r} " + (f"up, {t['keys']} keys" + (f" ({t['unregistered']} unregistered)"
+                                                                       if t["unregistered"] else "")
+                                          if t["up"] else f"unreachable: {t['problem']}"))
+    print(f"bots:    {b.get('count', 'unreadable')} in {b['file']}" + (f": {b['problem']}" if "problem" in b else ""))
+    print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
+                                       if "sha256" in p else f"refused: {p['problem']}"))
+    print(f"audit:   {au['file']}: " + (f"problem: {au['problem']}" if "problem" in au else
+                                        f"head {au['head']} ({au['lines']} lines)" if au["head"] else "no lines yet"))
+    print(f"metrics: {'http://' + status['metrics']['listen'] + '/metrics' if status['metrics']['listen'] else 'off ([metrics] listen)'}")
+    return 0 if healthy else EXIT_UNAVAILABLE
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -636,8 +898,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("list", help="list keys: label, exchange, API key id, type, created, fingerprint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_keys_list)
-    p = keys.add_parser("revoke", help="destroy a key in the token; running agents refuse it at once")
+    p = keys.add_parser("revoke", help="destroy a key in the token; running agents refuse it at once",
+                        description="A key generated in the token cannot be recovered once revoked: at a terminal "
+                        "the label must be typed to confirm; elsewhere --yes is required.")
     p.add_argument("--label", required=True)
+    p.add_argument("--yes", action="store_true", help="confirm revoking a key generated in the token (unrecoverable)")
     p.set_defaults(func=cmd_keys_revoke)
 
     p = sub.add_parser(
@@ -656,7 +921,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = bots.add_parser("add", help="add a bot: prints its bearer token once (or registers its mTLS certificate)")
     p.add_argument("name")
-    p.add_argument("--token-file", type=Path, help="write the token to this new file (mode 0600) instead of stdout")
+    p.add_argument("--token-file", type=Path, help="write the token to this new file (mode 0600) instead of stdout; "
+                   "its directory must exist")
+    p.add_argument("--force", action="store_true", help="replace an existing --token-file (never a symbolic link)")
     p.add_argument("--cert", type=Path, help="the bot's client certificate (PEM): it authenticates over mTLS")
     p.set_defaults(func=cmd_bots_add)
     p = bots.add_parser("list", help="list bots (names, credential kind, creation)")
@@ -668,14 +935,43 @@ def build_parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="check a policy file, print a safe starting policy").add_subparsers(
         dest="policy_command", required=True, metavar="ACTION"
     )
-    p = policy.add_parser("check", help="validate the policy file as the agent would (exit 1 if it is refused)")
+    p = policy.add_parser(
+        "check", help="validate the policy file as the agent would (exit 1 if it is refused), and warn about "
+        "endpoints and symbols that cannot work (exit 0)",
+        description="Warnings (exit status 0): endpoints unknown to the key's exchange (ccxt's catalogue, when ccxt "
+        "is installed), endpoints the default-deny rules always refuse, unified symbols (BTC/USDT), and symbols "
+        "missing from a market list given with --markets. Each key's exchange is read from the token, or given "
+        "with --exchange.")
     p.add_argument("--file", type=Path, help="policy file (default: the config's)")
+    p.add_argument("--exchange", action="append", default=[], metavar="LABEL=EXCHANGE",
+                   help="the exchange of a key not in the token (yet); repeatable")
+    p.add_argument("--markets", action="append", default=[], metavar="EXCHANGE=FILE",
+                   help="the exchange's symbols (a JSON list, ccxt's markets, or one per line): symbols not in it "
+                   "are warned about; repeatable")
     p.set_defaults(func=cmd_policy_check)
     p = policy.add_parser("template", help="print a safe default policy for one key of an exchange")
     p.add_argument("--exchange", required=True)
     p.add_argument("--key", required=True, help="the key's label")
     p.add_argument("--bot", help="also grant the key to this bot")
+    p.add_argument("--merge", type=Path, metavar="FILE",
+                   help="add the key (and the bot's grant) to this policy file instead of printing: the bot's existing "
+                   "table gains the key, an existing key table is never overwritten; written in one step")
     p.set_defaults(func=cmd_policy_template)
+
+    p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",
+                       description="Exit 0 when the agent serves and the token answers, 4 otherwise.")
+    p.add_argument("--target", help="agent address (default: the config's Unix socket)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the agent (default 2)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("health", help="the agent's gRPC health check: exit 0 SERVING, 1 otherwise",
+                       description="Asks the standard grpc.health.v1 Check (no credential needed) and prints the "
+                       "status: SERVING, NOT_SERVING (the token does not answer), UNREACHABLE...")
+    p.add_argument("--target", help="agent address (default: the config's Unix socket), e.g. unix:///run/agent.sock")
+    p.add_argument("--service", default=HEALTH_SERVICE, help=f"service to check (default {HEALTH_SERVICE}; '' = the server)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
+    p.add_argument("--quiet", action="store_true", help="print the status only")
+    p.set_defaults(func=cmd_health)
 
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION"

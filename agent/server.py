@@ -29,6 +29,7 @@ from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.buildinfo import build_info
 from agent.config import Config, ConfigError
+from agent.firstrun import announce
 from agent.custody import Keyring
 from agent.guard import Caller, Guard
 from agent.policy import PolicyError, Refusal
@@ -560,6 +561,7 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
         keys=key_count,
         pid=os.getpid(),
     )
+    announce(config, key_count, log)  # the next step, while the agent cannot sign anything yet
     # Wait with a timeout: a signal delivered to one of gRPC's threads only sets a flag, which
     # the main thread acts on when it runs Python code again. An untimed wait could miss it
     # for good (seen: an agent ignoring SIGTERM).

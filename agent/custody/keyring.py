@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11.exceptions import AttributeTypeInvalid
 
 from agent.custody.errors import CustodyError, KeyNotFound, KeyRevoked
 from agent.custody.objects import (
@@ -276,6 +277,11 @@ class Keyring(Provisioning, TokenSession):
         data = prepare(message)
         return self._use(entry, lambda handle: handle.sign(data, mechanism=mechanism))
 
+    def generated_in_token(self, label: str) -> bool:
+        """True when the key was generated inside the token (CKA_LOCAL): revoking it loses it for good,
+        as it exists nowhere else. Imported keys (and keys of a token that cannot say) are False."""
+        return _generated(self, label)
+
     def public_key(self, label: str) -> Any:
         """The public half of an asymmetric key, as a `cryptography` public key."""
 
@@ -292,6 +298,21 @@ class Keyring(Provisioning, TokenSession):
             raise CustodyError(f"the public half of key {label!r} is missing from the token")
 
         return self._call(read)
+
+
+def _generated(keyring: "Keyring", label: str) -> bool:
+    """Whether the key labelled LABEL was generated inside the token (CKA_LOCAL of its signing object)."""
+
+    def read(session: Any) -> bool:
+        found = keyring._ours(session, label)
+        if not found:  # missing, or the leftovers of an interrupted import: revoke says which
+            return False
+        try:
+            return bool(found[0][1][Attribute.LOCAL])
+        except (KeyError, NotImplementedError, AttributeTypeInvalid, *HANDLE_GONE):
+            return False
+
+    return keyring._call(read)
 
 
 class NonceSource(Protocol):
