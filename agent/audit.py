@@ -26,6 +26,17 @@ next append, a file moved away (log rotation) within a second (lines written in
 that second go to the moved file, chained there), and the path is reopened: the
 new file starts a new chain at seq 1.
 
+Rotation. `rotate()` (`signing-agent audit rotate`) keeps one chain across files: under the
+exclusive lock it appends a last record, `audit.rotate`, naming the file's new name
+(PATH.<UTC time>, e.g. audit.jsonl.20261205T101300Z), gives the file that name, and replaces PATH
+in one rename with a file whose first record, `audit.continue`, names the rotated file and chains
+to the closing record (its prev, and seq + 1). A writer holding the old file sees the closing
+record when it gets the lock and reopens PATH. `verify()` checks one file (a continuing file from
+the hash its first record names); `verify_chain()` follows the `from` names back to the file that
+starts the chain and reports a rotated file missing, swapped, cut or altered, and rotated files
+the chain does not reach. A file moved away by other means (logrotate) is not linked: the new file
+starts a new chain at seq 1, and nothing ties the two; so the audit log is never logrotate's.
+
 Durability. No fsync per line: a SIGKILL loses nothing already written (the
 page cache keeps it), but a power loss can lose the last lines. A lost tail
 looks like a shorter, valid log, which `verify()` alone cannot tell from the
@@ -50,6 +61,7 @@ recorded heads off the host.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -72,6 +84,11 @@ _TAIL_BLOCK = 4096
 _SEQ_PREFIX = re.compile(rb'\{"seq":([1-9][0-9]{0,18}),')
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FIRST_KEYS = ["seq", "ts", "event"]
+# Rotation (see rotate): the last record of a closed file, and the first of the file that continues it.
+ROTATE_EVENT = "audit.rotate"
+CONTINUE_EVENT = "audit.continue"
+_CLOSING = re.compile(rb'\{"seq":[0-9]+,"ts":"[^"]*","event":"audit\.rotate",')
+_ROTATED_SUFFIX = re.compile(r"\.[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?")  # audit.jsonl.20261205T101300Z[-2]
 
 
 def _sha(raw: bytes) -> str:
@@ -129,10 +146,10 @@ def _lines_backwards(fd: int, size: int) -> Iterator[bytes]:
     yield b"".join(reversed(pending))
 
 
-def _read_head(fd: int, size: int) -> tuple[str, int, bool]:
-    """(hash of the last line, seq of the last line, the last line is torn), read from the end."""
+def _read_head(fd: int, size: int) -> tuple[str, int, bool, bytes]:
+    """(hash of the last line, seq of the last line, the last line is torn, the last line), read from the end."""
     if size == 0:
-        return ZERO_HASH, 0, False
+        return ZERO_HASH, 0, False, b""
     lines = _lines_backwards(fd, size)
     tail = next(lines)
     torn = tail != b""
@@ -143,9 +160,9 @@ def _read_head(fd: int, size: int) -> tuple[str, int, bool]:
     for raw in chain([last], lines):
         m = None if (torn and counted == 0) else _SEQ_PREFIX.match(raw)
         if m:
-            return _sha(last), int(m[1]) + counted, torn
+            return _sha(last), int(m[1]) + counted, torn, last
         counted += 1
-    return _sha(last), counted, torn
+    return _sha(last), counted, torn, last
 
 
 def read_head(path: Path) -> tuple[str, int]:
@@ -153,7 +170,7 @@ def read_head(path: Path) -> tuple[str, int]:
     `audit verify` checks the chain). An empty log: (ZERO_HASH, 0). FileNotFoundError if there is none."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        head, seq, _ = _read_head(fd, os.fstat(fd).st_size)
+        head, seq, _, _ = _read_head(fd, os.fstat(fd).st_size)
         return head, seq
     finally:
         os.close(fd)
@@ -224,7 +241,7 @@ class AuditLog:
                     st = os.fstat(fd)
                     replaced = self._path_replaced(st)
                     if not replaced:
-                        self._append_locked(fd, st, body)
+                        replaced = not self._append_locked(fd, st, body)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 if not replaced:
@@ -233,11 +250,11 @@ class AuditLog:
                 self._fd, self._cache = None, None
             raise OSError(errno.EAGAIN, f"audit log {self.path} keeps being replaced while appending")
 
-    def _path_replaced(self, st: os.stat_result) -> bool:
+    def _path_replaced(self, st: os.stat_result, now: bool = False) -> bool:
         # A deleted file is seen at once (fstat's link count); a moved one (rotation) within
         # PATH_RECHECK seconds: os.stat on every append would cost a fifth of its time.
         t = time.monotonic()
-        if st.st_nlink and t - self._checked < self.PATH_RECHECK:
+        if st.st_nlink and t - self._checked < self.PATH_RECHECK and not now:
             return False
         self._checked = t
         try:
@@ -246,18 +263,24 @@ class AuditLog:
             return True
         return (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino)
 
-    def _append_locked(self, fd: int, st: os.stat_result, body: bytes) -> None:
+    def _append_locked(self, fd: int, st: os.stat_result, body: bytes) -> bool:
+        """Append under the lock; False (nothing written) when the file was closed by `rotate`."""
         key = (st.st_dev, st.st_ino, st.st_size)
         if self._cache is not None and self._cache[0] == key:
             head, seq, torn = self._cache[1], self._cache[2], False
         else:
-            head, seq, torn = _read_head(fd, st.st_size)
+            head, seq, torn, last = _read_head(fd, st.st_size)
+            # Closed by a rotation (which holds this lock until PATH names the new file): reopen PATH.
+            # Only a cache miss can see one: the closing record changed the size.
+            if not torn and _CLOSING.match(last) and self._path_replaced(st, now=True):
+                return False
         seq += 1
         line = b'{"seq":%d,"ts":"%s",%s,"prev":"%s"}' % (seq, _utc_now().encode(), body, head.encode())
         data = (b"\n" if torn else b"") + line + b"\n"
         self._cache = None  # until the write is known complete
         _write_all(fd, data)
         self._cache = ((st.st_dev, st.st_ino, st.st_size + len(data)), _sha(line), seq)
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -274,7 +297,7 @@ class AuditLog:
 
 # -- verification ------------------------------------------------------------------------
 
-KINDS = ("modified", "inserted", "deleted", "malformed", "truncated", "reordered")
+KINDS = ("modified", "inserted", "deleted", "malformed", "truncated", "reordered", "unlinked")
 
 
 @dataclass(frozen=True)
@@ -356,13 +379,30 @@ def _check_head(expect_head: str | None) -> str | None:
     return expect_head
 
 
-def verify(path: Path, expect_head: str | None = None) -> VerifyReport:
-    """Check the chain of the audit log at PATH. OSError if it cannot be read.
+@dataclass
+class _Scan:
+    """One file, checked on its own: its report (without the recorded-head check) and what links it to
+    the files before and after it."""
 
-    EXPECT_HEAD: a head hash recorded earlier; it must still be a line of the chain
-    (the log may have grown since), else the log was cut or that line altered.
-    """
-    expect_head = _check_head(expect_head)
+    report: VerifyReport
+    head_seen: bool  # the recorded head is the hash of a line of this file (or the one it continues)
+    start: tuple[str, int]  # (hash, seq) the first line continues: (ZERO_HASH, 0), or a rotated file's last
+    continues: str | None  # the first line is an audit.continue record: the rotated file it names
+    closing: tuple[str, int] | None  # the last line is an audit.rotate record: (renamed_to, seq)
+
+
+def _record(raw: bytes, event: str, name_field: str) -> tuple[str, int, str] | None:
+    """(the NAME_FIELD value, seq, prev) when RAW is a well-formed EVENT record naming a file, else None."""
+    if isinstance(_parse(raw), str):
+        return None
+    obj = json.loads(raw)
+    name = obj.get(name_field)
+    if obj["event"] != event or not isinstance(name, str):
+        return None
+    return name, obj["seq"], obj["prev"]
+
+
+def _scan(path: Path, expect_head: str | None) -> _Scan:
     with open(path, "rb") as f:
         # Appends write whole lines under an exclusive lock: the size seen under a shared
         # lock ends on a line boundary, and that prefix never changes afterwards.
@@ -371,43 +411,82 @@ def verify(path: Path, expect_head: str | None = None) -> VerifyReport:
             size = os.fstat(f.fileno()).st_size
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        first, last, last_torn = None, b"", False
+        for raw, torn in _iter_lines(f, min(size, MAX_LINE + 1)):
+            first = None if torn else _record(raw, CONTINUE_EVENT, "from")
+            break
+        # A file that continues a rotated one starts from that file's last line, not from nothing.
+        start = (first[2], first[1] - 1) if first else (ZERO_HASH, 0)
+        f.seek(0)
         # Fast path, in constant memory: a clean chain.
-        head, seq, n, clean, head_seen = ZERO_HASH, 0, 0, True, expect_head in (None, ZERO_HASH)
+        (head, seq), n, clean = start, 0, True
+        head_seen = expect_head is None or expect_head in (ZERO_HASH, start[0])
         for raw, torn in _iter_lines(f, size):
             n += 1
+            last, last_torn = raw, torn
             e = _entry(raw, torn)
             if e.state != "ok" or e.prev != head or e.seq != seq + 1:
                 clean = False
                 break
             head, seq = e.hash, e.seq
             head_seen = head_seen or head == expect_head
-        if clean and head_seen:
-            return VerifyReport(ok=True, lines=n, head=head)
-        f.seek(0)
-        entries = [_entry(raw, torn) for raw, torn in _iter_lines(f, size)]
-    problems = _analyse(entries, expect_head)
-    head = entries[-1].hash if entries else ZERO_HASH
-    return VerifyReport(ok=not problems, lines=len(entries), head=head, problems=problems)
+        if clean:
+            report = VerifyReport(ok=True, lines=n, head=head)
+        else:
+            f.seek(0)
+            entries = []
+            for raw, torn in _iter_lines(f, size):
+                entries.append(_entry(raw, torn))
+                last, last_torn = raw, torn
+            problems = _analyse(entries, start)
+            report = VerifyReport(ok=not problems, lines=len(entries), head=entries[-1].hash, problems=problems)
+            head_seen = head_seen or any(e.hash == expect_head for e in entries)
+    closing = None if last_torn else _record(last, ROTATE_EVENT, "renamed_to")
+    return _Scan(report, head_seen, start, first[0] if first else None, closing[:2] if closing else None)
 
 
-def _analyse(entries: list[_Entry], expect_head: str | None) -> list[Problem]:
+def _head_missing(lines: int, expect_head: str) -> Problem:
+    """7. Truncation at the end: the recorded head must still be the hash of a line of the log."""
+    return Problem(lines, "truncated", f"truncated: head {expect_head} not found: lines were removed from the end, "
+                   "or the line with that hash was altered")
+
+
+def verify(path: Path, expect_head: str | None = None) -> VerifyReport:
+    """Check the chain of the audit log at PATH, that file alone. OSError if it cannot be read.
+
+    EXPECT_HEAD: a head hash recorded earlier; it must still be a line of the chain
+    (the log may have grown since), else the log was cut or that line altered.
+    A file that starts with an audit.continue record (see rotate) is checked from the
+    hash and seq that record continues; verify_chain also checks the files before it.
+    """
+    expect_head = _check_head(expect_head)
+    scan = _scan(path, expect_head)
+    report = scan.report
+    if not scan.head_seen:
+        report.problems = sorted(set(report.problems) | {_head_missing(report.lines, expect_head)},
+                                 key=lambda p: (p.line, p.kind))
+        report.ok = False
+    return report
+
+
+def _analyse(entries: list[_Entry], start: tuple[str, int] = (ZERO_HASH, 0)) -> list[Problem]:
     """Find and explain every break of the chain, pass by pass (see _PASSES); each pass reports what it
     recognises and marks the links it explains, so that later, more general passes skip them."""
-    chain = _Chain(entries)
+    chain = _Chain(entries, start)
     for check in _PASSES:
         check(chain)
-    _check_recorded_head(chain, expect_head)
     return sorted(set(chain.problems), key=lambda p: (p.line, p.kind))
 
 
 class _Chain:
     """The lines under analysis and what the passes have found so far. Lines are 1-based; index 0 is
-    the virtual line before the first, whose hash is ZERO_HASH."""
+    the virtual line before the first, whose hash is ZERO_HASH (or, in a file that continues a rotated
+    one, the hash of that file's last line)."""
 
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[_Entry], start: tuple[str, int]) -> None:
         self.n = len(entries)
-        self.e: list[_Entry] = [_Entry(ZERO_HASH, 0, None, "ok"), *entries]  # e[0]: never read as a line
-        self.hashes = [ZERO_HASH] + [x.hash for x in entries]
+        self.e: list[_Entry] = [_Entry(start[0], start[1], None, "ok"), *entries]  # e[0]: never read as a line
+        self.hashes = [start[0]] + [x.hash for x in entries]
         self.where: dict[str, list[int]] = {}  # hash -> the lines that have it
         for i, h in enumerate(self.hashes):
             self.where.setdefault(h, []).append(i)
@@ -450,7 +529,7 @@ def _mark_terminated_tears(c: _Chain) -> None:
 def _expected_seqs(c: _Chain) -> list[int | None]:
     """The seq each line should have after the one before it (torn lines count as one); None where
     it cannot be known (after a malformed line)."""
-    known: list[int | None] = [0] * (c.n + 1)
+    known: list[int | None] = [c.e[0].seq] * (c.n + 1)
     for j in range(1, c.n + 1):
         x = c.e[j]
         if x.state == "ok":
@@ -577,17 +656,176 @@ _PASSES = (_report_damaged_lines, _report_copies, _report_reordered, _report_ins
            _report_seq_edits)
 
 
-def _check_recorded_head(c: _Chain, expect_head: str | None) -> None:
-    """7. Truncation at the end: the recorded head must still be the hash of a line of the file."""
-    if expect_head is not None and expect_head != ZERO_HASH and expect_head not in c.where:
-        c.report(c.n, "truncated", f"truncated: head {expect_head} not found: lines were removed from the end, "
-                 "or the line with that hash was altered")
+# -- rotation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rotation:
+    rotated: Path  # the closed file's new name
+    lines: int  # its seq at the closing record (the chain's line count so far)
+    head: str  # the hash of its closing record: what the new file's first line names as prev
+
+
+def _rotated_name(path: Path, now: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    candidate, n = path.with_name(f"{path.name}.{stamp}"), 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}.{stamp}-{n}")
+    return candidate
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotate(path: Path, *, min_size: int = 0, now: float | None = None, **fields: object) -> Rotation | None:
+    """Close the audit log at PATH and start a new one that continues its chain. None (nothing done)
+    when the log is smaller than MIN_SIZE bytes. FileNotFoundError when there is no log.
+
+    Under the log's exclusive lock (writers wait): the last record, audit.rotate, names the file's new
+    name, PATH.<UTC time> (FIELDS, e.g. operator=, go in it too); the file gets that name; and PATH is
+    replaced in one rename by a file whose first record, audit.continue, names the rotated file and
+    chains to the closing record (prev = its hash, seq = its seq + 1). Writers holding the old file see
+    the closing record when they get the lock and reopen PATH. `verify_chain` follows the files back.
+    Rotated files are never renamed again: archive them whole, or `verify_chain` reports them missing.
+    """
+    path = Path(path)
+    body = _encode_body(ROTATE_EVENT, {"renamed_to": "", **fields})  # checks FIELDS before anything changes
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            named = os.stat(path)
+            if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+                continue  # rotated (or replaced) while we waited for the lock: take the new file
+            if st.st_size < min_size:
+                return None
+            return _rotate_locked(path, fd, st, body, time.time() if now is None else now)
+        finally:
+            os.close(fd)  # also drops the lock
+    raise OSError(errno.EAGAIN, f"audit log {path} keeps being replaced while rotating")
+
+
+def _rotate_locked(path: Path, fd: int, st: os.stat_result, body: bytes, now: float) -> Rotation:
+    head, seq, torn, _ = _read_head(fd, st.st_size)
+    rotated = _rotated_name(path, now)
+    name = _ENCODER.encode(rotated.name).encode()
+    body = body.replace(b'"renamed_to":""', b'"renamed_to":' + name, 1)
+    ts = _utc_now().encode()
+    closing = b'{"seq":%d,"ts":"%s",%s,"prev":"%s"}' % (seq + 1, ts, body, head.encode())
+    first = b'{"seq":%d,"ts":"%s","event":"%s","from":%s,"prev":"%s"}' % (
+        seq + 2, ts, CONTINUE_EVENT.encode(), name, _sha(closing).encode())
+    # 1. The new file, complete, under a temporary name.
+    tmp = path.with_name(f".{path.name}.rotate-{os.getpid()}")
+    new = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(new, first + b"\n")
+        os.fsync(new)
+    finally:
+        os.close(new)
+    try:
+        # 2. The rotated name, a second link to the live file (refuses to replace anything).
+        os.link(path, rotated)
+        try:
+            # 3. The closing record. Should it fail (disk full), PATH is still the only live file.
+            _write_all(fd, (b"\n" if torn else b"") + closing + b"\n")
+            os.fsync(fd)
+        except BaseException:
+            os.unlink(rotated)
+            raise
+        # 4. PATH becomes the new file, atomically; writers waiting on our lock reopen it.
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return Rotation(rotated=rotated, lines=seq + 1, head=_sha(closing))
+
+
+# -- following rotated files -------------------------------------------------------------
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    files: list[tuple[Path, VerifyReport]]  # the files the chain runs through, oldest first
+    problems: list[tuple[Path, Problem]]  # each with the file it is in (line 0: the file as a whole)
+    head: str  # the live file's head
+
+    @property
+    def lines(self) -> int:
+        return sum(r.lines for _, r in self.files)
+
+
+def verify_chain(path: Path, expect_head: str | None = None) -> ChainReport:
+    """Check the audit log at PATH and the rotated files it continues, following each file's first
+    record (audit.continue) back to a file that starts the chain. Besides each file's own breaks:
+    a rotated file that is missing (deleted), that holds another file's lines (swapped or renamed:
+    reordered), that does not end with the closing record its successor chains to (cut: truncated, or
+    altered: modified), and rotated files of PATH that the chain does not reach (unlinked).
+    EXPECT_HEAD may be the hash of a line in any of the files. OSError if PATH cannot be read."""
+    expect_head = _check_head(expect_head)
+    path = Path(path)
+    scans: list[tuple[Path, _Scan]] = [(path, _scan(path, expect_head))]
+    problems: list[tuple[Path, Problem]] = []
+    while scans[-1][1].continues is not None:
+        cur, scan = scans[-1]
+        name = scan.continues
+        here = f"line 1 of {cur.name} continues {name!r}"
+        if not name.startswith(path.name) or not _ROTATED_SUFFIX.fullmatch(name[len(path.name):]):
+            problems.append((cur, Problem(1, "modified", f"{here}, which is not a rotated file of {path.name}")))
+            break
+        prev = cur.with_name(name)
+        if any(prev == p for p, _ in scans):
+            problems.append((cur, Problem(1, "reordered", f"{here}, which comes after it: the files loop")))
+            break
+        try:
+            before = _scan(prev, expect_head)
+        except FileNotFoundError:
+            problems.append((cur, Problem(1, "deleted", f"{here}, which is missing: a rotated file was deleted "
+                                          "or moved away")))
+            break
+        lines, closing = before.report.lines, before.closing
+        if closing is None:
+            problems.append((prev, Problem(lines, "truncated", f"{name} does not end with its rotation record "
+                                           f"(which {cur.name} continues): lines were cut from its end")))
+        elif closing[0] != name:
+            problems.append((prev, Problem(0, "reordered", f"{name} holds the lines of the file rotated as "
+                                           f"{closing[0]!r}: rotated files were swapped or renamed")))
+        elif before.report.head != scan.start[0] or closing[1] != scan.start[1]:
+            problems.append((prev, Problem(lines, "modified", f"the last line of {name} (its rotation record) was "
+                                           f"altered: line 1 of {cur.name} no longer chains to it")))
+        scans.append((prev, before))
+    scans.reverse()
+    reached = {p.name for p, _ in scans}
+    for other in sorted(path.parent.iterdir()):
+        suffix = other.name[len(path.name):]
+        if other.name.startswith(path.name) and _ROTATED_SUFFIX.fullmatch(suffix) and other.name not in reached:
+            problems.append((other, Problem(0, "unlinked", f"{other.name} is not part of the chain that "
+                                            f"{path.name} ends: the file after it is missing, or it was put there")))
+    for p, scan in scans:
+        problems.extend((p, problem) for problem in scan.report.problems)
+    report = scans[-1][1].report
+    if expect_head is not None and not any(scan.head_seen for _, scan in scans):
+        problems.append((path, _head_missing(report.lines, expect_head)))
+    order = {p.name: i for i, (p, _) in enumerate(scans)}
+    problems = sorted(set(problems), key=lambda x: (order.get(x[0].name, -1), x[0].name, x[1].line, x[1].kind))
+    return ChainReport(ok=not problems, files=[(p, s.report) for p, s in scans], problems=problems,
+                       head=report.head)
 
 
 def verify_main(path: Path, out: TextIO, expect_head: str | None = None) -> int:
-    """Print a report for an operator. 0: the chain is intact; 1: problems; 2: cannot check."""
+    """Print a report for an operator (the log and the rotated files it continues). 0: the chain is intact;
+    1: problems; 2: cannot check."""
     try:
-        report = verify(path, expect_head=expect_head)
+        report = verify_chain(path, expect_head=expect_head)
     except FileNotFoundError:
         print(f"audit log not found: {path}", file=out)
         return 2
@@ -597,13 +835,20 @@ def verify_main(path: Path, out: TextIO, expect_head: str | None = None) -> int:
     except OSError as e:
         print(f"cannot read audit log {path}: {e.strerror or e}", file=out)
         return 2
+    single = len(report.files) == 1 and all(p == Path(path) for p, _ in report.problems)
     if report.ok:
-        print(f"audit log OK: {report.lines} lines, head {report.head}", file=out)
+        where = "" if single else f" in {len(report.files)} files"
+        print(f"audit log OK: {report.lines} lines{where}, head {report.head}", file=out)
+        if not single:
+            for p, r in report.files:
+                print(f"  {p.name}: {r.lines} lines", file=out)
         if expect_head is not None:
             print(f"recorded head {expect_head.strip().lower()} is in the chain", file=out)
         return 0
-    print(f"audit log {path} is DAMAGED: {len(report.problems)} problem(s) in {report.lines} lines", file=out)
-    for p in report.problems:
-        print(f"  line {p.line}: {p.kind}: {p.detail}", file=out)
+    where = "" if single else f" (and {len(report.files) - 1} rotated file(s))"
+    print(f"audit log {path}{where} is DAMAGED: {len(report.problems)} problem(s) in {report.lines} lines", file=out)
+    for p, problem in report.problems:
+        at = f"line {problem.line}" if problem.line else "the file"
+        print(f"  {at if single else p.name + ': ' + at}: {problem.kind}: {problem.detail}", file=out)
     print(f"head {report.head}", file=out)
     return 1

@@ -15,6 +15,7 @@ import dataclasses
 import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -793,6 +794,32 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return verify_main(path, sys.stdout, expect_head=args.head)
 
 
+def _size(text: str) -> int:
+    """Bytes from 123, 64K, 64M, 1G (powers of 1024)."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([KMG]?)i?B?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with K, M or G)")
+    return int(m[1]) * 1024 ** " KMG".index(m[2].upper() or " ")
+
+
+def cmd_audit_rotate(args: argparse.Namespace) -> int:
+    from agent.audit import rotate
+
+    path = args.file or _config(args).audit_file
+    try:
+        done = rotate(path, min_size=args.min_size, operator=_operator())
+    except FileNotFoundError:
+        raise CliError(f"audit log not found: {path}", EXIT_CONFIG) from None
+    except OSError as exc:
+        raise CliError(f"cannot rotate audit log {path}: {exc.strerror or exc}", EXIT_UNAVAILABLE) from None
+    if done is None:
+        print(f"audit log {path} is under {args.min_size} bytes: not rotated")
+        return 0
+    print(f"audit log rotated: {done.rotated} (closed at seq {done.lines}, head {done.head});")
+    print(f"{path} continues the chain. Keep the rotated file next to it (signing-agent audit verify follows it).")
+    return 0
+
+
 def cmd_token_init_softhsm(args: argparse.Namespace) -> int:
     from agent.tokeninit import TokenInitError, init_softhsm_dir
 
@@ -980,6 +1007,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, help="audit file (default: the config's)")
     p.add_argument("--head", help="a head hash recorded earlier: also detects lines cut from the end")
     p.set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser(
+        "rotate", help="close the audit log into a dated file and continue its chain in a new one",
+        description="Closes the log with a last record naming its new name (FILE.<UTC time>), and starts FILE "
+        "anew with a record chained to that one, under the log's lock (the agent keeps writing, into the new "
+        "file). `audit verify` follows the rotated files back and reports one missing, swapped, cut or altered. "
+        "Never rotate the audit log with logrotate (deploy/logrotate/signing-agent says why).")
+    p.add_argument("--file", type=Path, help="audit file (default: the config's)")
+    p.add_argument("--min-size", type=_size, default=0, metavar="SIZE",
+                   help="rotate only a log of at least SIZE bytes (K, M, G suffixes), e.g. from a daily timer")
+    p.set_defaults(func=cmd_audit_rotate)
 
     token = sub.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"
