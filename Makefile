@@ -40,12 +40,12 @@ export UV_PYTHON_DOWNLOADS := never
 UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
 .PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
-	clean lock lock-check sbom audit-deps wheel live-config
+	clean lock lock-check sbom audit-deps wheel live-config systemd-analyze
 
 run: deps token live-config
 	$(AGENT) --config $(CONFIG) serve
 
-test: deps opencryptoki live-config
+test: deps opencryptoki systemd-analyze live-config
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -158,6 +158,13 @@ opencryptoki:
 	@test -e $(OPENCRYPTOKI_MODULE) || { \
 	  echo "installing opencryptoki (the second PKCS#11 implementation the tests run against)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
+
+# systemd-analyze and systemd-sysusers check deploy/'s units (tests/test_deploy.py). Debian's systemd package
+# installs without a running systemd (containers, CI); the tests need no PID 1 or D-Bus either.
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null || { \
+	  echo "installing systemd (its systemd-analyze verifies the units in deploy/; nothing is started)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .hypothesis run .test-output build dist
