@@ -7,7 +7,8 @@
 #   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)
 #   make sbom [SBOM=path]             CycloneDX JSON of what .venv holds (build/sbom.cdx.json)
 #   make audit-deps [AUDIT_ARGS=...]  pip-audit over every locked package (says NOT CHECKED when offline)
-#   make wheel [DIST=dir]             the wheel, plus its locked runtime requirements with hashes
+#   make wheel [DIST=dir]             the agent's and the client's wheels, plus the locked runtime requirements with hashes
+#   make client-wheel [DIST=dir]      the bot-side package (clients/python) alone: its wheel and hashed requirements
 # Key management (secrets are read from stdin, never from the command line):
 #   make import-key LABEL=... EXCHANGE=... API_KEY=... [TYPE=hmac|ed25519|rsa|ec-p256] < secret-file
 #   make generate-key LABEL=... EXCHANGE=... TYPE=ed25519|rsa    (prints the public key to register)
@@ -40,7 +41,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
 .PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
-	clean lock lock-check sbom audit-deps wheel live-config systemd-analyze
+	clean lock lock-check sbom audit-deps wheel client-wheel live-config systemd-analyze
 
 run: deps token live-config
 	$(AGENT) --config $(CONFIG) serve
@@ -88,7 +89,7 @@ signing-agent.toml policy.toml:
 
 # Regenerate the gRPC code from proto/ (the result is committed; a test checks it is fresh).
 proto: deps
-	$(BIN)/python -m agent._proto.generate
+	$(BIN)/python tools/generate_proto.py
 
 deps: $(VENV)/.installed softhsm
 
@@ -132,22 +133,39 @@ sbom: deps $(TOOLS)/.installed
 # pip-audit over every package of uv.lock (runtime, extras, groups), as locked, with hashes.
 audit-deps: $(TOOLS)/.installed
 	mkdir -p build
-	$(UV) export --locked --quiet --all-extras --all-groups --no-emit-project --format requirements-txt \
+	$(UV) export --locked --quiet --all-extras --all-groups --no-emit-workspace --format requirements-txt \
 	  --output-file build/requirements-all.txt
 	$(TOOLS)/bin/python tools/audit_deps.py --pip-audit $(TOOLS)/bin/pip-audit \
 	  --requirements build/requirements-all.txt -- $(AUDIT_ARGS)
 
-# The wheel as shipped, built with the locked setuptools (hash-checked), and next to it its locked
-# runtime dependencies with their hashes. Install on a server with pip alone:
-#   pip install --require-hashes -r requirements.txt && pip install --no-deps signing_agent-*.whl
-wheel: $(TOOLS)/.uv
-	mkdir -p build $(DIST)
-	rm -rf build/lib build/bdist.*
-	$(UV) export --locked --quiet --only-group build --no-emit-project --format requirements-txt \
-	  --output-file build/build-requirements.txt
-	$(UV) build --wheel --quiet --out-dir $(DIST) --require-hashes --build-constraints build/build-requirements.txt
-	$(UV) export --locked --quiet --no-default-groups --no-emit-project --format requirements-txt \
+# The wheels as shipped (the agent, and the bot-side package it depends on), built with the locked
+# setuptools (hash-checked), and next to them their locked runtime dependencies with their hashes.
+# Install on a server with pip alone:
+#   pip install --require-hashes -r requirements.txt && pip install --no-deps signing_agent*-*.whl
+wheel: $(TOOLS)/.uv build/build-requirements.txt
+	mkdir -p $(DIST)
+	rm -rf build/lib build/bdist.* clients/python/build
+	$(UV) build --all-packages --wheel --quiet --out-dir $(DIST) --require-hashes --build-constraints build/build-requirements.txt
+	$(UV) export --locked --quiet --no-default-groups --no-emit-workspace --format requirements-txt \
 	  --output-file $(DIST)/requirements.txt
+
+# The bot-side package alone (for a bot's own venv): its wheel, its locked runtime dependencies
+# (grpcio, protobuf) with hashes, and the same with the ccxt extra. In the bot's venv:
+#   pip install --require-hashes --only-binary :all: -r client-requirements.txt   (or client-requirements-ccxt.txt)
+#   pip install --no-deps signing_agent_client-*.whl
+client-wheel: $(TOOLS)/.uv build/build-requirements.txt
+	mkdir -p $(DIST)
+	rm -rf clients/python/build
+	$(UV) build --package signing-agent-client --wheel --quiet --out-dir $(DIST) --require-hashes \
+	  --build-constraints build/build-requirements.txt
+	$(UV) export --locked --quiet --package signing-agent-client --no-default-groups --no-emit-workspace \
+	  --format requirements-txt --output-file $(DIST)/client-requirements.txt
+	$(UV) export --locked --quiet --package signing-agent-client --extra ccxt --no-default-groups --no-emit-workspace \
+	  --format requirements-txt --output-file $(DIST)/client-requirements-ccxt.txt
+
+build/build-requirements.txt: uv.lock $(TOOLS)/.uv
+	mkdir -p build
+	$(UV) export --locked --quiet --only-group build --no-emit-project --format requirements-txt --output-file $@
 
 softhsm:
 	@test -e $(SOFTHSM_MODULE) || { \

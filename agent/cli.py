@@ -435,7 +435,7 @@ def parse_request_json(text: str) -> dict[str, Any]:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from agent.client import AgentUnavailableError, SignerClient, SigningError
+    from signing_agent_client.client import AgentUnavailableError, SignerClient, SigningError
 
     data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:

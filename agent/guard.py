@@ -46,7 +46,7 @@ from agent.policy import (
 )
 from agent.rules import facts_of
 from agent.rules.view import path_key, view
-from agent.schemes.request import UnsignedRequest
+from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
     from agent.exchanges.record import Exchange

@@ -52,7 +52,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterable
 
-from agent.schemes.request import METHODS, UnsignedRequest
+from signing_agent_client.request import METHODS, UnsignedRequest
 from agent.toml_schema import (
     INT,
     NUMBER,

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from agent.policy import KeyPolicy, Policy
-from agent.schemes.request import METHODS, UnsignedRequest
+from signing_agent_client.request import METHODS, UnsignedRequest
 
 PLACEHOLDER_SEGMENT = "X1"
 
@@ -74,7 +74,7 @@ def ccxt_catalogue(exchange_id: str) -> Catalogue | None:
     except ImportError:
         return None
     cls = getattr(ccxt, exchange_id, None)
-    from agent.ccxt_bridge import bridge_module
+    from signing_agent_client.ccxt_bridge import bridge_module
 
     try:
         bridge = bridge_module(exchange_id)

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
 
-from agent._proto import signer_pb2
+from signing_agent_client._proto import signer_pb2
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.buildinfo import build_info

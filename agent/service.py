@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from agent._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
 from agent.exchanges import exchange_for

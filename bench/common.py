@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from agent._proto import signer_pb2
+from signing_agent_client._proto import signer_pb2
 
 EXCHANGE = "binance"
 # A typical order: every case MACs the bytes the agent MACs for it (see signing_input).

@@ -18,7 +18,7 @@ from concurrent import futures
 
 import grpc
 
-from agent._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from bench.common import signed_response_like_the_agent
 
 # As agent.server builds its server (kept in step by hand: that module is not imported here,

@@ -42,7 +42,7 @@ def _window(lat: list[float], calls: int, wall: float, items_per_call: int) -> d
 def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
 
-    from agent._proto import signer_pb2
+    from signing_agent_client._proto import signer_pb2
 
     options = [tuple(o) for o in json.loads(args.options)]
     channel = grpc.insecure_channel(args.target, options=options)

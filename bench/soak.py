@@ -168,7 +168,7 @@ class Planned:
 
 
 def plan(rng: random.Random, keys: list[tuple[str, str]]) -> Planned:
-    from agent._proto import signer_pb2
+    from signing_agent_client._proto import signer_pb2
 
     stamp = ("timestamp", str(rng.randint(1_600_000_000_000, 1_900_000_000_000)))
     path = "/api/v3/" + rng.choice(["order", "account", "openOrders", "myTrades", "allOrders"])
@@ -221,7 +221,7 @@ def client(target: str, token: str, keys: list[tuple[str, str]], seconds: float,
     """Sign for SECONDS; every answer checked. Runs in its own process."""
     import grpc
 
-    from agent._proto import signer_pb2, signer_pb2_grpc
+    from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 
     rng = random.Random(seed)
     out = ClientResult()

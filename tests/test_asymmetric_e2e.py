@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from agent.ccxt_bridge import agent_exchange
-from agent.client import SignerClient, SigningError
+from signing_agent_client.ccxt_bridge import agent_exchange
+from signing_agent_client.client import SignerClient, SigningError
 from agent.exchanges import exchange_for
 from agent.schemes import Environment, UnsignedRequest
 from conftest import Env, new_secret, register_secret, run_cli

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.client import ClientTls, NotAuthenticatedError, SignerClient
+from signing_agent_client.client import ClientTls, NotAuthenticatedError, SignerClient
 from conftest import PERMISSIVE_POLICY, Env, new_secret, run_cli, start_agent
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.binance import bridge
+from signing_agent_client.ccxt_bridge import binance as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import register_secret

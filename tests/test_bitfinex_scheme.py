@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.bitfinex import bridge
+from signing_agent_client.ccxt_bridge import bitfinex as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret, register_secret

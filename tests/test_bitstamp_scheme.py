@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.bitstamp import bridge
+from signing_agent_client.ccxt_bridge import bitstamp as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from agent.exchanges.bitstamp.scheme import uuid4_from

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.bybit import bridge
+from signing_agent_client.ccxt_bridge import bybit as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import new_secret, register_secret

@@ -14,8 +14,8 @@ import secrets
 import ccxt
 import pytest
 
-from agent.ccxt_bridge import agent_exchange
-from agent.client import SignerClient
+from signing_agent_client.ccxt_bridge import agent_exchange
+from signing_agent_client.client import SignerClient
 from conftest import Env, new_secret, register_secret, run_cli
 
 NOW_MS = 1_763_700_000_123

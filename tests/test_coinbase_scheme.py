@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.coinbase import bridge
+from signing_agent_client.ccxt_bridge import coinbase as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import new_secret, register_secret

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.cryptocom import bridge
+from signing_agent_client.ccxt_bridge import cryptocom as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from agent.exchanges.cryptocom.scheme import param_string

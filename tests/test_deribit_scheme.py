@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.deribit import bridge
+from signing_agent_client.ccxt_bridge import deribit as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import new_secret

@@ -16,7 +16,7 @@ import time
 import ccxt
 import pytest
 
-from agent.client import InvalidRequestError, KeyNotFoundError, SignerClient
+from signing_agent_client.client import InvalidRequestError, KeyNotFoundError, SignerClient
 from conftest import Env, make_env, new_secret, run_cli, start_agent
 
 pytestmark = pytest.mark.e2e
@@ -215,7 +215,7 @@ def test_second_agent_on_the_same_socket_is_refused(env: Env, agent):
 
 def test_token_unreachable_is_unavailable_and_the_agent_recovers_by_itself(tmp_path_factory, label: str):
     """The token's files vanish under a running agent, then come back: UNAVAILABLE, then signing again."""
-    from agent.client import AgentUnavailableError
+    from signing_agent_client.client import AgentUnavailableError
 
     env = make_env(tmp_path_factory, "vanish")  # its own token: other tests keep theirs
     config = env.config

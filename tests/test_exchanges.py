@@ -77,7 +77,6 @@ REFUSED_IN_THE_RECORD = {
     "generated": ("rsa",),  # not among its key types
     "name": "",
     "id": "OKX",
-    "bridge": None,  # ccxt_id without a bridge
 }
 
 
@@ -124,9 +123,7 @@ def test_the_registry_refuses_duplicates_strangers_and_missing_bridges():
     with pytest.raises(RecordError, match="not an exchange record"):
         build([okx, {"id": "new"}])
     with pytest.raises(RecordError, match="bridge"):
-        build([dataclasses.replace(okx, bridge="agent.exchanges.okx.no_such_bridge")])
-    with pytest.raises(RecordError, match="bridge"):
-        build([dataclasses.replace(okx, bridge="agent.exchanges.no_such_family.bridge")])
+        build([dataclasses.replace(okx, ccxt_id="no_such_ccxt_class")])
 
 
 def test_unknown_exchanges_are_named_with_the_supported_ones():
@@ -141,25 +138,33 @@ def test_one_folder_per_family():
         "bitstamp", "cryptocom", "deribit", "gate", "htx",
     }
     for family in families():
-        for name in ("__init__.py", "scheme.py", "rules.py", "template.py", "bridge.py"):
+        for name in ("__init__.py", "scheme.py", "rules.py", "template.py"):
             assert (folder / family / name).is_file(), (family, name)
+    # Each ccxt id's bridge is its family's module in the bot-side package, and only ccxt ids have one.
+    from signing_agent_client.ccxt_bridge import BRIDGES
+
     for record in EXCHANGES.values():
         family = next(f for f in families() if record in getattr(agent.exchanges, f).EXCHANGES)
-        assert record.bridge in (None, f"agent.exchanges.{family}.bridge"), record.id
-    # The per-exchange tables this registry replaced are gone: one place per thing.
-    old = [ROOT / "agent" / "ccxt_bridge" / "exchanges", *(ROOT / "agent" / "schemes" / f"{f}.py" for f in families())]
+        if record.ccxt_id is not None:
+            assert BRIDGES[record.ccxt_id] == family, record.id
+    assert set(BRIDGES) == {r.ccxt_id for r in EXCHANGES.values() if r.ccxt_id is not None}
+    # The per-exchange tables this registry replaced are gone, and the bridges live in the client
+    # package only: one place per thing.
+    old = [ROOT / "agent" / "ccxt_bridge", ROOT / "agent" / "client.py", ROOT / "agent" / "_proto",
+           *(ROOT / "agent" / "exchanges" / f / "bridge.py" for f in families()),
+           *(ROOT / "agent" / "schemes" / f"{f}.py" for f in families())]
     assert not any(path.exists() for path in old)
 
 
-def test_the_agent_imports_neither_ccxt_nor_the_bridges():
-    """The registry names each bridge without importing it; bridges import without ccxt."""
+def test_the_agent_imports_no_ccxt_and_the_bridges_import_without_it():
+    """The agent never imports ccxt (HTX's scheme shares its hosts with its bridge module, which
+    does not import ccxt either); every bridge imports without ccxt."""
     code = (
         "import importlib, sys\n"
         "import agent.service, agent.exchanges\n"
-        "assert 'ccxt' not in sys.modules and 'agent.ccxt_bridge' not in sys.modules\n"
-        "assert not [m for m in sys.modules if m.endswith('.bridge')]\n"
-        "for r in agent.exchanges.EXCHANGES.values():\n"
-        "    if r.bridge: importlib.import_module(r.bridge)\n"
+        "assert 'ccxt' not in sys.modules\n"
+        "from signing_agent_client.ccxt_bridge import BRIDGES, bridge_module\n"
+        "for ccxt_id in BRIDGES: bridge_module(ccxt_id)\n"
         "assert 'ccxt' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

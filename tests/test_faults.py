@@ -43,7 +43,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from bench.soak import expected_binance, instrumented_command, instrumented_env
 from conftest import (
     MODULE, TEST_BOT_TOKEN, Env, make_env, new_secret, register_secret, run_cli, start_agent,

@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from conftest import TEST_BOT_TOKEN, Agent, Env, make_env, new_secret, register_secret, run_cli, start_agent
 
 pytestmark = pytest.mark.e2e

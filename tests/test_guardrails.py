@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from conftest import Env, make_env, new_secret, register_secret, run_cli, start_agent, write_bots
 
 ALICE = register_secret(f"sa1_alice_{secrets.token_urlsafe(24)}")
@@ -432,7 +432,7 @@ def test_a_flood_of_unauthenticated_calls_is_bounded_in_audit_and_alerts(dep: De
 
 
 def test_a_batch_decides_each_item_on_its_own(dep: Deployment, tmp_path: Path):
-    from agent.client import RefusedError, SignerClient, sign_request
+    from signing_agent_client.client import RefusedError, SignerClient, sign_request
 
     token_file = tmp_path / "alice.token"
     token_file.write_text(ALICE)

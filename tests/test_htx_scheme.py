@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.htx import bridge
+from signing_agent_client.ccxt_bridge import htx as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from agent.exchanges.htx.scheme import canonical_query, family, host_for, signed_text

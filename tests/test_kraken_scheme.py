@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.kraken import bridge
+from signing_agent_client.ccxt_bridge import kraken as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from conftest import register_secret

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.exchanges import exchange_for, scheme_for
-from agent.exchanges.kucoin import bridge
+from signing_agent_client.ccxt_bridge import kucoin as bridge
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import register_secret
 from reference import SoftwareCredential, fixed_environment, hmac_credential

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.mexc import bridge
+from signing_agent_client.ccxt_bridge import mexc as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from conftest import new_secret, register_secret

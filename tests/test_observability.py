@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.client import AgentUnavailableError, RefusedError, SignerClient
+from signing_agent_client.client import AgentUnavailableError, RefusedError, SignerClient
 from conftest import TEST_BOT_TOKEN, make_env, new_secret, run_cli, start_agent
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.exchanges.okx import bridge
+from signing_agent_client.ccxt_bridge import okx as bridge
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, b64
 from conftest import new_secret, register_secret

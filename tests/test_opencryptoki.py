@@ -24,7 +24,7 @@ from pkcs11 import Attribute
 from pkcs11 import exceptions as p11err
 
 from agent import tokeninit
-from agent.client import KeyNotFoundError, SignerClient
+from signing_agent_client.client import KeyNotFoundError, SignerClient
 from agent.config import load_config
 from agent.custody import KeyNotFound, Keyring, MechanismUnsupported
 from agent.exchanges import scheme_for

@@ -32,7 +32,7 @@ from agent.exchanges import EXCHANGES
 from agent.policy_templates import default_policy
 from agent.rules import OrderFacts, inspect
 from agent.rules.view import view
-from agent.schemes.request import RawBody, UnsignedRequest
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 BASE = b"""
 [bots.b1]

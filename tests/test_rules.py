@@ -20,7 +20,7 @@ from ccxt.base.types import Entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.ccxt_bridge import bridge_module
+from signing_agent_client.ccxt_bridge import bridge_module
 from agent.exchanges import EXCHANGES
 from agent.rules import CATEGORIES, OrderFacts, RequestFacts, inspect
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ast
 import re
 import threading
+
+import pytest
 from pathlib import Path
 
-from agent.client import default_target
+from signing_agent_client.client import default_target
 from agent.config import load_config
 from agent.custody import Keyring
 
@@ -63,9 +65,12 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_custody_and_the_client_do_not_import_the_agent_config():
-    paths = [*sorted((ROOT / "agent" / "custody").glob("*.py")), ROOT / "agent" / "client.py"]
+def test_custody_does_not_import_the_agent_config_and_the_client_package_nothing_of_the_agent():
+    paths = sorted((ROOT / "agent" / "custody").glob("*.py"))
     assert not [str(p.relative_to(ROOT)) for p in paths if "agent.config" in _imported_modules(p)]
+    client = sorted((ROOT / "clients" / "python" / "src").rglob("*.py"))
+    assert client and not [str(p.relative_to(ROOT)) for p in client
+                           if any(m == "agent" or m.startswith("agent.") for m in _imported_modules(p))]
 
 
 def test_names_stand_alone():
@@ -86,6 +91,7 @@ def test_locked_holds_off_every_token_call(keyring: Keyring):
 def test_the_client_finds_the_socket_the_agent_serves_on(tmp_path: Path, monkeypatch):
     """The client reads only [server] socket, without agent.config: it must agree with the agent."""
     monkeypatch.delenv("SIGNING_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("SIGNING_AGENT_TARGET", raising=False)
     token = '[token]\nmodule = "/m.so"\nlabel = "t"\npin_env = "PIN"\n'
     for name, server in (("default", ""), ("relative", '[server]\nsocket = "sockets/a.sock"\n'),
                          ("absolute", f'[server]\nsocket = "{tmp_path}/abs.sock"\n')):
@@ -96,3 +102,19 @@ def test_the_client_finds_the_socket_the_agent_serves_on(tmp_path: Path, monkeyp
         assert default_target(path) == expected
         monkeypatch.chdir(path.parent)  # no path given: ./signing-agent.toml, as the agent
         assert default_target() == expected
+
+
+def test_a_client_outside_the_project_is_told_what_to_pass(tmp_path: Path, monkeypatch):
+    """SignerClient() in a bot's own directory: $SIGNING_AGENT_TARGET, else an error naming what to pass."""
+    from signing_agent_client import NoTargetError, SignerClient
+
+    monkeypatch.delenv("SIGNING_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("SIGNING_AGENT_TARGET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NoTargetError) as caught:
+        SignerClient()
+    message = str(caught.value)
+    assert "SIGNING_AGENT_TARGET" in message and "SignerClient('unix://" in message and "--config" not in message
+    monkeypatch.setenv("SIGNING_AGENT_TARGET", "unix:///run/signing-agent/agent.sock")
+    with SignerClient() as client:
+        assert client.target == "unix:///run/signing-agent/agent.sock"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.client import SignerClient
+from signing_agent_client.client import SignerClient
 from agent.workers import unix_target, worker_socket
 from conftest import Env, new_secret, run_cli, start_agent
 from test_observability import free_port, scrape

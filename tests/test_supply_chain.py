@@ -73,6 +73,9 @@ def fresh_venv(path: Path) -> Path:
 def project_copy(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "uv.lock", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
+    # the workspace member (the bot-side package), without build output
+    shutil.copytree(ROOT / "clients", tmp_path / "clients", ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                                        "__pycache__"))
     return tmp_path
 
 
@@ -243,7 +246,9 @@ def test_sbom_lists_every_installed_package(tmp_path: Path):
     assert listed == installed(ROOT / ".venv" / "bin" / "python")
     locked = locked_versions()
     assert all(v in locked[n] for n, v in listed.items()), {n: v for n, v in listed.items() if v not in locked[n]}
-    assert all(c.get("purl", "").startswith("pkg:pypi/") for c in doc["components"])
+    # Every component comes from PyPI, but the bot-side package, a workspace member of this repository.
+    assert all(c.get("purl", "").startswith("pkg:pypi/") for c in doc["components"]
+               if lockfile._norm(c["name"]) != "signing-agent-client")
 
 
 def test_audit_deps_says_not_checked_when_the_service_is_unreachable():
@@ -279,20 +284,21 @@ def test_the_wheel_installed_from_the_lock_signs(tmp_path_factory: pytest.TempPa
     proc = make("wheel", f"DIST={dist}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = dist.glob("signing_agent-*.whl")
+    (client_wheel,) = dist.glob("signing_agent_client-*.whl")  # the bot-side package the agent depends on
 
     # As the README tells an operator: the locked runtime set with pip alone, hashes required, then the wheel.
     python = fresh_venv(work / "venv")
     proc = run(python, "-m", "pip", "install", "--quiet", "--require-hashes", "--only-binary", ":all:",
                "-r", dist / "requirements.txt", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    proc = run(python, "-m", "pip", "install", "--quiet", "--no-deps", wheel, cwd=work)
+    proc = run(python, "-m", "pip", "install", "--quiet", "--no-deps", wheel, client_wheel, cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert run(python, "-m", "pip", "check", cwd=work).returncode == 0
     proc = run(python, "-c", "import agent; print(agent.__file__)", cwd=work)
     assert proc.stdout.strip().startswith(str(work / "venv")), proc.stdout  # not the checkout
     have = installed(python)
     locked = locked_versions()
-    assert all(v in locked[n] for n, v in have.items() if n not in ("pip", "setuptools", "signing-agent")), have
+    assert all(v in locked[n] for n, v in have.items() if n not in ("pip", "setuptools", "signing-agent", "signing-agent-client")), have
 
     script = work / "venv" / "bin" / "signing-agent"
     proc = run(script, "--version", cwd=work)

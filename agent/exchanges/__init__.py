@@ -6,15 +6,17 @@
         rules.py      what a request is, for the policy: symbol parameters, order readers,
                       default-deny endpoints and parameters, reads, body format
         template.py   the safe starting policy's endpoints
-        bridge.py     ccxt without the secret (agent.ccxt_bridge; imported by bots only, never here)
+
+Its ccxt bridge (ccxt without the secret) is in the bot-side package, where bots get it without the agent:
+clients/python/src/signing_agent_client/ccxt_bridge/<family>.py, named for each ccxt id in its BRIDGES.
 
 Every family folder found here is loaded at import, and every record is complete (no field has a
 default) and consistent (agent.exchanges.record), or the import fails: an exchange cannot be
 registered with something left unsaid, to be discovered at run time as "nothing to check". The
-registry checks that ids are unique and that each bridge module exists, without importing it (the
-agent never imports ccxt, nor the bridges).
+registry checks that ids are unique and that each ccxt id has a bridge (the agent never imports ccxt).
 
-Adding an exchange: a folder with these five files (its vectors and test reader in tests/).
+Adding an exchange: a folder with these four files, its bridge in the client package (its vectors and
+test reader in tests/).
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ def families() -> tuple[str, ...]:
 
 def build(records: Iterable[object]) -> dict[str, Exchange]:
     """The registry of RECORDS; RecordError when one is not a record, an id is declared twice or a
-    bridge module does not exist."""
+    ccxt id has no bridge in signing_agent_client.ccxt_bridge.BRIDGES (or its module does not exist)."""
+    from signing_agent_client.ccxt_bridge import BRIDGES
+
     registry: dict[str, Exchange] = {}
     for record in records:
         if not isinstance(record, Exchange):
             raise RecordError(f"{record!r} is not an exchange record (agent.exchanges.record.Exchange)")
         if record.id in registry:
             raise RecordError(f"exchange {record.id!r} is declared twice")
-        if record.bridge is not None and not _module_exists(record.bridge):
-            raise RecordError(f"exchange {record.id!r}: its ccxt bridge module {record.bridge!r} does not exist")
+        if record.ccxt_id is not None and not _module_exists(
+                f"signing_agent_client.ccxt_bridge.{BRIDGES.get(record.ccxt_id, '-')}"):
+            raise RecordError(f"exchange {record.id!r}: ccxt's {record.ccxt_id!r} has no bridge in "
+                              "signing_agent_client.ccxt_bridge.BRIDGES")
         registry[record.id] = record
     return registry
 

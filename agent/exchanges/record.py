@@ -23,7 +23,7 @@ from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import CATEGORIES, Explicit, ParamRule, Reads, UnboundNote
 from agent.rules.view import BodyFormat, View
 from agent.schemes.context import KEY_TYPES
-from agent.schemes.request import METHODS
+from signing_agent_client.request import METHODS
 from agent.schemes.spec import PassphraseRule, Scheme, UnsupportedKey
 
 OrderReader = Callable[[View], list[OrderFacts]]
@@ -94,8 +94,9 @@ class Exchange:
     options: Mapping[str, tuple[str, ...]]  # per-key options at import: name -> allowed values, default first
     docs: str  # where its scheme is described (exchange-signing.md section)
     # -- ccxt ----------------------------------------------------------------------------------
-    ccxt_id: str | None  # ccxt's class, when it has one (reference tests and the bridge)
-    bridge: str | None  # the module stripping ccxt's authentication (imported only by bots); None without ccxt
+    # ccxt's class, when it has one (reference tests, and the ccxt bridge: signing_agent_client.ccxt_bridge.BRIDGES
+    # names the module that strips ccxt's authentication for it)
+    ccxt_id: str | None
     # -- what the policy reads, and its starting point ---------------------------------------------
     rules: Rules
     template: Template
@@ -181,10 +182,6 @@ def _check(r: Exchange) -> None:
         refuse("docs", "must name the exchange-signing.md section (text)")
     if r.ccxt_id is not None and not isinstance(r.ccxt_id, str):
         refuse("ccxt_id", "must be ccxt's class name or None")
-    if r.bridge is not None and not isinstance(r.bridge, str):
-        refuse("bridge", "must be a module name or None")
-    if (r.ccxt_id is None) != (r.bridge is None):
-        refuse("bridge", "must be given exactly when ccxt_id is (the ccxt bridge serves ccxt's class)")
     if not isinstance(r.rules, Rules):
         refuse("rules", "must be a Rules (the family's rules.py)")
     if not isinstance(r.template, Template):

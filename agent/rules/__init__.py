@@ -43,7 +43,7 @@ from agent.rules.facts import OrderFacts, RequestFacts
 from agent.rules.forbidden import CATEGORIES, violations
 from agent.rules.orders import orders, symbols
 from agent.rules.view import View, view
-from agent.schemes.request import UnsignedRequest
+from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
     from agent.exchanges.record import Exchange

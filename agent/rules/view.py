@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from agent.schemes.encoding import form_pairs, parse_json_body
-from agent.schemes.request import RawBody, UnsignedRequest
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 if TYPE_CHECKING:
     from agent.exchanges.record import Exchange

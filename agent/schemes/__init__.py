@@ -12,7 +12,7 @@ registry's: agent.exchanges.
 from __future__ import annotations
 
 from agent.schemes.context import KEY_TYPES, Credential, Environment, HashName, b64, b64url
-from agent.schemes.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import Body, RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import PassphraseRule, Scheme, UnknownExchange, UnsupportedKey
 
 __all__ = [

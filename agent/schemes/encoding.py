@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, unquote_to_bytes
 
-from agent.schemes.request import Body, RawBody, RequestInvalid, UnsignedRequest, check_params
+from signing_agent_client.request import Body, RawBody, RequestInvalid, UnsignedRequest, check_params
 
 # For exchanges whose nonce comes from the key's nonce store (Kraken, Bitfinex, Gemini).
 NONCE_REFUSED = "remove 'nonce': the agent issues nonces so they never go backwards"

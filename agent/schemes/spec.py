@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from agent.schemes.context import Credential, Environment
-from agent.schemes.request import SignedRequest, UnsignedRequest
+from signing_agent_client.request import SignedRequest, UnsignedRequest
 
 
 class Scheme(Protocol):

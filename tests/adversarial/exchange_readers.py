@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-from agent.schemes.request import SignedRequest
+from signing_agent_client.request import SignedRequest
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

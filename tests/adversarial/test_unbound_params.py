@@ -26,7 +26,7 @@ import pytest
 from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from agent.policy import Refusal
-from agent.ccxt_bridge import bridge_module
+from signing_agent_client.ccxt_bridge import bridge_module
 from agent.exchanges import EXCHANGES
 from agent.rules import inspect
 from agent.schemes import RawBody, UnsignedRequest

@@ -16,15 +16,15 @@ EXCHANGES = (
     # Spot: Ed25519 is what Binance recommends; HMAC keys are "deprecated" in its docs.
     Exchange(id="binance", name="Binance", scheme=scheme.SCHEME, key_types=("hmac", "ed25519", "rsa"),
              generated=("ed25519", "rsa"), passphrase=False, secret_encoding="text", options={}, docs="2.1",
-             ccxt_id="binance", bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.BINANCE),
+             ccxt_id="binance", rules=rules.RULES, template=template.BINANCE),
     # USD-M futures: one Binance key signs spot and futures alike; RSA is documented for fapi.
     Exchange(id="binanceusdm", name="Binance USD-M", scheme=scheme.SCHEME, key_types=("hmac", "ed25519", "rsa"),
              generated=("ed25519", "rsa"), passphrase=False, secret_encoding="text", options={}, docs="2.1",
-             ccxt_id="binanceusdm", bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.BINANCEUSDM),
+             ccxt_id="binanceusdm", rules=rules.RULES, template=template.BINANCEUSDM),
     Exchange(id="binanceus", name="Binance US", scheme=scheme.SCHEME, key_types=("hmac",), generated=(),
              passphrase=False, secret_encoding="text", options={}, docs="2.1", ccxt_id="binanceus",
-             bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.BINANCEUS),
+             rules=rules.RULES, template=template.BINANCEUS),
     Exchange(id="binancetr", name="Binance TR", scheme=scheme.SCHEME, key_types=("hmac",), generated=(),
-             passphrase=False, secret_encoding="text", options={}, docs="2.1 (unverified)", ccxt_id=None, bridge=None,
+             passphrase=False, secret_encoding="text", options={}, docs="2.1 (unverified)", ccxt_id=None,
              rules=rules.RULES, template=template.BINANCETR),
 )

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import form_pairs, join_params, query_or_body, urlencode
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 
 API_KEY_HEADER = "X-MBX-APIKEY"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"

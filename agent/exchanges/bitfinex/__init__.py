@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="bitfinex", name="Bitfinex", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.5", ccxt_id="bitfinex", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.5", ccxt_id="bitfinex",
              rules=rules.RULES, template=template.BITFINEX),
 )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import NONCE_REFUSED, check_post_body_endpoint, json_object_body
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 
 AUTH_PREFIX = "/v2/auth/"
 

@@ -10,5 +10,5 @@ from agent.exchanges.record import Exchange
 EXCHANGES = (
     Exchange(id="bitget", name="Bitget", scheme=scheme.SCHEME, key_types=("hmac", "rsa"), generated=("rsa",),
              passphrase=True, secret_encoding="text", options={}, docs="2.14", ccxt_id="bitget",
-             bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.BITGET),
+             rules=rules.RULES, template=template.BITGET),
 )

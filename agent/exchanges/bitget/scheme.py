@@ -25,7 +25,7 @@ from __future__ import annotations
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import json_body_text, query_or_body, unencoded_query, urlencode
 from agent.exchanges.okx.scheme import JSON_CONTENT_TYPE, require_passphrase
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
 

@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="bitstamp", name="Bitstamp", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.6", ccxt_id="bitstamp", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.6", ccxt_id="bitstamp",
              rules=rules.RULES, template=template.BITSTAMP),
 )

@@ -21,7 +21,7 @@ import uuid
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import form_pairs, urlencode
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 
 HOST = "www.bitstamp.net"
 VERSION = "v2"

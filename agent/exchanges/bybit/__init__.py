@@ -12,5 +12,5 @@ EXCHANGES = (
     Exchange(id="bybit", name="Bybit", scheme=scheme.SCHEME, key_types=("hmac", "rsa"), generated=("rsa",),
              passphrase=False, secret_encoding="text",
              options={"recv_window": (scheme.DEFAULT_RECV_WINDOW, "1000", "2000", "3000", "10000", "20000")},
-             docs="2.7", ccxt_id="bybit", bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.BYBIT),
+             docs="2.7", ccxt_id="bybit", rules=rules.RULES, template=template.BYBIT),
 )

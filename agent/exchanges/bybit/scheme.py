@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import json_object_body, json_readable_as_form, urlencode
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
 PATH_PREFIX = "/v5/"

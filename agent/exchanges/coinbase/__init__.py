@@ -11,5 +11,5 @@ from agent.exchanges.record import Exchange
 EXCHANGES = (
     Exchange(id="coinbase", name="Coinbase", scheme=scheme.SCHEME, key_types=("ec-p256", "ed25519", "hmac"),
              generated=(), passphrase=False, secret_encoding="text", options={}, docs="2.4", ccxt_id="coinbase",
-             bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.COINBASE),
+             rules=rules.RULES, template=template.COINBASE),
 )

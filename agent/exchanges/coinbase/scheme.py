@@ -28,7 +28,7 @@ import json
 
 from agent.schemes.context import Credential, Environment, b64url
 from agent.schemes.encoding import ccxt_json, urlencode
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
 HOST = "api.coinbase.com"

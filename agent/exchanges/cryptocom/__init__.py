@@ -10,5 +10,5 @@ from agent.exchanges.record import Exchange
 EXCHANGES = (
     Exchange(id="cryptocom", name="Crypto.com", scheme=scheme.SCHEME, key_types=("hmac",), generated=(),
              passphrase=False, secret_encoding="text", options={}, docs="2.8", ccxt_id="cryptocom",
-             bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.CRYPTOCOM),
+             rules=rules.RULES, template=template.CRYPTOCOM),
 )

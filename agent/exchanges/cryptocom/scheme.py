@@ -78,7 +78,7 @@ import re
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import ccxt_json, json_object_body
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 
 MAX_LEVEL = 3
 JSON_CONTENT_TYPE = "application/json"

@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="deribit", name="Deribit", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.9", ccxt_id="deribit", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.9", ccxt_id="deribit",
              rules=rules.RULES, template=template.DERIBIT),
 )

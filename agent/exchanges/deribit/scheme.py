@@ -23,7 +23,7 @@ import json
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import urlencode
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 
 JSON_CONTENT_TYPE = "application/json"
 

@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="gate", name="Gate", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.10", ccxt_id="gate", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.10", ccxt_id="gate",
              rules=rules.RULES, template=template.GATE),
 )

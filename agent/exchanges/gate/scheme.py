@@ -24,7 +24,7 @@ import hashlib
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import json_body_text, unencoded_query, urlencode
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 
 PATH_PREFIX = "/api/v4/"
 JSON_CONTENT_TYPE = "application/json"

@@ -8,6 +8,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="gemini", name="Gemini", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.11", ccxt_id="gemini", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.11", ccxt_id="gemini",
              rules=rules.RULES, template=template.GEMINI),
 )

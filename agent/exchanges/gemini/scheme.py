@@ -28,7 +28,7 @@ import base64
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import NONCE_REFUSED, ccxt_json, json_object_body
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 
 REQUEST_REFUSED = "remove 'request': the agent sets it to the path"
 

@@ -12,5 +12,5 @@ EXCHANGES = (
     Exchange(id="htx", name="HTX", scheme=scheme.SCHEME, key_types=("hmac", "ed25519"), generated=("ed25519",),
              passphrase=False, secret_encoding="text",
              options={"spot_host": scheme.SPOT_HOSTS, "contract_host": scheme.CONTRACT_HOSTS}, docs="2.12",
-             ccxt_id="htx", bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.HTX),
+             ccxt_id="htx", rules=rules.RULES, template=template.HTX),
 )

@@ -36,47 +36,17 @@ from urllib.parse import quote
 
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import json_body_text
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
+from signing_agent_client.ccxt_bridge.htx import AUTH_PARAMS, CONTRACT_HOSTS, SPOT_HOSTS, family
 
-# Allowed hosts per family; the first is the default (ccxt 4.5.90's urls['hostnames']).
-SPOT_HOSTS = ("api.huobi.pro", "api-aws.huobi.pro")
-CONTRACT_HOSTS = ("api.hbdm.vn", "api.hbdm.com")  # HTX docs: .com, and .vn "preferred by aws customers"
+# The hosts, the path families and the authentication parameters are shared with the ccxt bridge
+# (signing_agent_client.ccxt_bridge.htx, which checks ccxt's host): defined there, once.
 _FAMILY_HOSTS = {"spot": ("spot_host", SPOT_HOSTS), "contract": ("contract_host", CONTRACT_HOSTS)}
-# Path prefix -> family; the first match wins (so the longer, more specific prefixes come first).
-_FAMILIES = (
-    ("/v5/account/universal_transfer", "spot"),  # ccxt: spot host (third-party clients disagree)
-    ("/v5/", "contract"),
-    ("/v2/linear-swap-ex/", "contract"),
-    ("/v2/swap-ex/", "contract"),
-    ("/v2/market/", "contract"),
-    ("/v1/", "spot"),
-    ("/v2/", "spot"),
-    ("/api/", "contract"),
-    ("/swap-api/", "contract"),
-    ("/linear-swap-api/", "contract"),
-    ("/swap-ex/", "contract"),
-    ("/linear-swap-ex/", "contract"),
-    ("/index/", "contract"),
-    ("/heartbeat/", "contract"),
-)
-
-AUTH_PARAMS = ("AccessKeyId", "SignatureMethod", "SignatureVersion", "Timestamp", "Signature")
 SIGNATURE_METHODS = {"hmac": "HmacSHA256", "ed25519": "Ed25519"}
 _NAME = re.compile(r"[A-Za-z0-9_.~-]+\Z")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"  # ccxt's header on GET
 JSON_CONTENT_TYPE = "application/json"
-
-
-def family(path: str) -> str:
-    """'spot' or 'contract': which HTX API host serves PATH."""
-    for prefix, name in _FAMILIES:
-        if path.startswith(prefix):
-            return name
-    raise RequestInvalid(
-        "HTX path belongs to no known API host (spot: /v1/, /v2/; derivatives: /api/, /swap-api/, "
-        "/linear-swap-api/, /v5/...); /market/ data is public and needs no signature"
-    )
 
 
 def host_for(path: str, key: Credential) -> str:

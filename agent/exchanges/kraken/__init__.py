@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="kraken", name="Kraken", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="base64", options={}, docs="2.13", ccxt_id="kraken", bridge=f"{__name__}.bridge",
+             secret_encoding="base64", options={}, docs="2.13", ccxt_id="kraken",
              rules=rules.RULES, template=template.KRAKEN),
 )

@@ -39,7 +39,7 @@ from agent.schemes.encoding import (
     json_readable_as_form,
     parse_json_body,
 )
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest
 
 PRIVATE_PREFIX = "/0/private/"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"

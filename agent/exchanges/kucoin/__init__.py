@@ -11,8 +11,8 @@ from agent.exchanges.record import Exchange
 EXCHANGES = (
     Exchange(id="kucoin", name="KuCoin", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=True,
              secret_encoding="text", options={"key_version": scheme.KEY_VERSIONS}, docs="2.3", ccxt_id="kucoin",
-             bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.KUCOIN),
+             rules=rules.RULES, template=template.KUCOIN),
     Exchange(id="kucoinfutures", name="KuCoin Futures", scheme=scheme.SCHEME, key_types=("hmac",), generated=(),
              passphrase=True, secret_encoding="text", options={"key_version": scheme.KEY_VERSIONS}, docs="2.3",
-             ccxt_id="kucoinfutures", bridge=f"{__name__}.bridge", rules=rules.RULES, template=template.KUCOINFUTURES),
+             ccxt_id="kucoinfutures", rules=rules.RULES, template=template.KUCOINFUTURES),
 )

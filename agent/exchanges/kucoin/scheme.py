@@ -24,7 +24,7 @@ from __future__ import annotations
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import json_body_text, query_or_body, unencoded_query
 from agent.exchanges.okx.scheme import JSON_CONTENT_TYPE, require_passphrase
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
 KEY_VERSIONS = ("2", "1", "3")  # the first is the default: KuCoin issues version 2 (and 3) keys today

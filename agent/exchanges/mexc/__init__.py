@@ -10,6 +10,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="mexc", name="MEXC", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=False,
-             secret_encoding="text", options={}, docs="2.15", ccxt_id="mexc", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.15", ccxt_id="mexc",
              rules=rules.RULES, template=template.MEXC),
 )

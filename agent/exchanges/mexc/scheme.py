@@ -30,7 +30,7 @@ from agent.schemes.encoding import (
     query_or_body,
     urlencode,
 )
-from agent.schemes.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
+from signing_agent_client.request import RawBody, RequestInvalid, SignedRequest, UnsignedRequest, check_params
 from agent.schemes.spec import UnsupportedKey
 
 SPOT_PREFIX = "/api/v3/"

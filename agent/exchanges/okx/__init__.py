@@ -9,6 +9,6 @@ from agent.exchanges.record import Exchange
 
 EXCHANGES = (
     Exchange(id="okx", name="OKX", scheme=scheme.SCHEME, key_types=("hmac",), generated=(), passphrase=True,
-             secret_encoding="text", options={}, docs="2.2", ccxt_id="okx", bridge=f"{__name__}.bridge",
+             secret_encoding="text", options={}, docs="2.2", ccxt_id="okx",
              rules=rules.RULES, template=template.OKX),
 )

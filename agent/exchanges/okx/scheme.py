@@ -21,7 +21,7 @@ import datetime
 
 from agent.schemes.context import Credential, Environment, b64
 from agent.schemes.encoding import json_body_text, query_or_body, urlencode
-from agent.schemes.request import RequestInvalid, SignedRequest, UnsignedRequest
+from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 from agent.schemes.spec import UnsupportedKey
 
 JSON_CONTENT_TYPE = "application/json"

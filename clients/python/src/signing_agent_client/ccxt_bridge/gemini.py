@@ -13,8 +13,8 @@ import base64
 import json
 import re
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 # ccxt refuses Gemini master keys: its apiKey must contain "account".
 PLACEHOLDER = {"apiKey": "account-agent-held", "secret": "agent-held-" + "0" * 37}

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from agent._proto import signer_pb2 as agent_dot___proto_dot_signer__pb2
+from signing_agent_client._proto import signer_pb2 as signing__agent__client_dot___proto_dot_signer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in agent/_proto/signer_pb2_grpc.py depends on'
+        + ' but the generated code in signing_agent_client/_proto/signer_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class SignerStub:
         """
         self.Sign = channel.unary_unary(
                 '/signing_agent.v1.Signer/Sign',
-                request_serializer=agent_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
-                response_deserializer=agent_dot___proto_dot_signer__pb2.SignedRequest.FromString,
+                request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+                response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignedRequest.FromString,
                 _registered_method=True)
         self.SignBatch = channel.unary_unary(
                 '/signing_agent.v1.Signer/SignBatch',
-                request_serializer=agent_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
-                response_deserializer=agent_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
+                request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
+                response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,13 +82,13 @@ def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Sign': grpc.unary_unary_rpc_method_handler(
                     servicer.Sign,
-                    request_deserializer=agent_dot___proto_dot_signer__pb2.SignRequest.FromString,
-                    response_serializer=agent_dot___proto_dot_signer__pb2.SignedRequest.SerializeToString,
+                    request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.FromString,
+                    response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignedRequest.SerializeToString,
             ),
             'SignBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.SignBatch,
-                    request_deserializer=agent_dot___proto_dot_signer__pb2.SignBatchRequest.FromString,
-                    response_serializer=agent_dot___proto_dot_signer__pb2.SignBatchResponse.SerializeToString,
+                    request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.FromString,
+                    response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -116,8 +116,8 @@ class Signer:
             request,
             target,
             '/signing_agent.v1.Signer/Sign',
-            agent_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
-            agent_dot___proto_dot_signer__pb2.SignedRequest.FromString,
+            signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+            signing__agent__client_dot___proto_dot_signer__pb2.SignedRequest.FromString,
             options,
             channel_credentials,
             insecure,
@@ -143,8 +143,8 @@ class Signer:
             request,
             target,
             '/signing_agent.v1.Signer/SignBatch',
-            agent_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
-            agent_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
+            signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
+            signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,9 +18,44 @@ import calendar
 import datetime
 from urllib.parse import urlsplit
 
-from agent.ccxt_bridge import Unsigned, split_url, without
-from agent.schemes import RawBody, UnsignedRequest
-from agent.exchanges.htx.scheme import AUTH_PARAMS, CONTRACT_HOSTS, SPOT_HOSTS, family
+from signing_agent_client.ccxt_bridge import Unsigned, split_url, without
+from signing_agent_client.request import RawBody, RequestInvalid, UnsignedRequest
+
+# Shared with the agent's HTX scheme (agent/exchanges/htx/scheme.py imports them from here).
+# Allowed hosts per family; the first is the default (ccxt 4.5.90's urls['hostnames']).
+SPOT_HOSTS = ("api.huobi.pro", "api-aws.huobi.pro")
+CONTRACT_HOSTS = ("api.hbdm.vn", "api.hbdm.com")  # HTX docs: .com, and .vn "preferred by aws customers"
+# Path prefix -> family; the first match wins (so the longer, more specific prefixes come first).
+_FAMILIES = (
+    ("/v5/account/universal_transfer", "spot"),  # ccxt: spot host (third-party clients disagree)
+    ("/v5/", "contract"),
+    ("/v2/linear-swap-ex/", "contract"),
+    ("/v2/swap-ex/", "contract"),
+    ("/v2/market/", "contract"),
+    ("/v1/", "spot"),
+    ("/v2/", "spot"),
+    ("/api/", "contract"),
+    ("/swap-api/", "contract"),
+    ("/linear-swap-api/", "contract"),
+    ("/swap-ex/", "contract"),
+    ("/linear-swap-ex/", "contract"),
+    ("/index/", "contract"),
+    ("/heartbeat/", "contract"),
+)
+
+AUTH_PARAMS = ("AccessKeyId", "SignatureMethod", "SignatureVersion", "Timestamp", "Signature")
+
+
+def family(path: str) -> str:
+    """'spot' or 'contract': which HTX API host serves PATH."""
+    for prefix, name in _FAMILIES:
+        if path.startswith(prefix):
+            return name
+    raise RequestInvalid(
+        "HTX path belongs to no known API host (spot: /v1/, /v2/; derivatives: /api/, /swap-api/, "
+        "/linear-swap-api/, /v5/...); /market/ data is public and needs no signature"
+    )
+
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held"}
 

@@ -10,8 +10,8 @@ authenticates with whatever key type it holds, so the bridge need not know it.
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 # Not 88 characters, no trailing '=', no PEM, no 'organizations/': ccxt's legacy HMAC path.
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held-placeholder"}

@@ -7,8 +7,8 @@ ccxt's dummy `foo=bar` on an empty private POST).
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held"}
 

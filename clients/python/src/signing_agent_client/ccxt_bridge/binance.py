@@ -6,8 +6,8 @@ instant ccxt chose. The body is passed byte for byte (ccxt's form encoding).
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url, without
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url, without
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held-" + "0" * 54}
 

@@ -11,8 +11,8 @@ ccxt's `source` header (broker id) is decorative and dropped (exchange-signing.m
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url, without
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url, without
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held-placeholder"}
 

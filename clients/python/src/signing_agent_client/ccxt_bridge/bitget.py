@@ -7,8 +7,8 @@ does) and the JSON body is passed byte for byte.
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held", "password": "agent-held"}
 

@@ -1,13 +1,17 @@
-"""The Python client a bot uses: it asks the agent to sign, and never holds a secret.
+"""The synchronous client a bot uses: it asks the agent to sign, and never holds a secret.
 
-    from agent.client import SignerClient
+    from signing_agent_client import SignerClient
 
-    with SignerClient() as signer:                      # the agent of ./signing-agent.toml
+    with SignerClient() as signer:          # $SIGNING_AGENT_TARGET, else the agent's config (see below)
         req = signer.sign("binance-main", "POST", "/api/v3/order",
                           body={"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
                                 "timeInForce": "GTC", "quantity": "0.001", "price": "50000"})
         requests.request(req.method, "https://api.binance.com" + req.path,
                          headers=req.headers_dict(), data=req.body)
+
+Where the agent is (`default_target`): the TARGET argument ('unix:///path/agent.sock' or
+'host:port'), else $SIGNING_AGENT_TARGET, else the [server] socket of the agent's config file named
+by $SIGNING_AGENT_CONFIG, else of ./signing-agent.toml when the bot runs in the agent's directory.
 
 The bot authenticates with its own credential: a bearer token (from `signing-agent bots add`)
 read from TOKEN_FILE, or the file named by $SIGNING_AGENT_TOKEN_FILE; or, over TCP, an mTLS
@@ -16,6 +20,7 @@ client certificate (tls=ClientTls(...)).
 Errors are raised as SigningError subclasses carrying the gRPC status name:
 KeyNotFoundError, InvalidRequestError, AgentUnavailableError, NotAuthenticatedError,
 RefusedError (policy; the message names the rule), RateLimitedError.
+The asyncio client (grpc.aio) is signing_agent_client.aio.AsyncSignerClient, with the same calls.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from agent._proto import signer_pb2, signer_pb2_grpc
-from agent.schemes.request import SignedRequest
+from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client.request import SignedRequest
 
 ParamsLike = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
@@ -71,7 +76,13 @@ class RateLimitedError(SigningError):
     pass
 
 
+class NoTargetError(ValueError):
+    """The client was not told where the agent is; the message says what to pass."""
+
+
 TOKEN_FILE_ENV = "SIGNING_AGENT_TOKEN_FILE"
+TARGET_ENV = "SIGNING_AGENT_TARGET"
+CONFIG_ENV = "SIGNING_AGENT_CONFIG"
 
 _ERRORS = {
     grpc.StatusCode.UNAUTHENTICATED: NotAuthenticatedError,
@@ -108,19 +119,32 @@ def to_params(params: ParamsLike | None) -> list[signer_pb2.Param]:
 
 
 def default_target(config_path: Path | None = None) -> str:
-    """unix://SOCKET of the agent configured in CONFIG_PATH ($SIGNING_AGENT_CONFIG, else ./signing-agent.toml).
+    """The agent's gRPC target when the bot names none.
 
-    Reads [server] socket as the agent does (relative to the file's directory, run/agent.sock when
-    absent) and nothing else: a bot needs no more of the agent's configuration, so the client does
-    not import it (agent.config). Raises FileNotFoundError or ValueError naming the file.
+    In order: CONFIG_PATH (the agent's config file), $SIGNING_AGENT_TARGET (a gRPC target as is:
+    'unix:///run/signing-agent/agent.sock', 'localhost:50051'), $SIGNING_AGENT_CONFIG (the agent's
+    config file), ./signing-agent.toml when the bot runs in the agent's directory. From a config
+    file, [server] socket is read as the agent reads it (relative to the file's directory,
+    run/agent.sock when absent) and nothing else, so the client needs nothing of the agent.
+    Raises NoTargetError saying what to pass when none of them is there, ValueError naming a bad file.
     """
-    env = os.environ.get("SIGNING_AGENT_CONFIG")
-    path = Path(config_path or env or Path.cwd() / "signing-agent.toml").resolve()
+    if config_path is None:
+        target = os.environ.get(TARGET_ENV, "").strip()
+        if target:
+            return target
+        env = os.environ.get(CONFIG_ENV)
+        config_path = Path(env) if env else Path.cwd() / "signing-agent.toml"
+        if not env and not config_path.is_file():
+            raise NoTargetError(
+                "where is the signing agent? pass its target, SignerClient('unix:///path/to/run/agent.sock') "
+                f"(or 'host:port'), or set {TARGET_ENV}=unix:///path/to/run/agent.sock in the bot's environment "
+                f"({CONFIG_ENV}=/path/to/signing-agent.toml also works: its [server] socket is used)")
+    path = Path(config_path).resolve()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} not found: pass the agent's target (unix:///path/agent.sock "
-                                "or host:port), set SIGNING_AGENT_CONFIG, or run from the project directory") from None
+        raise NoTargetError(f"the agent's config file {path} does not exist: pass the agent's target "
+                            f"(unix:///path/agent.sock or host:port) or set {TARGET_ENV}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
     server = raw.get("server", {})
@@ -214,6 +238,32 @@ def _local(target: str) -> bool:
         return False
 
 
+def _connection(target, config_path, timeout, token_file, tls):
+    """(target, timeout, call metadata, channel options): what the sync and asyncio clients share."""
+    target = target or default_target(config_path)
+    token = read_token(token_file)
+    if token and tls is None and not _local(target):
+        raise NotAuthenticatedError(
+            "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {target}: use the Unix "
+            "socket, loopback, or mTLS (tls=ClientTls(...))")
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
+    # agent.workers.unix_target): one channel, each call to the next worker.
+    options = [("grpc.lb_policy_name", "round_robin")] if "," in target else []
+    return target, timeout, metadata, options
+
+
+def _batch_results(reply: signer_pb2.SignBatchResponse) -> list[SignedRequest | SigningError]:
+    out: list[SignedRequest | SigningError] = []
+    for result in reply.results:
+        if result.WhichOneof("outcome") == "signed":
+            out.append(_signed(result.signed))
+        else:
+            code = getattr(grpc.StatusCode, result.refused.code, None)
+            out.append(_ERRORS.get(code, SigningError)(result.refused.code, result.refused.message))
+    return out
+
+
 class SignerClient:
     """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
 
@@ -226,17 +276,8 @@ class SignerClient:
         token_file: Path | str | None | bool = None,
         tls: ClientTls | None = None,
     ):
-        self.target = target or default_target(config_path)
-        self.timeout = timeout
-        token = read_token(token_file)
-        if token and tls is None and not _local(self.target):
-            raise NotAuthenticatedError(
-                "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {self.target}: use the Unix "
-                "socket, loopback, or mTLS (tls=ClientTls(...))")
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
-        # agent.workers.unix_target): one channel, each call to the next worker.
-        options = [("grpc.lb_policy_name", "round_robin")] if "," in self.target else []
+        self.target, self.timeout, self._metadata, options = _connection(
+            target, config_path, timeout, token_file, tls)
         self._channel = (grpc.secure_channel(self.target, tls.credentials(), options=options) if tls
                          else grpc.insecure_channel(self.target, options=options))
         self._stub = signer_pb2_grpc.SignerStub(self._channel)
@@ -271,14 +312,7 @@ class SignerClient:
             reply = self._stub.SignBatch(batch, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        out: list[SignedRequest | SigningError] = []
-        for result in reply.results:
-            if result.WhichOneof("outcome") == "signed":
-                out.append(_signed(result.signed))
-            else:
-                code = getattr(grpc.StatusCode, result.refused.code, None)
-                out.append(_ERRORS.get(code, SigningError)(result.refused.code, result.refused.message))
-        return out
+        return _batch_results(reply)
 
     def close(self) -> None:
         self._channel.close()

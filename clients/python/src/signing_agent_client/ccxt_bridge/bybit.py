@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held-placeholder"}
 

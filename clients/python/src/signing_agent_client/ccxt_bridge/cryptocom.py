@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held"}
 _PARAMS_AT = '"params":'

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import re
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 # Kraken's secret is base64 of the key: the placeholder must decode (to 64 zero bytes).
 PLACEHOLDER = {"apiKey": "agent-held", "secret": base64.b64encode(bytes(64)).decode()}

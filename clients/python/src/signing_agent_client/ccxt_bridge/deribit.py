@@ -6,8 +6,8 @@ instant the agent signs for, and the agent supplies its own nonce.
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned, split_url
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned, split_url
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held"}
 _SCHEME = "deri-hmac-sha256 "

@@ -10,8 +10,8 @@ agent's key, not from ccxt (which always sends version 2). ccxt's partner header
 
 from __future__ import annotations
 
-from agent.ccxt_bridge import Unsigned
-from agent.schemes import RawBody, UnsignedRequest
+from signing_agent_client.ccxt_bridge import Unsigned
+from signing_agent_client.request import RawBody, UnsignedRequest
 
 PLACEHOLDER = {"apiKey": "agent-held", "secret": "agent-held", "password": "agent-held"}
 
