@@ -5,7 +5,8 @@ agent runs: the current policy and bot credentials (re-read within RELOAD_INTERV
 change to either file, or at once on SIGHUP; a bad file is rejected and the old one stays),
 rate buckets, the symbols each key has traded, and the alert throttle. The service asks it
 who is calling (`identify`), whether a request may be signed (`admit`, then `check` once the
-key's exchange is known) and tells it the outcome (`record`: audit line, alerts).
+key's exchange is known: the rules themselves are agent.policy.evaluate, pure; the guard adds
+the key's rate and the age-warning throttle) and tells it the outcome (`record`: audit line, alerts).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,19 +33,9 @@ from agent.policy import (
     Policy,
     PolicyError,
     Refusal,
-    caller_timestamps,
-    check_clock,
-    check_endpoint,
-    check_key_dates,
-    check_names,
-    check_orders,
-    check_recv_window,
-    check_shape,
-    check_symbols,
+    evaluate,
     load_policy,
 )
-from agent.rules import facts_of
-from agent.rules.view import path_key, view
 from agent.schemes.request import UnsignedRequest
 
 if TYPE_CHECKING:
@@ -262,41 +252,22 @@ class Guard:
         self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
         now_ms: int, charge_rate: bool = True,
     ) -> tuple[str, ...]:
-        """Every rule about the request itself; returns the symbols it names (for the audit).
+        """Every rule about the request itself (agent.policy.evaluate, pure), then the state around
+        them: the age-warning alert (at most hourly per key) and the key's rate. Returns the symbols
+        the request names (for the audit); raises the Refusal (or RequestInvalid) that refused it.
 
         EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
-        CHARGE_RATE: take from the key's rate (once per request, not again when a retry re-checks).
+        CHARGE_RATE: take from the key's rate (once per request).
         """
-        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
-        if verdict.warning:
-            self._warn_age(key_policy.label, verdict.warning)
-        check_shape(request)
-        read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
-        params = read.params
-        check_names(name for name, _ in params)
-        facts = facts_of(read)
-        refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
-        if refused:  # every category the request falls in must be allowed, not only the first
-            (category, why), others = refused[0], [c for c, _ in refused[1:]]
-            raise Refusal(f"forbidden:{category}", why + (f" (also {', '.join(others)})" if others else ""))
-        check_endpoint(key_policy, request.method, request.path)
-        if facts.orders and not exchange.rules.path_bound and not (
-                request.method in ("POST", "PUT") and "order" in path_key(request.path)):
-            # The signature does not bind the path: order parameters signed for any other endpoint
-            # would place that order on the order endpoint, whatever the allow-list says.
-            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange.id} does "
-                                      "not sign the path, so orders are signed only for its order endpoints")
-        check_symbols(key_policy, facts.symbols)
-        check_orders(key_policy, facts.orders)
-        stamps = caller_timestamps(params)
-        if timestamp_ms:
-            stamps.append(timestamp_ms)
-        check_clock(key_policy, stamps, now_ms)
-        check_recv_window(key_policy, params)
+        verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=timestamp_ms, now_ms=now_ms)
+        if verdict.age_warning:
+            self._warn_age(key_policy.label, verdict.age_warning)
+        if verdict.refusal is not None:
+            raise verdict.refusal
         if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
-        return facts.symbols
+        return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:
         try:
