@@ -6,7 +6,8 @@ change to either file, or at once on SIGHUP; a bad file is rejected and the old 
 rate buckets, the symbols each key has traded, and the alert throttle. The service asks it
 who is calling (`identify`), whether a request may be signed (`admit`, then `check` once the
 key's exchange is known: the rules themselves are agent.policy.evaluate, pure; the guard adds
-the key's rate and the age-warning throttle) and tells it the outcome (`record`: audit line, alerts).
+the key's rate and the age-warning throttle) and tells it the outcome (`record`, from
+agent.decision.emit: audit line, alerts, symbol history).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from agent.policy import (
 from agent.schemes.request import UnsignedRequest
 
 if TYPE_CHECKING:
+    from agent.decision import Decision
     from agent.exchanges.record import Exchange
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
@@ -279,17 +281,15 @@ class Guard:
 
     # -- outcomes ---------------------------------------------------------------------
 
-    def record(
-        self, *, bot: str, key: str, exchange: str, method: str, path: str, symbols: tuple[str, ...],
-        refusal: Refusal | None, status: str, latency_ms: float, revoked_key: bool = False,
-        policy_digest: str = "",
-    ) -> None:
-        """Audit the decision; alert on refusals, revoked or expired keys, rate limits, new-symbol bursts.
+    def record(self, decision: "Decision") -> None:
+        """Audit DECISION (already redacted: agent.decision.emit); alert on refusals, revoked or expired
+        keys, rate limits, new-symbol bursts; note the symbols a signed request traded.
 
         Raises AuditUnavailable when a signature cannot be audited: the caller must not hand it out.
         """
-        decision = "signed" if refusal is None and status == "OK" else "refused"
-        rule = refusal.rule if refusal is not None else ("" if status == "OK" else status.lower())
+        d, refusal = decision, decision.refusal
+        outcome = d.outcome
+        rule = d.rule or ("" if d.status == "OK" else d.status.lower())
         extra: dict[str, Any] = {}
         if refusal is not None and refusal.code == UNAUTHENTICATED:
             if not self._buckets.take("audit:unauthenticated", UNAUTHENTICATED_AUDIT_PER_SECOND,
@@ -299,22 +299,23 @@ class Guard:
                 return  # still refused; counted into the next audited line, and alerted once a second
             with self._lock:
                 extra["unaudited_before"], self._unaudited = self._unaudited, 0
-        audited = self._audit_append("sign", bot=bot, key=key, exchange=exchange, method=method, path=path,
-                                     symbols=list(symbols), decision=decision, rule=rule, status=status,
-                                     latency_ms=latency_ms, policy=policy_digest[:16], **extra)
-        if not audited and decision == "signed":
+        audited = self._audit_append("sign", bot=d.bot, key=d.key, exchange=d.exchange, method=d.method, path=d.path,
+                                     symbols=list(d.symbols), decision=outcome, rule=rule, status=d.status,
+                                     latency_ms=d.latency_ms, policy=d.policy_digest[:16], **extra)
+        if not audited and outcome == "signed":
             raise AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
         if refusal is not None:
             kind = ("rate-limit" if refusal.code == RESOURCE_EXHAUSTED else
                     "expired-key" if refusal.rule in ("expired", "key-age", "not-before") else
                     "unauthenticated" if refusal.rule == "auth" else "refusal")
-            self._alert(kind, bot=bot, key=key, rule=refusal.rule, method=method, path=path, reason=refusal.message)
-        elif revoked_key:
-            self._alert("revoked-key", bot=bot, key=key, method=method, path=path,
-                        reason=f"key {key!r} is granted but no longer in the token (revoked?)")
-        elif decision == "signed":
-            for symbol in symbols:
-                self._note_symbol(bot, key, symbol)
+            self._alert(kind, bot=d.bot, key=d.key, rule=refusal.rule, method=d.method, path=d.path,
+                        reason=refusal.message)
+        elif d.revoked_key:
+            self._alert("revoked-key", bot=d.bot, key=d.key, method=d.method, path=d.path,
+                        reason=f"key {d.key!r} is granted but no longer in the token (revoked?)")
+        elif outcome == "signed":
+            for symbol in d.symbols:
+                self._note_symbol(d.bot, d.key, symbol)
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()
