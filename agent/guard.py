@@ -5,7 +5,9 @@ agent runs: the current policy and bot credentials (re-read within RELOAD_INTERV
 change to either file, or at once on SIGHUP; a bad file is rejected and the old one stays),
 rate buckets, the symbols each key has traded, and the alert throttle. The service asks it
 who is calling (`identify`), whether a request may be signed (`admit`, then `check` once the
-key's exchange is known) and tells it the outcome (`record`: audit line, alerts).
+key's exchange is known: the rules themselves are agent.policy.evaluate, pure; the guard adds
+the key's rate and the age-warning throttle) and tells it the outcome (`record`, from
+agent.decision.emit: audit line, alerts, symbol history).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,22 +34,13 @@ from agent.policy import (
     Policy,
     PolicyError,
     Refusal,
-    caller_timestamps,
-    check_clock,
-    check_endpoint,
-    check_key_dates,
-    check_names,
-    check_orders,
-    check_recv_window,
-    check_shape,
-    check_symbols,
+    evaluate,
     load_policy,
 )
-from agent.rules import facts_of
-from agent.rules.view import path_key, view
 from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
+    from agent.decision import Decision
     from agent.exchanges.record import Exchange
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
@@ -262,41 +254,22 @@ class Guard:
         self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
         now_ms: int, charge_rate: bool = True,
     ) -> tuple[str, ...]:
-        """Every rule about the request itself; returns the symbols it names (for the audit).
+        """Every rule about the request itself (agent.policy.evaluate, pure), then the state around
+        them: the age-warning alert (at most hourly per key) and the key's rate. Returns the symbols
+        the request names (for the audit); raises the Refusal (or RequestInvalid) that refused it.
 
         EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
-        CHARGE_RATE: take from the key's rate (once per request, not again when a retry re-checks).
+        CHARGE_RATE: take from the key's rate (once per request).
         """
-        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
-        if verdict.warning:
-            self._warn_age(key_policy.label, verdict.warning)
-        check_shape(request)
-        read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
-        params = read.params
-        check_names(name for name, _ in params)
-        facts = facts_of(read)
-        refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
-        if refused:  # every category the request falls in must be allowed, not only the first
-            (category, why), others = refused[0], [c for c, _ in refused[1:]]
-            raise Refusal(f"forbidden:{category}", why + (f" (also {', '.join(others)})" if others else ""))
-        check_endpoint(key_policy, request.method, request.path)
-        if facts.orders and not exchange.rules.path_bound and not (
-                request.method in ("POST", "PUT") and "order" in path_key(request.path)):
-            # The signature does not bind the path: order parameters signed for any other endpoint
-            # would place that order on the order endpoint, whatever the allow-list says.
-            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange.id} does "
-                                      "not sign the path, so orders are signed only for its order endpoints")
-        check_symbols(key_policy, facts.symbols)
-        check_orders(key_policy, facts.orders)
-        stamps = caller_timestamps(params)
-        if timestamp_ms:
-            stamps.append(timestamp_ms)
-        check_clock(key_policy, stamps, now_ms)
-        check_recv_window(key_policy, params)
+        verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=timestamp_ms, now_ms=now_ms)
+        if verdict.age_warning:
+            self._warn_age(key_policy.label, verdict.age_warning)
+        if verdict.refusal is not None:
+            raise verdict.refusal
         if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
-        return facts.symbols
+        return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:
         try:
@@ -308,17 +281,15 @@ class Guard:
 
     # -- outcomes ---------------------------------------------------------------------
 
-    def record(
-        self, *, bot: str, key: str, exchange: str, method: str, path: str, symbols: tuple[str, ...],
-        refusal: Refusal | None, status: str, latency_ms: float, revoked_key: bool = False,
-        policy_digest: str = "",
-    ) -> None:
-        """Audit the decision; alert on refusals, revoked or expired keys, rate limits, new-symbol bursts.
+    def record(self, decision: "Decision") -> None:
+        """Audit DECISION (already redacted: agent.decision.emit); alert on refusals, revoked or expired
+        keys, rate limits, new-symbol bursts; note the symbols a signed request traded.
 
         Raises AuditUnavailable when a signature cannot be audited: the caller must not hand it out.
         """
-        decision = "signed" if refusal is None and status == "OK" else "refused"
-        rule = refusal.rule if refusal is not None else ("" if status == "OK" else status.lower())
+        d, refusal = decision, decision.refusal
+        outcome = d.outcome
+        rule = d.rule or ("" if d.status == "OK" else d.status.lower())
         extra: dict[str, Any] = {}
         if refusal is not None and refusal.code == UNAUTHENTICATED:
             if not self._buckets.take("audit:unauthenticated", UNAUTHENTICATED_AUDIT_PER_SECOND,
@@ -328,22 +299,23 @@ class Guard:
                 return  # still refused; counted into the next audited line, and alerted once a second
             with self._lock:
                 extra["unaudited_before"], self._unaudited = self._unaudited, 0
-        audited = self._audit_append("sign", bot=bot, key=key, exchange=exchange, method=method, path=path,
-                                     symbols=list(symbols), decision=decision, rule=rule, status=status,
-                                     latency_ms=latency_ms, policy=policy_digest[:16], **extra)
-        if not audited and decision == "signed":
+        audited = self._audit_append("sign", bot=d.bot, key=d.key, exchange=d.exchange, method=d.method, path=d.path,
+                                     symbols=list(d.symbols), decision=outcome, rule=rule, status=d.status,
+                                     latency_ms=d.latency_ms, policy=d.policy_digest[:16], **extra)
+        if not audited and outcome == "signed":
             raise AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
         if refusal is not None:
             kind = ("rate-limit" if refusal.code == RESOURCE_EXHAUSTED else
                     "expired-key" if refusal.rule in ("expired", "key-age", "not-before") else
                     "unauthenticated" if refusal.rule == "auth" else "refusal")
-            self._alert(kind, bot=bot, key=key, rule=refusal.rule, method=method, path=path, reason=refusal.message)
-        elif revoked_key:
-            self._alert("revoked-key", bot=bot, key=key, method=method, path=path,
-                        reason=f"key {key!r} is granted but no longer in the token (revoked?)")
-        elif decision == "signed":
-            for symbol in symbols:
-                self._note_symbol(bot, key, symbol)
+            self._alert(kind, bot=d.bot, key=d.key, rule=refusal.rule, method=d.method, path=d.path,
+                        reason=refusal.message)
+        elif d.revoked_key:
+            self._alert("revoked-key", bot=d.bot, key=d.key, method=d.method, path=d.path,
+                        reason=f"key {d.key!r} is granted but no longer in the token (revoked?)")
+        elif outcome == "signed":
+            for symbol in d.symbols:
+                self._note_symbol(d.bot, d.key, symbol)
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()

@@ -50,9 +50,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from signing_agent_client.request import METHODS, UnsignedRequest
+from agent.rules import facts_of
+from agent.rules.facts import RequestFacts
+from agent.rules.view import View, path_key, view
+from signing_agent_client.request import METHODS, RequestInvalid, UnsignedRequest
 from agent.toml_schema import (
     INT,
     NUMBER,
@@ -68,6 +71,9 @@ from agent.toml_schema import (
     table_of,
     toml_key,
 )
+
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
 
 PERMISSION_DENIED = "PERMISSION_DENIED"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -478,3 +484,71 @@ def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVe
         days_left = (limit - age).days
         return AgeVerdict(warning=f"key {policy.label!r} reaches its maximum age in {days_left} days: rotate it")
     return AgeVerdict(warning=None)
+
+
+# -- the rules, together (pure) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the rules found about one request for one key: a REFUSAL, or signable.
+
+    REFUSAL is the named Refusal, or RequestInvalid for a body the exchange's scheme could not
+    parse (INVALID_ARGUMENT, as before the rules were gathered here). AGE_WARNING is set (a key close to its maximum age: alert, but sign) whenever the key dates
+    passed, even if a later rule refused; the guard alerts on it either way.
+    """
+
+    refusal: Refusal | RequestInvalid | None
+    age_warning: str | None
+    view: View | None  # the request as the exchange reads it (None when refused before it was read)
+    facts: RequestFacts | None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.facts.symbols if self.facts is not None else ()
+
+
+def evaluate(
+    key_policy: KeyPolicy, exchange: "Exchange", request: UnsignedRequest, *, created: str, timestamp_ms: int,
+    now_ms: int,
+) -> Verdict:
+    """Every rule about REQUEST (already `validated()`) for KEY_POLICY: a pure function of the key's
+    policy, its exchange record and creation date, the request, the caller's stamp and the agent's clock.
+
+    The request is parsed once, here, into the View every rule reads (agent.rules.view), after the
+    checks that need no parsing, so that the order of refusals is the same whatever the body holds.
+    Raises nothing: refusals are returned, with the age warning found before them. No state: rates, the age-warning throttle and symbol history are the guard's.
+    """
+    try:
+        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
+    except Refusal as refusal:
+        return Verdict(refusal=refusal, age_warning=None, view=None, facts=None)
+    read: View | None = None
+    facts: RequestFacts | None = None
+    try:
+        check_shape(request)
+        read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
+        params = read.params
+        check_names(name for name, _ in params)
+        facts = facts_of(read)
+        refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
+        if refused:  # every category the request falls in must be allowed, not only the first
+            (category, why), others = refused[0], [c for c, _ in refused[1:]]
+            raise Refusal(f"forbidden:{category}", why + (f" (also {', '.join(others)})" if others else ""))
+        check_endpoint(key_policy, request.method, request.path)
+        if facts.orders and not exchange.rules.path_bound and not (
+                request.method in ("POST", "PUT") and "order" in path_key(request.path)):
+            # The signature does not bind the path: order parameters signed for any other endpoint
+            # would place that order on the order endpoint, whatever the allow-list says.
+            raise Refusal("endpoint", f"order parameters on {request.method} {request.path[:120]}: {exchange.id} "
+                                      "does not sign the path, so orders are signed only for its order endpoints")
+        check_symbols(key_policy, facts.symbols)
+        check_orders(key_policy, facts.orders)
+        stamps = caller_timestamps(params)
+        if timestamp_ms:
+            stamps.append(timestamp_ms)
+        check_clock(key_policy, stamps, now_ms)
+        check_recv_window(key_policy, params)
+    except (Refusal, RequestInvalid) as refusal:
+        return Verdict(refusal=refusal, age_warning=verdict.warning, view=read, facts=facts)
+    return Verdict(refusal=None, age_warning=verdict.warning, view=read, facts=facts)

@@ -8,24 +8,26 @@ Every outcome maps to a status a bot can act on:
   malformed request         INVALID_ARGUMENT   (the message names the field)
   token or audit unusable   UNAVAILABLE        (transient; retry with backoff)
 
-Every decision is audited (agent.guard.record) before the answer leaves: a signature that
-cannot be audited is not handed out.
+Every request ends in one Decision record (agent.decision), written to the audit, the metrics, the
+log and the alerts by one function before the answer leaves: a signature that cannot be audited is
+not handed out.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
+from agent.decision import Decision, emit
 from agent.exchanges import exchange_for
-from agent.guard import AuditUnavailable, Caller, Guard
+from agent.guard import Caller, Guard
 from agent.logs import get_logger
 from agent.metrics import Metrics
 from agent.names import InvalidName, validate_label
@@ -41,6 +43,9 @@ from agent.schemes import (
     UnsupportedKey,
 )
 
+if TYPE_CHECKING:
+    from agent.custody.keyring import KeyEntry
+    from agent.exchanges.record import Exchange
 
 # How far ahead of the agent's clock a caller's timestamp_ms may be (clock skew between hosts).
 MAX_FUTURE_MS = 60_000
@@ -145,85 +150,95 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             return refusal
 
     def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> "signer_pb2.SignedRequest | Failure":
+        """One request, start to end: validate once, admit, find the key, the rules, sign; then one
+        Decision to every sink (agent.decision.emit) before the answer leaves."""
         started = time.perf_counter()
-        # Audited and logged before validation, so cut to size, and never with a query (it could carry a signature).
-        audit = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key[:64],
-                 "method": msg.method[:16], "path": msg.path.split("?")[0][:256]}
-        exchange, symbols, refusal, granted, digest = "", (), None, False, ""
+        who = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key, "method": msg.method,
+               "path": msg.path}  # as sent: emit() cuts them to size for the sinks
+        digest = ""  # the policy that decided, once the caller is admitted
         try:
             if isinstance(caller, Refusal):
                 raise caller
             now_ms = self._clock_ms()
-            if msg.timestamp_ms < 0 or msg.timestamp_ms > now_ms + MAX_FUTURE_MS:
-                # A future instant would also move the key's nonces forward for good.
-                raise RequestInvalid(
-                    "timestamp_ms must be milliseconds since the epoch, at most "
-                    f"{MAX_FUTURE_MS // 1000} s ahead of the agent's clock (0: the agent's clock)"
-                )
-            try:
-                validate_label(msg.key)
-            except InvalidName as exc:
-                raise RequestInvalid(f"key: {exc}") from None
-            request = request_from_proto(msg).validated()  # the shape every exchange shares
+            request = self._validated(msg, now_ms)
             policy, key_policy = self._guard.admit(caller, msg.key)
             digest = policy.digest
-            granted = True
             exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy)
-            status = "OK"
+            decision = Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest)
         except Refusal as exc:
-            refusal, status = exc, exc.code
-            code, message = grpc.StatusCode[exc.code], str(exc)
+            decision = Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest)
         except Exception as exc:
             code, message = _status_for(exc)
-            status = code.name
-        latency_ms = _ms_since(started)
-        try:
-            self._guard.record(**audit, exchange=exchange, symbols=symbols, refusal=refusal, status=status,
-                               latency_ms=latency_ms, revoked_key=granted and status == "NOT_FOUND",
-                               policy_digest=digest)
-        except AuditUnavailable as exc:
-            code, message, status = grpc.StatusCode.UNAVAILABLE, str(exc), "UNAVAILABLE"
-        if self._metrics is not None:
-            self._metrics.decision(exchange=exchange, status=status, rule=refusal.rule if refusal else "",
-                                   latency_s=latency_ms / 1000)
-        if status != "OK":
-            rule = refusal.rule if refusal is not None else ""
-            self._log.info("sign", decision="refused", status=status, rule=rule, reason=message,
-                           latency_ms=latency_ms, **audit)
-            return Failure(code, message)
-        self._log.info("sign", decision="signed", exchange=exchange, latency_ms=latency_ms, **audit)
+            # Admitted (granted, with a policy) yet NOT_FOUND: the key is gone from the token.
+            decision = Decision(**who, status=code.name, message=message, policy_digest=digest,
+                                revoked_key=bool(digest) and code == grpc.StatusCode.NOT_FOUND)
+        decision = replace(decision, latency_ms=_ms_since(started))
+        decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
+        if decision.status != "OK":
+            return Failure(grpc.StatusCode[decision.status], decision.message)
         return signed_to_proto(signed)
+
+    @staticmethod
+    def _validated(msg: signer_pb2.SignRequest, now_ms: int) -> UnsignedRequest:
+        """The caller's stamp, the key label and the request's shape, checked once (schemes do not check again)."""
+        if msg.timestamp_ms < 0 or msg.timestamp_ms > now_ms + MAX_FUTURE_MS:
+            # A future instant would also move the key's nonces forward for good.
+            raise RequestInvalid(
+                "timestamp_ms must be milliseconds since the epoch, at most "
+                f"{MAX_FUTURE_MS // 1000} s ahead of the agent's clock (0: the agent's clock)"
+            )
+        try:
+            validate_label(msg.key)
+        except InvalidName as exc:
+            raise RequestInvalid(f"key: {exc}") from None
+        return request_from_proto(msg).validated()  # the shape every exchange shares
 
     def _sign(
         self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy
     ) -> tuple[str, tuple[str, ...], SignedRequest]:
-        """Find the key, apply the policy that needs its exchange and age, and sign."""
-        for attempt in range(2):
-            entry = self._keyring.lookup(label)
-            if not entry.info.registered:
-                raise CustodyError(
-                    f"key {label!r} has no API key id yet: register its public key with {entry.info.exchange}, "
-                    f"then run `signing-agent keys register --label {label} --api-key ...`"
-                )
-            try:
-                exchange = exchange_for(entry.info.exchange)
-            except UnknownExchange:
-                raise CustodyError(
-                    f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
-                ) from None
-            symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
-                                        request=request, timestamp_ms=timestamp_ms, now_ms=now_ms,
-                                        charge_rate=attempt == 0)
-            try:
-                env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
-                signed = exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
-                return exchange.id, symbols, signed
-            except KeyRevoked:
-                # The handle died: the key was revoked, rotated under the same label, or the
-                # session was reopened. Look it up once more; a revoked key is then NOT_FOUND.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        """Find the key, apply the rules that need its exchange and age (and its rate), and sign.
+
+        Returns the key's exchange id, the symbols the request names, and the signed request.
+        When the key's handle dies while signing (KeyRevoked: the key was revoked, rotated under the
+        same label, or the session reopened) the key is looked up once more and the request signed
+        again, WITHOUT running the rules or charging the rate again: they decided on the request and
+        on the key's exchange and creation date, which the retry checks are unchanged (a label that
+        now names a key of another exchange or date is checked again, still without a rate charge).
+        A revoked key is then NOT_FOUND.
+        """
+        entry, exchange = self._lookup(label)
+        symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
+                                    request=request, timestamp_ms=timestamp_ms, now_ms=now_ms)
+        try:
+            return exchange.id, symbols, self._sign_with(exchange, entry, request, timestamp_ms, now_ms)
+        except KeyRevoked:
+            pass
+        again, exchange_again = self._lookup(label)
+        if (exchange_again.id, again.info.created) != (exchange.id, entry.info.created):
+            symbols = self._guard.check(key_policy, exchange=exchange_again, created=again.info.created,
+                                        request=request, timestamp_ms=timestamp_ms, now_ms=now_ms, charge_rate=False)
+        return exchange_again.id, symbols, self._sign_with(exchange_again, again, request, timestamp_ms, now_ms)
+
+    def _lookup(self, label: str) -> tuple[KeyEntry, "Exchange"]:
+        """The key in the token and its exchange's record; KeyNotFound, or CustodyError saying what to do."""
+        entry = self._keyring.lookup(label)
+        if not entry.info.registered:
+            raise CustodyError(
+                f"key {label!r} has no API key id yet: register its public key with {entry.info.exchange}, "
+                f"then run `signing-agent keys register --label {label} --api-key ...`"
+            )
+        try:
+            return entry, exchange_for(entry.info.exchange)
+        except UnknownExchange:
+            raise CustodyError(
+                f"key {label!r} is for exchange {entry.info.exchange!r}, which this agent version cannot sign for"
+            ) from None
+
+    def _sign_with(
+        self, exchange: "Exchange", entry: KeyEntry, request: UnsignedRequest, timestamp_ms: int, now_ms: int
+    ) -> SignedRequest:
+        env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
+        return exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,7 @@ def test_the_shared_engines_name_no_exchange():
     """Per-exchange knowledge lives in the records: the shared code names no exchange id, so none can
     be missing from a table of its own."""
     shared = [*(ROOT / "agent" / "rules").glob("*.py"), *(ROOT / "agent" / "schemes").glob("*.py")]
-    shared += [ROOT / "agent" / name for name in ("guard.py", "policy_templates.py", "service.py", "provision.py")]
+    shared += [ROOT / "agent" / name for name in ("guard.py", "policy.py", "decision.py", "policy_templates.py",
+                                                  "service.py", "provision.py")]
     for path in shared:
         assert not _exchange_ids_in_code(path), path

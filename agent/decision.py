@@ -1,0 +1,85 @@
+"""One decision, one record: what the audit, the metrics, the log and the alerts are told.
+
+The service builds one `Decision` per request (signed or refused, whatever stopped it) and hands
+it to `emit`, which writes it to every sink in one place:
+
+    audit    one "sign" line (agent.guard.Guard.record: throttled for unauthenticated callers)
+    alerts   refusals, rate limits, expired and revoked keys, new-symbol bursts (the guard's throttle)
+    metrics  signing_agent_sign / signing_agent_sign_seconds (agent.metrics)
+    log      one structured "sign" line
+
+Redaction happens once, here, at the sink (`Decision.redacted`): the record carries what the
+caller sent, and nothing of it is written before it is cut to size, the path never with a query
+(it could carry a signature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from agent.guard import AuditUnavailable
+
+if TYPE_CHECKING:
+    from agent.guard import Guard
+    from agent.metrics import Metrics
+    from agent.policy import Refusal
+
+SIGNED, REFUSED = "signed", "refused"
+# What the caller sent is cut to these sizes before any sink sees it.
+MAX_KEY, MAX_METHOD, MAX_PATH = 64, 16, 256
+UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Decision:
+    bot: str  # "" when the caller is not identified
+    key: str  # the label the caller asked for
+    method: str
+    path: str
+    status: str  # the gRPC status name: "OK" when signed
+    message: str = ""  # what the bot is told when refused ("" when signed)
+    refusal: "Refusal | None" = None  # the rule that refused, if a rule did
+    exchange: str = ""  # the key's exchange id, once known
+    symbols: tuple[str, ...] = ()  # every symbol the request names (for the audit and symbol history)
+    latency_ms: float = 0.0
+    policy_digest: str = ""  # which policy decided ("" before the caller was admitted)
+    revoked_key: bool = False  # granted, but the key is no longer in the token
+
+    @property
+    def outcome(self) -> str:
+        return SIGNED if self.refusal is None and self.status == "OK" else REFUSED
+
+    @property
+    def rule(self) -> str:
+        """The rule that refused ("" when none did: signed, or a failure that is not a rule's)."""
+        return self.refusal.rule if self.refusal is not None else ""
+
+    def redacted(self) -> "Decision":
+        """The record as sinks may write it: caller-chosen text cut to size, the path without a query."""
+        return replace(self, key=self.key[:MAX_KEY], method=self.method[:MAX_METHOD],
+                       path=self.path.split("?")[0][:MAX_PATH])
+
+    def unaudited(self, message: str) -> "Decision":
+        """The same decision when its audit line could not be written: nothing is handed out."""
+        return replace(self, status=UNAVAILABLE, message=message)
+
+
+def emit(decision: Decision, *, guard: "Guard", metrics: "Metrics | None", log: Any) -> Decision:
+    """Write DECISION to every sink; the decision as answered (UNAVAILABLE when a signature could
+    not be audited, which the caller must then not hand out)."""
+    shown = decision.redacted()
+    try:
+        guard.record(shown)
+    except AuditUnavailable as exc:
+        shown = shown.unaudited(str(exc))
+    if metrics is not None:
+        metrics.decision(exchange=shown.exchange, status=shown.status, rule=shown.rule,
+                         latency_s=shown.latency_ms / 1000)
+    who = {"bot": shown.bot, "key": shown.key, "method": shown.method, "path": shown.path}
+    if shown.status != "OK":
+        log.info("sign", decision=REFUSED, status=shown.status, rule=shown.rule, reason=shown.message,
+                 latency_ms=shown.latency_ms, **who)
+    else:
+        log.info("sign", decision=SIGNED, exchange=shown.exchange, latency_ms=shown.latency_ms, **who)
+    return shown
