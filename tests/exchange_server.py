@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from adversarial.exchange_readers import READERS, Http
 from reference import SoftwareCredential
@@ -79,8 +80,6 @@ def _deribit_sig(http: Http) -> str | None:
 
 
 def _percent_decoded(read: Callable[[Http], str | None]) -> Callable[[Http], str | None]:
-    from urllib.parse import unquote
-
     return lambda http: None if read(http) is None else unquote(read(http))
 
 
@@ -164,8 +163,6 @@ class Received:
     @property
     def params(self) -> dict[str, str]:
         """The query and form-body parameters (the last of a repeated name), decoded."""
-        from urllib.parse import parse_qsl
-
         pairs = parse_qsl(self.http.query, keep_blank_values=True)
         if self.http.body and not self.http.body.lstrip().startswith(("{", "[")):
             pairs += parse_qsl(self.http.body, keep_blank_values=True)

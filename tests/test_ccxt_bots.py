@@ -14,7 +14,7 @@ import secrets
 import ccxt
 import pytest
 
-from signing_agent_client.ccxt_bridge import agent_exchange
+from signing_agent_client.ccxt_bridge import BRIDGES, agent_exchange
 from signing_agent_client.client import SignerClient
 from conftest import Env, new_secret, register_secret, run_cli
 
@@ -188,6 +188,14 @@ ANSWERS = {"/v1/account/accounts": {"status": "ok", "data": [{"id": 123, "type":
 # Signatures exchange_server.verify does not model: Crypto.com's paramString (test_ccxt_bots.py above
 # and test_cryptocom_paramstring.py check it against ccxt).
 NOT_MODELLED = {"cryptocom"}
+
+
+def test_every_exchange_with_a_ccxt_class_has_a_ccxt_bot_here():
+    from agent.exchanges import EXCHANGES
+
+    # Binance TR has no ccxt class, so no ccxt bot: its template is checked by test_policy.py only.
+    with_ccxt = {name for name, record in EXCHANGES.items() if record.ccxt_id}
+    assert {c[0] for c in CASES} == set(MARKETS) == with_ccxt == set(BRIDGES) and "binancetr" not in with_ccxt
 
 
 def _market(exchange, exchange_id: str) -> dict:
