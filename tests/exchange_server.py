@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,36 @@ def _percent_decoded(read: Callable[[Http], str | None]) -> Callable[[Http], str
     return lambda http: None if read(http) is None else unquote(read(http))
 
 
+def _cryptocom_sig(http: Http) -> str | None:
+    try:
+        return json.loads(http.body).get("sig")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _cryptocom_message(http: Http) -> bytes | None:
+    """method + id + api_key + paramString + nonce, paramString as Crypto.com documents it (param_text of
+    test_cryptocom_paramstring.py, written from its samples)."""
+    from adversarial.test_cryptocom_paramstring import param_text
+
+    try:
+        body = json.loads(http.body, parse_float=Decimal)
+        return (f"{body['method']}{body['id']}{body['api_key']}{param_text(body.get('params') or {})}"
+                f"{body['nonce']}").encode()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class Signature:
-    """Where an exchange reads the signature (READ), the HMAC's hash, and how the MAC is written."""
+    """Where an exchange reads the signature (READ), the HMAC's hash, and how the MAC is written.
+    MESSAGE: the signed bytes, where the exchange's reader does not give them (Crypto.com's reader
+    reads the body back; the paramString prehash is built here from the documented paramString)."""
 
     read: Callable[[Http], str | None]
     hash_name: str
     encoding: str  # "hex" (compared case-insensitively) or "base64"
+    message: Callable[[Http], bytes | None] | None = None
 
 
 _BINANCE = Signature(_param("signature"), "sha256", "hex")
@@ -108,11 +132,12 @@ SIGNATURES: dict[str, Signature] = {
     "bitstamp": Signature(_header("X-Auth-Signature"), "sha256", "hex"),
     "deribit": Signature(_deribit_sig, "sha256", "hex"),
     "coinbase": Signature(_header("CB-ACCESS-SIGN"), "sha256", "hex"),  # legacy HMAC keys (CDP JWTs: not here)
+    "cryptocom": Signature(_cryptocom_sig, "sha256", "hex", _cryptocom_message),
 }
 # MEXC signs spot like Binance (the `signature` parameter) and futures in a header; its reader tells them apart.
 _MEXC_CONTRACT = Signature(_header("Signature"), "sha256", "hex")
-# Not modelled here (a request of theirs is answered 401 "not modelled"): Crypto.com (its reader models
-# the body, not the paramString prehash) and Coinbase CDP keys (a JWT verified with the public key).
+# Not modelled here (a request of theirs is answered 401 "no signature where the exchange reads it"):
+# Coinbase CDP keys (a JWT, verified with the key's public half).
 
 
 def _signature_of(exchange: str, http: Http) -> Signature | None:
@@ -136,7 +161,7 @@ def verify(exchange: str, http: Http, credential: SoftwareCredential) -> Verdict
     sent = signature.read(http)
     if not sent:
         return Verdict(False, "no signature where the exchange reads it")
-    message = reader.verified(http)
+    message = signature.message(http) if signature.message else reader.verified(http)
     if message is None:
         return Verdict(False, "the exchange cannot rebuild the signed bytes from this request")
     mac = credential.mac(message, signature.hash_name)

@@ -167,8 +167,8 @@ def test_ccxt_bot_through_the_agent_sends_what_plain_ccxt_sends(
 # `allow = ["session-token"]` uncommented, as its template says to do knowingly). A ccxt bot loads its
 # markets and places one order through the real agent; the exchange is a stub that answers public calls
 # with nothing and private ones with the little ccxt needs to go on. No call is refused (no
-# PERMISSION_DENIED); the private calls load_markets makes are signed; the order is signed and, where
-# tests/exchange_server.py models the exchange's check, verifies as the exchange would verify it.
+# PERMISSION_DENIED); the private calls load_markets makes are signed; the order is signed and verifies
+# as the exchange would verify it (tests/exchange_server.verify: every exchange's HMAC is modelled).
 
 # exchange -> (market id, market type, quote, amount): a synthetic market in ccxt's unified shape.
 MARKETS = {
@@ -185,9 +185,6 @@ MARKETS = {
 # Private answers ccxt cannot do without before it places the order (HTX: the spot account's id).
 ANSWERS = {"/v1/account/accounts": {"status": "ok", "data": [{"id": 123, "type": "spot", "subtype": "",
                                                                "state": "working"}]}}
-# Signatures exchange_server.verify does not model: Crypto.com's paramString (test_ccxt_bots.py above
-# and test_cryptocom_paramstring.py check it against ccxt).
-NOT_MODELLED = {"cryptocom"}
 
 
 def test_every_exchange_with_a_ccxt_class_has_a_ccxt_bot_here():
@@ -294,11 +291,11 @@ def test_a_ccxt_bot_with_the_template_policy_loads_markets_and_places_an_order(t
     order = [s for s in sent if s["private"]][-1]
     assert order["method"] in ("POST", "GET") and len([s for s in sent if s["private"]]) > len(loaded)
     assert secret not in repr(order)
-    if exchange_id in NOT_MODELLED:
-        return
     parts = urlsplit(order["url"])
     http = Http(order["method"], parts.path, parts.query, order["body"], tuple(order["headers"].items()))
-    _, _, _, options, _ = next(c for c in CASES if c[0] == exchange_id)
-    credential = hmac_credential(exchange_id, api_key, secret, passphrase, **options)
-    verdict = verify(exchange_id, http, credential)
+    _, make_secret, _, options, _ = next(c for c in CASES if c[0] == exchange_id)
+    verdict = verify(exchange_id, http, hmac_credential(exchange_id, api_key, secret, passphrase, **options))
     assert verdict.ok, (exchange_id, parts.path, verdict.why)
+    # The check can fail: under another secret, the same request does not verify.
+    assert not verify(exchange_id, http, hmac_credential(exchange_id, api_key, make_secret(), passphrase,
+                                                         **options)).ok
