@@ -30,6 +30,9 @@ requests, then is gone): `fail(exchange, status, headers=..., body=...)` (a 429 
 503...), `delay(exchange, seconds)` (a slow answer). A request with a bad signature gets the family's
 `unauthorized` answer (its status and body as the exchange documents it).
 
+Not checked (yet): Coinbase CDP keys' JWTs (asymmetric: they need the public key), passphrase headers
+(OKX, KuCoin, Bitget), the freshness of timestamps and receive windows, and nonces growing per key.
+
 TLS: `ExchangeServer(tls=TestCA(tmp_path))` serves HTTPS with a certificate for each family's host
 and 127.0.0.1, signed by a throw-away CA whose certificate is `TestCA.ca_file`.
 """
