@@ -692,6 +692,16 @@ def cmd_policy_template(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _quorum_command(name: str):
+    """A quorum command (agent.quorum_cli), imported when it runs: other commands do not load it."""
+    def run(args: argparse.Namespace) -> int:
+        from agent import quorum_cli
+
+        return getattr(quorum_cli, name)(args)
+    return run
+
+
 HEALTH_SERVICE = "signing_agent.v1.Signer"
 
 
@@ -984,6 +994,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the key (and the bot's grant) to this policy file instead of printing: the bot's existing "
                    "table gains the key, an existing key table is never overwritten; written in one step")
     p.set_defaults(func=cmd_policy_template)
+    p = policy.add_parser("propose", help="[quorum] propose the edited policy and bots files as the next bundle")
+    p.add_argument("--proposer", required=True, help="your operator name")
+    p.add_argument("--policy", type=Path, help="policy file (default: the config's)")
+    p.add_argument("--bots", type=Path, help="bots file (default: the config's)")
+    p.add_argument("--summary", default="", help="one line: why")
+    p.add_argument("--expires", default="24h", help="approve and publish within (30m, 24h, 7d; default 24h)")
+    p.add_argument("--set-operator", action="append", default=[], metavar="NAME=ed25519:KEY",
+                   help="add or replace an operator (a loosening: needs the threshold)")
+    p.add_argument("--drop-operator", action="append", default=[], metavar="NAME")
+    p.add_argument("--threshold", type=int, help="new threshold")
+    p.set_defaults(func=_quorum_command("cmd_policy_propose"))
+    p = policy.add_parser("approve", help="[quorum] approve a proposal with your operator key")
+    p.add_argument("proposal", type=Path)
+    p.add_argument("--operator", required=True, help="your operator name")
+    p.add_argument("--key", type=Path, required=True, help="your operator key file (operator keygen)")
+    p.set_defaults(func=_quorum_command("cmd_policy_approve"))
+    p = policy.add_parser("publish", help="[quorum] publish an approved proposal where the agents read it")
+    p.add_argument("proposal", type=Path)
+    p.set_defaults(func=_quorum_command("cmd_policy_publish"))
+    p = policy.add_parser("status", help="[quorum] the version in force, who approved it, pending proposals")
+    p.set_defaults(func=_quorum_command("cmd_policy_status"))
+
+    operator = sub.add_parser("operator", help="[quorum] operator keys").add_subparsers(
+        dest="operator_command", required=True, metavar="ACTION")
+    p = operator.add_parser("keygen", help="make an Ed25519 operator key (a file, mode 0600) and print its public key")
+    p.add_argument("name")
+    p.add_argument("--out", type=Path, required=True, help="where to write the private key (never overwritten)")
+    p.set_defaults(func=_quorum_command("cmd_operator_keygen"))
 
     p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",
                        description="Exit 0 when the agent serves and the token answers, 4 otherwise.")
