@@ -36,6 +36,12 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [metrics]
     # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
 
+    # [quorum]                             # policy and bots only from bundles operators approved
+    # threshold = 2                        # approvals to loosen anything (one tightens)
+    # bundles = "bundles"
+    # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
+    # alice = "ed25519:..."
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.

@@ -197,6 +197,24 @@ def test_every_policy_field_has_a_comparison():
     assert {f.name for f in dataclasses.fields(BotPolicy)} == set(BOT_FIELDS)
 
 
+def test_a_quorum_config_that_cannot_work_stops_at_load(tmp_path: Path):
+    from agent.config import ConfigError, load_config
+
+    alice = "ed25519:" + __import__("base64").b64encode(OPERATORS.keys["alice"]).decode()
+    base = '[token]\nmodule = "m.so"\nlabel = "t"\npin_env = "P"\n[quorum]\n'
+    for body, why in (("threshold = 2\n[quorum.operators]\nalice = \"%s\"\n" % alice, "between 1 and the number"),
+                      ("threshold = 1\n[quorum.operators]\nalice = \"ed25519:AAAA\"\n", "32 bytes"),
+                      ("threshold = 1\n", "operators"),
+                      ("threshold = 1\n[quorum.operators]\nalice = \"%s\"\nbob = \"%s\"\n" % (alice, alice),
+                       "share one public key")):
+        path = tmp_path / "c.toml"
+        path.write_text(base + body)
+        with pytest.raises(ConfigError, match=why):
+            load_config(path)
+    path.write_text(base + "threshold = 1\n[quorum.operators]\nalice = \"%s\"\n" % alice)
+    assert load_config(path).quorum.threshold == 1
+
+
 # -- the chain in a directory -------------------------------------------------------------------
 
 
