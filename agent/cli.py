@@ -801,7 +801,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     config = _config(args) if args.file is None else None
     path = args.file or config.audit_file
-    return verify_main(path, sys.stdout, expect_head=args.head)
+    status = verify_main(path, sys.stdout, expect_head=args.head)
+    if status == 0 and config is not None and config.quorum is not None:
+        from agent.quorum_cli import verify_audited_bundles
+
+        status = verify_audited_bundles(config, path, sys.stdout)
+    return status
 
 
 def _size(text: str) -> int:

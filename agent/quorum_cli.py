@@ -10,6 +10,7 @@ and each is recorded in the audit.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from datetime import datetime, timedelta, timezone
@@ -233,3 +234,36 @@ def cmd_policy_status(args: argparse.Namespace) -> int:
               f"{'loosening' if widened else 'tightening'}, {len(bundle.approvals)} of {needed} approvals, "
               f"expires {bundle.body['expires']}{stale}")
     return 0
+
+
+def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
+    """`audit verify` with a quorum: every bundle the audit says an agent applied is in the chain
+    the bundle directory proves (signatures verified again, from the first operators on), under
+    the same digest and approved by the same keys. 0 when all are; 1 otherwise."""
+    from agent.audit import verify_chain
+
+    quorum = config.quorum
+    genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
+    chain = Chain(BundleDir(quorum.bundles), genesis)
+    proven = {e.version: e for e in chain.advance(datetime.now(timezone.utc), trusted_through=10**9)
+              if e.decision == "applied"}
+    problems, checked = [], 0
+    for path, _ in verify_chain(audit_path).files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            record = json.loads(line) if line.startswith("{") else {}
+            if record.get("event") != "policy.bundle" or record.get("decision") != "applied":
+                continue
+            checked += 1
+            event = proven.get(record.get("version"))
+            if event is None or event.digest != record.get("digest"):
+                problems.append(f"{path.name} line {number}: bundle v{record.get('version')} "
+                                f"({str(record.get('digest'))[:16]}) is not in the verified chain of {quorum.bundles}")
+            elif sorted(event.approvers) != sorted(record.get("approvers", [])):
+                problems.append(f"{path.name} line {number}: bundle v{event.version} approvers "
+                                f"{record.get('approvers')} differ from its signatures {list(event.approvers)}")
+    for problem in problems:
+        print(f"  {problem}", file=out)
+    print(f"policy bundles: {checked} applied in the audit, "
+          + ("every one verified against the operators' signatures" if not problems
+             else f"{len(problems)} not verified"), file=out)
+    return 1 if problems else 0

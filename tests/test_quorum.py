@@ -390,6 +390,17 @@ def test_replayed_forged_duplicated_and_unchained_bundles_are_refused_and_audite
         (quorum.bundles / name).unlink()
     verify = quorum.cli("audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "policy bundles: 3 applied in the audit, every one verified" in verify.stdout, verify.stdout
+    # A bundle file swapped after it applied (same name, other content): audit verify says so.
+    first = sorted(quorum.bundles.glob("v000001-*.json"))[0]
+    saved = first.read_text()
+    other = Bundle.read(first)
+    first.write_text(replace(other, body={**other.body, "summary": "swapped"}).to_json())
+    try:
+        verify = quorum.cli("audit", "verify")
+        assert verify.returncode == 1 and "v1" in verify.stdout and "not verified" in verify.stdout, verify.stdout
+    finally:
+        first.write_text(saved)
 
 
 def test_a_rolled_back_directory_stops_the_agent_from_starting(quorum: Quorum, tmp_path: Path):
