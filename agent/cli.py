@@ -1013,7 +1013,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy.add_parser("approve", help="[quorum] approve a proposal with your operator key")
     p.add_argument("proposal", type=Path)
     p.add_argument("--operator", required=True, help="your operator name")
-    p.add_argument("--key", type=Path, required=True, help="your operator key file (operator keygen)")
+    p.add_argument("--key", type=Path, help="your operator key file (operator keygen --out)")
+    p.add_argument("--token-config", type=Path, metavar="FILE",
+                   help="or: a config whose [token] is your own token holding the key (operator keygen --token-config)")
     p.set_defaults(func=_quorum_command("cmd_policy_approve"))
     p = policy.add_parser("publish", help="[quorum] publish an approved proposal where the agents read it")
     p.add_argument("proposal", type=Path)
@@ -1025,7 +1027,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="operator_command", required=True, metavar="ACTION")
     p = operator.add_parser("keygen", help="make an Ed25519 operator key (a file, mode 0600) and print its public key")
     p.add_argument("name")
-    p.add_argument("--out", type=Path, required=True, help="where to write the private key (never overwritten)")
+    p.add_argument("--out", type=Path, help="where to write the private key (a file, never overwritten)")
+    p.add_argument("--token-config", type=Path, metavar="FILE",
+                   help="or: generate it in your own PKCS#11 token, named by this file's [token] table (PIN from its "
+                   "pin_file or pin_env); the private key never leaves the token")
     p.set_defaults(func=_quorum_command("cmd_operator_keygen"))
 
     p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",

@@ -46,7 +46,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -167,6 +167,12 @@ def load_operator_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+class Signer(Protocol):
+    """An operator's key: a file's Ed25519PrivateKey, or one in their token (custody.operator)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 # -- bundles ------------------------------------------------------------------------------------
 
 
@@ -200,7 +206,7 @@ class Bundle:
     def signed_bytes(self) -> bytes:
         return SIGNED_PREFIX + self.digest.encode()
 
-    def approved_by(self, operator: str, key: Ed25519PrivateKey) -> "Bundle":
+    def approved_by(self, operator: str, key: "Signer") -> "Bundle":
         others = tuple(a for a in self.approvals if a.operator != operator)
         return replace(self, approvals=others + (Approval(operator, key.sign(self.signed_bytes())),))
 

@@ -74,12 +74,45 @@ def _fail(exc: Exception) -> int:
     raise cli.CliError(str(exc), cli.EXIT_REFUSED) from None
 
 
-def cmd_operator_keygen(args: argparse.Namespace) -> int:
+def _operator_token(path: Path):
+    """The operator's own token, from a config file with a [token] table (PIN from its pin_file or pin_env)."""
+    cli = _cli()
+    from agent.config import ConfigError, load_config
+    from agent.custody.session import TokenSession
+
     try:
-        raw = generate_operator_key(args.out)
-    except QuorumError as exc:
+        return TokenSession.open(load_config(path).token)
+    except ConfigError as exc:
+        raise cli.CliError(str(exc), cli.EXIT_CONFIG) from None
+
+
+def _custody_call(fn, *args):
+    from agent.custody import CustodyError
+
+    try:
+        return fn(*args)
+    except CustodyError as exc:
         return _fail(exc)
-    print(f"operator key written to {args.out} (mode 0600: keep it off the agent host)", file=sys.stderr)
+
+
+def cmd_operator_keygen(args: argparse.Namespace) -> int:
+    if (args.out is None) == (args.token_config is None):
+        cli = _cli()
+        raise cli.CliError("give --out FILE (a key file) or --token-config FILE (your own token)", cli.EXIT_CONFIG)
+    if args.token_config is not None:
+        from agent.custody.operator import generate_in_token, operator_label
+
+        token = _operator_token(args.token_config)
+        with token:
+            raw = _custody_call(generate_in_token, token, args.name)
+        print(f"operator key {operator_label(args.name)!r} generated in token {token.label} (it never leaves it)",
+              file=sys.stderr)
+    else:
+        try:
+            raw = generate_operator_key(args.out)
+        except QuorumError as exc:
+            return _fail(exc)
+        print(f"operator key written to {args.out} (mode 0600: keep it off the agent host)", file=sys.stderr)
     print("add this line under [quorum.operators] (or propose it as a new operator):", file=sys.stderr)
     print(f'{args.name} = "{public_key_text(raw)}"   # key id {key_id(raw)}')
     return 0
@@ -167,13 +200,10 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
         if public is None:
             raise QuorumError(f"{args.operator!r} is not an operator in force "
                               f"({', '.join(sorted(chain.in_force.operators.keys))})")
-        key = load_operator_key(args.key)
-        if key.public_key().public_bytes_raw() != public:
-            raise QuorumError(f"{args.key} is not {args.operator!r}'s key (key id {key_id(public)} is in force)")
         if bundle.body["previous"] != chain.in_force.digest:
             raise QuorumError(f"the proposal was written against {bundle.body['previous'][:16]}, but v"
                               f"{chain.in_force.version} ({chain.in_force.digest[:16]}) is in force: propose again")
-        approved = bundle.approved_by(args.operator, key)
+        approved = _approve(args, bundle, public)
         widened, needed = _needs(chain.in_force, approved)
         write_atomically(args.proposal, approved.to_json(), replace_existing=True)
     except QuorumError as exc:
@@ -187,6 +217,26 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
     if widened:
         print(f"it loosens: {'; '.join(widened)}", file=sys.stderr)
     return 0
+
+
+def _approve(args: argparse.Namespace, bundle: Bundle, public: bytes) -> Bundle:
+    """BUNDLE approved by the operator's key: a file (--key) or their token (--token-config)."""
+    if (args.key is None) == (args.token_config is None):
+        raise QuorumError("give --key FILE (a key file) or --token-config FILE (your own token)")
+    if args.token_config is not None:
+        from agent.custody.operator import TokenOperatorKey
+
+        token = _operator_token(args.token_config)
+        with token:
+            key = TokenOperatorKey(token, args.operator)
+            if _custody_call(key.public_bytes_raw) != public:
+                raise QuorumError(f"the key in token {token.label} is not {args.operator!r}'s "
+                                  f"(key id {key_id(public)} is in force)")
+            return _custody_call(bundle.approved_by, args.operator, key)
+    key = load_operator_key(args.key)
+    if key.public_key().public_bytes_raw() != public:
+        raise QuorumError(f"{args.key} is not {args.operator!r}'s key (key id {key_id(public)} is in force)")
+    return bundle.approved_by(args.operator, key)
 
 
 def cmd_policy_publish(args: argparse.Namespace) -> int:

@@ -415,3 +415,45 @@ def test_a_rolled_back_directory_stops_the_agent_from_starting(quorum: Quorum, t
         shutil.move(tmp_path / newest.name, newest)
         quorum.agent = start_agent(quorum.env, quorum.config)
     assert quorum.sign(quorum.agent)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_operator_key_in_the_operators_own_token_approves(tmp_path_factory: pytest.TempPathFactory):
+    """The operator's token is not the agent's: here a second SoftHSM2 token of its own. The key is
+    generated in it, cannot be read out, and its approvals verify like a file key's."""
+    from pkcs11 import Attribute, ObjectClass
+
+    from agent.config import load_config
+    from agent.custody.operator import operator_label
+    from agent.custody.session import TokenSession
+
+    own = make_env(tmp_path_factory, "dave-token")  # dave's token; its config's [token] names it
+    env = make_env(tmp_path_factory, "quorum-token")
+    made = run_cli(env, "operator", "keygen", "dave", "--token-config", str(own.config))
+    assert made.returncode == 0, made.stderr
+    dave_line = made.stdout.split("#")[0].strip()
+    again = run_cli(env, "operator", "keygen", "dave", "--token-config", str(own.config))
+    assert again.returncode != 0 and "never replaced" in again.stderr
+    alice_key = env.root / "alice.key"
+    alice_line = run_cli(env, "operator", "keygen", "alice", "--out", str(alice_key), check=True).stdout.split("#")[0]
+    config = env.write_config("q", extra=f"[quorum]\nthreshold = 2\n[quorum.operators]\n{alice_line.strip()}\n"
+                                         f"{dave_line}\n")
+    (env.root / "draft.toml").write_text(BASE_POLICY)
+    proposed = run_cli(env, "policy", "propose", "--proposer", "dave", "--policy", str(env.root / "draft.toml"),
+                       config=config)
+    assert proposed.returncode == 0, proposed.stderr
+    proposal = Path(proposed.stderr.split("written to ")[1].split()[0])
+    wrong = run_cli(env, "policy", "approve", str(proposal), "--operator", "alice", "--token-config", str(own.config),
+                    config=config)
+    assert wrong.returncode != 0 and "holds no operator key 'signing-agent-operator-alice'" in wrong.stderr
+    for args in (("--operator", "dave", "--token-config", str(own.config)),
+                 ("--operator", "alice", "--key", str(alice_key))):
+        done = run_cli(env, "policy", "approve", str(proposal), *args, config=config)
+        assert done.returncode == 0, done.stderr
+    published = run_cli(env, "policy", "publish", str(proposal), config=config)
+    assert published.returncode == 0, published.stderr
+    token = TokenSession.open(load_config(own.config).token)
+    with token, token.session() as session:
+        (private,) = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                          Attribute.LABEL: operator_label("dave")})
+        assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
+        assert private[Attribute.NEVER_EXTRACTABLE] and private[Attribute.LOCAL]
