@@ -229,6 +229,15 @@ def _audit(config, event: str, **fields: Any) -> None:
               f"{exc.strerror}", file=sys.stderr)
 
 
+def _draft_notice(config, what: str) -> None:
+    """With [quorum] the agent reads only published bundles: say that this edit is a draft."""
+    if config.quorum is not None:
+        print(f"signing-agent: NOT IN FORCE YET: with [quorum] the agent reads only published bundles; {what} "
+              "changed the draft. Propose it (signing-agent policy propose --proposer NAME), have it approved "
+              "(one operator for a revoke or any tightening, the threshold to loosen) and publish it.",
+              file=sys.stderr)
+
+
 def _operator() -> str:
     import pwd
 
@@ -559,7 +568,8 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
             staged.discard()
             revoke_bot(config.bots_file, args.name)  # all or nothing: nobody holds that token
             raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
-    _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token")
+    _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token",
+           **({"draft": True} if config.quorum else {}))
     if token is None:
         print(f"bot {args.name!r} added: it authenticates with its client certificate over mTLS")
     elif staged is not None:
@@ -570,6 +580,7 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
               "(SIGNING_AGENT_TOKEN_FILE or SignerClient(token_file=...)); the agent keeps only its hash.",
               file=sys.stderr)
     print(f"grant it keys in {config.policy_file}: [bots.{args.name}] keys = [...]", file=sys.stderr)
+    _draft_notice(config, f"adding bot {args.name!r}")
     return 0
 
 
@@ -597,7 +608,10 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
         revoke_bot(config.bots_file, args.name)
     except BotsFileError as exc:
         raise CliError(str(exc)) from None
-    _audit(config, "bot.revoke", bot=args.name)
+    _audit(config, "bot.revoke", bot=args.name, **({"draft": True} if config.quorum else {}))
+    if config.quorum is not None:
+        _draft_notice(config, f"revoking bot {args.name!r}")
+        return 0
     print(f"bot {args.name!r} revoked; running agents refuse its credential within a second")
     return 0
 
@@ -682,8 +696,12 @@ def cmd_policy_template(args: argparse.Namespace) -> int:
             raise CliError(str(exc), EXIT_CONFIG) from None
         except MergeError as exc:
             raise CliError(f"cannot merge into {args.merge}: {exc}") from None
-        print("the running agent picks it up within a second; check it: signing-agent policy check",
-              file=sys.stderr)
+        config = _config(args)
+        if config.quorum is not None and args.merge.resolve() == config.policy_file.resolve():
+            _draft_notice(config, f"adding key {args.key!r}")
+        else:
+            print("the running agent picks it up within a second; check it: signing-agent policy check",
+                  file=sys.stderr)
         return 0
     try:
         print(default_policy(args.exchange, args.key, bot=args.bot), end="")
@@ -761,6 +779,10 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                             "bots": len(policy.bots)}
     except PolicyError as exc:
         status["policy"] = {"file": str(config.policy_file), "problem": str(exc)}
+    if config.quorum is not None:
+        from agent.quorum_cli import quorum_status
+
+        status["quorum"] = quorum_status(config)
     try:
         head, seq = read_head(config.audit_file)
         status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
@@ -789,7 +811,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                                           if t["up"] else f"unreachable: {t['problem']}"))
     print(f"bots:    {b.get('count', 'unreadable')} in {b['file']}" + (f": {b['problem']}" if "problem" in b else ""))
     print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
-                                       if "sha256" in p else f"refused: {p['problem']}"))
+                                       if "sha256" in p else f"refused: {p['problem']}")
+          + (" [a draft: with [quorum] the published bundle is in force]" if "quorum" in status else ""))
+    if "quorum" in status:
+        q = status["quorum"]
+        print(f"quorum:  v{q['version']} in force ({q['digest'][:16]}), approved by {', '.join(q['approvers']) or '-'}; "
+              f"{q['threshold']} of {len(q['operators'])} operators to loosen; {q['pending']} pending proposal(s)")
     print(f"audit:   {au['file']}: " + (f"problem: {au['problem']}" if "problem" in au else
                                         f"head {au['head']} ({au['lines']} lines)" if au["head"] else "no lines yet"))
     print(f"metrics: {'http://' + status['metrics']['listen'] + '/metrics' if status['metrics']['listen'] else 'off ([metrics] listen)'}")

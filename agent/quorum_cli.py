@@ -317,3 +317,12 @@ def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
           + ("every one verified against the operators' signatures" if not problems
              else f"{len(problems)} not verified"), file=out)
     return 1 if problems else 0
+
+
+def quorum_status(config: Any) -> dict[str, Any]:
+    """For `signing-agent status`: the bundle in force as this host's bundle directory proves it."""
+    head = _head(config, config.quorum).in_force
+    proposals = BundleDir(config.quorum.bundles).proposals
+    return {"version": head.version, "digest": head.digest, "approvers": list(head.approvers),
+            "operators": sorted(head.operators.keys), "threshold": head.operators.threshold,
+            "pending": len(list(proposals.glob("*.json"))) if proposals.is_dir() else 0}

@@ -335,6 +335,22 @@ def test_the_published_policy_decides_and_the_policy_file_does_not(quorum: Quoru
     assert "in force: v1" in status.stdout and "approved by alice, bob" in status.stdout, status.stdout
 
 
+def test_cli_edits_are_drafts_and_say_so(quorum: Quorum):
+    """With a quorum, `bots revoke` edits the draft bots file: it must not let an operator believe
+    the bot is revoked. `status` shows the version in force."""
+    drafts = quorum.env.root / "bots.toml"
+    saved = drafts.read_text()
+    revoked = quorum.cli("bots", "revoke", "mm")
+    assert revoked.returncode == 0 and "NOT IN FORCE YET" in revoked.stderr, revoked.stderr
+    assert "revoked; running agents refuse" not in revoked.stdout
+    time.sleep(0.6)
+    assert quorum.sign(quorum.agent) == (grpc.StatusCode.OK, "")
+    drafts.write_text(saved)
+    status = quorum.cli("status")
+    assert "quorum:  v1 in force" in status.stdout and "2 of 3 operators to loosen" in status.stdout, status.stdout
+    assert "[a draft" in status.stdout
+
+
 def test_a_loosening_with_one_approval_is_refused_and_with_two_applies(quorum: Quorum):
     wider = BASE_POLICY.replace('"POST /api/v3/order"]', '"POST /api/v3/order", "GET /api/v3/openOrders"]')
     proposal = quorum.propose(wider)
