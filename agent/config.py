@@ -36,6 +36,12 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [metrics]
     # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
 
+    # [quorum]                             # policy and bots only from bundles operators approved
+    # threshold = 2                        # approvals to loosen anything (one tightens)
+    # bundles = "bundles"
+    # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
+    # alice = "ed25519:..."
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -49,6 +55,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
 
@@ -157,6 +164,14 @@ class Config:
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
+    quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
+
+
+@dataclass(frozen=True)
+class QuorumConfig:
+    bundles: Path  # published bundles; proposals under bundles/proposals
+    operators: dict[str, str]  # the first operator set: name -> "ed25519:<base64>"
+    threshold: int
 
 
 def default_config_path() -> Path:
@@ -222,6 +237,12 @@ _CONFIG = Schema(
     Field("audit", schema=Schema(Field("file", TEXT))),
     Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
     Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+    Field("quorum", schema=Schema(
+        Field("bundles", TEXT, default="bundles"),
+        Field("threshold", INT, required="the number of operators who must approve a loosening"),
+        Field("operators", table_of(STR), required="name = \"ed25519:...\" per operator "
+                                                   "(`signing-agent operator keygen`)"),
+    )),
 )
 
 
@@ -267,4 +288,17 @@ def load_config(path: Path | None = None) -> Config:
         audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
+        quorum=_quorum(c["quorum"], resolve, path),
     )
+
+
+def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> QuorumConfig | None:
+    if not q:
+        return None
+    from agent.quorum import Operators, QuorumError
+
+    try:  # checked now: a typo in a key or a threshold above the count stops the start, not a reload
+        Operators.parse(q["operators"], q["threshold"], where=f"{path}: [quorum]")
+    except QuorumError as exc:
+        raise ConfigError(str(exc)) from None
+    return QuorumConfig(bundles=resolve(q["bundles"]), operators=dict(q["operators"]), threshold=q["threshold"])
