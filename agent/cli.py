@@ -1040,6 +1040,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy.add_parser("approve", help="[quorum] approve a proposal with your operator key")
     p.add_argument("proposal", type=Path)
     p.add_argument("--operator", required=True, help="your operator name")
+    p.add_argument("--digest", required=True, metavar="HEX",
+                   help="the proposal's digest as `policy propose` printed it (16+ hex digits): what you approve")
     p.add_argument("--key", type=Path, help="your operator key file (operator keygen --out)")
     p.add_argument("--token-config", type=Path, metavar="FILE",
                    help="or: a config whose [token] is your own token holding the key (operator keygen --token-config)")

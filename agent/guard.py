@@ -206,7 +206,13 @@ class Guard:
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
         if self._quorum is not None:
-            if self._bundle_events(self._quorum.poll()):
+            try:
+                events = self._quorum.poll()
+            except Exception as exc:  # noqa: BLE001 - a bad file must never stop the watch (brakes ride on it)
+                self._log.error("policy.bundle", decision="error", reason=type(exc).__name__)
+                self._alert("policy-rejected", reason=f"the bundle directory could not be read: {type(exc).__name__}")
+                return
+            if self._bundle_events(events):
                 self.policy, self.bots = self._quorum.policy, self._quorum.bots  # each one whole, as below
                 self._log.info("policy.reloaded", digest=self.policy.digest, keys=len(self.policy.keys),
                                bots=len(self.policy.bots))

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
@@ -219,8 +220,8 @@ class Bundle:
     def from_json(cls, text: str, *, source: str) -> "Bundle":
         try:
             raw = json.loads(text)
-        except ValueError as exc:
-            raise QuorumError(f"{source}: not JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise QuorumError(f"{source}: not JSON ({type(exc).__name__})") from None
         if not isinstance(raw, dict) or set(raw) != {"body", "approvals"}:
             raise QuorumError(f"{source}: a bundle is an object with 'body' and 'approvals' only")
         body, approvals = raw["body"], raw["approvals"]
@@ -248,12 +249,20 @@ class Bundle:
             except ValueError:
                 raise QuorumError(f"{source}: approval by {item['operator'][:64]!r} is not base64") from None
             parsed.append(Approval(item["operator"], signature))
+        try:
+            canonical(body)  # a lone surrogate cannot be hashed: refused here, not later in the poll
+        except UnicodeEncodeError:
+            raise QuorumError(f"{source}: text that is not valid Unicode") from None
         return cls(body=body, approvals=tuple(parsed))
 
     @classmethod
     def read(cls, path: Path) -> "Bundle":
         try:
-            with path.open("rb") as f:
+            # Only a regular file, never through a symlink, never blocking (a FIFO would hang the poll).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise QuorumError(f"{path}: not a regular file")
                 data = f.read(MAX_BUNDLE_BYTES + 1)
         except OSError as exc:
             raise QuorumError(f"cannot read {path}: {exc.strerror}") from None
@@ -313,6 +322,8 @@ def contents(bundle: Bundle, *, source: str) -> tuple[Policy, Bots, Operators]:
         bots = parse_bots(bundle.body["bots"], source=f"{source} bots")
     except (PolicyError, BotsFileError) as exc:
         raise QuorumError(str(exc)) from None
+    except (RecursionError, ValueError, TypeError) as exc:  # e.g. TOML nested past the parser's depth
+        raise QuorumError(f"{source}: policy or bots text that cannot be read ({type(exc).__name__})") from None
     operators = Operators.parse(bundle.body["operators"], bundle.body["threshold"], where=source)
     return policy, bots, operators
 
@@ -323,6 +334,8 @@ def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: boo
     if bundle.version <= in_force.version:
         raise BundleRefused(f"{source}: version {bundle.version} is not newer than v{in_force.version} in force "
                             "(an older bundle cannot come back)")
+    if bundle.version != in_force.version + 1:
+        raise BundleRefused(f"{source}: the next bundle is v{in_force.version + 1}, not v{bundle.version}")
     if bundle.body["previous"] != in_force.digest:
         raise BundleRefused(f"{source}: written against {bundle.body['previous'][:16]}, but "
                             f"{in_force.digest[:16]} (v{in_force.version}) is in force: propose again from it")
@@ -496,11 +509,19 @@ class BundleDir:
         self.proposals = path / "proposals"
 
     def fingerprint(self) -> tuple:
+        seen = []
         try:
-            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(self.path)
-                                if e.name.endswith(".json")))
-        except FileNotFoundError:
+            entries = list(os.scandir(self.path))
+        except OSError:
             return ()
+        for e in entries:
+            if e.name.endswith(".json"):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                    seen.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    seen.append((e.name, 0, -1, 0))
+        return tuple(sorted(seen))
 
     def published(self) -> list[tuple[Path, Bundle | QuorumError]]:
         out: list[tuple[Path, Bundle | QuorumError]] = []
@@ -585,6 +606,11 @@ class Chain:
                     events.append(self._refusal(item, str(exc)))
                     continue
                 candidates.append((seen, item, accepted))
+            unique = {c[1].digest: c for c in candidates}  # copies of one bundle are one candidate
+            for seen, item, _ in candidates:
+                if unique[item.digest][0] != seen:
+                    self._judged.add(seen)
+            candidates = list(unique.values())
             if len(candidates) > 1:
                 for seen, item, _ in candidates:
                     self._judged.add(seen)
@@ -670,7 +696,8 @@ class QuorumSource:
         is older than, or differs from, what this agent applied before: the directory was rolled back."""
         version, digest = read_head(self._state_dir)
         self._seen = self.chain.dir.fingerprint()
-        events = self.chain.advance(self._clock(), trusted_through=version)
+        events = self._replay_recorded(version, digest) if version else []
+        events += self.chain.advance(self._clock())
         head = self.chain.in_force
         if head.version < version or (head.version == version and head.digest != digest):
             raise QuorumError(
@@ -678,6 +705,36 @@ class QuorumSource:
                 f"agent applied v{version} ({digest[:16]}) before: bundles were removed or replaced. Restore "
                 f"them; the agent does not go back to an older policy")
         self._record()
+        return events
+
+    def _replay_recorded(self, version: int, digest: str) -> list[Event]:
+        """Re-apply exactly the chain that ends at the head this agent recorded, from the first
+        operators on: each link's signatures verified again (not its expiry: it applied when it
+        was fresh). A link missing or no longer verifying stops the start; a bundle put in its
+        place cannot take over, whatever version it claims."""
+        by_digest = {item.digest: (path, item) for path, item in self.chain.dir.published()
+                     if isinstance(item, Bundle)}
+        path_back, cursor = [], digest
+        while cursor != GENESIS:
+            found = by_digest.get(cursor)
+            if found is None:
+                raise QuorumError(
+                    f"bundle {cursor[:16]} on the chain to v{version} ({digest[:16]}), which this agent applied "
+                    f"before, is missing from {self.chain.dir.path}: bundles were removed or replaced. Restore "
+                    "them; the agent does not go back to an older policy")
+            path_back.append(found)
+            cursor = found[1].body["previous"]
+        events = []
+        for path, bundle in reversed(path_back):
+            try:
+                accepted = judge(bundle, self.chain.in_force, self._clock(), check_expiry=False)
+            except BundleRefused as exc:
+                raise QuorumError(f"the recorded chain no longer verifies: {exc}") from None
+            approvers = _ids(bundle, self.chain.in_force.operators)
+            self.chain.in_force = accepted.in_force
+            self.chain._judged.add(f"{path.name}:{bundle.digest}")
+            events.append(Event("applied", bundle.version, bundle.digest, change=accepted.change,
+                                approvers=approvers, proposer=bundle.body["proposer"][:64]))
         return events
 
     def poll(self) -> list[Event]:

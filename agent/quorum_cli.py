@@ -171,6 +171,7 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
     _cli()._audit(config, "policy.propose", version=bundle.version, digest=bundle.digest, proposer=args.proposer,
                   previous=in_force.digest, change="loosening" if widened else "tightening")
     print(f"proposal v{bundle.version} written to {path}", file=sys.stderr)
+    print(f"digest {bundle.digest}: give it to the approvers; `policy approve` signs only this content", file=sys.stderr)
     print(_explain(widened, needed, operators=in_force.operators), file=sys.stderr)
     return 0
 
@@ -200,9 +201,15 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
         if public is None:
             raise QuorumError(f"{args.operator!r} is not an operator in force "
                               f"({', '.join(sorted(chain.in_force.operators.keys))})")
+        if len(args.digest) < 16 or not bundle.digest.startswith(args.digest.lower()):
+            raise QuorumError(f"{args.proposal} has digest {bundle.digest[:16]}..., not the {args.digest[:64]!r} you "
+                              "were given: its content is not what was proposed to you; nothing was signed")
         if bundle.body["previous"] != chain.in_force.digest:
             raise QuorumError(f"the proposal was written against {bundle.body['previous'][:16]}, but v"
                               f"{chain.in_force.version} ({chain.in_force.digest[:16]}) is in force: propose again")
+        # What is signed, shown first (from the file itself, against what is in force).
+        print(diff(chain.in_force.policy_text, bundle.body["policy"], "policy")
+              + diff(chain.in_force.bots_text, bundle.body["bots"], "bots"), end="")
         approved = _approve(args, bundle, public)
         widened, needed = _needs(chain.in_force, approved)
         write_atomically(args.proposal, approved.to_json(), replace_existing=True)

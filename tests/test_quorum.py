@@ -12,6 +12,8 @@ import dataclasses
 import json
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -34,6 +36,7 @@ from agent.quorum import (
     Chain,
     InForce,
     Operators,
+    QuorumError,
     judge,
     load_operator_key,
     loosenings,
@@ -281,7 +284,8 @@ class Quorum:
 
     def approve(self, proposal: Path, *names: str) -> None:
         for name in names:
-            done = self.cli("policy", "approve", str(proposal), "--operator", name, "--key", str(self.operators[name]))
+            done = self.cli("policy", "approve", str(proposal), "--operator", name, "--key", str(self.operators[name]),
+                            "--digest", Bundle.read(proposal).digest[:16])
             assert done.returncode == 0, done.stderr
 
     def sign(self, agent, path: str = "/api/v3/order", method: str = "POST", body=ORDER, token: str = MM):
@@ -391,12 +395,12 @@ def test_replayed_forged_duplicated_and_unchained_bundles_are_refused_and_audite
     shutil.copy(published[0], quorum.bundles / "v000099-replay.json")  # v1 again
     head = Bundle.read(published[-1])
     forged = json.loads(head.to_json())
-    forged["body"]["version"] = 50
+    forged["body"]["version"] = head.version + 1
     forged["body"]["previous"] = head.digest
     forged["body"]["policy"] = BASE_POLICY.replace('["BTCUSDT", "ETHUSDT"]', '["PEPEUSDT"]')
     (quorum.bundles / "v000050-forged.json").write_text(json.dumps(forged))  # approvals of another content
     alice = load_operator_key(quorum.operators["alice"])
-    once = Bundle(body={**forged["body"], "version": 51, "policy": BASE_POLICY}, approvals=()).approved_by("alice", alice)
+    once = Bundle(body={**forged["body"], "policy": BASE_POLICY}, approvals=()).approved_by("alice", alice)
     (quorum.bundles / "v000051-doubled.json").write_text(replace(once, approvals=once.approvals * 2).to_json())
     wait_until(lambda: len(quorum.bundle_lines()) >= before + 3, "the bad bundles were not all audited")
     reasons = " | ".join(line["reason"] for line in quorum.bundle_lines()[before:])
@@ -433,14 +437,24 @@ def test_a_rolled_back_directory_stops_the_agent_from_starting(quorum: Quorum, t
     assert quorum.sign(quorum.agent)[0] == grpc.StatusCode.UNAUTHENTICATED
 
 
+PROBE = """
+import sys
+from pathlib import Path
+from pkcs11 import Attribute, ObjectClass
+from agent.config import load_config
+from agent.custody.session import TokenSession
+
+token = TokenSession.open(load_config(Path(sys.argv[1])).token)
+with token, token.session() as session:
+    (key,) = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: sys.argv[2]})
+    print(key[Attribute.SENSITIVE], key[Attribute.EXTRACTABLE], key[Attribute.NEVER_EXTRACTABLE], key[Attribute.LOCAL])
+"""
+
+
 def test_an_operator_key_in_the_operators_own_token_approves(tmp_path_factory: pytest.TempPathFactory):
     """The operator's token is not the agent's: here a second SoftHSM2 token of its own. The key is
     generated in it, cannot be read out, and its approvals verify like a file key's."""
-    from pkcs11 import Attribute, ObjectClass
-
-    from agent.config import load_config
     from agent.custody.operator import operator_label
-    from agent.custody.session import TokenSession
 
     own = make_env(tmp_path_factory, "dave-token")  # dave's token; its config's [token] names it
     env = make_env(tmp_path_factory, "quorum-token")
@@ -458,18 +472,85 @@ def test_an_operator_key_in_the_operators_own_token_approves(tmp_path_factory: p
                        config=config)
     assert proposed.returncode == 0, proposed.stderr
     proposal = Path(proposed.stderr.split("written to ")[1].split()[0])
+    digest = ("--digest", Bundle.read(proposal).digest)
     wrong = run_cli(env, "policy", "approve", str(proposal), "--operator", "alice", "--token-config", str(own.config),
-                    config=config)
+                    *digest, config=config)
     assert wrong.returncode != 0 and "holds no operator key 'signing-agent-operator-alice'" in wrong.stderr
     for args in (("--operator", "dave", "--token-config", str(own.config)),
                  ("--operator", "alice", "--key", str(alice_key))):
-        done = run_cli(env, "policy", "approve", str(proposal), *args, config=config)
+        done = run_cli(env, "policy", "approve", str(proposal), *args, *digest, config=config)
         assert done.returncode == 0, done.stderr
     published = run_cli(env, "policy", "publish", str(proposal), config=config)
     assert published.returncode == 0, published.stderr
-    token = TokenSession.open(load_config(own.config).token)
-    with token, token.session() as session:
-        (private,) = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                          Attribute.LABEL: operator_label("dave")})
-        assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
-        assert private[Attribute.NEVER_EXTRACTABLE] and private[Attribute.LOCAL]
+    # The token is read from another process: SoftHSM2 is loaded once per process, with the
+    # conftest token's configuration, and the operator's token is another one.
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(own.config), operator_label("dave")],
+                           capture_output=True, text=True, timeout=60, cwd=own.root)
+    assert probe.stdout.split() == ["True", "False", "True", "True"], probe.stdout + probe.stderr
+
+
+# -- found by an attack on the first version ------------------------------------------------------
+
+
+def _source(tmp_path: Path) -> "QuorumSource":
+    from agent.quorum import QuorumSource
+
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    return QuorumSource(tmp_path / "bundles", OPERATORS, state, clock=lambda: NOW)
+
+
+def test_a_restart_replays_the_recorded_chain_and_a_substitute_cannot_take_over(tmp_path: Path):
+    """An insider deletes the head (a brake) and publishes a no-op of their own with a higher
+    version on the older link: at restart the agent must not come back on the looser policy."""
+    first = _source(tmp_path)
+    directory = first.chain.dir
+    v1 = _approved(_propose(InForce.genesis(OPERATORS), BASE_POLICY), "alice", "bob")
+    directory.publish(v1)
+    first.start()
+    brake = _approved(_propose(first.chain.in_force, BASE_POLICY, ""), "carol")  # revokes every bot credential
+    directory.publish(brake)
+    assert [e.decision for e in first.poll()] == ["applied"]
+    (directory.path / brake.file_name).unlink()
+    v1_in_force = judge(v1, InForce.genesis(OPERATORS), NOW).in_force
+    directory.publish(_approved(_propose(v1_in_force, BASE_POLICY), "carol"))
+    with pytest.raises(QuorumError, match="is missing"):
+        _source(tmp_path).start()
+    directory.publish(brake)  # restored: the recorded chain, expired or not, starts again
+    later = _source(tmp_path)
+    later._clock = lambda: NOW + timedelta(days=40)
+    later.start()
+    assert later.chain.in_force.digest == brake.digest and not later.bots.names
+
+
+def test_files_that_are_not_bundles_never_stop_the_poll(tmp_path: Path):
+    import os
+
+    source = _source(tmp_path)
+    directory = source.chain.dir
+    directory.path.mkdir()
+    (directory.path / "surrogate.json").write_text(
+        json.dumps({"body": {**_propose(InForce.genesis(OPERATORS), BASE_POLICY).body, "summary": "\ud800"},
+                    "approvals": []}))
+    (directory.path / "deep.json").write_text("[" * 200000)
+    os.symlink("loop.json", directory.path / "loop.json")
+    os.symlink("nowhere", directory.path / "dangling.json")
+    os.mkfifo(directory.path / "fifo.json")
+    events = source.start()
+    assert len(events) == 5 and all(e.decision == "refused" for e in events), events
+    v1 = _approved(_propose(InForce.genesis(OPERATORS), BASE_POLICY), "alice", "bob")
+    directory.publish(v1)
+    shutil.copy(directory.path / v1.file_name, directory.path / "copy.json")  # a copy is not a fork
+    assert [(e.decision, e.version) for e in source.poll()] == [("applied", 1)]
+
+
+def test_approve_signs_only_the_content_it_was_told_about(quorum: Quorum):
+    proposal = quorum.propose(BASE_POLICY)
+    told = Bundle.read(proposal).digest[:16]
+    swapped = Bundle.read(proposal)
+    proposal.write_text(replace(swapped, body={**swapped.body, "summary": "swapped"}).to_json())
+    done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key", str(quorum.operators["bob"]),
+                      "--digest", told)
+    assert done.returncode != 0 and "nothing was signed" in done.stderr, done.stderr
+    assert Bundle.read(proposal).approvals == ()
+    proposal.unlink()
