@@ -142,12 +142,17 @@ class Guard:
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
+        vet: Callable[[Policy], None] | None = None,
     ) -> None:
+        # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
+        # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
+        self._vet = vet or (lambda policy: None)
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
         self._wall = wall_clock
         self._log = get_logger()
         self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
+        self._vet(self.policy)
         try:
             self.bots: Bots = load_bots(bots_path)
         except BotsFileError as exc:
@@ -193,6 +198,7 @@ class Guard:
         if not only_changed or self._policy_file.changed():
             try:
                 policy = load_policy(self._policy_file.path)
+                self._vet(policy)
             except PolicyError as exc:
                 self._log.error("policy.rejected", reason=str(exc))
                 self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
@@ -316,6 +322,11 @@ class Guard:
         elif outcome == "signed":
             for symbol in d.symbols:
                 self._note_symbol(d.bot, d.key, symbol)
+
+    def record_send(self, **fields: Any) -> None:
+        """Audit what came of a request the agent sent (agent.send.sender), beside its "sign" line.
+        Best effort: the request is already out, and a failed write is logged and alerted."""
+        self._audit_append("send", **fields)
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()
