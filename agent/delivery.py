@@ -72,12 +72,13 @@ def unbound_problem(key_policy, exchange_id: str, key_type: str) -> str | None:
     if key_policy.delivery == SEND:
         return None
     unbound = UNBOUND.get(exchange_id)
-    if unbound is None or (unbound.key_types is not None and key_type not in unbound.key_types):
+    # An unknown KEY_TYPE ("": `policy check --exchange` without the token) is taken as concerned.
+    if unbound is None or (unbound.key_types is not None and key_type and key_type not in unbound.key_types):
         return None
     restricted = restrictions(key_policy)
     if not restricted:
         return None
-    return (f"key {key_policy.label!r} ({exchange_id}, {key_type}) restricts {', '.join(restricted)}, but "
+    return (f"key {key_policy.label!r} ({exchange_id}, {key_type or 'key type unknown'}) restricts {', '.join(restricted)}, but "
             f"{unbound.why}: {unbound.part} is not signed, so a bot holding the signature could send any other. "
             f"Set delivery = \"send\" in [keys.{_toml_key(key_policy.label)}] (the agent then places the request "
             f"itself; bots call Send), or remove {', '.join(restricted)} from it")
