@@ -282,3 +282,51 @@ def test_policy_check_and_the_live_reload_refuse_signatures_over_an_unbound_body
             client.sign("htx", "POST", "/v1/order/orders/place", body=json.dumps(HTX_ORDER))
     finally:
         policy.write_text(good)
+
+
+def test_a_ccxt_bot_in_send_mode_keeps_its_code_and_ccxt_parses_the_answers(deployment):
+    import ccxt
+
+    from signing_agent_client.ccxt_bridge import agent_exchange
+
+    _, _, server, client, _ = deployment
+    before = len(server.received("binance"))
+    exchange = agent_exchange("binance", "bn", client=client, send=True)
+    account = exchange.private_get_account()
+    assert account["canTrade"] is True and {b["asset"] for b in account["balances"]} == {"BTC", "USDT"}
+    placed = exchange.private_post_order({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                                          "quantity": "0.003", "price": "50000"})
+    assert placed["orderId"] == 28 and placed["origQty"] == "0.003"
+    # The exchange's error goes through ccxt's own error handling: Binance -2013 is OrderNotFound.
+    with pytest.raises(ccxt.OrderNotFound):
+        exchange.private_get_order({"symbol": "BTCUSDT", "origClientOrderId": "never-placed"})
+    with pytest.raises(ccxt.PermissionDenied, match="delivery"):  # a sign-only key, in send mode
+        agent_exchange("binance", "bn-sign", client=client, send=True).private_get_account()
+    seen = _private(server, "binance", before)
+    assert len(seen) == 3 and all(r.verdict.ok for r in seen)
+    # ccxt's placeholder credentials never reached the exchange: the agent's key did.
+    assert all(r.http.header("X-MBX-APIKEY") != "agent-held" for r in seen)
+
+
+def test_a_ccxt_async_bot_in_send_mode(deployment):
+    import asyncio
+
+    from signing_agent_client.aio import AsyncSignerClient
+    from signing_agent_client.ccxt_bridge import agent_exchange_async
+
+    _, agent, server, _, _ = deployment
+    before = len(server.received("binance"))
+
+    async def run():
+        exchange = agent_exchange_async("binance", "bn", client=AsyncSignerClient(agent.target), send=True)
+        try:
+            return await asyncio.gather(exchange.private_get_account(), exchange.private_post_order(
+                {"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.004",
+                 "price": "70000"}))
+        finally:
+            await exchange.close()
+
+    account, placed = asyncio.run(run())
+    assert account["canTrade"] is True and placed["side"] == "SELL" and placed["origQty"] == "0.004"
+    seen = _private(server, "binance", before)
+    assert len(seen) == 2 and all(r.verdict.ok for r in seen)
