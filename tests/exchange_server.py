@@ -540,13 +540,16 @@ class ExchangeServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (ConnectionError, ssl.SSLError):  # the client gave up waiting (a delay hook): as it may
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 

@@ -1,0 +1,143 @@
+"""Send mode's parts on their own: delivery in the policy, the host registry, client order ids, the
+transport's TLS and failure kinds (against the local exchange), the audit summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.delivery import UNBOUND, check_policy
+from agent.exchanges import EXCHANGES
+from agent.policy import PolicyError, parse_policy
+from agent.policy_templates import default_policy
+from agent.send import hosts, orders
+from agent.send.sender import summary
+from agent.send.transport import Answer, SendFailure, SendSettings, Transport
+from exchange_server import ExchangeServer, TestCA, binance_spot
+from reference import hmac_credential
+from signing_agent_client.request import RawBody, UnsignedRequest
+
+RESTRICTED = 'symbols = ["btcusdt"]\nmax_order = { btcusdt = "0.01" }\n'
+
+
+def _policy(table: str) -> bytes:
+    return f'[keys.k]\nendpoints = ["* /**"]\n{table}'.encode()
+
+
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
+def test_every_template_sends_and_is_accepted_for_its_exchange(exchange: str):
+    policy = parse_policy(default_policy(exchange, "k", bot="b").encode())
+    assert policy.keys["k"].delivery == "send" and policy.keys["k"].send_to == "production"
+    key_type = EXCHANGES[exchange].key_types[0]
+    assert check_policy(policy, [("k", exchange, key_type)]) == []
+
+
+@pytest.mark.parametrize("delivery", ['delivery = "sign"\n', 'delivery = "both"\n', ""])
+@pytest.mark.parametrize("exchange,key_type", [("htx", "hmac"), ("htx", "ed25519"), ("coinbase", "ec-p256"),
+                                               ("coinbase", "ed25519")])
+def test_signatures_over_an_unbound_body_are_refused_with_restrictions(delivery, exchange, key_type):
+    policy = parse_policy(_policy(RESTRICTED + delivery))
+    [problem] = check_policy(policy, [("k", exchange, key_type)])
+    assert f"({exchange}, {key_type})" in problem and 'delivery = "send"' in problem
+    assert "POST body" in problem if exchange == "htx" else "JWT" in problem
+    # Without restrictions, or sent by the agent, or a key type whose signature covers the body: accepted.
+    assert check_policy(parse_policy(_policy(delivery)), [("k", exchange, key_type)]) == []
+    assert check_policy(parse_policy(_policy(RESTRICTED + 'delivery = "send"\n')), [("k", exchange, key_type)]) == []
+    assert check_policy(policy, [("k", "coinbase", "hmac"), ("k", "binance", "hmac")]) == []
+
+
+def test_a_key_under_the_default_table_and_an_unknown_key_type_are_checked_too():
+    policy = parse_policy(b'[keys."*"]\nendpoints = ["* /**"]\n' + RESTRICTED.encode())
+    [problem] = check_policy(policy, [("any", "htx", "hmac")])
+    assert '[keys."*"]' in problem
+    [problem] = check_policy(parse_policy(_policy(RESTRICTED)), [("k", "coinbase", "")])
+    assert "key type unknown" in problem
+
+
+def test_unbound_names_only_registered_exchanges():
+    assert set(UNBOUND) <= set(EXCHANGES)
+
+
+@pytest.mark.parametrize("value,error", [
+    ("http://127.0.0.1:8443", "https"), ("https://", "host"), ("https://u:p@host", "user"),
+    ("https://host/api", "no path"), ("https://host:99999", "port"), ("https://host?x=1", "no path"),
+])
+def test_send_to_is_a_registry_name_or_a_plain_https_base_url(value: str, error: str):
+    with pytest.raises(PolicyError, match=f"send_to must be.*{error}"):
+        parse_policy(_policy(f'send_to = "{value}"\n'))
+    assert parse_policy(_policy('send_to = "https://Exchange.Test:8443/"\n')).keys["k"].send_to == \
+        "https://exchange.test:8443"
+
+
+def test_every_exchange_has_a_production_host_and_htx_follows_the_path_and_the_key_options():
+    for exchange in EXCHANGES:
+        if exchange == "binancetr":  # no verified host: an operator's base URL only
+            with pytest.raises(hosts.NoHost, match="base URL"):
+                hosts.base_url(exchange, "production", "/api/v3/order", {})
+            continue
+        path = "/v1/order/orders/place" if exchange == "htx" else "/api/v3/order"
+        assert hosts.base_url(exchange, "production", path, {}).startswith("https://")
+    assert hosts.base_url("htx", "production", "/swap-api/v1/swap_order", {"contract_host": "api.hbdm.com"}) == \
+        "https://api.hbdm.com"
+    assert hosts.base_url("binanceusdm", "production", "/fapi/v1/order", {}) == "https://fapi.binance.com"
+    assert hosts.base_url("binance", "testnet", "/api/v3/order", {}) == "https://testnet.binance.vision"
+    with pytest.raises(hosts.NoHost, match="kraken has no testnet"):
+        hosts.base_url("kraken", "testnet", "/0/private/AddOrder", {})
+    assert hosts.base_url("kraken", "https://127.0.0.1:9", "/0/private/AddOrder", {}) == "https://127.0.0.1:9"
+
+
+def test_a_client_order_id_is_added_without_touching_the_bots_bytes():
+    raw = UnsignedRequest("POST", "/api/v5/trade/order", body=RawBody('{"instId": "BTC-USDT",  "sz": 1.10}'))
+    added = orders.with_param(raw, "clOrdId", "sa1")
+    assert added.body.text == '{"instId": "BTC-USDT",  "sz": 1.10,"clOrdId":"sa1"}'
+    assert orders.param(added, "clOrdId") == "sa1" and orders.param(raw, "clOrdId") is None
+    form = orders.with_param(UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),)), "n", "v")
+    assert form.body == (("symbol", "BTCUSDT"), ("n", "v"))
+    made = {orders.REGISTRY["binance"].make() for _ in range(100)}
+    assert len(made) == 100 and all(len(m) == 32 and m.isalnum() for m in made)
+    assert orders.for_request("binance", UnsignedRequest("POST", "/api/v3/order")) is not None
+    assert orders.for_request("binance", UnsignedRequest("DELETE", "/api/v3/order")) is None
+    assert orders.for_request("htx", UnsignedRequest("POST", "/v1/order/orders/place")) is None
+
+
+def test_lookup_answers_are_read_conservatively():
+    state = orders.REGISTRY["binance"].state
+    assert state(200, b'{"orderId": 1}') == orders.FOUND
+    assert state(400, b'{"code": -2013, "msg": "Order does not exist."}') == orders.ABSENT
+    assert state(400, b'{"code": -1021, "msg": "Timestamp outside recvWindow"}') == orders.UNKNOWN
+    assert state(502, b"<html>") == orders.UNKNOWN
+
+
+def test_tls_is_verified_and_failures_say_whether_the_request_went_out(tmp_path):
+    ca = TestCA(tmp_path)
+    with ExchangeServer(tls=ca) as server:
+        url = server.add(binance_spot(), hmac_credential("binance", "k", "s" * 64))
+        trusted = Transport(SendSettings(ca_file=ca.ca_file, read_timeout_s=0.5, total_timeout_s=2))
+        answer = trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert answer.status == 200 and json.loads(answer.body)["symbols"][0]["symbol"] == "BTCUSDT"
+        assert not {n.lower() for n, _ in answer.headers} & {"connection", "keep-alive", "transfer-encoding"}
+        with pytest.raises(SendFailure) as failed:  # the system store does not know the test CA
+            Transport(SendSettings()).request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert failed.value.kind == "tls" and failed.value.sent is False
+        server.delay("binance", 1.5)
+        with pytest.raises(SendFailure) as failed:
+            trusted.request("POST", url + "/api/v3/order?signature=abc", (), b"")
+        assert failed.value.kind == "timeout" and failed.value.sent is True
+        assert "signature" not in str(failed.value)  # the query (a signature, on HTX) is never shown
+        server.drop("binance")
+        with pytest.raises(SendFailure) as failed:
+            trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert failed.value.kind == "lost" and failed.value.sent is True
+        trusted.close()
+    with pytest.raises(SendFailure) as failed:
+        trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+    assert failed.value.kind == "unreachable" and failed.value.sent is False
+
+
+def test_the_audit_summary_keeps_ids_and_codes_only():
+    body = json.dumps({"code": "0", "data": [{"ordId": "123", "clOrdId": "c", "sCode": "0", "apiKey": "x"}]})
+    assert summary(Answer(200, (), body.encode(), 1.0)) == {"order_id": "123", "exchange_code": "0"}
+    assert summary(Answer(400, (), b'{"code": -2013, "msg": "Order does not exist."}', 1.0)) == \
+        {"exchange_code": "-2013"}
+    assert summary(Answer(502, (), b"<html>bad gateway</html>", 1.0)) == {}
