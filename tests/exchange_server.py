@@ -528,6 +528,7 @@ class ExchangeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
