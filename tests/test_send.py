@@ -24,6 +24,7 @@ from reference import asymmetric_credential, hmac_credential
 from signing_agent_client import (
     AgentUnavailableError,
     OutcomeUnknownError,
+    RateLimitedError,
     RefusedError,
     SignerClient,
 )
@@ -239,6 +240,19 @@ def test_a_429_is_handed_back_after_the_retries(deployment):
     assert answer.status == 429 and answer.header("Retry-After") == "0" and answer.json()["code"] == -1003
     assert len(_private(server, "binance", before)) == 3
     server._faults.clear()  # the two left over must not fail the next test
+
+
+def test_the_exchanges_retry_after_holds_the_keys_next_sends(deployment):
+    _, _, server, client, _ = deployment
+    server.fail("binance", 429, headers={"Retry-After": "1"}, body={"code": -1003, "msg": "Too many requests"},
+                times=3)
+    assert client.send("bn", "GET", "/api/v3/account").status == 429  # after the agent's own retries
+    before = len(server.received("binance"))
+    with pytest.raises(RateLimitedError, match=r"rate:exchange.*Retry-After"):
+        client.send("bn", "GET", "/api/v3/account")
+    assert len(server.received("binance")) == before  # held in the agent, not sent
+    time.sleep(1.1)
+    assert client.send("bn", "GET", "/api/v3/account").status == 200
 
 
 def test_an_unreachable_exchange_is_unavailable_and_nothing_was_placed(deployment):

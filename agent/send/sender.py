@@ -21,6 +21,7 @@ the audit, and never anything of the signature.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ READ_ATTEMPTS = 3
 BACKOFF_S = (0.2, 0.6)  # before the second and third attempt of a read
 MAX_RETRY_AFTER_S = 2.0  # a longer Retry-After is the bot's to wait, not a signing thread's
 LOOKUP_DELAYS_S = (0.2, 0.5, 1.0)  # before each lookup of a lost order: the exchange may be slow to list it
+# The exchange's own limit, fed back: after a 429 (or Binance's 418 ban) whose Retry-After is handed to
+# the bot, the key's further Sends are refused (RESOURCE_EXHAUSTED, rule rate:exchange) until it has
+# passed, so that bots hammering a limited key do not get its IP banned. Bounded, as a clock in a
+# header is the exchange's, not the operator's.
+MAX_HOLD_S = 300.0
 
 
 class SendError(Exception):
@@ -69,6 +75,19 @@ class Sender:
         self._transport = transport
         self._audit = audit  # (event fields) -> None: Guard.record_send
         self._sleep = sleep
+        self._holds: dict[tuple[str, str], float] = {}  # (exchange, key label) -> monotonic time it ends
+        self._lock = threading.Lock()
+
+    def hold_left(self, exchange: str, label: str) -> float:
+        """Seconds until the exchange's last Retry-After for this key has passed (0: none)."""
+        with self._lock:
+            until = self._holds.get((exchange, label))
+            if until is None:
+                return 0.0
+            left = until - time.monotonic()
+            if left <= 0:
+                del self._holds[(exchange, label)]
+            return max(0.0, left)
 
     def place(self, job: Job, who: dict[str, str]) -> Delivered:
         try:
@@ -81,6 +100,12 @@ class Sender:
                         or "", reason=str(exc)[:300])
             raise
         answer = delivered.answer
+        wait = _retry_after(answer) if answer.status in (418, 429) else None
+        if wait:
+            with self._lock:
+                if len(self._holds) > 10_000:  # bounded: labels come from the policy, but stay safe
+                    self._holds.clear()
+                self._holds[(job.exchange, who["key"])] = time.monotonic() + min(wait, MAX_HOLD_S)
         self._audit(**who, exchange=job.exchange, outcome="answered", http_status=answer.status,
                     client_order_id=delivered.client_id or "", reconciled=delivered.reconciled,
                     elapsed_ms=answer.elapsed_ms, **summary(answer))

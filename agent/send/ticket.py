@@ -10,11 +10,12 @@ one), before the rules read the request, so the policy and the audit see what is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.delivery import SEND, SIGN, unbound_problem
-from agent.policy import Refusal
+from agent.policy import RESOURCE_EXHAUSTED, Refusal
 from agent.send import hosts, orders
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 @dataclass
 class Ticket:
     rpc: str  # SIGN or SEND: the call being decided
+    # SEND: seconds the exchange asked this key to wait (agent.send.sender.Sender.hold_left)
+    hold: Callable[[str, str], float] = field(default=lambda exchange, label: 0.0, repr=False)
     # Set by admit() on a Send call, for the sender:
     exchange: "Exchange | None" = None
     entry: "KeyEntry | None" = None
@@ -50,6 +53,10 @@ class Ticket:
         if key_policy.delivery == SIGN:
             raise Refusal("delivery", f"key {label!r} is sign-only (delivery = \"sign\"): call Sign, or ask the "
                                       "operator for delivery = \"send\" (or \"both\") in its policy")
+        left = self.hold(exchange.id, label)
+        if left > 0:
+            raise Refusal("rate:exchange", f"{exchange.name} answered key {label!r} with a rate limit and asked for "
+                                           f"{left:.1f} s more (Retry-After): wait, then send again", RESOURCE_EXHAUSTED)
         self.base_url = hosts.base_url(exchange.id, key_policy.send_to, request.path, entry.info.options)
         rules = orders.for_request(exchange.id, request)
         if rules is not None:
