@@ -30,8 +30,11 @@ requests, then is gone): `fail(exchange, status, headers=..., body=...)` (a 429 
 503...), `delay(exchange, seconds)` (a slow answer), `drop(exchange)` (the request is acted on, an
 order accepted, and the connection closed without an answer: the lost answer a send-mode agent must
 reconcile). Orders are kept by client order id (`Family.orders`), so an order can be looked up by it
-(Binance GET /api/v3/order?origClientOrderId=...) and a test can count what was placed. A request with a bad signature gets the family's
-`unauthorized` answer (its status and body as the exchange documents it).
+(Binance GET /api/v3/order?origClientOrderId=...) and a test can count what was placed. A request
+with a bad signature gets the family's `unauthorized` answer (its status and body as the exchange documents it).
+
+Coinbase CDP keys' JWTs are checked with the key's public half (`_verify_jwt`). Not checked (yet):
+passphrase headers (OKX, KuCoin, Bitget), the freshness of timestamps and receive windows, and nonces growing per key.
 
 TLS: `ExchangeServer(tls=TestCA(tmp_path))` serves HTTPS with a certificate for each family's host
 and 127.0.0.1, signed by a throw-away CA whose certificate is `TestCA.ca_file`.
@@ -51,9 +54,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from adversarial.exchange_readers import READERS, Http
 from reference import SoftwareCredential
@@ -83,18 +88,39 @@ def _deribit_sig(http: Http) -> str | None:
 
 
 def _percent_decoded(read: Callable[[Http], str | None]) -> Callable[[Http], str | None]:
-    from urllib.parse import unquote
-
     return lambda http: None if read(http) is None else unquote(read(http))
+
+
+def _cryptocom_sig(http: Http) -> str | None:
+    try:
+        return json.loads(http.body).get("sig")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _cryptocom_message(http: Http) -> bytes | None:
+    """method + id + api_key + paramString + nonce, paramString as Crypto.com documents it (param_text of
+    test_cryptocom_paramstring.py, written from its samples)."""
+    from adversarial.test_cryptocom_paramstring import param_text
+
+    try:
+        body = json.loads(http.body, parse_float=Decimal)
+        return (f"{body['method']}{body['id']}{body['api_key']}{param_text(body.get('params') or {})}"
+                f"{body['nonce']}").encode()
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
 class Signature:
-    """Where an exchange reads the signature (READ), the HMAC's hash, and how the MAC is written."""
+    """Where an exchange reads the signature (READ), the HMAC's hash, and how the MAC is written.
+    MESSAGE: the signed bytes, where the exchange's reader does not give them (Crypto.com's reader
+    reads the body back; the paramString prehash is built here from the documented paramString)."""
 
     read: Callable[[Http], str | None]
     hash_name: str
     encoding: str  # "hex" (compared case-insensitively) or "base64"
+    message: Callable[[Http], bytes | None] | None = None
 
 
 _BINANCE = Signature(_param("signature"), "sha256", "hex")
@@ -113,11 +139,10 @@ SIGNATURES: dict[str, Signature] = {
     "bitstamp": Signature(_header("X-Auth-Signature"), "sha256", "hex"),
     "deribit": Signature(_deribit_sig, "sha256", "hex"),
     "coinbase": Signature(_header("CB-ACCESS-SIGN"), "sha256", "hex"),  # legacy HMAC keys (CDP JWTs: _verify_jwt)
+    "cryptocom": Signature(_cryptocom_sig, "sha256", "hex", _cryptocom_message),
 }
 # MEXC signs spot like Binance (the `signature` parameter) and futures in a header; its reader tells them apart.
 _MEXC_CONTRACT = Signature(_header("Signature"), "sha256", "hex")
-# Not modelled here (a request of theirs is answered 401 "not modelled"): Crypto.com (its reader models
-# the body, not the paramString prehash).
 
 
 def _signature_of(exchange: str, http: Http) -> Signature | None:
@@ -177,7 +202,7 @@ def verify(exchange: str, http: Http, credential: SoftwareCredential) -> Verdict
     sent = signature.read(http)
     if not sent:
         return Verdict(False, "no signature where the exchange reads it")
-    message = reader.verified(http)
+    message = signature.message(http) if signature.message else reader.verified(http)
     if message is None:
         return Verdict(False, "the exchange cannot rebuild the signed bytes from this request")
     mac = credential.mac(message, signature.hash_name)
@@ -204,8 +229,6 @@ class Received:
     @property
     def params(self) -> dict[str, str]:
         """The query and form-body parameters (the last of a repeated name), decoded."""
-        from urllib.parse import parse_qsl
-
         pairs = parse_qsl(self.http.query, keep_blank_values=True)
         if self.http.body and not self.http.body.lstrip().startswith(("{", "[")):
             pairs += parse_qsl(self.http.body, keep_blank_values=True)
@@ -543,7 +566,7 @@ class ExchangeServer:
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/html" if isinstance(answer, bytes) else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in headers.items():
                         self.send_header(name, value)

@@ -181,7 +181,7 @@ def test_dry_run_sync_and_async_return_the_signed_request_without_the_network(en
 
 
 # Private calls ccxt 4.5's load_markets still makes with the bridge's options (no option turns them off):
-# the template policy of these exchanges must allow them, or the bot loads markets another way.
+# reads that the templates of these exchanges allow (test_ccxt_bots.py runs every exchange under its template).
 LOAD_MARKETS_PRIVATE = {
     "coinbase": [("GET", "/api/v3/brokerage/transaction_summary")],
     "kucoin": [("GET", "/api/v3/margin/symbols"), ("GET", "/api/v1/isolated/symbols")],

@@ -90,8 +90,8 @@ def test_example_dry_run_prints_a_valid_signed_order_and_sends_nothing_private(d
     printed = json.loads(proc.stdout)
     path = printed["path"] if "path" in printed else printed["url"].removeprefix(server.url("binance"))
     path, _, query = path.partition("?")
-    headers = tuple(printed.get("headers", {"X-MBX-APIKEY": api_key}).items())
-    http = Http(printed["method"], path, query, printed["body"] or "", headers)
+    assert printed["headers"]["X-MBX-APIKEY"] == api_key
+    http = Http(printed["method"], path, query, printed["body"] or "", tuple(printed["headers"].items()))
     credential = server.credential("binance")
     assert verify("binance", http, credential).ok  # what it would have sent verifies as Binance would
     assert (http.method, http.path) == ("POST", "/api/v3/order") and "symbol=BTCUSDT" in http.body

@@ -25,8 +25,8 @@ args = parser.parse_args()
 
 # Spot markets only: ccxt would also load USD-M and COIN-M futures markets, from other hosts.
 config = {"options": {"fetchMarkets": {"types": ["spot"]}}}
-exchange = agent_exchange("binance", key=args.key, config=config,
-                          dry_run=args.dry_run)   # before: ccxt.binance({"apiKey": "...", "secret": "..."})
+# Plain ccxt would be ccxt.binance({"apiKey": "...", "secret": "..."}): here no apiKey, no secret.
+exchange = agent_exchange("binance", key=args.key, config=config, dry_run=args.dry_run)
 if args.exchange_url:  # every API URL of ccxt, whatever its host, to the one server given
     for name, url in exchange.urls["api"].items():
         exchange.urls["api"][name] = args.exchange_url + urlsplit(url).path
@@ -38,8 +38,8 @@ try:
         raise SystemExit(0)
     order = exchange.create_order("BTC/USDT", "limit", "buy", 0.001, 50000)
     balance = exchange.fetch_balance()
-except ccxt.RateLimitExceeded as exc:  # the agent's or the exchange's rate: back off, then retry
-    raise SystemExit(f"slow down: {exc}")
+except ccxt.NetworkError as exc:  # the agent's rate, the exchange's 429, a timeout...: back off, retry
+    raise SystemExit(f"try again later: {exc}")
 except ccxt.PermissionDenied as exc:  # refused by the agent's policy: the message names the rule
     raise SystemExit(f"refused: {exc}")
 print("order", order["id"], order["status"])

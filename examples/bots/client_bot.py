@@ -40,7 +40,7 @@ with SignerClient() as signer:
     )
     # req.path already carries the query; req.body carries timestamp and signature
     if args.dry_run:
-        print(json.dumps({"method": req.method, "path": req.path, "body": req.body}))
+        print(json.dumps({"method": req.method, "path": req.path, "headers": req.headers_dict(), "body": req.body}))
         raise SystemExit(0)
     try:
         order = send(req, args.exchange_url)
