@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import ipaddress
 import json
 import ssl
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -32,27 +31,6 @@ from pathlib import Path
 
 BODY = json.dumps({"symbol": "BTCUSDT", "orderId": 28, "clientOrderId": "x" * 32, "status": "NEW",
                    "price": "50000.00", "origQty": "0.001", "executedQty": "0", "fills": []}).encode()
-
-
-def _certificates(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,12 +49,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(cert: Path, key: Path) -> tuple[ThreadingHTTPServer, str]:
+def _serve(ca) -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = ca.context("127.0.0.1").wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"https://127.0.0.1:{server.server_address[1]}/api/v3/order"
 
@@ -155,13 +131,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from exchange_server import TestCA  # the tests' throw-away CA: a certificate for 127.0.0.1
+
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = _certificates(Path(tmp))
-        server, url = _serve(cert, key)
+        ca = TestCA(Path(tmp))
+        server, url = _serve(ca)
         clients = {"urllib3": _urllib3, "aiohttp (loop thread)": _aiohttp, "httpx (HTTP/1.1)": _httpx}
         for name, make in clients.items():
             try:
-                call, close = make(cert, args.threads)
+                call, close = make(ca.ca_file, args.threads)
             except ImportError:
                 print(f"{name:24} not installed: skipped")
                 continue
