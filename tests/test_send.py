@@ -344,3 +344,15 @@ def test_a_ccxt_async_bot_in_send_mode(deployment):
     assert account["canTrade"] is True and placed["side"] == "SELL" and placed["origQty"] == "0.004"
     seen = _private(server, "binance", before)
     assert len(seen) == 2 and all(r.verdict.ok for r in seen)
+
+
+def test_an_agent_does_not_start_on_a_policy_handing_out_unbound_signatures(deployment):
+    env, _, _, _, _ = deployment
+    bad = env.root / "unbound-policy.toml"
+    bad.write_text(f'[bots.{TEST_BOT}]\nkeys = ["*"]\n\n[keys.htx]\nendpoints = ["POST /v1/order/orders/place"]\n'
+                   'symbols = ["btcusdt"]\n')  # no delivery: "sign"
+    config = env.write_config("bad-start", extra='[policy]\nfile = "unbound-policy.toml"\n')
+    refused = start_agent(env, config, wait=False)
+    assert refused.proc.wait(timeout=60) != 0
+    log = refused.log.read_text()
+    assert "'htx' (htx, hmac)" in log and "POST body" in log and "delivery = " in log, log
