@@ -356,3 +356,25 @@ def test_an_agent_does_not_start_on_a_policy_handing_out_unbound_signatures(depl
     assert refused.proc.wait(timeout=60) != 0
     log = refused.log.read_text()
     assert "'htx' (htx, hmac)" in log and "POST body" in log and "delivery = " in log, log
+
+
+def test_a_ccxt_htx_bot_in_send_mode_places_its_order_with_the_body_the_policy_read(deployment):
+    import ccxt
+
+    from signing_agent_client.ccxt_bridge import agent_exchange
+    from test_ccxt_bots import _market
+
+    _, _, server, client, _ = deployment
+    before = len(server.received("htx"))
+    exchange = agent_exchange("htx", "htx", client=client, send=True, config={"enableRateLimit": False})
+    exchange.set_markets([_market(exchange, "htx")])
+    order = exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 50000)
+    seen = _private(server, "htx", before)
+    placed = [r for r in seen if r.http.path == "/v1/order/orders/place"]
+    assert len(placed) == 1 and all(r.verdict.ok for r in seen)
+    body = json.loads(placed[0].http.body)
+    assert (body["symbol"], body["amount"], body["type"]) == ("btcusdt", "0.01", "buy-limit")
+    assert order["id"] == server._families["htx"][0].orders[body.get("client-order-id") or order["id"]]["id"]
+    with pytest.raises(ccxt.PermissionDenied, match="order-size"):  # over the cap: refused, nothing sent
+        exchange.create_order("BTC/USDT", "limit", "buy", 1, 50000)
+    assert len([r for r in _private(server, "htx", before) if r.http.path == "/v1/order/orders/place"]) == 1
