@@ -141,3 +141,66 @@ def test_the_audit_summary_keeps_ids_and_codes_only():
     assert summary(Answer(400, (), b'{"code": -2013, "msg": "Order does not exist."}', 1.0)) == \
         {"exchange_code": "-2013"}
     assert summary(Answer(502, (), b"<html>bad gateway</html>", 1.0)) == {}
+
+
+class _Exchange:
+    """A transport whose answers are scripted (the sender's decisions are what is tested here; the real
+    transport is tested above and end to end)."""
+
+    def __init__(self, total_timeout_s: float, script):
+        self.settings = SendSettings(total_timeout_s=total_timeout_s)
+        self.script, self.calls = list(script), []
+
+    def request(self, method, url, headers, body):
+        self.calls.append(method)
+        step = self.script.pop(0) if self.script else self.script_last
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def _job(read: bool, client_id: str | None):
+    from agent.send.sender import Job
+    from signing_agent_client.request import SignedRequest
+
+    request = UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),)).validated()
+    return Job(exchange="binance", base_url="https://x", request=request, signed=SignedRequest("POST", "/p"),
+               sign=lambda r: SignedRequest(r.method, "/again"), read=read, client_id=client_id,
+               client_ids=orders.REGISTRY["binance"] if client_id else None)
+
+
+def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was_found():
+    from agent.send.sender import Sender, SendError
+
+    absent = Answer(400, (), b'{"code": -2013, "msg": "Order does not exist."}', 1.0)
+    exchange = _Exchange(15.0, [SendFailure("timeout", True, "x did not answer in time")])
+    exchange.script_last = absent
+    audited = []
+    sender = Sender(exchange, lambda **f: audited.append(f), sleep=lambda s: None)
+    with pytest.raises(SendError) as lost:
+        sender.place(_job(read=False, client_id="sa-1"), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert lost.value.code == "DEADLINE_EXCEEDED" and "'sa-1'" in str(lost.value) and "no order" in str(lost.value)
+    assert exchange.calls == ["POST", "GET", "GET", "GET"]  # one order, three lookups
+    assert audited[-1]["outcome"] == "failed" and audited[-1]["client_order_id"] == "sa-1"
+    # A short budget: no lookup starts past it, and the message does not claim what was not asked.
+    exchange = _Exchange(0.1, [SendFailure("timeout", True, "x did not answer in time")])
+    exchange.script_last = absent
+    with pytest.raises(SendError, match="did not say"):
+        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+            _job(read=False, client_id="sa-2"), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert exchange.calls == ["POST"]
+
+
+def test_a_write_that_never_left_is_unavailable_and_one_without_client_ids_is_not_looked_up():
+    from agent.send.sender import Sender, SendError
+
+    exchange = _Exchange(15.0, [SendFailure("unreachable", False, "cannot connect to x")])
+    with pytest.raises(SendError, match="Nothing was placed") as failed:
+        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+            _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert failed.value.code == "UNAVAILABLE" and exchange.calls == ["POST"]
+    exchange = _Exchange(15.0, [SendFailure("lost", True, "the connection to x broke")])
+    with pytest.raises(SendError, match="not send it again") as failed:
+        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+            _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert failed.value.code == "DEADLINE_EXCEEDED" and exchange.calls == ["POST"]

@@ -39,6 +39,10 @@ LOOKUP_DELAYS_S = (0.2, 0.5, 1.0)  # before each lookup of a lost order: the exc
 # passed, so that bots hammering a limited key do not get its IP banned. Bounded, as a clock in a
 # header is the exchange's, not the operator's.
 MAX_HOLD_S = 300.0
+# Retries and lookups start only within this many total_timeout_ms of the first attempt, so that a
+# Send ends within about 2.5 of them (the last attempt runs to its own timeout): under the client's
+# deadline (signing_agent_client.client.SEND_TIMEOUT, 45 s) with the default 15 s.
+BUDGET_TOTALS = 1.5
 
 
 class SendError(Exception):
@@ -73,6 +77,7 @@ class Delivered:
 class Sender:
     def __init__(self, transport: Transport, audit: Callable[..., None], sleep: Callable[[float], None] = time.sleep):
         self._transport = transport
+        self._budget_s = BUDGET_TOTALS * transport.settings.total_timeout_s
         self._audit = audit  # (event fields) -> None: Guard.record_send
         self._sleep = sleep
         self._holds: dict[tuple[str, str], float] = {}  # (exchange, key label) -> monotonic time it ends
@@ -90,11 +95,12 @@ class Sender:
             return max(0.0, left)
 
     def place(self, job: Job, who: dict[str, str]) -> Delivered:
+        deadline = time.monotonic() + self._budget_s
         try:
             if job.read:
-                delivered = Delivered(self._read(job, job.request, job.signed), job.client_id)
+                delivered = Delivered(self._read(job, job.request, job.signed, deadline), job.client_id)
             else:
-                delivered = self._write(job)
+                delivered = self._write(job, deadline)
         except SendError as exc:
             self._audit(**who, exchange=job.exchange, outcome="failed", status=exc.code, client_order_id=job.client_id
                         or "", reason=str(exc)[:300])
@@ -113,10 +119,12 @@ class Sender:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _read(self, job: Job, request: UnsignedRequest, signed: SignedRequest) -> Answer:
+    def _read(self, job: Job, request: UnsignedRequest, signed: SignedRequest, deadline: float) -> Answer:
         failure: SendFailure | None = None
         for attempt in range(READ_ATTEMPTS):
             if attempt:
+                if time.monotonic() + delay >= deadline:
+                    break
                 self._sleep(delay)
                 signed = job.sign(request)
             try:
@@ -139,7 +147,7 @@ class Sender:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _write(self, job: Job) -> Delivered:
+    def _write(self, job: Job, deadline: float) -> Delivered:
         try:
             return Delivered(self._once(job, job.signed), job.client_id)
         except SendFailure as exc:
@@ -149,14 +157,16 @@ class Sender:
         if job.client_ids is None or job.client_id is None:
             raise SendError("DEADLINE_EXCEEDED", f"{lost.detail}. The request may have been acted on; the agent did "
                             "not send it again. Check with a read (open orders, fills) before sending it again")
-        return self._reconcile(job, lost)
+        return self._reconcile(job, lost, deadline)
 
-    def _reconcile(self, job: Job, lost: SendFailure) -> Delivered:
+    def _reconcile(self, job: Job, lost: SendFailure, deadline: float) -> Delivered:
         rules, client_id = job.client_ids, job.client_id
         assert rules is not None and client_id is not None
         lookup = rules.lookup(job.request, client_id).validated()
         state = "unknown"
         for delay in LOOKUP_DELAYS_S:
+            if time.monotonic() + delay >= deadline:
+                break
             self._sleep(delay)
             try:
                 answer = self._once(job, job.sign(lookup))
