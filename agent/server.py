@@ -494,7 +494,7 @@ def build_server(
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    sender = Sender(Transport(config.send), guard.record_send)
+    sender = Sender(Transport(config.send), guard.record_send, metrics=metrics)
     service = SignerService(keyring, nonces, guard, metrics, sender=sender)
     health_servicer = health.HealthServicer()
     watches = WatchStreams(health_servicer, service._caller)  # noqa: SLF001 - Watch identifies callers as Sign does

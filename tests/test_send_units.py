@@ -194,11 +194,18 @@ def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was
 def test_a_write_that_never_left_is_unavailable_and_one_without_client_ids_is_not_looked_up():
     from agent.send.sender import Sender, SendError
 
+    from prometheus_client import CollectorRegistry
+
+    from agent.metrics import Metrics
+
+    registry = CollectorRegistry()
     exchange = _Exchange(15.0, [SendFailure("unreachable", False, "cannot connect to x")])
     with pytest.raises(SendError, match="Nothing was placed") as failed:
-        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+        Sender(exchange, lambda **f: None, sleep=lambda s: None, metrics=Metrics(registry)).place(
             _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
     assert failed.value.code == "UNAVAILABLE" and exchange.calls == ["POST"]
+    sample = registry.get_sample_value("signing_agent_send_total", {"exchange": "binance", "outcome": "unavailable"})
+    assert sample == 1.0
     exchange = _Exchange(15.0, [SendFailure("lost", True, "the connection to x broke")])
     with pytest.raises(SendError, match="not send it again") as failed:
         Sender(exchange, lambda **f: None, sleep=lambda s: None).place(

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from agent.send.orders import ABSENT, FOUND, ClientIds
 from agent.send.transport import Answer, SendFailure, Transport
@@ -75,7 +76,9 @@ class Delivered:
 
 
 class Sender:
-    def __init__(self, transport: Transport, audit: Callable[..., None], sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, transport: Transport, audit: Callable[..., None], sleep: Callable[[float], None] = time.sleep,
+                 metrics: Any = None):
+        self._metrics = metrics  # agent.metrics.Metrics, or None
         self._transport = transport
         self._budget_s = BUDGET_TOTALS * transport.settings.total_timeout_s
         self._audit = audit  # (event fields) -> None: Guard.record_send
@@ -95,17 +98,20 @@ class Sender:
             return max(0.0, left)
 
     def place(self, job: Job, who: dict[str, str]) -> Delivered:
-        deadline = time.monotonic() + self._budget_s
+        started = time.monotonic()
+        deadline = started + self._budget_s
         try:
             if job.read:
                 delivered = Delivered(self._read(job, job.request, job.signed, deadline), job.client_id)
             else:
                 delivered = self._write(job, deadline)
         except SendError as exc:
+            self._count(job, exc.code.lower(), started)
             self._audit(**who, exchange=job.exchange, outcome="failed", status=exc.code, client_order_id=job.client_id
                         or "", reason=str(exc)[:300])
             raise
         answer = delivered.answer
+        self._count(job, "reconciled" if delivered.reconciled else _status_class(answer.status), started)
         wait = _retry_after(answer) if answer.status in (418, 429) else None
         if wait:
             with self._lock:
@@ -116,6 +122,10 @@ class Sender:
                     client_order_id=delivered.client_id or "", reconciled=delivered.reconciled,
                     elapsed_ms=answer.elapsed_ms, **summary(answer))
         return delivered
+
+    def _count(self, job: Job, outcome: str, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.sent(exchange=job.exchange, outcome=outcome, seconds=time.monotonic() - started)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -184,6 +194,10 @@ class Sender:
     def _once(self, job: Job, signed: SignedRequest) -> Answer:
         return self._transport.request(signed.method, job.base_url + signed.path, signed.headers,
                                        signed.body.encode("utf-8"))
+
+
+def _status_class(status: int) -> str:
+    return "429" if status == 429 else f"{status // 100}xx"
 
 
 def _retry_after(answer: Answer) -> float | None:
