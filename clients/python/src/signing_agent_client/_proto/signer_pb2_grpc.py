@@ -91,12 +91,15 @@ class SignerServicer:
         pair with another body. The key's policy must allow it (`delivery = "send"`
         or "both"). The same request as Sign; the same decision, audit and statuses,
         plus, for the trip to the exchange:
-        OK                 the exchange answered (any HTTP status: read `status`)
-        UNAVAILABLE        the exchange could not be reached, or answered 5xx/429 to a
-        read after the agent's retries; nothing was placed
-        DEADLINE_EXCEEDED  no answer in time; the message says whether the request
-        may have been placed and what the agent found out
+        OK                 the exchange answered, whatever its HTTP status (read
+        `status`: a 400 or a 429 is the exchange's answer)
+        UNAVAILABLE        the exchange could not be reached; nothing was sent
+        DEADLINE_EXCEEDED  the request went out and no answer came back; it was not
+        sent again; the message says what the agent found out
         FAILED_PRECONDITION the key cannot be sent (no host for it, TLS not verified)
+        RESOURCE_EXHAUSTED as Sign, or the exchange's Retry-After still running
+        Reads are retried by the agent (signed afresh); anything that writes is sent
+        once.
         An order is never sent twice by the agent: where the exchange takes a client
         order id, the agent sets one (unless the bot did) and, when the answer is
         lost, looks the order up by it instead of sending it again.
