@@ -332,6 +332,17 @@ def htx_spot() -> Family:
             family.orders[body.get("client-order-id") or order_id] = {**body, "id": order_id}
         return {"status": "ok", "data": order_id}
 
+    def lookup(req: Received) -> dict:
+        found = family.orders.get(req.params.get("clientOrderId", ""))
+        if found is None:
+            return {"status": "error", "err-code": "base-record-invalid", "err-msg": "record invalid", "data": None}
+        return {"status": "ok", "data": {"id": int(found["id"]), "symbol": found.get("symbol"),
+                                         "account-id": int(found.get("account-id", 0)), "amount": found.get("amount"),
+                                         "price": found.get("price"), "type": found.get("type"),
+                                         "client-order-id": found.get("client-order-id"), "state": "submitted",
+                                         "created-at": int(time.time() * 1000), "field-amount": "0.0",
+                                         "field-cash-amount": "0.0", "field-fees": "0.0", "source": "spot-api"}}
+
     family = (Family("htx", "api.huobi.pro",
                      unauthorized=(200, {"status": "error", "err-code": "api-signature-not-valid",
                                          "err-msg": "Signature not valid: Incorrect Access key [Access key错误]",
@@ -339,7 +350,8 @@ def htx_spot() -> Family:
                      not_found=(404, {"status": "error", "err-code": "invalid-parameter"}))
               .route("GET", "/v1/account/accounts", {"status": "ok", "data": [
                   {"id": 10000001, "type": "spot", "subtype": "", "state": "working"}]})
-              .route("POST", "/v1/order/orders/place", place))
+              .route("POST", "/v1/order/orders/place", place)
+              .route("GET", "/v1/order/orders/getClientOrder", lookup))
     return family
 
 

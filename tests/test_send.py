@@ -158,7 +158,9 @@ def test_htx_body_reaches_the_exchange_exactly_as_checked(deployment):
     assert answer.status == 200 and answer.json()["status"] == "ok"
     seen = _private(server, "htx", before)
     assert len(seen) == 1 and seen[0].verdict.ok
-    assert seen[0].http.body == body  # byte for byte what the policy read: nothing else can be paired with it
+    # Byte for byte what the policy read: the bot's body, and the client order id the agent added
+    # before the rules read it. Nothing else can be paired with the signature: the bot never has it.
+    assert answer.client_order_id and seen[0].http.body == body[:-1] + f',"client-order-id":"{answer.client_order_id}"}}'
     with pytest.raises(RefusedError, match="order-size"):  # over the cap: refused before anything is sent
         client.send("htx", "POST", "/v1/order/orders/place", body=json.dumps({**HTX_ORDER, "amount": "5"}))
     with pytest.raises(RefusedError, match="symbol"):
@@ -211,13 +213,34 @@ def test_a_lost_answer_to_an_accepted_order_is_reconciled_without_a_second_order
 
 def test_a_slow_answer_to_an_order_without_client_ids_is_not_sent_again(deployment):
     _, _, server, client, _ = deployment
-    before = len(server.received("htx"))
-    server.delay("htx", 2.0)  # over read_timeout_ms = 1000
+    before = len(server.received("coinbase"))
+    server.delay("coinbase", 2.0)  # over read_timeout_ms = 1000
     with pytest.raises(OutcomeUnknownError, match="not send it again") as refused:
-        client.send("htx", "POST", "/v1/order/orders/place", body=json.dumps(HTX_ORDER))
+        client.send("cb", "POST", "/api/v3/brokerage/orders", body=json.dumps({**CB_ORDER, "client_order_id": "cb-2"}))
     assert refused.value.code == "DEADLINE_EXCEEDED"
     time.sleep(1.5)  # the exchange finishes the slow one
-    assert len(_private(server, "htx", before)) == 1
+    assert len(_private(server, "coinbase", before)) == 1
+
+
+def test_htx_a_lost_answer_is_reconciled_and_a_late_order_is_never_called_absent_and_resent(deployment):
+    _, _, server, client, _ = deployment
+    htx_orders = server._families["htx"][0].orders
+    server.drop("htx")
+    answer = client.send("htx", "POST", "/v1/order/orders/place", body=json.dumps(HTX_ORDER))
+    assert answer.reconciled and answer.json()["data"]["client-order-id"] == answer.client_order_id
+    assert answer.client_order_id in htx_orders
+    # An exchange slower than the agent's lookups: they find nothing, and the agent says so without
+    # claiming the order was not placed; it was, once, later.
+    placed = len(htx_orders)
+    server.delay("htx", 5.0)
+    with pytest.raises(OutcomeUnknownError, match="no order with that id yet.*same client order id") as lost:
+        client.send("htx", "POST", "/v1/order/orders/place", body=json.dumps(HTX_ORDER))
+    client_id = lost.value.message.split("client order id '")[1].split("'")[0]
+    assert client_id not in htx_orders
+    deadline = time.monotonic() + 6
+    while client_id not in htx_orders and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client_id in htx_orders and len(htx_orders) == placed + 1
 
 
 def test_a_read_is_retried_with_a_fresh_signature(deployment):

@@ -98,7 +98,8 @@ def test_a_client_order_id_is_added_without_touching_the_bots_bytes():
     assert len(made) == 100 and all(len(m) == 32 and m.isalnum() for m in made)
     assert orders.for_request("binance", UnsignedRequest("POST", "/api/v3/order")) is not None
     assert orders.for_request("binance", UnsignedRequest("DELETE", "/api/v3/order")) is None
-    assert orders.for_request("htx", UnsignedRequest("POST", "/v1/order/orders/place")) is None
+    assert orders.for_request("htx", UnsignedRequest("POST", "/v1/order/orders/place")) is not None
+    assert orders.for_request("coinbase", UnsignedRequest("POST", "/api/v3/brokerage/orders")) is None
 
 
 def test_lookup_answers_are_read_conservatively():

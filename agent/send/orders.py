@@ -129,6 +129,19 @@ def _bybit_state(status: int, body: bytes) -> str:
     return FOUND if found else ABSENT if found == [] else UNKNOWN
 
 
+def _htx_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    return UnsignedRequest("GET", "/v1/order/orders/getClientOrder", query=(("clientOrderId", client_id),))
+
+
+def _htx_state(status: int, body: bytes) -> str:
+    parsed = _json(body)
+    if status != 200 or not isinstance(parsed, dict):
+        return UNKNOWN
+    if parsed.get("status") == "ok" and isinstance(parsed.get("data"), dict):
+        return FOUND
+    return ABSENT if parsed.get("err-code") == "base-record-invalid" else UNKNOWN  # "record invalid"
+
+
 _BINANCE = ClientIds(places=frozenset({("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")}),
                      param="newClientOrderId", make=_hex_id("sa", 32), lookup=_binance_lookup,
                      state=_binance_state)
@@ -136,6 +149,8 @@ REGISTRY: dict[str, ClientIds] = {
     "binance": _BINANCE, "binanceusdm": _BINANCE, "binanceus": _BINANCE,
     "okx": ClientIds(places=frozenset({("POST", "/api/v5/trade/order")}), param="clOrdId",
                      make=_hex_id("sa", 32), lookup=_okx_lookup, state=_okx_state),
+    "htx": ClientIds(places=frozenset({("POST", "/v1/order/orders/place")}), param="client-order-id",
+                     make=_hex_id("sa", 32), lookup=_htx_lookup, state=_htx_state),
     "bybit": ClientIds(places=frozenset({("POST", "/v5/order/create")}), param="orderLinkId",
                        make=_hex_id("sa", 36), lookup=_bybit_lookup, state=_bybit_state),
 }
