@@ -212,3 +212,53 @@ def test_a_write_that_never_left_is_unavailable_and_one_without_client_ids_is_no
         Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
             _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
     assert failed.value.code == "DEADLINE_EXCEEDED" and exchange.calls == ["POST"]
+
+
+def test_https_through_the_outbound_proxy_is_a_tunnel_verified_end_to_end(tmp_path):
+    import select
+    import socket
+    import socketserver
+    import threading
+
+    tunnels: list[str] = []
+
+    class Connect(socketserver.BaseRequestHandler):
+        """An HTTP CONNECT proxy: it relays bytes and never sees the TLS inside."""
+
+        def handle(self) -> None:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += self.request.recv(4096)
+            target = head.split(b" ")[1].decode()
+            tunnels.append(target)
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port))) as upstream:
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                ends = [self.request, upstream]
+                while True:
+                    readable, _, _ = select.select(ends, [], [], 5)
+                    if not readable:
+                        return
+                    for end in readable:
+                        data = end.recv(65536)
+                        if not data:
+                            return
+                        (upstream if end is self.request else self.request).sendall(data)
+
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Connect)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    ca = TestCA(tmp_path)
+    try:
+        with ExchangeServer(tls=ca) as server:
+            url = server.add(binance_spot(), hmac_credential("binance", "k", "s" * 64))
+            via = f"http://127.0.0.1:{proxy.server_address[1]}"
+            answer = Transport(SendSettings(ca_file=ca.ca_file, proxy=via)).request(
+                "GET", url + "/api/v3/exchangeInfo", (), b"")
+            assert answer.status == 200 and tunnels == [url.removeprefix("https://")]
+            with pytest.raises(SendFailure) as failed:  # through the proxy too, an untrusted certificate is refused
+                Transport(SendSettings(proxy=via)).request("GET", url + "/api/v3/exchangeInfo", (), b"")
+            assert failed.value.kind == "tls" and failed.value.sent is False
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
