@@ -44,6 +44,12 @@ Example (the dev default, `signing-agent.toml` at the project root):
     # total_timeout_ms = 15000             # one attempt, first byte out to last byte in
     # pool_per_host = 8                    # kept-alive connections per exchange host
 
+    # [quorum]                             # policy and bots only from bundles operators approved
+    # threshold = 2                        # approvals to loosen anything (one tightens)
+    # bundles = "bundles"
+    # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
+    # alice = "ed25519:..."
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -57,6 +63,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from agent.send.transport import SendSettings
 from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
@@ -167,6 +174,14 @@ class Config:
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
     send: SendSettings = field(default_factory=SendSettings)  # [send]: how Send reaches the exchanges
+    quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
+
+
+@dataclass(frozen=True)
+class QuorumConfig:
+    bundles: Path  # published bundles; proposals under bundles/proposals
+    operators: dict[str, str]  # the first operator set: name -> "ed25519:<base64>"
+    threshold: int
 
 
 def default_config_path() -> Path:
@@ -240,6 +255,12 @@ _CONFIG = Schema(
         Field("total_timeout_ms", INT, default=15_000, low=100, high=300_000),
         Field("pool_per_host", INT, default=8, low=1, high=256),
     )),
+    Field("quorum", schema=Schema(
+        Field("bundles", TEXT, default="bundles"),
+        Field("threshold", INT, required="the number of operators who must approve a loosening"),
+        Field("operators", table_of(STR), required="name = \"ed25519:...\" per operator "
+                                                   "(`signing-agent operator keygen`)"),
+    )),
 )
 
 
@@ -286,6 +307,7 @@ def load_config(path: Path | None = None) -> Config:
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
         send=_send_settings(c["send"], resolve),
+        quorum=_quorum(c["quorum"], resolve, path),
     )
 
 
@@ -293,3 +315,15 @@ def _send_settings(v: dict, resolve) -> SendSettings:
     return SendSettings(ca_file=resolve(v["ca_file"]) if v["ca_file"] else None, proxy=v["proxy"],
                         connect_timeout_s=v["connect_timeout_ms"] / 1000, read_timeout_s=v["read_timeout_ms"] / 1000,
                         total_timeout_s=v["total_timeout_ms"] / 1000, pool_per_host=v["pool_per_host"])
+
+
+def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> QuorumConfig | None:
+    if not q:
+        return None
+    from agent.quorum import Operators, QuorumError
+
+    try:  # checked now: a typo in a key or a threshold above the count stops the start, not a reload
+        Operators.parse(q["operators"], q["threshold"], where=f"{path}: [quorum]")
+    except QuorumError as exc:
+        raise ConfigError(str(exc)) from None
+    return QuorumConfig(bundles=resolve(q["bundles"]), operators=dict(q["operators"]), threshold=q["threshold"])

@@ -37,9 +37,11 @@ from agent.policy import (
     evaluate,
     load_policy,
 )
+from agent.quorum import QuorumError
 from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
+    from agent.quorum import Event, QuorumSource
     from agent.decision import Decision
     from agent.exchanges.record import Exchange
 
@@ -142,6 +144,7 @@ class Guard:
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
+        quorum: "QuorumSource | None" = None,
         vet: Callable[[Policy], None] | None = None,
     ) -> None:
         # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
@@ -151,12 +154,23 @@ class Guard:
         self._audit, self._alerts = audit, alerts
         self._wall = wall_clock
         self._log = get_logger()
-        self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
-        self._vet(self.policy)
-        try:
-            self.bots: Bots = load_bots(bots_path)
-        except BotsFileError as exc:
-            raise PolicyError(str(exc)) from None
+        # With a quorum, policy and credentials come only from bundles k operators approved
+        # (agent.quorum); the two files are then drafts for `policy propose`, never read here.
+        self._quorum = quorum
+        bundle_events = []
+        if quorum is not None:
+            try:
+                bundle_events = quorum.start()
+            except QuorumError as exc:
+                raise PolicyError(str(exc)) from None
+            self.policy, self.bots = quorum.policy, quorum.bots
+        else:
+            self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
+            try:
+                self.bots: Bots = load_bots(bots_path)
+            except BotsFileError as exc:
+                raise PolicyError(str(exc)) from None
+        self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
         self._bursts: dict[tuple[str, str], deque[float]] = {}
@@ -172,6 +186,7 @@ class Guard:
         # bots were in force from the start, in the chain.
         if started is not None:
             self._audit_append("agent.start", **started)
+        self._bundle_events(bundle_events)
         self._audit_append("policy.load", decision="applied", digest=self.policy.digest)
         self._audit_append("bots.load", decision="applied", bots=list(self.bots.names))
 
@@ -195,6 +210,19 @@ class Guard:
             self._symbols.flush()
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
+        if self._quorum is not None:
+            if self._bundle_events(self._quorum.poll()):
+                try:  # approved is not enough: a bundle that hands out unbound signatures stays out
+                    self._vet(self._quorum.policy)
+                except PolicyError as exc:
+                    self._log.error("policy.rejected", reason=str(exc))
+                    self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
+                    self._alert("policy-rejected", reason=str(exc)[:500])
+                    return
+                self.policy, self.bots = self._quorum.policy, self._quorum.bots  # each one whole, as below
+                self._log.info("policy.reloaded", digest=self.policy.digest, keys=len(self.policy.keys),
+                               bots=len(self.policy.bots))
+            return
         if not only_changed or self._policy_file.changed():
             try:
                 policy = load_policy(self._policy_file.path)
@@ -220,6 +248,22 @@ class Guard:
                 self.bots = bots
                 self._log.info("bots.reloaded", bots=len(bots.names))
                 self._audit_append("bots.reload", decision="applied", bots=list(bots.names), reason=reason)
+
+    def _bundle_events(self, events: "list[Event]") -> bool:
+        """Audit (and alert on refusals of) what the quorum source did; True if a bundle was applied."""
+        applied = False
+        for event in events:
+            fields = {"version": event.version, "digest": event.digest, "proposer": event.proposer}
+            if event.decision == "applied":
+                applied = True
+                self._log.info("policy.bundle", decision="applied", change=event.change, **fields)
+                self._audit_append("policy.bundle", decision="applied", change=event.change,
+                                   approvers=list(event.approvers), **fields)
+            else:
+                self._log.error("policy.bundle", decision="refused", reason=event.reason, **fields)
+                self._audit_append("policy.bundle", decision="refused", reason=event.reason, **fields)
+                self._alert("policy-rejected", reason=event.reason)
+        return applied
 
     # -- decisions --------------------------------------------------------------------
 

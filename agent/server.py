@@ -32,6 +32,7 @@ from agent.config import Config, ConfigError
 from agent.firstrun import announce
 from agent.custody import Keyring
 from agent.guard import Caller, Guard
+from agent.quorum import Operators, QuorumSource
 from agent.policy import PolicyError, Refusal
 from agent.logs import get_logger
 from agent.metrics import Metrics, serve_metrics
@@ -168,11 +169,19 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()},
+                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config),
                      vet=key_vetting(keyring) if keyring is not None else None)
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
+
+
+def quorum_source(config: Config) -> QuorumSource | None:
+    """The bundle chain, when the config asks for a quorum (agent.quorum)."""
+    q = config.quorum
+    if q is None:
+        return None
+    return QuorumSource(q.bundles, Operators.parse(q.operators, q.threshold, where=str(config.path)), config.state_dir)
 
 
 class TokenWatch:

@@ -262,3 +262,16 @@ def test_https_through_the_outbound_proxy_is_a_tunnel_verified_end_to_end(tmp_pa
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_under_a_quorum_a_new_delivery_or_destination_is_a_loosening():
+    from dataclasses import replace
+
+    from agent.quorum import KEY_FIELDS
+
+    base = parse_policy(_policy('delivery = "both"\n')).keys["k"]
+    narrower = KEY_FIELDS["delivery"]
+    assert narrower(base, replace(base, delivery="send")) and narrower(base, replace(base, delivery="sign"))
+    send = replace(base, delivery="send")
+    assert not narrower(send, replace(base, delivery="sign")) and not narrower(send, base)
+    assert not KEY_FIELDS["send_to"](base, replace(base, send_to="https://elsewhere.test"))
