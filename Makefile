@@ -1,7 +1,8 @@
 # signing-agent: operator and developer entry points.
 #   make run      install what is missing, create the dev token (and the live config and policy from examples/), start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
-#   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
+#   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick),
+#                 and Send vs Sign against the local exchange (bench/results/send.json)
 # Installs (every one is the hash-verified set in uv.lock; see README, Installs):
 #   make lock [UPGRADE=package|all]   rewrite uv.lock after editing pyproject.toml, or move a package up
 #   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)
@@ -52,6 +53,7 @@ test: deps opencryptoki systemd-analyze live-config
 bench: deps
 	$(UV_SYNC) --quiet --extra dev --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.send
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).

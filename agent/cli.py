@@ -626,8 +626,10 @@ def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
     return out
 
 
-def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str]) -> tuple[dict[str, str], str | None]:
-    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read)."""
+def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str],
+                   key_types: dict[str, str] | None = None) -> tuple[dict[str, str], str | None]:
+    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read).
+    KEY_TYPES, when given, receives the type of each key read from the token."""
     exchanges = dict(given)
     if all(label in exchanges for label in labels):
         return exchanges, None
@@ -639,11 +641,14 @@ def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str,
         return exchanges, str(exc)
     for info in listed:
         exchanges.setdefault(info.label, info.exchange)
+        if key_types is not None and exchanges[info.label] == info.exchange:
+            key_types[info.label] = info.key_type
     return exchanges, None
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from agent import policy_lint
+    from agent.delivery import check_policy
     from agent.policy import PolicyError, load_policy
 
     config = _config(args)
@@ -662,7 +667,15 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given)
+    key_types: dict[str, str] = {}
+    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given, key_types)
+    # What the running agent refuses too (agent.delivery): signatures its exchange leaves unbound.
+    problems = check_policy(policy, [(label, exchange, key_types.get(label, "")) for label, exchange in exchanges.items()])
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        raise CliError(f"{path}: refused: {len(problems)} key(s) would hand out signatures that do not cover what "
+                       "their policy restricts (above); the agent refuses this policy at start and on reload")
     report = policy_lint.lint(policy, exchanges, markets=markets)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)

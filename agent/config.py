@@ -36,6 +36,14 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [metrics]
     # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
 
+    [send]                                 # Send: the agent places requests itself (keys with delivery "send")
+    # ca_file = "tls/test-ca.pem"          # trust these CAs instead of the system store (tests)
+    # proxy = "http://proxy.internal:3128" # outbound proxy; HTTPS through it is still verified end to end
+    # connect_timeout_ms = 3000
+    # read_timeout_ms = 10000
+    # total_timeout_ms = 15000             # one attempt, first byte out to last byte in
+    # pool_per_host = 8                    # kept-alive connections per exchange host
+
     # [quorum]                             # policy and bots only from bundles operators approved
     # threshold = 2                        # approvals to loosen anything (one tightens)
     # bundles = "bundles"
@@ -57,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from agent.send.transport import SendSettings
 from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
 
 DEFAULT_CONFIG_NAME = "signing-agent.toml"
@@ -164,6 +173,7 @@ class Config:
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
+    send: SendSettings = field(default_factory=SendSettings)  # [send]: how Send reaches the exchanges
     quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
 
 
@@ -237,6 +247,14 @@ _CONFIG = Schema(
     Field("audit", schema=Schema(Field("file", TEXT))),
     Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
     Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+    Field("send", schema=Schema(
+        Field("ca_file", TEXT),
+        Field("proxy", TEXT, check=_http_url, expect="an http:// or https:// URL of the proxy"),
+        Field("connect_timeout_ms", INT, default=3_000, low=100, high=60_000),
+        Field("read_timeout_ms", INT, default=10_000, low=100, high=120_000),
+        Field("total_timeout_ms", INT, default=15_000, low=100, high=300_000),
+        Field("pool_per_host", INT, default=8, low=1, high=256),
+    )),
     Field("quorum", schema=Schema(
         Field("bundles", TEXT, default="bundles"),
         Field("threshold", INT, required="the number of operators who must approve a loosening"),
@@ -288,8 +306,15 @@ def load_config(path: Path | None = None) -> Config:
         audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
+        send=_send_settings(c["send"], resolve),
         quorum=_quorum(c["quorum"], resolve, path),
     )
+
+
+def _send_settings(v: dict, resolve) -> SendSettings:
+    return SendSettings(ca_file=resolve(v["ca_file"]) if v["ca_file"] else None, proxy=v["proxy"],
+                        connect_timeout_s=v["connect_timeout_ms"] / 1000, read_timeout_s=v["read_timeout_ms"] / 1000,
+                        total_timeout_s=v["total_timeout_ms"] / 1000, pool_per_host=v["pool_per_host"])
 
 
 def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> QuorumConfig | None:

@@ -145,7 +145,11 @@ class Guard:
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
         quorum: "QuorumSource | None" = None,
+        vet: Callable[[Policy], None] | None = None,
     ) -> None:
+        # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
+        # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
+        self._vet = vet or (lambda policy: None)
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
         self._wall = wall_clock
@@ -166,6 +170,7 @@ class Guard:
                 self.bots: Bots = load_bots(bots_path)
             except BotsFileError as exc:
                 raise PolicyError(str(exc)) from None
+        self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
         self._bursts: dict[tuple[str, str], deque[float]] = {}
@@ -213,6 +218,13 @@ class Guard:
                 self._alert("policy-rejected", reason=f"the bundle directory could not be read: {type(exc).__name__}")
                 return
             if self._bundle_events(events):
+                try:  # approved is not enough: a bundle that hands out unbound signatures stays out
+                    self._vet(self._quorum.policy)
+                except PolicyError as exc:
+                    self._log.error("policy.rejected", reason=str(exc))
+                    self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
+                    self._alert("policy-rejected", reason=str(exc)[:500])
+                    return
                 self.policy, self.bots = self._quorum.policy, self._quorum.bots  # each one whole, as below
                 self._log.info("policy.reloaded", digest=self.policy.digest, keys=len(self.policy.keys),
                                bots=len(self.policy.bots))
@@ -220,6 +232,7 @@ class Guard:
         if not only_changed or self._policy_file.changed():
             try:
                 policy = load_policy(self._policy_file.path)
+                self._vet(policy)
             except PolicyError as exc:
                 self._log.error("policy.rejected", reason=str(exc))
                 self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
@@ -359,6 +372,11 @@ class Guard:
         elif outcome == "signed":
             for symbol in d.symbols:
                 self._note_symbol(d.bot, d.key, symbol)
+
+    def record_send(self, **fields: Any) -> None:
+        """Audit what came of a request the agent sent (agent.send.sender), beside its "sign" line.
+        Best effort: the request is already out, and a failed write is logged and alerted."""
+        self._audit_append("send", **fields)
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()

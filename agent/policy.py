@@ -23,6 +23,8 @@ previous policy stays in force):
     not_before = 2026-01-01T00:00:00Z
     expires = 2027-01-01T00:00:00Z
     allow = []                      # default-deny categories this key may nevertheless use
+    delivery = "send"               # "send" (bots call Send: the agent places the request) | "sign" | "both"
+    send_to = "production"          # where Send goes: "production" | "testnet" | "https://host[:port]"
 
     [keys."*"]                      # optional: the policy of keys without their own table
 
@@ -52,6 +54,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from agent.delivery import DEFAULT_DELIVERY, DELIVERIES, PRODUCTION, TESTNET
 from agent.rules import facts_of
 from agent.rules.facts import RequestFacts
 from agent.rules.view import View, path_key, view
@@ -128,6 +131,8 @@ class KeyPolicy:
     warn_age_days: int
     allow: frozenset[str]
     max_recv_window_ms: int = DEFAULT_MAX_RECV_WINDOW_MS
+    delivery: str = DEFAULT_DELIVERY  # agent.delivery: "send", "sign" or "both"
+    send_to: str = PRODUCTION  # "production", "testnet" or an https:// base URL (agent.send.hosts)
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,18 @@ def _cap(value: Any) -> Decimal | None:
     return parsed if parsed is not None and parsed.is_finite() and parsed > 0 else None
 
 
+def _send_to(value: str) -> str:
+    """Where Send goes: a registry name, or an operator's https:// base URL (scheme, host, port only)."""
+    if value in (PRODUCTION, TESTNET):
+        return value
+    from agent.send.hosts import BaseUrlError, parse_base_url
+
+    try:
+        return parse_base_url(value)
+    except BaseUrlError as exc:
+        raise Invalid(f"must be \"{PRODUCTION}\", \"{TESTNET}\" or an https:// base URL: {exc}") from None
+
+
 def _categories(names: list[str]) -> frozenset[str]:
     from agent.rules import CATEGORIES  # the default-deny categories the rules know
 
@@ -277,6 +294,8 @@ _DEFAULTABLE = (
     Field("max_age_days", INT, default=DEFAULT_MAX_AGE_DAYS, low=1, high=3650),
     Field("warn_age_days", INT, default=DEFAULT_WARN_AGE_DAYS, low=0, high=3650),
     Field("max_recv_window_ms", INT, default=DEFAULT_MAX_RECV_WINDOW_MS, low=0, high=60_000),
+    Field("delivery", STR, default=DEFAULT_DELIVERY, choices=DELIVERIES),
+    Field("send_to", STR, default=PRODUCTION, convert=lambda v: _send_to(v)),
     _RATE, _BURST,
 )
 _KEY = Schema(
@@ -309,7 +328,7 @@ def _key_policy(label: str, v: dict, where: Where, warnings: list[str]) -> KeyPo
         max_order=v["max_order"] or {}, max_order_quote=v["max_order_quote"] or {},
         timestamps=v["timestamps"], skew_ms=v["timestamp_skew_ms"], not_before=v["not_before"], expires=v["expires"],
         max_age_days=v["max_age_days"], warn_age_days=v["warn_age_days"], allow=v["allow"],
-        max_recv_window_ms=v["max_recv_window_ms"],
+        max_recv_window_ms=v["max_recv_window_ms"], delivery=v["delivery"], send_to=v["send_to"],
     )
 
 

@@ -1,6 +1,7 @@
 """Safe starting policies: for each exchange, the endpoints a trading bot needs and nothing else.
 
-`signing-agent policy template --exchange binance --key binance-main` prints one, from the
+`signing-agent policy template --exchange binance --key binance-main` prints one (delivery "send": the
+agent places the key's requests itself, agent.delivery), from the
 exchange's record (agent/exchanges/<family>/template.py: its trading and settings endpoints). The lists
 hold order placement, amendment and cancellation, and reads of orders, fills, balances and
 positions: what ccxt's createOrder / cancelOrder / fetchOrder / fetchOpenOrders / fetchMyTrades
@@ -54,6 +55,11 @@ rate_per_second = 10           # this key, all bots together
 # max_order_quote = {{ SYMBOL = "500" }}   # quote amount per order
 timestamps = "skew"            # caller clocks within timestamp_skew_ms of the agent's
 max_age_days = 90              # rotate keys at least this often
+# The agent places this key's requests itself (bots call Send): the exchange receives exactly what
+# this policy checked, once, and the bot holds no signature to replay or to pair with another body.
+# "sign" hands signatures to the bot instead ("both": either){sign_note}.
+delivery = "send"
+send_to = "production"         # or "testnet", or an https:// base URL
 '''
 
 BOT_TEMPLATE = '''
@@ -68,10 +74,23 @@ def default_policy(exchange: str, key: str, *, bot: str | None = None) -> str:
     record = exchange_for(exchange)  # UnknownExchange, naming the exchanges there are
     endpoints = "\n".join(f'  "{e}",' for e in record.template.trading)
     text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints,
-                           settings=_login(record) + _settings(record))
+                           settings=_login(record) + _settings(record), sign_note=_sign_note(record))
     if bot:
         text += BOT_TEMPLATE.format(bot=bot, key=key)
     return text
+
+
+def _sign_note(record: Exchange) -> str:
+    """Where the exchange leaves unsigned what `symbols` and `max_order` read, say that "sign" then
+    cannot have them (agent.delivery refuses such a policy)."""
+    from agent.delivery import UNBOUND
+
+    unbound = UNBOUND.get(record.id)
+    if unbound is None:
+        return ""
+    keys = "" if unbound.key_types is None else f" ({', '.join(sorted(unbound.key_types))} keys)"
+    return (f".\n# {record.name}{keys} does not sign {unbound.part}:\n"
+            "# with symbols or max_order, only \"send\" is accepted")
 
 
 def _login(record: Exchange) -> str:

@@ -427,7 +427,12 @@ KEY_FIELDS: dict[str, Callable[[KeyPolicy, KeyPolicy], bool]] = {
     "warn_age_days": lambda o, n: True,  # when to warn, not what is signed
     "allow": lambda o, n: n.allow <= o.allow,
     "max_recv_window_ms": lambda o, n: n.max_recv_window_ms <= o.max_recv_window_ms,
+    # Each delivery is a power of its own (signatures for the bot; connections the agent opens for it):
+    # narrower only when the new modes are among the old ("both" to "send" tightens, "sign" to "send" not).
+    "delivery": lambda o, n: _DELIVERY_MODES[n.delivery] <= _DELIVERY_MODES[o.delivery],
+    "send_to": lambda o, n: n.send_to == o.send_to,  # another destination is never narrower
 }
+_DELIVERY_MODES = {"send": frozenset({"send"}), "sign": frozenset({"sign"}), "both": frozenset({"send", "sign"})}
 BOT_FIELDS: dict[str, Callable[[BotPolicy, BotPolicy], bool]] = {
     "name": lambda o, n: True,
     "keys": lambda o, n: "*" in o.keys or ("*" not in n.keys and n.keys <= o.keys),

@@ -38,6 +38,8 @@ from agent.logs import get_logger
 from agent.metrics import Metrics, serve_metrics
 from agent.nonces import NonceError, NonceStore
 from agent.service import SignerService
+from agent.send.sender import Sender
+from agent.send.transport import Transport
 
 # sockaddr_un.sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -73,6 +75,9 @@ PUBLIC_REQUEST_GRACE_SECONDS = 0.05
 # a bot needs one per channel it health-checks; a few cover reconnects and several processes.
 MAX_WATCH_STREAMS_PER_BOT = 4
 MAX_WATCH_STREAMS = 16  # all bots together: the watch lane's threads, on top of the signing threads
+# Send calls wait on the exchange (up to [send] total_timeout_ms, and retries): on their own threads,
+# so that a slow exchange cannot hold the signing threads; past these, Send calls queue.
+SEND_THREADS = 16
 # Threads beyond MAX_WATCH_STREAMS, so that a Watch over a cap is refused at once instead of
 # queueing behind the streams that fill the lane.
 WATCH_SPARE_THREADS = 2
@@ -139,8 +144,24 @@ def _share_with_group(socket_path: Path, group: str) -> None:
         raise ConfigError(f"cannot give group {group!r} access to {socket_path}: {exc.strerror}") from None
 
 
-def build_guard(config: Config) -> Guard:
-    """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start."""
+def key_vetting(keyring: Keyring) -> Callable[[Any], None]:
+    """The policy check that needs the token: no key may be handed signatures its exchange leaves
+    unbound where its policy restricts (agent.delivery); PolicyError naming each such key."""
+    from agent.delivery import check_policy
+
+    def vet(policy: Any) -> None:
+        # The keys the agent knows (listed at start), never a token scan: a reload must not hold the
+        # token's lock; a key first seen later is checked at its request (agent.send.ticket).
+        problems = check_policy(policy, [(info.label, info.exchange, info.key_type) for info in keyring.known_keys()])
+        if problems:
+            raise PolicyError("; ".join(problems))
+
+    return vet
+
+
+def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
+    """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start.
+    KEYRING: the token, whose keys' exchanges the policy is checked against (agent.delivery)."""
     try:
         alerts = AlertSender(config.webhook)
     except ValueError as exc:
@@ -148,7 +169,8 @@ def build_guard(config: Config) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config))
+                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config),
+                     vet=key_vetting(keyring) if keyring is not None else None)
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
@@ -369,7 +391,7 @@ class Lanes(grpc.GenericRpcHandler):
     def __init__(self, *, guard: Guard, service: SignerService, health_servicer: health.HealthServicer,
                  watches: WatchStreams, deadlines: RequestDeadlines, sign_pool: futures.ThreadPoolExecutor,
                  watch_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
-                 transport_identified: bool) -> None:
+                 transport_identified: bool, send_pool: futures.ThreadPoolExecutor | None = None) -> None:
         self._guard, self._watches, self._deadlines = guard, watches, deadlines
         self._watch_pool, self._public_pool = watch_pool, public_pool
         self._transport_identified = transport_identified
@@ -377,11 +399,13 @@ class Lanes(grpc.GenericRpcHandler):
         self._unary = {
             SIGNER + "Sign": (signer_pb2.SignRequest, service.Sign, signer_pb2.SignedRequest),
             SIGNER + "SignBatch": (signer_pb2.SignBatchRequest, service.SignBatch, signer_pb2.SignBatchResponse),
+            SIGNER + "Send": (signer_pb2.SignRequest, service.Send, signer_pb2.ExchangeResponse),
             HEALTH + "Check": (health_pb2.HealthCheckRequest, health_servicer.Check, health_pb2.HealthCheckResponse),
         }
-        self._signing = {  # identified callers: the sign lane, as before
+        self._signing = {  # identified callers: the sign lane, as before (Send: its own, see SEND_THREADS)
             method: grpc.unary_unary_rpc_method_handler(
-                _on(sign_pool, _decoded(request_type, implementation)),
+                _on(send_pool if send_pool is not None and method == SIGNER + "Send" else sign_pool,
+                    _decoded(request_type, implementation)),
                 response_serializer=response_type.SerializeToString)
             for method, (request_type, implementation, response_type) in self._unary.items()
         }
@@ -479,13 +503,15 @@ def build_server(
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    service = SignerService(keyring, nonces, guard, metrics)
+    sender = Sender(Transport(config.send), guard.record_send, metrics=metrics)
+    service = SignerService(keyring, nonces, guard, metrics, sender=sender)
     health_servicer = health.HealthServicer()
     watches = WatchStreams(health_servicer, service._caller)  # noqa: SLF001 - Watch identifies callers as Sign does
     sign_pool = futures.ThreadPoolExecutor(max_workers=SIGN_THREADS, thread_name_prefix="sign")
     watch_pool = futures.ThreadPoolExecutor(max_workers=MAX_WATCH_STREAMS + WATCH_SPARE_THREADS,
                                             thread_name_prefix="watch")
     public_pool = futures.ThreadPoolExecutor(max_workers=PUBLIC_THREADS, thread_name_prefix="public")
+    send_pool = futures.ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
     deadlines = RequestDeadlines()
     options = _transport_options(config)
 
@@ -496,7 +522,7 @@ def build_server(
         server.add_generic_rpc_handlers((Lanes(
             guard=guard, service=service, health_servicer=health_servicer, watches=watches, deadlines=deadlines,
             sign_pool=sign_pool, watch_pool=watch_pool, public_pool=public_pool,
-            transport_identified=transport_identified),))
+            transport_identified=transport_identified, send_pool=send_pool),))
         return server
 
     server = new_server(transport_identified=False)
@@ -540,7 +566,7 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
     key_count = len(keyring.list_keys())  # also proves the session works before we listen
-    guard = build_guard(config)
+    guard = build_guard(config, keyring)
     metrics = Metrics()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:

@@ -27,11 +27,14 @@ two exchanges never clash; `server.url(exchange)` is its base URL. Add a family 
 
 Failure hooks, for the bot's retry and timeout paths (each applies to the next TIMES matching
 requests, then is gone): `fail(exchange, status, headers=..., body=...)` (a 429 with Retry-After, a
-503...), `delay(exchange, seconds)` (a slow answer). A request with a bad signature gets the family's
-`unauthorized` answer (its status and body as the exchange documents it).
+503...), `delay(exchange, seconds)` (a slow answer), `drop(exchange)` (the request is acted on, an
+order accepted, and the connection closed without an answer: the lost answer a send-mode agent must
+reconcile). Orders are kept by client order id (`Family.orders`), so an order can be looked up by it
+(Binance GET /api/v3/order?origClientOrderId=...) and a test can count what was placed. A request
+with a bad signature gets the family's `unauthorized` answer (its status and body as the exchange documents it).
 
-Not checked (yet): Coinbase CDP keys' JWTs (asymmetric: they need the public key), passphrase headers
-(OKX, KuCoin, Bitget), the freshness of timestamps and receive windows, and nonces growing per key.
+Coinbase CDP keys' JWTs are checked with the key's public half (`_verify_jwt`). Not checked (yet):
+passphrase headers (OKX, KuCoin, Bitget), the freshness of timestamps and receive windows, and nonces growing per key.
 
 TLS: `ExchangeServer(tls=TestCA(tmp_path))` serves HTTPS with a certificate for each family's host
 and 127.0.0.1, signed by a throw-away CA whose certificate is `TestCA.ca_file`.
@@ -45,11 +48,12 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,13 +138,11 @@ SIGNATURES: dict[str, Signature] = {
     "gemini": Signature(_header("X-GEMINI-SIGNATURE"), "sha384", "hex"),
     "bitstamp": Signature(_header("X-Auth-Signature"), "sha256", "hex"),
     "deribit": Signature(_deribit_sig, "sha256", "hex"),
-    "coinbase": Signature(_header("CB-ACCESS-SIGN"), "sha256", "hex"),  # legacy HMAC keys (CDP JWTs: not here)
+    "coinbase": Signature(_header("CB-ACCESS-SIGN"), "sha256", "hex"),  # legacy HMAC keys (CDP JWTs: _verify_jwt)
     "cryptocom": Signature(_cryptocom_sig, "sha256", "hex", _cryptocom_message),
 }
 # MEXC signs spot like Binance (the `signature` parameter) and futures in a header; its reader tells them apart.
 _MEXC_CONTRACT = Signature(_header("Signature"), "sha256", "hex")
-# Not modelled here (a request of theirs is answered 401 "no signature where the exchange reads it"):
-# Coinbase CDP keys (a JWT, verified with the key's public half).
 
 
 def _signature_of(exchange: str, http: Http) -> Signature | None:
@@ -155,8 +157,44 @@ class Verdict:
     why: str  # what was checked, or why it failed (never the secret, never the expected MAC)
 
 
+def _verify_jwt(http: Http, credential: SoftwareCredential, now: float) -> Verdict:
+    """A Coinbase CDP key's JWT, as Coinbase checks it: the signature under the registered public key,
+    the key id, the lifetime, and the one thing it binds, `METHOD host path` (the reader's model)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    parts = http.header("Authorization")[len("Bearer "):].split(".")
+    if len(parts) != 3:
+        return Verdict(False, "the bearer token is not a JWT")
+
+    def b64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    header, claims, signature = json.loads(b64(parts[0])), json.loads(b64(parts[1])), b64(parts[2])
+    public = credential.private_key.public_key()
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, f"{parts[0]}.{parts[1]}".encode())
+        else:
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            public.verify(der, f"{parts[0]}.{parts[1]}".encode(), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return Verdict(False, "the JWT's signature does not verify under the key's public key")
+    if header.get("kid") != credential.api_key or claims.get("sub") != credential.api_key:
+        return Verdict(False, "the JWT names another key")
+    if not claims.get("nbf", 0) - 5 <= now <= claims.get("exp", 0):
+        return Verdict(False, "the JWT is not valid now")
+    if READERS["coinbase"].verified(http) is None:
+        return Verdict(False, "the JWT's uri is not this request's METHOD host path")
+    return Verdict(True, "JWT signature, key id, lifetime and uri match (the body and query are not covered)")
+
+
 def verify(exchange: str, http: Http, credential: SoftwareCredential) -> Verdict:
     """Does HTTP carry a valid signature for CREDENTIAL, as EXCHANGE verifies it?"""
+    if exchange == "coinbase" and http.header("Authorization").startswith("Bearer "):
+        return _verify_jwt(http, credential, time.time())
     signature = _signature_of(exchange, http)
     reader = READERS.get(exchange)
     if signature is None or reader is None:
@@ -197,7 +235,15 @@ class Received:
         return dict(pairs)
 
 
-Answer = Any  # a JSON value, or a function of the Received request returning one
+Answer = Any  # a JSON value, or a function of the Received request returning one (or a Reply)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer whose status is not the route's (a lookup that finds no such order)."""
+
+    status: int
+    body: Any
 
 
 @dataclass(frozen=True)
@@ -217,6 +263,8 @@ class Family:
     # The exchange's answer to a request whose signature does not verify: (status, body).
     unauthorized: tuple[int, Any] = (401, {"error": "invalid signature"})
     not_found: tuple[int, Any] = (404, {"error": "no such endpoint"})
+    # Orders accepted, by client order id (in the order they came): lookups read it, tests count it.
+    orders: dict[str, dict] = field(default_factory=dict)
 
     def route(self, method: str, path: str, response: Answer, *, private: bool = True, status: int = 200) -> "Family":
         self.routes[(method, path)] = Route(response, private, status)
@@ -225,7 +273,8 @@ class Family:
 
 def binance_spot() -> Family:
     """Binance spot (also what ccxt's load_markets, fetch_balance and create_order call), with response
-    shapes as Binance's REST documentation (spot, /api/v3) shows them."""
+    shapes as Binance's REST documentation (spot, /api/v3) shows them. Orders are kept by
+    newClientOrderId, and GET /api/v3/order finds one by origClientOrderId (-2013 when there is none)."""
     btcusdt = {
         "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
         "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
@@ -242,25 +291,90 @@ def binance_spot() -> Family:
 
     def order(req: Received) -> dict:
         p = req.params
-        return {"symbol": p.get("symbol"), "orderId": 28, "orderListId": -1,
-                "clientOrderId": p.get("newClientOrderId", "x-local-1"), "transactTime": int(p["timestamp"]),
-                "price": p.get("price", "0"), "origQty": p.get("quantity", "0"), "executedQty": "0",
-                "cummulativeQuoteQty": "0", "status": "NEW", "timeInForce": p.get("timeInForce", "GTC"),
-                "type": p.get("type"), "side": p.get("side"), "workingTime": int(p["timestamp"]), "fills": [],
-                "selfTradePreventionMode": "NONE"}
+        placed = {"symbol": p.get("symbol"), "orderId": 28, "orderListId": -1,
+                  "clientOrderId": p.get("newClientOrderId", "x-local-1"), "transactTime": int(p["timestamp"]),
+                  "price": p.get("price", "0"), "origQty": p.get("quantity", "0"), "executedQty": "0",
+                  "cummulativeQuoteQty": "0", "status": "NEW", "timeInForce": p.get("timeInForce", "GTC"),
+                  "type": p.get("type"), "side": p.get("side"), "workingTime": int(p["timestamp"]), "fills": [],
+                  "selfTradePreventionMode": "NONE"}
+        if req.status == 200:
+            family.orders[placed["clientOrderId"]] = placed
+        return placed
+
+    def lookup(req: Received) -> Any:
+        found = family.orders.get(req.params.get("origClientOrderId", ""))
+        return found if found is not None else Reply(400, {"code": -2013, "msg": "Order does not exist."})
 
     account = {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
                "canDeposit": True, "accountType": "SPOT", "permissions": ["SPOT"],
                "balances": [{"asset": "BTC", "free": "0.50000000", "locked": "0.00000000"},
                             {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"}]}
-    return (Family("binance", "api.binance.com",
-                   unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
-                   not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
-            .route("GET", "/api/v3/exchangeInfo", lambda _: {"timezone": "UTC", "serverTime": int(time.time() * 1000),
-                                                             "rateLimits": [], "symbols": [btcusdt]}, private=False)
-            .route("GET", "/api/v3/account", account)
-            .route("POST", "/api/v3/order", order)
-            .route("GET", "/api/v3/openOrders", []))
+    family = (Family("binance", "api.binance.com",
+                     unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
+                     not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
+              .route("GET", "/api/v3/exchangeInfo", lambda _: {"timezone": "UTC", "serverTime": int(time.time() * 1000),
+                                                               "rateLimits": [], "symbols": [btcusdt]}, private=False)
+              .route("GET", "/api/v3/account", account)
+              .route("POST", "/api/v3/order", order)
+              .route("GET", "/api/v3/order", lookup)
+              .route("GET", "/api/v3/openOrders", []))
+    return family
+
+
+def htx_spot() -> Family:
+    """HTX spot (api.huobi.pro), with the response shapes of HTX's spot REST documentation. The body of
+    an order is read as JSON, as HTX reads it: the signature (in the query) does not cover it."""
+
+    def place(req: Received) -> dict:
+        body = json.loads(req.http.body or "{}")
+        order_id = str(1000 + len(family.orders))
+        if req.status == 200:
+            family.orders[body.get("client-order-id") or order_id] = {**body, "id": order_id}
+        return {"status": "ok", "data": order_id}
+
+    def lookup(req: Received) -> dict:
+        found = family.orders.get(req.params.get("clientOrderId", ""))
+        if found is None:
+            return {"status": "error", "err-code": "base-record-invalid", "err-msg": "record invalid", "data": None}
+        return {"status": "ok", "data": {"id": int(found["id"]), "symbol": found.get("symbol"),
+                                         "account-id": int(found.get("account-id", 0)), "amount": found.get("amount"),
+                                         "price": found.get("price"), "type": found.get("type"),
+                                         "client-order-id": found.get("client-order-id"), "state": "submitted",
+                                         "created-at": int(time.time() * 1000), "field-amount": "0.0",
+                                         "field-cash-amount": "0.0", "field-fees": "0.0", "source": "spot-api"}}
+
+    family = (Family("htx", "api.huobi.pro",
+                     unauthorized=(200, {"status": "error", "err-code": "api-signature-not-valid",
+                                         "err-msg": "Signature not valid: Incorrect Access key [Access key错误]",
+                                         "data": None}),
+                     not_found=(404, {"status": "error", "err-code": "invalid-parameter"}))
+              .route("GET", "/v1/account/accounts", {"status": "ok", "data": [
+                  {"id": 10000001, "type": "spot", "subtype": "", "state": "working"}]})
+              .route("POST", "/v1/order/orders/place", place)
+              .route("GET", "/v1/order/orders/getClientOrder", lookup))
+    return family
+
+
+def coinbase_advanced() -> Family:
+    """Coinbase Advanced Trade (api.coinbase.com), CDP keys: a JWT per request (see _verify_jwt). The
+    body is read as JSON, as Coinbase reads it: the JWT does not cover it."""
+
+    def create(req: Received) -> dict:
+        body = json.loads(req.http.body or "{}")
+        order_id = f"11111111-0000-0000-0000-{len(family.orders):012d}"
+        if req.status == 200:
+            family.orders[body.get("client_order_id", order_id)] = {**body, "order_id": order_id}
+        return {"success": True, "success_response": {
+            "order_id": order_id, "product_id": body.get("product_id"), "side": body.get("side"),
+            "client_order_id": body.get("client_order_id")}, "order_configuration": body.get("order_configuration")}
+
+    family = (Family("coinbase", "api.coinbase.com",
+                     unauthorized=(401, {"error": "unauthorized", "message": "Unauthorized"}),
+                     not_found=(404, {"error": "NOT_FOUND", "message": "Not Found"}))
+              .route("GET", "/api/v3/brokerage/accounts", {"accounts": [], "has_next": False, "cursor": "",
+                                                          "size": 0})
+              .route("POST", "/api/v3/brokerage/orders", create))
+    return family
 
 
 # -- TLS ---------------------------------------------------------------------------------------------
@@ -328,6 +442,7 @@ class _Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     delay: float = 0.0
+    drop: bool = False  # act on the request, then close the connection without answering
 
 
 class ExchangeServer:
@@ -385,6 +500,12 @@ class ExchangeServer:
         with self._lock:
             self._faults.append(_Fault(exchange, times, delay=seconds))
 
+    def drop(self, exchange: str | None, *, times: int = 1) -> None:
+        """Act on the next TIMES requests to EXCHANGE (None: any) as usual (an order is accepted and
+        kept), then close the connection without sending the answer."""
+        with self._lock:
+            self._faults.append(_Fault(exchange, times, drop=True))
+
     # -- what it saw
 
     def received(self, exchange: str | None = None) -> list[Received]:
@@ -411,7 +532,7 @@ class ExchangeServer:
                     return fault
         return None
 
-    def _answer(self, exchange: str, http: Http) -> tuple[int, dict[str, str], Any]:
+    def _answer(self, exchange: str, http: Http) -> tuple[int, dict[str, str], Any, bool]:
         family, credential, _ = self._families[exchange]
         fault = self._take_fault(exchange)
         if fault is not None and fault.delay:
@@ -430,30 +551,41 @@ class ExchangeServer:
         received = Received(exchange, http, private, verdict, status)
         if callable(body):  # an answer that echoes the request (an order's id, symbol, side...)
             body = body(received)
+        if isinstance(body, Reply):
+            status, body = body.status, body.body
+            received = replace(received, status=status)
         with self._lock:
             self.log.append(received)
-        return status, headers, body
+        return status, headers, body, fault is not None and fault.drop
 
     def _handler(self, exchange: str) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
                 path, _, query = self.path.partition("?")
                 http = Http(self.command, path, query, body, tuple(self.headers.items()))
-                status, headers, answer = owner._answer(exchange, http)
+                status, headers, answer, drop = owner._answer(exchange, http)
+                if drop:  # acted on; the answer is lost with the connection
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html" if isinstance(answer, bytes) else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html" if isinstance(answer, bytes) else "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (ConnectionError, ssl.SSLError):  # the client gave up waiting (a delay hook): as it may
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 

@@ -243,6 +243,10 @@ def templated(tmp_path_factory: pytest.TempPathFactory):
     text = policy.read_text()
     assert text.count('# allow = ["session-token"]') == 1  # Deribit's, the one to uncomment knowingly
     text = text.replace('# allow = ["session-token"]', 'allow = ["session-token"]')
+    # These bots sign (ccxt sends what the agent signed, caught by the stubbed fetch): the templates'
+    # delivery "send" becomes "sign", which they allow (no symbol list or size cap is set in them).
+    assert text.count('delivery = "send"') == len(CASES)
+    text = text.replace('delivery = "send"', 'delivery = "sign"')
     # One test bot stands for 18 bots here, each calling within the same seconds: its own rate (20 a
     # second in the template) is raised; each key keeps its template rate.
     bot_table = text.index(f'[bots."{TEST_BOT}"]')

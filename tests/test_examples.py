@@ -29,7 +29,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
     """An agent whose policy is `signing-agent policy template` for the key, and the local Binance."""
     env: Env = make_env(tmp_path_factory, "examples")
     template = run_cli(env, "policy", "template", "--exchange", "binance", "--key", KEY, "--bot", TEST_BOT, check=True)
-    (env.root / "policy.toml").write_text(template.stdout)
+    # The examples show sign mode (the bot sends what the agent signed): the template's "send" becomes "sign".
+    assert 'delivery = "send"' in template.stdout
+    (env.root / "policy.toml").write_text(template.stdout.replace('delivery = "send"', 'delivery = "sign"'))
     api_key, secret = f"ak-{secrets.token_hex(8)}", new_secret(64)
     run_cli(env, "keys", "import", "--label", KEY, "--exchange", "binance", "--api-key", api_key,
             stdin=secret + "\n", check=True)

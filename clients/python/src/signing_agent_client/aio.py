@@ -18,15 +18,18 @@ import grpc.aio
 
 from signing_agent_client._proto import signer_pb2
 from signing_agent_client.client import (
+    SEND_TIMEOUT,
     ParamsLike,
     SigningError,
+    _answer,
     _batch_results,
     _Connection,
     _error,
+    _send_error,
     _signed,
     sign_request,
 )
-from signing_agent_client.request import SignedRequest
+from signing_agent_client.request import ExchangeAnswer, SignedRequest
 
 
 class AsyncSignerClient(_Connection):
@@ -51,6 +54,24 @@ class AsyncSignerClient(_Connection):
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return _signed(reply)
+
+    async def send(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        query: ParamsLike | None = None,
+        body: ParamsLike | str | None = None,
+        *,
+        timeout: float = SEND_TIMEOUT,
+    ) -> ExchangeAnswer:
+        """Have the agent place the request and return the exchange's answer (see SignerClient.send)."""
+        msg = sign_request(key, method, path, query, body)
+        try:
+            reply = await self._stub.Send(msg, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _send_error(exc) from None
+        return _answer(reply)
 
     async def sign_batch(self, requests: Iterable[signer_pb2.SignRequest]) -> list[SignedRequest | SigningError]:
         """Sign many requests in one RPC (see SignerClient.sign_batch)."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import grpc
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
-from signing_agent_client.request import SignedRequest
+from signing_agent_client.request import ExchangeAnswer, SignedRequest
 
 ParamsLike = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
@@ -74,6 +74,12 @@ class RefusedError(SigningError):
 
 class RateLimitedError(SigningError):
     pass
+
+
+class OutcomeUnknownError(AgentUnavailableError):
+    """Send: the request went out and no answer came back (DEADLINE_EXCEEDED). It may have been acted
+    on, and the agent did not send it again: look it up (the message names the client order id, where
+    there is one) before sending it again."""
 
 
 class NoTargetError(ValueError):
@@ -215,6 +221,24 @@ def _error(exc: grpc.RpcError) -> SigningError:
     return _ERRORS.get(code, SigningError)(code.name, exc.details() or "")
 
 
+def _send_error(exc: grpc.RpcError) -> SigningError:
+    """A Send's failure: as Sign's, except that a deadline means the request's fate is unknown."""
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return OutcomeUnknownError("DEADLINE_EXCEEDED", exc.details() or "no answer in time: the request may have "
+                                   "been placed; look it up before sending it again")
+    return _error(exc)
+
+
+def _answer(reply: signer_pb2.ExchangeResponse) -> ExchangeAnswer:
+    return ExchangeAnswer(status=reply.status, headers=tuple((h.name, h.value) for h in reply.headers),
+                          body=reply.body, client_order_id=reply.client_order_id, reconciled=reply.reconciled)
+
+
+# Send waits for the exchange, and the agent may retry a read or look a lost order up: its own
+# deadline must outlast the agent's ([send] total_timeout_ms, 15 s by default, plus its retries).
+SEND_TIMEOUT = 45.0
+
+
 def _signed(reply: signer_pb2.SignedRequest) -> SignedRequest:
     return SignedRequest(
         method=reply.method,
@@ -309,6 +333,26 @@ class SignerClient(_Connection):
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return _signed(reply)
+
+    def send(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        query: ParamsLike | None = None,
+        body: ParamsLike | str | None = None,
+        *,
+        timeout: float = SEND_TIMEOUT,
+    ) -> ExchangeAnswer:
+        """Have the agent place the request itself (keys with delivery "send" or "both") and return the
+        exchange's answer, whatever its HTTP status. The bot never sees the signature. Raises as sign()
+        does, and OutcomeUnknownError when the request went out and no answer came back."""
+        msg = sign_request(key, method, path, query, body)
+        try:
+            reply = self._stub.Send(msg, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _send_error(exc) from None
+        return _answer(reply)
 
     def sign_batch(self, requests: Iterable[signer_pb2.SignRequest]) -> list[SignedRequest | SigningError]:
         """Sign many requests in one RPC (build each with `sign_request`). Results in order: a

@@ -44,6 +44,11 @@ class SignerStub:
                 request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
                 response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
                 _registered_method=True)
+        self.Send = channel.unary_unary(
+                '/signing_agent.v1.Signer/Send',
+                request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+                response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServicer:
@@ -77,6 +82,32 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Send(self, request, context):
+        """Decide, sign and SEND one exchange request: the agent places it itself, over
+        HTTPS, to the exchange host the operator configured for the key (the policy's
+        `send_to`: production, testnet or a base URL; never the bot's choice), and
+        returns the exchange's answer. The bot never sees the signature, the
+        authentication headers or the JWT, so it holds nothing it could replay or
+        pair with another body. The key's policy must allow it (`delivery = "send"`
+        or "both"). The same request as Sign; the same decision, audit and statuses,
+        plus, for the trip to the exchange:
+        OK                 the exchange answered, whatever its HTTP status (read
+        `status`: a 400 or a 429 is the exchange's answer)
+        UNAVAILABLE        the exchange could not be reached; nothing was sent
+        DEADLINE_EXCEEDED  the request went out and no answer came back; it was not
+        sent again; the message says what the agent found out
+        FAILED_PRECONDITION the key cannot be sent (no host for it, TLS not verified)
+        RESOURCE_EXHAUSTED as Sign, or the exchange's Retry-After still running
+        Reads are retried by the agent (signed afresh); anything that writes is sent
+        once.
+        An order is never sent twice by the agent: where the exchange takes a client
+        order id, the agent sets one (unless the bot did) and, when the answer is
+        lost, looks the order up by it instead of sending it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +120,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.SignBatch,
                     request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.FromString,
                     response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.SerializeToString,
+            ),
+            'Send': grpc.unary_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.FromString,
+                    response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,6 +181,33 @@ class Signer:
             '/signing_agent.v1.Signer/SignBatch',
             signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
             signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Send(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signing_agent.v1.Signer/Send',
+            signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+            signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
