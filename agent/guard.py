@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.bots import Bots, BotsFileError, load_bots
+from agent.guardrails import Guardrails
 from agent.logs import get_logger
 from agent.rates import RateTableFull, SharedBuckets
 from agent.policy import (
@@ -154,6 +155,7 @@ class Guard:
             raise PolicyError(str(exc)) from None
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
+        self.guardrails = Guardrails(state_dir, buckets=self._buckets)  # freezes, order rates, budgets
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -182,11 +184,13 @@ class Guard:
             self._thread.join(timeout=2)
         self._symbols.flush()
         self._alerts.close()
+        self.guardrails.close()
         self._buckets.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL):
             self.reload(only_changed=True)
+            self.guardrails.poll()
             self._symbols.flush()
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
@@ -252,14 +256,15 @@ class Guard:
 
     def check(
         self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
-        now_ms: int, charge_rate: bool = True,
+        now_ms: int, charge_rate: bool = True, bot: str = "",
     ) -> tuple[str, ...]:
         """Every rule about the request itself (agent.policy.evaluate, pure), then the state around
         them: the age-warning alert (at most hourly per key) and the key's rate. Returns the symbols
         the request names (for the audit); raises the Refusal (or RequestInvalid) that refused it.
 
         EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
-        CHARGE_RATE: take from the key's rate (once per request).
+        CHARGE_RATE: take from the key's rate, and run the guardrails over time (agent.guardrails:
+        freeze, order rates, notional budgets), once per request. BOT: the caller, for its freezes and budgets.
         """
         verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=timestamp_ms, now_ms=now_ms)
         if verdict.age_warning:
@@ -269,6 +274,9 @@ class Guard:
         if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
+        if charge_rate:
+            self.guardrails.check(bot=self.policy.bots.get(bot), bot_name=bot, key_policy=key_policy,
+                                  verdict=verdict, now=self._wall())
         return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:

@@ -84,6 +84,8 @@ def _budgets(table: dict[str, Any]) -> tuple[Budget, ...]:
         if limit is None:
             raise Invalid(f"window {window!r} needs a positive decimal string, e.g. \"20000\" (strings keep "
                           "decimals exact)")
+        if any(b.seconds == seconds for b in out):
+            raise Invalid(f"has window {window!r} twice (as {next(b.window for b in out if b.seconds == seconds)!r})")
         out.append(Budget(window, seconds, limit))
     return tuple(sorted(out, key=lambda b: b.seconds))
 
