@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,9 +168,25 @@ def is_cancel(v: View) -> bool:
     return bool(names) and all("cancel" in words(name) for name in names)
 
 
+# Reads where every request is a POST (Kraken, Bitfinex, Crypto.com, Gemini...): the exchanges' read
+# endpoints by name, as the last path segment (or JSON-RPC method) without separators. The default-deny
+# rules' `is_read` knows only the reads of forbidden families there. A name that starts like a write is
+# never a read, whatever it ends with.
+_WRITE_NAME = re.compile(r"(set|update|edit|amend|modify|replace|place|add|create|close|submit|transfer|withdraw)")
+_READ_NAME = re.compile(r"(get|query|list|fetch).*|.*(balance|balances|balanceex|history|ledgers|trades|mytrades"
+                        r"|positions|openorders|closedorders|tradevolume|status|fees|summary)")
+
+
+def is_named_read(v: View) -> bool:
+    root = v.exchange.rules.json_rpc
+    names = [name for name in (v.path, *v.rpc_methods) if not (root and path_key(name) == root)]
+    lasts = [re.sub(r"[^a-z0-9]", "", name.rstrip("/").rsplit("/", 1)[-1].lower()) for name in names]
+    return bool(lasts) and all(_READ_NAME.fullmatch(n) and not _WRITE_NAME.match(n) for n in lasts)
+
+
 def frozen_allows(v: View | None, facts: RequestFacts | None) -> bool:
     """Whether a frozen key may still sign this request: a read or a cancel that places no order.
     Unsure (not read yet) is no."""
     if v is None or facts is None or facts.orders:
         return False
-    return is_read(v) or is_cancel(v)
+    return is_read(v) or is_named_read(v) or is_cancel(v)

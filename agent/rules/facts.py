@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 
@@ -24,8 +24,9 @@ class OrderFacts:
     # The limit price, set only by readers whose QUANTITY times it is the order's notional in the quote
     # currency (base-sized orders; None for contracts, lots, and exchanges not read for it yet): the
     # notional budgets (agent.guardrails) fail closed without it. SIDE: "buy" or "sell", where read.
-    price: Decimal | None = None
-    side: str | None = None
+    # Orders compare by symbol and size (what the size caps read); price and side are checked on their own.
+    price: Decimal | None = field(default=None, compare=False)
+    side: str | None = field(default=None, compare=False)
 
     @property
     def notional(self) -> Decimal | None:
