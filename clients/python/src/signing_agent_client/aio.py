@@ -12,18 +12,16 @@ loop it was created in: create the client inside the loop that uses it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import grpc
 import grpc.aio
 
-from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2
 from signing_agent_client.client import (
-    ClientTls,
     ParamsLike,
     SigningError,
     _batch_results,
-    _connection,
+    _Connection,
     _error,
     _signed,
     sign_request,
@@ -31,23 +29,10 @@ from signing_agent_client.client import (
 from signing_agent_client.request import SignedRequest
 
 
-class AsyncSignerClient:
-    """A grpc.aio connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
+class AsyncSignerClient(_Connection):
+    """A grpc.aio connection to the agent; the same arguments as SignerClient."""
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        config_path: Path | None = None,
-        timeout: float = 5.0,
-        token_file: Path | str | None | bool = None,
-        tls: ClientTls | None = None,
-    ):
-        self.target, self.timeout, self._metadata, options = _connection(
-            target, config_path, timeout, token_file, tls)
-        self._channel = (grpc.aio.secure_channel(self.target, tls.credentials(), options=options) if tls
-                         else grpc.aio.insecure_channel(self.target, options=options))
-        self._stub = signer_pb2_grpc.SignerStub(self._channel)
+    _channels = grpc.aio
 
     async def sign(
         self,

@@ -238,19 +238,39 @@ def _local(target: str) -> bool:
         return False
 
 
-def _connection(target, config_path, timeout, token_file, tls):
-    """(target, timeout, call metadata, channel options): what the sync and asyncio clients share."""
-    target = target or default_target(config_path)
-    token = read_token(token_file)
-    if token and tls is None and not _local(target):
-        raise NotAuthenticatedError(
-            "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {target}: use the Unix "
-            "socket, loopback, or mTLS (tls=ClientTls(...))")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
-    # agent.workers.unix_target): one channel, each call to the next worker.
-    options = [("grpc.lb_policy_name", "round_robin")] if "," in target else []
-    return target, timeout, metadata, options
+class _Connection:
+    """What the sync and asyncio clients share: where the agent is, the bot's credential, the channel.
+
+    CHANNELS is the module whose insecure_channel/secure_channel make the channel: grpc for
+    SignerClient, grpc.aio for AsyncSignerClient. The RPCs themselves differ (awaited or not), so
+    each client writes its own.
+    """
+
+    _channels: Any = grpc
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        config_path: Path | None = None,
+        timeout: float = 5.0,
+        token_file: Path | str | None | bool = None,
+        tls: ClientTls | None = None,
+    ):
+        self.target = target or default_target(config_path)
+        self.timeout = timeout
+        token = read_token(token_file)
+        if token and tls is None and not _local(self.target):
+            raise NotAuthenticatedError(
+                "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {self.target}: use the Unix "
+                "socket, loopback, or mTLS (tls=ClientTls(...))")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
+        # agent.workers.unix_target): one channel, each call to the next worker.
+        options = [("grpc.lb_policy_name", "round_robin")] if "," in self.target else []
+        self._channel = (self._channels.secure_channel(self.target, tls.credentials(), options=options) if tls
+                         else self._channels.insecure_channel(self.target, options=options))
+        self._stub = signer_pb2_grpc.SignerStub(self._channel)
 
 
 def _batch_results(reply: signer_pb2.SignBatchResponse) -> list[SignedRequest | SigningError]:
@@ -264,23 +284,9 @@ def _batch_results(reply: signer_pb2.SignBatchResponse) -> list[SignedRequest | 
     return out
 
 
-class SignerClient:
-    """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
-
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        config_path: Path | None = None,
-        timeout: float = 5.0,
-        token_file: Path | str | None | bool = None,
-        tls: ClientTls | None = None,
-    ):
-        self.target, self.timeout, self._metadata, options = _connection(
-            target, config_path, timeout, token_file, tls)
-        self._channel = (grpc.secure_channel(self.target, tls.credentials(), options=options) if tls
-                         else grpc.insecure_channel(self.target, options=options))
-        self._stub = signer_pb2_grpc.SignerStub(self._channel)
+class SignerClient(_Connection):
+    """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port' (else
+    default_target); TOKEN_FILE, else $SIGNING_AGENT_TOKEN_FILE, holds the bot's token; TLS for mTLS."""
 
     def sign(
         self,

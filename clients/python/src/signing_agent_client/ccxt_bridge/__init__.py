@@ -38,10 +38,14 @@ PERMISSION_DENIED PermissionDenied (policy: do not retry), INVALID_ARGUMENT
 BadRequest, anything else ExchangeError. The SigningError is the __cause__.
 
 Calls ccxt makes by itself: `load_markets` of some exchanges makes private
-calls (binance `fetch_currencies`: GET /sapi/v1/capital/config/getall). The
-bridge turns them off (AUTOMATIC_OFF: ccxt options, per exchange) so that the
+calls (binance `fetch_currencies`: GET /sapi/v1/capital/config/getall), and
+bybit's create_order first asks whether the account is unified. The bridge
+turns them off (AUTOMATIC_OFF: ccxt options, per exchange) so that the
 template policy, which grants trading only, is enough; a bot that wants them
 passes the option back in CONFIG and asks the operator to allow the endpoint.
+Three have no option: coinbase GET /api/v3/brokerage/transaction_summary and
+kucoin's GET /api/v3/margin/symbols and /api/v1/isolated/symbols, reads that
+the exchanges' template policies allow.
 
 Dry run: agent_exchange(..., dry_run=True) signs each private request with the
 agent as usual but never sends it: the call raises DryRun, whose .request is
@@ -90,7 +94,10 @@ AUTOMATIC_OFF: dict[str, dict[str, Any]] = {
     "binance": {"options": {"fetchCurrencies": False, "fetchMargins": False}},
     "binanceusdm": {"options": {"fetchCurrencies": False, "fetchMargins": False}},
     "bitget": {"options": {"uta": False}},
-    "bybit": _NO_PRIVATE_CURRENCIES,
+    # create_order asks whether the account is unified (GET /v5/user/query-api, the API key's own
+    # record, and GET /v5/account/info) unless these options say it: a unified trading account, Bybit's
+    # account type for new users. A classic account passes {"enableUnifiedAccount": False}.
+    "bybit": {**_NO_PRIVATE_CURRENCIES, "options": {"enableUnifiedAccount": True, "enableUnifiedMargin": False}},
     "coinbase": {"options": {"fetchMarkets": {"usePrivate": False}}},
     "cryptocom": _NO_PRIVATE_CURRENCIES,
     "gate": {"options": {"unifiedAccount": False}},
