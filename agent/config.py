@@ -36,6 +36,12 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [metrics]
     # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
 
+    [market]                               # the exchanges' public tickers (price_band_pct, min_quote_volume_24h)
+    # ttl_ms = 1000                        # fetched again after this
+    # stale_ms = 10000                     # orders needing a ticker this old are refused, and it alerts
+    # [market.urls]
+    # binance = "https://api.binance.com"  # per market (agent.market.SOURCES): tests point them at a local server
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -50,7 +56,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
+from agent.market import SOURCES, MarketSettings
+from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, did_you_mean, table_of
 
 DEFAULT_CONFIG_NAME = "signing-agent.toml"
 CONFIG_ENV = "SIGNING_AGENT_CONFIG"
@@ -157,6 +164,7 @@ class Config:
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
+    market: MarketSettings = MarketSettings()  # the tickers price bands and thin markets read (agent.market)
 
 
 def default_config_path() -> Path:
@@ -194,6 +202,15 @@ def _loopback_target(value: str) -> str:
         raise Invalid(f"must be a loopback HOST:PORT ({exc})") from None
 
 
+def _market_urls(urls: dict[str, str]) -> dict[str, str]:
+    for market, url in urls.items():
+        if market not in SOURCES:
+            raise Invalid(f"has market {market[:40]!r}{did_you_mean(market, SOURCES)}; known: {sorted(SOURCES)}")
+        if not _http_url(url):
+            raise Invalid(f"{market} must be an http:// or https:// URL")
+    return urls
+
+
 _TOKEN = Schema(
     Field("module", TEXT, required="a non-empty string: the PKCS#11 module's path"),
     Field("label", TEXT, required="a non-empty string: the token's label"),
@@ -222,7 +239,14 @@ _CONFIG = Schema(
     Field("audit", schema=Schema(Field("file", TEXT))),
     Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
     Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+    Field("market", schema=Schema(
+        Field("ttl_ms", INT, default=1000, low=100, high=10_000),
+        Field("stale_ms", INT, default=10_000, low=1000, high=300_000),
+        Field("timeout_ms", INT, default=1000, low=100, high=10_000),
+        Field("urls", table_of(TEXT), default={}, convert=_market_urls),
+    )),
 )
+
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -267,4 +291,6 @@ def load_config(path: Path | None = None) -> Config:
         audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
+        market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
+                              timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
     )

@@ -43,6 +43,7 @@ from signing_agent_client.request import UnsignedRequest
 if TYPE_CHECKING:
     from agent.decision import Decision
     from agent.exchanges.record import Exchange
+    from agent.market import MarketSettings
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -143,6 +144,7 @@ class Guard:
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
+        market: "MarketSettings | None" = None,
     ) -> None:
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
@@ -155,7 +157,8 @@ class Guard:
             raise PolicyError(str(exc)) from None
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
-        self.guardrails = Guardrails(state_dir, buckets=self._buckets)  # freezes, order rates, budgets
+        # Freezes, market checks, order rates, budgets (agent.guardrails).
+        self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -276,7 +279,7 @@ class Guard:
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
         if charge_rate:
             self.guardrails.check(bot=self.policy.bots.get(bot), bot_name=bot, key_policy=key_policy,
-                                  verdict=verdict, now=self._wall())
+                                  exchange=exchange, verdict=verdict, now=self._wall())
         return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:

@@ -7,6 +7,11 @@ has passed every rule of agent.policy.evaluate (and the key's request rate), in 
 
     frozen          PERMISSION_DENIED   a freeze (agent.freeze) covers the key or bot: no order,
                                         no amend; reads and cancels still signed
+    thin-market     PERMISSION_DENIED   min_quote_volume_24h: the symbol traded less than that in 24 h
+                                        (the exchange's own ticker, agent.market)
+    price-band      PERMISSION_DENIED   price_band_pct: a limit buy above, or sell below, the last price
+                                        by more than the band; a ticker older than the staleness bound
+                                        refuses the orders that need it (and alerts)
     order-rate      RESOURCE_EXHAUSTED  max_orders_per_minute (the key; each symbol; the bot)
     notional-budget PERMISSION_DENIED   max_notional windows (the key; each symbol; the bot),
                                         charged last so that a refusal by any rule spends nothing
@@ -21,23 +26,28 @@ import hashlib
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent import freeze
 from agent.budgets import Charge, LedgerDamaged, Ledgers
 from agent.limits import Limits
 from agent.logs import get_logger
+from agent.market import Market, MarketSettings, NoTicker, market_for
 from agent.policy import RESOURCE_EXHAUSTED, Refusal
 
 if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
     from agent.policy import BotPolicy, KeyPolicy, Verdict
     from agent.rates import SharedBuckets
 
 
 class Guardrails:
-    def __init__(self, state_dir: Path, *, buckets: "SharedBuckets") -> None:
+    def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
+                 alert: Callable[..., None] = lambda kind, **fields: None) -> None:
         self._state_dir = state_dir
         self._buckets = buckets  # the guard's, shared by every worker through the state dir
+        self._alert = alert
+        self.market = Market(market or MarketSettings(), on_stale=self._stale)
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
@@ -71,8 +81,8 @@ class Guardrails:
 
     # -- the checks ---------------------------------------------------------------------------------
 
-    def check(self, *, bot: "BotPolicy | None", bot_name: str, key_policy: "KeyPolicy", verdict: "Verdict",
-              now: float) -> None:
+    def check(self, *, bot: "BotPolicy | None", bot_name: str, key_policy: "KeyPolicy", exchange: "Exchange",
+              verdict: "Verdict", now: float) -> None:
         """Raise the Refusal of the first guardrail REQUEST (its VERDICT, already passed by the rules)
         breaks; otherwise charge its orders to every rate and budget that counts them."""
         label = key_policy.label
@@ -84,8 +94,56 @@ class Guardrails:
         if not orders:
             return
         key_limits, bot_limits = key_policy.limits, (bot.limits if bot is not None else None)
+        if key_limits.needs_market:
+            self._against_market(label, key_limits, exchange, verdict, orders)
         self._order_rate(label, bot_name, key_limits, bot_limits, orders)
         self._charge(label, bot_name, key_limits, bot_limits, orders, now)
+
+    def _against_market(self, label: str, limits: Limits, exchange: "Exchange", verdict: "Verdict",
+                        orders: tuple) -> None:
+        """Thin markets, then price bands, against the ticker of the market each order goes to."""
+        rule = "thin-market" if limits.min_quote_volume_24h is not None else "price-band"
+        market = market_for(exchange.id, verdict.view.key if verdict.view is not None else "")
+        if market is None:
+            raise Refusal(rule, f"key {label!r} has {_market_settings(limits)}, but this version has no ticker "
+                                f"source for {exchange.name} {verdict.view.path[:80] if verdict.view else ''}: "
+                                "remove them from the key's policy to trade there")
+        for order in orders:
+            if not order.symbol:
+                raise Refusal(rule, f"an order without a readable symbol; key {label!r} checks orders against "
+                                    "the market: send the symbol once")
+            try:
+                ticker = self.market.ticker(market, order.symbol)
+            except NoTicker as exc:
+                raise Refusal(rule, f"{exc}: orders on {order.symbol} are refused until the agent can read the "
+                                    "market again (retry later)") from None
+            floor = limits.min_quote_volume_24h
+            if floor is not None and (ticker.quote_volume_24h is None or ticker.quote_volume_24h < floor):
+                raise Refusal("thin-market", f"{order.symbol} traded {_plain(ticker.quote_volume_24h or Decimal(0))} "
+                                             f"in 24 h on {market}, under key {label!r}'s min_quote_volume_24h of "
+                                             f"{_plain(floor)}: a market this thin is moved by the orders themselves")
+            band = limits.price_band_pct
+            if band is not None:
+                self._band(label, band, market, ticker.price, order)
+
+    @staticmethod
+    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any) -> None:
+        if order.price is None or order.side is None:
+            raise Refusal("price-band", f"an order on {order.symbol} without a readable limit price and side: key "
+                                        f"{label!r} has price_band_pct, so send a limit order (price, side); a "
+                                        "market order cannot be held to a band")
+        high, low = last * (1 + band / 100), last * (1 - band / 100)
+        if (order.side == "buy" and order.price > high) or (order.side == "sell" and order.price < low):
+            where = "above" if order.side == "buy" else "below"
+            limit = high if order.side == "buy" else low
+            raise Refusal("price-band", f"a {order.side} at {_plain(order.price)} on {order.symbol} is more than "
+                                        f"{_plain(band)} % {where} the last price {_plain(last)} on {market}: key "
+                                        f"{label!r}'s price_band_pct; send a price no {'higher' if where == 'above' else 'lower'} "
+                                        f"than {_plain(limit)}")
+
+    def _stale(self, market: str, symbol: str, why: str) -> None:
+        self._alert("ticker-stale", rule="price-band", symbol=symbol,
+                    reason=f"the {market} ticker for {symbol} cannot be read ({why}): orders needing it are refused")
 
     def _order_rate(self, label: str, bot_name: str, key: Limits, bot: Limits | None, orders: tuple) -> None:
         takes: list[tuple[str, int, int, str]] = []  # (bucket, per minute, orders, who)
@@ -152,6 +210,12 @@ class Guardrails:
 
 def _plain(amount: Decimal) -> str:
     return format(amount.normalize(), "f")  # 2000, not 2E+3 or 2000.00
+
+
+def _market_settings(limits: Limits) -> str:
+    return " and ".join(name for name, value in (("price_band_pct", limits.price_band_pct),
+                                                 ("min_quote_volume_24h", limits.min_quote_volume_24h))
+                        if value is not None)
 
 
 def _unreadable(label: str, order: Any) -> str:

@@ -9,6 +9,8 @@ order-rate buckets, the freeze file) is agent.guardrails'.
     max_notional_per_symbol = { "*" = { "1h" = "5000" } }                # each symbol on its own ("*": any)
     max_orders_per_minute = 120                                         # the key, every symbol together
     max_orders_per_minute_per_symbol = { "*" = 30 }                      # each symbol on its own
+    price_band_pct = "2"            # limit buys at most 2 % above the exchange's last price, sells 2 % below
+    min_quote_volume_24h = "1000000"  # no orders on symbols that traded less (quote currency, 24 h)
 
     [bots.mm-1]
     max_notional = { "24h" = "250000" }                                 # every key of the bot together
@@ -46,6 +48,12 @@ class Limits:
     max_notional_per_symbol: Mapping[str, tuple[Budget, ...]] = field(default_factory=dict)  # "*": each symbol
     max_orders_per_minute: int | None = None
     max_orders_per_minute_per_symbol: Mapping[str, int] = field(default_factory=dict)  # "*": each symbol
+    price_band_pct: Decimal | None = None  # against the exchange's own ticker (agent.market)
+    min_quote_volume_24h: Decimal | None = None
+
+    @property
+    def needs_market(self) -> bool:
+        return self.price_band_pct is not None or self.min_quote_volume_24h is not None
 
     @property
     def budgets(self) -> bool:
@@ -106,8 +114,22 @@ KEY_FIELDS = (
           convert=lambda v: {s.upper(): _budgets(w) for s, w in v.items()}),
     _MAX_ORDERS,
     Field("max_orders_per_minute_per_symbol", _PER_SYMBOL_RATE, convert=lambda v: {s.upper(): n for s, n in v.items()}),
+    Field("price_band_pct", Kind('a number or decimal string, e.g. "2"', lambda v: _percent(v) is not None),
+          convert=lambda v: _percent(v), expect='a percentage above 0 and at most 100, e.g. "2" (or 2)'),
+    Field("min_quote_volume_24h", Kind('a positive decimal string', lambda v: _amount(v) is not None),
+          convert=_amount, expect='a positive decimal string in the quote currency, e.g. "1000000"'),
 )
 BOT_FIELDS = (_MAX_NOTIONAL, _MAX_ORDERS)
+
+
+def _percent(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        parsed = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return parsed if parsed.is_finite() and 0 < parsed <= 100 else None
 
 
 def limits_of(values: Mapping[str, Any]) -> Limits:
@@ -117,5 +139,7 @@ def limits_of(values: Mapping[str, Any]) -> Limits:
         max_notional_per_symbol=values.get("max_notional_per_symbol") or {},
         max_orders_per_minute=values.get("max_orders_per_minute"),
         max_orders_per_minute_per_symbol=values.get("max_orders_per_minute_per_symbol") or {},
+        price_band_pct=values.get("price_band_pct"),
+        min_quote_volume_24h=values.get("min_quote_volume_24h"),
     )
     return NO_LIMITS if found == NO_LIMITS else found

@@ -147,7 +147,7 @@ def build_guard(config: Config) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()})
+                     started={**build_info().as_fields(), "pid": os.getpid()}, market=config.market)
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
