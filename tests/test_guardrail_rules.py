@@ -178,3 +178,22 @@ def test_a_damaged_ledger_refuses_its_scope(tmp_path: Path):
 def test_bad_guardrail_settings_are_refused_with_the_fix(setting: str, message: str):
     with pytest.raises(PolicyError, match=message):
         parse_policy(f"[keys.k]\nendpoints = []\n{setting}\n".encode())
+
+
+# -- the templates ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exchange", ["binance", "binanceusdm", "kucoin", "okx", "kraken", "kucoinfutures"])
+def test_templates_propose_the_guardrails(exchange: str):
+    from agent.policy_templates import default_policy
+
+    text = default_policy(exchange, "k")
+    limits = parse_policy(text.encode()).keys["k"].limits
+    assert limits.max_orders_per_minute == 120  # on by default: no trading bot needs more
+    assert '# max_notional = { "1m" = "2000"' in text
+    band = '# price_band_pct = "2"' in text
+    assert band == (exchange in ("binance", "binanceusdm", "kucoin", "okx"))  # where a ticker is read
+    # Uncommented, the proposals are a valid policy.
+    enabled = parse_policy(text.replace("# max_notional =", "max_notional =").replace(
+        "# price_band_pct =", "price_band_pct =").replace("# min_quote_volume_24h =", "min_quote_volume_24h =").encode())
+    assert enabled.keys["k"].limits.budgets
