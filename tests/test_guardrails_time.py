@@ -14,12 +14,12 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2
 from agent.budgets import Ledgers
 from agent.limits import Budget
 from agent.workers import worker_socket
 from conftest import Env, make_env, new_secret, register_secret, run_cli, start_agent, write_bots
-from test_guardrails import Receiver, refused
+from test_guardrails import Receiver, read_audit, refused, sign_at
 
 pytestmark = pytest.mark.e2e
 
@@ -96,19 +96,13 @@ class Workers:
             msg.query.extend(params)
         else:
             msg.fields.items.extend(params)
-        with grpc.insecure_channel(self.targets()[worker]) as channel:
-            try:
-                reply = signer_pb2_grpc.SignerStub(channel).Sign(
-                    msg, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
-            except grpc.RpcError as exc:
-                return exc.code(), exc.details(), None
-        return grpc.StatusCode.OK, "", reply
+        return sign_at(self.targets()[worker], msg, token)
 
     def cli(self, *args: str):
         return run_cli(self.env, *args, config=self.config)
 
     def audit_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line]
+        return read_audit(self.audit)
 
 
 @pytest.fixture(scope="module")
