@@ -29,25 +29,24 @@ from agent.policy import evaluate, parse_policy
 from agent.rates import SharedBuckets
 from signing_agent_client.request import UnsignedRequest
 
-POLICY = b"""
+MARKET = """max_orders_per_minute = 100000
+max_orders_per_minute_per_symbol = { "*" = 100000 }
+price_band_pct = "2"
+min_quote_volume_24h = "1000000"
+"""
+POLICY = f"""
 [bots.b]
 keys = ["none", "market", "all"]
 [keys.none]
 endpoints = ["POST /api/v3/order"]
 [keys.market]
 endpoints = ["POST /api/v3/order"]
-max_orders_per_minute = 100000
-max_orders_per_minute_per_symbol = { "*" = 100000 }
-price_band_pct = "2"
-min_quote_volume_24h = "1000000"
+{MARKET}
 [keys.all]
 endpoints = ["POST /api/v3/order"]
-max_orders_per_minute = 100000
-max_orders_per_minute_per_symbol = { "*" = 100000 }
-price_band_pct = "2"
-min_quote_volume_24h = "1000000"
-max_notional = { "1m" = "1000000000000", "1h" = "1000000000000", "24h" = "1000000000000" }
-"""
+{MARKET}
+max_notional = {{ "1m" = "1000000000000", "1h" = "1000000000000", "24h" = "1000000000000" }}
+""".encode()
 ORDER = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"), ("quantity", "0.01"),
          ("price", "50000"))
 
