@@ -158,7 +158,8 @@ class Guard:
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
         # Freezes, market checks, order rates, budgets (agent.guardrails).
-        self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert)
+        self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
+                                     audit=self._audit_append)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}

@@ -23,7 +23,8 @@ order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+import threading
+from collections import Counter, deque
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -43,11 +44,13 @@ if TYPE_CHECKING:
 
 class Guardrails:
     def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
-                 alert: Callable[..., None] = lambda kind, **fields: None) -> None:
+                 alert: Callable[..., None] = lambda kind, **fields: None,
+                 audit: Callable[..., bool] = lambda event, **fields: True) -> None:
         self._state_dir = state_dir
         self._buckets = buckets  # the guard's, shared by every worker through the state dir
         self._alert = alert
         self.market = Market(market or MarketSettings(), on_stale=self._stale)
+        self._patterns = OrderPatterns(alert, audit)
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
@@ -98,6 +101,7 @@ class Guardrails:
             self._against_market(label, key_limits, exchange, verdict, orders)
         self._order_rate(label, bot_name, key_limits, bot_limits, orders)
         self._charge(label, bot_name, key_limits, bot_limits, orders, now)
+        self._patterns.note(label, bot_name, orders)
 
     def _against_market(self, label: str, limits: Limits, exchange: "Exchange", verdict: "Verdict",
                         orders: tuple) -> None:
@@ -206,6 +210,54 @@ class Guardrails:
 
     def close(self) -> None:
         self._ledgers.close()
+
+
+class OrderPatterns:
+    """An alert (kind `order-pattern`, no refusal) when a key's order flow leaves its usual shape: a
+    side it has not used, or an order far larger than its median (audited as `order.pattern`). A
+    compromised bot's first orders are often both. Kept per process (each worker sees its share of the flow), in memory: a heuristic
+    for a person to look at, not a limit."""
+
+    WARM = 20  # orders seen before a key's flow counts as "usual"
+    KEEP = 200  # recent order sizes the median is taken over
+    FACTOR = 10  # an order this many times the median is "far above" it
+
+    def __init__(self, alert: Callable[..., None], audit: Callable[..., bool]) -> None:
+        self._alert, self._audit = alert, audit
+        self._lock = threading.Lock()
+        self._sides: dict[str, set[str]] = {}
+        self._sizes: dict[str, deque[Decimal]] = {}
+        self._seen: dict[str, int] = {}
+        self._median: dict[str, Decimal] = {}  # recomputed every WARM orders: no sort on every order
+
+    def note(self, label: str, bot: str, orders: tuple) -> None:
+        unusual: list[str] = []
+        with self._lock:
+            if len(self._seen) > 10_000:  # bounded memory: start afresh
+                self._sides.clear(), self._sizes.clear(), self._seen.clear(), self._median.clear()
+            seen = self._seen.get(label, 0)
+            sides = self._sides.setdefault(label, set())
+            sizes = self._sizes.setdefault(label, deque(maxlen=self.KEEP))
+            if sizes and (label not in self._median or seen % self.WARM == 0):
+                self._median[label] = sorted(sizes)[len(sizes) // 2]
+            median = self._median.get(label)
+            for order in orders:
+                if order.side and order.side not in sides and seen >= self.WARM:
+                    unusual.append(f"a first {order.side} after {seen} orders")
+                size = order.notional
+                if size is not None and median and seen >= self.WARM and size > median * self.FACTOR:
+                    unusual.append(f"an order of {_plain(size)} on {order.symbol}, over {self.FACTOR} times the "
+                                   f"median {_plain(median)}")
+                if order.side:
+                    sides.add(order.side)
+                if size is not None:
+                    sizes.append(size)
+                seen += 1
+            self._seen[label] = seen
+        if unusual:
+            reason = f"key {label!r} signed {'; '.join(unusual[:3])}: its order flow changed shape"
+            self._audit("order.pattern", bot=bot, key=label, reason=reason)
+            self._alert("order-pattern", bot=bot, key=label, rule="order-pattern", reason=reason)
 
 
 def _plain(amount: Decimal) -> str:

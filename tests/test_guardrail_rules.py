@@ -197,3 +197,28 @@ def test_templates_propose_the_guardrails(exchange: str):
     enabled = parse_policy(text.replace("# max_notional =", "max_notional =").replace(
         "# price_band_pct =", "price_band_pct =").replace("# min_quote_volume_24h =", "min_quote_volume_24h =").encode())
     assert enabled.keys["k"].limits.budgets
+
+
+# -- order patterns -----------------------------------------------------------------------------------
+
+
+def test_an_order_flow_that_changes_shape_is_alerted_and_audited():
+    from agent.guardrails import OrderPatterns
+
+    alerts: list[dict] = []
+    audited: list[tuple[str, dict]] = []
+    patterns = OrderPatterns(lambda kind, **f: alerts.append({"kind": kind, **f}),
+                             lambda event, **f: audited.append((event, f)) or True)
+    buy = OrderFacts("BTCUSDT", Decimal("0.01"), None, Decimal("50000"), "buy")  # 500
+    for _ in range(OrderPatterns.WARM):
+        patterns.note("k", "b", (buy,))
+    assert alerts == []  # the usual flow, and nothing before it is known
+    patterns.note("k", "b", (OrderFacts("BTCUSDT", Decimal("0.011"), None, Decimal("50000"), "buy"),))
+    assert alerts == []  # a little larger is not unusual
+    patterns.note("k", "b", (OrderFacts("BTCUSDT", Decimal("0.2"), None, Decimal("50000"), "buy"),))  # 10000
+    assert "over 10 times the median 500" in alerts[-1]["reason"] and alerts[-1]["kind"] == "order-pattern"
+    patterns.note("k", "b", (OrderFacts("BTCUSDT", Decimal("0.01"), None, Decimal("50000"), "sell"),))
+    assert "a first sell after 22 orders" in alerts[-1]["reason"]
+    assert [event for event, _ in audited] == ["order.pattern", "order.pattern"]
+    patterns.note("other", "b", (OrderFacts("X", Decimal("1000"), None, Decimal("1"), "sell"),))
+    assert len(alerts) == 2  # another key has its own flow, not warmed up yet
