@@ -616,6 +616,78 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _freeze_scope(args: argparse.Namespace) -> tuple[str, str]:
+    from agent.names import InvalidName, validate_label
+
+    if args.all:
+        return "all", ""
+    scope, name = ("key", args.key) if args.key is not None else ("bot", args.bot)
+    try:
+        validate_label(name)  # a bot name obeys the same rules; it goes into a file and the audit
+    except InvalidName as exc:
+        raise CliError(f"--{scope}: {exc}") from None
+    return scope, name
+
+
+def _freeze_alert(config, kind: str, **fields: Any) -> None:
+    """Send the alert from here, whether or not an agent runs: the webhook must hear of a freeze at once."""
+    from agent.alerts import AlertSender
+
+    class _Quiet:  # the CLI prints its own line; the sender's structured log lines would be noise here
+        def warning(self, *a: Any, **k: Any) -> None: ...
+        def error(self, *a: Any, **k: Any) -> None: ...
+        info = warning
+
+    if config.webhook is None:
+        return
+    sender = AlertSender(config.webhook, log=_Quiet())
+    sender.alert(kind, operator=_operator(), **fields)
+    sender.close(timeout=5)
+    if not sender.stats().sent:
+        print(f"signing-agent: warning: the {kind} alert could not be delivered to [alerts] webhook",
+              file=sys.stderr)
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from agent import freeze
+
+    config = _config(args)
+    scope, name = _freeze_scope(args)
+    try:
+        entry, new = freeze.freeze(config.state_dir, scope, name, by=_operator(), reason=args.reason or "")
+    except freeze.FreezeFileError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    if not new:
+        print(f"already frozen: {entry.describe()}; to lift it: {entry.undo()}")
+        return 0
+    _audit(config, "freeze", scope=scope, name=name, reason=entry.reason[:200])
+    _freeze_alert(config, "freeze", scope=scope, name=name, reason=entry.describe())
+    print(f"{entry.describe()}: running agents refuse its orders and amends within a second "
+          f"(reads and cancels are still signed); to lift it: {entry.undo()}")
+    return 0
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from agent import freeze
+
+    config = _config(args)
+    scope, name = _freeze_scope(args)
+    try:
+        lifted = freeze.unfreeze(config.state_dir, scope, name)
+    except freeze.FreezeFileError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    what = "every key (--all)" if scope == "all" else f"{scope} {name!r}"
+    if lifted is None:
+        others = freeze.read(config.state_dir).entries
+        raise CliError(f"{what} is not frozen" + (
+            "; frozen: " + ", ".join(e.undo().removeprefix("signing-agent unfreeze ") for e in others)
+            if others else ""))
+    _audit(config, "unfreeze", scope=scope, name=name)
+    _freeze_alert(config, "unfreeze", scope=scope, name=name, reason=f"{what} unfrozen")
+    print(f"{what} unfrozen: running agents sign its orders again within a second")
+    return 0
+
+
 def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
     out = {}
     for value in values:
@@ -804,6 +876,11 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     except OSError as exc:
         status["audit"] = {"file": str(config.audit_file), "problem": exc.strerror or str(exc)}
     status["metrics"] = {"listen": config.metrics_listen}
+    from agent import freeze
+
+    freezes = freeze.read(config.state_dir)
+    status["frozen"] = {"entries": [dataclasses.asdict(e) for e in freezes.entries],
+                        **({"problem": freezes.problem} if freezes.problem else {})}
     healthy = health == "SERVING" and status["token"]["up"]
     return status, healthy
 
@@ -833,6 +910,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"audit:   {au['file']}: " + (f"problem: {au['problem']}" if "problem" in au else
                                         f"head {au['head']} ({au['lines']} lines)" if au["head"] else "no lines yet"))
     print(f"metrics: {'http://' + status['metrics']['listen'] + '/metrics' if status['metrics']['listen'] else 'off ([metrics] listen)'}")
+    frozen = status["frozen"]
+    if frozen.get("problem"):
+        print(f"frozen:  EVERY KEY: {frozen['problem']}")
+    for entry in frozen["entries"]:
+        what = "EVERY KEY" if entry["scope"] == "all" else f"{entry['scope']} {entry['name']}"
+        print(f"frozen:  {what} by {entry['by']} at {entry['at']}" + (f" ({entry['reason']})" if entry["reason"] else "")
+              + f"; lift: signing-agent unfreeze " + ("--all" if entry["scope"] == "all" else f"--{entry['scope']} {entry['name']}"))
+    if not frozen["entries"] and not frozen.get("problem"):
+        print("frozen:  nothing")
     return 0 if healthy else EXIT_UNAVAILABLE
 
 
@@ -1074,6 +1160,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="or: generate it in your own PKCS#11 token, named by this file's [token] table (PIN from its "
                    "pin_file or pin_env); the private key never leaves the token")
     p.set_defaults(func=_quorum_command("cmd_operator_keygen"))
+
+    for command, func, verb in (("freeze", cmd_freeze, "stop signing orders and amends for"),
+                                ("unfreeze", cmd_unfreeze, "sign orders again for")):
+        p = sub.add_parser(command, help=f"kill switch: {verb} a key, a bot or everything (reads and cancels are "
+                                         "always signed)",
+                           description="In force on every running agent and worker sharing the state dir within a "
+                           "second; audited, and alerted to [alerts] webhook. `status` shows what is frozen.")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--key", help="a key label")
+        which.add_argument("--bot", help="a bot name (every key it uses)")
+        which.add_argument("--all", action="store_true", help="every key and bot")
+        if command == "freeze":
+            p.add_argument("--reason", help="why (shown to bots in the refusal, and in status and the audit)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",
                        description="Exit 0 when the agent serves and the token answers, 4 otherwise.")

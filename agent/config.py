@@ -50,6 +50,12 @@ Example (the dev default, `signing-agent.toml` at the project root):
     # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
     # alice = "ed25519:..."
 
+    [market]                               # the exchanges' public tickers (price_band_pct, min_quote_volume_24h)
+    # ttl_ms = 1000                        # fetched again after this
+    # stale_ms = 10000                     # orders needing a ticker this old are refused, and it alerts
+    # [market.urls]
+    # binance = "https://api.binance.com"  # per market (agent.market.SOURCES): tests point them at a local server
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -65,8 +71,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from agent.market import SOURCES, MarketSettings
 from agent.send.transport import SendSettings
-from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
+from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, did_you_mean, table_of
 
 DEFAULT_CONFIG_NAME = "signing-agent.toml"
 CONFIG_ENV = "SIGNING_AGENT_CONFIG"
@@ -175,6 +182,7 @@ class Config:
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
     send: SendSettings = field(default_factory=SendSettings)  # [send]: how Send reaches the exchanges
     quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
+    market: MarketSettings = MarketSettings()  # the tickers price bands and thin markets read (agent.market)
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,15 @@ def _loopback_target(value: str) -> str:
         raise Invalid(f"must be a loopback HOST:PORT ({exc})") from None
 
 
+def _market_urls(urls: dict[str, str]) -> dict[str, str]:
+    for market, url in urls.items():
+        if market not in SOURCES:
+            raise Invalid(f"has market {market[:40]!r}{did_you_mean(market, SOURCES)}; known: {sorted(SOURCES)}")
+        if not _http_url(url):
+            raise Invalid(f"{market} must be an http:// or https:// URL")
+    return urls
+
+
 _TOKEN = Schema(
     Field("module", TEXT, required="a non-empty string: the PKCS#11 module's path"),
     Field("label", TEXT, required="a non-empty string: the token's label"),
@@ -261,7 +278,14 @@ _CONFIG = Schema(
         Field("operators", table_of(STR), required="name = \"ed25519:...\" per operator "
                                                    "(`signing-agent operator keygen`)"),
     )),
+    Field("market", schema=Schema(
+        Field("ttl_ms", INT, default=1000, low=100, high=10_000),
+        Field("stale_ms", INT, default=10_000, low=1000, high=300_000),
+        Field("timeout_ms", INT, default=1000, low=100, high=10_000),
+        Field("urls", table_of(TEXT), default={}, convert=_market_urls),
+    )),
 )
+
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -308,6 +332,8 @@ def load_config(path: Path | None = None) -> Config:
         metrics_listen=c["metrics"]["listen"],
         send=_send_settings(c["send"], resolve),
         quorum=_quorum(c["quorum"], resolve, path),
+        market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
+                              timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
     )
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.bots import Bots, BotsFileError, load_bots
+from agent.guardrails import Guardrails
 from agent.logs import get_logger
 from agent.rates import RateTableFull, SharedBuckets
 from agent.policy import (
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from agent.quorum import Event, QuorumSource
     from agent.decision import Decision
     from agent.exchanges.record import Exchange
+    from agent.market import MarketSettings
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -146,6 +148,7 @@ class Guard:
         started: dict[str, Any] | None = None,
         quorum: "QuorumSource | None" = None,
         vet: Callable[[Policy], None] | None = None,
+        market: "MarketSettings | None" = None,
     ) -> None:
         # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
         # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
@@ -173,6 +176,9 @@ class Guard:
         self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
+        # Freezes, market checks, order rates, budgets (agent.guardrails).
+        self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
+                                     audit=self._audit_append)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -202,11 +208,13 @@ class Guard:
             self._thread.join(timeout=2)
         self._symbols.flush()
         self._alerts.close()
+        self.guardrails.close()
         self._buckets.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL):
             self.reload(only_changed=True)
+            self.guardrails.poll()
             self._symbols.flush()
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
@@ -308,14 +316,15 @@ class Guard:
 
     def check(
         self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
-        now_ms: int, charge_rate: bool = True,
+        now_ms: int, charge_rate: bool = True, bot: str = "",
     ) -> tuple[str, ...]:
         """Every rule about the request itself (agent.policy.evaluate, pure), then the state around
         them: the age-warning alert (at most hourly per key) and the key's rate. Returns the symbols
         the request names (for the audit); raises the Refusal (or RequestInvalid) that refused it.
 
         EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
-        CHARGE_RATE: take from the key's rate (once per request).
+        CHARGE_RATE: take from the key's rate, and run the guardrails over time (agent.guardrails:
+        freeze, order rates, notional budgets), once per request. BOT: the caller, for its freezes and budgets.
         """
         verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=timestamp_ms, now_ms=now_ms)
         if verdict.age_warning:
@@ -325,6 +334,9 @@ class Guard:
         if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
+        if charge_rate:
+            self.guardrails.check(bot=self.policy.bots.get(bot), bot_name=bot, key_policy=key_policy,
+                                  exchange=exchange, verdict=verdict, now=self._wall())
         return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:

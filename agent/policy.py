@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from agent.delivery import DEFAULT_DELIVERY, DELIVERIES, PRODUCTION, TESTNET
+from agent.limits import BOT_FIELDS, KEY_FIELDS, NO_LIMITS, Limits, limits_of
 from agent.rules import facts_of
 from agent.rules.facts import RequestFacts
 from agent.rules.view import View, path_key, view
@@ -133,6 +134,7 @@ class KeyPolicy:
     max_recv_window_ms: int = DEFAULT_MAX_RECV_WINDOW_MS
     delivery: str = DEFAULT_DELIVERY  # agent.delivery: "send", "sign" or "both"
     send_to: str = PRODUCTION  # "production", "testnet" or an https:// base URL (agent.send.hosts)
+    limits: Limits = NO_LIMITS  # budgets and order rates over time (agent.limits; the state: agent.guardrails)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class BotPolicy:
     keys: frozenset[str]  # labels, or {"*"}
     rate_per_second: float | None
     burst: int | None
+    limits: Limits = NO_LIMITS  # every key of the bot together (agent.limits)
 
     def may_use(self, label: str) -> bool:
         return "*" in self.keys or label in self.keys
@@ -205,7 +208,8 @@ def parse_policy(data: bytes, *, source: str = "policy") -> Policy:
                 warnings.append(f"{bot_where} key {label!r} has no [keys.{toml_key(label)}] table (and there is no "
                                 "[keys.\"*\"]): every request with it is refused")
         rate, burst = _rate(bot, bot_where)
-        bots[name] = BotPolicy(name=name, keys=frozenset(bot["keys"]), rate_per_second=rate, burst=burst)
+        bots[name] = BotPolicy(name=name, keys=frozenset(bot["keys"]), rate_per_second=rate, burst=burst,
+                               limits=limits_of(bot))
     fallback = keys.pop("*", None)
     return Policy(keys=keys, fallback=fallback, bots=bots, digest=hashlib.sha256(data).hexdigest(),
                   warnings=tuple(warnings))
@@ -307,9 +311,10 @@ _KEY = Schema(
     Field("not_before", convert=_when),
     Field("expires", convert=_when),
     Field("allow", TEXTS, default=frozenset(), convert=_categories),
+    *KEY_FIELDS,
     *_DEFAULTABLE,
 )
-_BOT = Schema(Field("keys", TEXTS, default=[]), _RATE, _BURST)
+_BOT = Schema(Field("keys", TEXTS, default=[]), _RATE, _BURST, *BOT_FIELDS)
 _FILE = Schema(Field("defaults", schema=Schema(*_DEFAULTABLE)), Field("bots", TABLE, default={}),
                Field("keys", TABLE, default={}))
 
@@ -328,7 +333,7 @@ def _key_policy(label: str, v: dict, where: Where, warnings: list[str]) -> KeyPo
         max_order=v["max_order"] or {}, max_order_quote=v["max_order_quote"] or {},
         timestamps=v["timestamps"], skew_ms=v["timestamp_skew_ms"], not_before=v["not_before"], expires=v["expires"],
         max_age_days=v["max_age_days"], warn_age_days=v["warn_age_days"], allow=v["allow"],
-        max_recv_window_ms=v["max_recv_window_ms"], delivery=v["delivery"], send_to=v["send_to"],
+        max_recv_window_ms=v["max_recv_window_ms"], delivery=v["delivery"], send_to=v["send_to"], limits=limits_of(v),
     )
 
 

@@ -431,6 +431,9 @@ KEY_FIELDS: dict[str, Callable[[KeyPolicy, KeyPolicy], bool]] = {
     # narrower only when the new modes are among the old ("both" to "send" tightens, "sign" to "send" not).
     "delivery": lambda o, n: _DELIVERY_MODES[n.delivery] <= _DELIVERY_MODES[o.delivery],
     "send_to": lambda o, n: n.send_to == o.send_to,  # another destination is never narrower
+    # Budgets, order rates, price bands: compared whole for now, so any change needs the threshold
+    # (the kill switch, `signing-agent freeze`, is the brake that needs no one).
+    "limits": lambda o, n: n.limits == o.limits,
 }
 _DELIVERY_MODES = {"send": frozenset({"send"}), "sign": frozenset({"sign"}), "both": frozenset({"send", "sign"})}
 BOT_FIELDS: dict[str, Callable[[BotPolicy, BotPolicy], bool]] = {
@@ -438,6 +441,7 @@ BOT_FIELDS: dict[str, Callable[[BotPolicy, BotPolicy], bool]] = {
     "keys": lambda o, n: "*" in o.keys or ("*" not in n.keys and n.keys <= o.keys),
     "rate_per_second": lambda o, n: _at_most(o.rate_per_second, n.rate_per_second),
     "burst": lambda o, n: _at_most(o.burst, n.burst),
+    "limits": lambda o, n: n.limits == o.limits,
 }
 
 

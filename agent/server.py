@@ -169,7 +169,7 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config),
+                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config), market=config.market,
                      vet=key_vetting(keyring) if keyring is not None else None)
     except PolicyError as exc:
         alerts.close()

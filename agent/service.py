@@ -209,7 +209,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             request = self._validated(msg, now_ms)
             policy, key_policy = self._guard.admit(caller, msg.key)
             digest = policy.digest
-            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy, ticket)
+            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy, caller.bot, ticket)
             decision = Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest)
         except Refusal as exc:
             decision = Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest)
@@ -240,7 +240,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return request_from_proto(msg).validated()  # the shape every exchange shares
 
     def _sign(
-        self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy,
+        self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy, bot: str = "",
         ticket: Ticket | None = None,
     ) -> tuple[str, tuple[str, ...], SignedRequest]:
         """Find the key, apply the rules that need its exchange and age (and its rate), and sign.
@@ -258,7 +258,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         ticket = ticket or Ticket(SIGN)  # any caller that is not Send: Sign's delivery rules
         request = ticket.admit(key_policy, exchange, entry, request)
         symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
-                                    request=request, timestamp_ms=timestamp_ms, now_ms=now_ms)
+                                    request=request, timestamp_ms=timestamp_ms, now_ms=now_ms, bot=bot)
         try:
             return exchange.id, symbols, self._sign_with(exchange, entry, request, timestamp_ms, now_ms)
         except KeyRevoked:

@@ -120,16 +120,25 @@ class Deployment:
             msg.raw = raw
         elif body is not None:
             msg.fields.items.extend(signer_pb2.Param(name=n, value=v) for n, v in body)
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        with grpc.insecure_channel(self.agent.target) as channel:
-            try:
-                reply = signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=metadata, timeout=10)
-            except grpc.RpcError as exc:
-                return exc.code(), exc.details(), None
-        return grpc.StatusCode.OK, "", reply
+        return sign_at(self.agent.target, msg, token)
 
     def audit_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line]
+        return read_audit(self.audit)
+
+
+def sign_at(target: str, msg: signer_pb2.SignRequest, token: str | None):
+    """(status, details, signed reply or None) of one Sign call to TARGET as the bot holding TOKEN."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=metadata, timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details(), None
+    return grpc.StatusCode.OK, "", reply
+
+
+def read_audit(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 @pytest.fixture(scope="module")

@@ -521,6 +521,13 @@ def test_ccxt_trading_calls_are_not_forbidden_and_orders_read_back(exchange_id):
     orders = [found.orders for _, found in placing if found.orders]
     assert orders == [(order(reported, str(amount)),)], (exchange_id, placing)
     assert reported in placing[-1][1].symbols
+    if exchange_id in PRICED:  # the notional budgets read quantity x price where that is the notional
+        (placed,) = orders[0]
+        assert (placed.price, placed.side, placed.notional) == (50000, "buy", Decimal(str(amount)) * 50000)
+
+
+# Readers that give a limit order's price (agent.rules.facts.OrderFacts.price): base-sized orders.
+PRICED = {"binance", "binanceusdm", "binanceus", "mexc", "kucoin"}
 
 
 BATCH = [
