@@ -16,7 +16,7 @@ import pytest
 
 from signing_agent_client.ccxt_bridge import agent_exchange
 from signing_agent_client.client import SignerClient
-from support.agent_io import DECORATIVE, capture, sent
+from support.agent_io import capture, sent
 from support.deploy import Env, run_cli
 from support.leaks import new_secret, register_secret
 

@@ -3,9 +3,7 @@ Watch for bots), and Prometheus metrics count signatures by exchange and outcome
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.request
 
 import grpc
 import pytest

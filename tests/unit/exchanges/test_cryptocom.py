@@ -1,4 +1,8 @@
-"""The Crypto.com scheme against ccxt 4.5's own cryptocom.sign() and the documented paramString.
+"""Crypto.com, beyond its vectors (tests/vectors/cryptocom.json, checked like every exchange's by
+tests/unit/test_conformance.py): the checks that are not a table (property tests against ccxt,
+the documented signed text, nonces, key types, the bridge's particular cases).
+
+The Crypto.com scheme against ccxt 4.5's own cryptocom.sign() and the documented paramString.
 
 ccxt's clock (its nonce and id) is pinned to the agent's. The scheme signs only params
 in the grammar under which paramString reads back one way (agent/exchanges/cryptocom/scheme.py;
@@ -34,7 +38,6 @@ NOW_MS = 1_700_000_000_123
 # Crypto.com does not document key or secret lengths: 22 alphanumeric characters is an assumption.
 API_KEY = "a7Rk2PqX9mZt4WvB8nYc3L"
 SECRET_LEN = 22
-V1 = "https://api.crypto.com/exchange/v1"
 
 
 def ccxt_json(value) -> str:
@@ -49,50 +52,6 @@ def ccxt_sign(method: str, params: dict, secret: str, now_ms: int = NOW_MS, api=
 
 def sign(request: UnsignedRequest, secret: str, now_ms: int = NOW_MS, key=None):
     return SCHEME.sign(request, key or hmac_credential("cryptocom", API_KEY, secret), fixed_environment(now_ms))
-
-
-CASES = [
-    ("private/user-balance", {}),
-    ("private/create-order", {"instrument_name": "BTC_USD", "side": "BUY", "type": "LIMIT", "quantity": "0.01",
-                              "price": "50000", "client_oid": "BOT-42", "time_in_force": "GOOD_TILL_CANCEL",
-                              "exec_inst": ["POST_ONLY"]}),
-    ("private/cancel-order", {"order_id": "6530219599901241", "instrument_name": "BTC_USD"}),
-    ("private/get-order-history", {"instrument_name": "ETH_USD", "start_time": 1699990000000,
-                                   "end_time": 1700000000000, "limit": 100}),
-    ("private/create-order-list", {"contingency_type": "LIST", "order_list": [
-        {"instrument_name": "BTC_USD", "side": "BUY", "type": "LIMIT", "quantity": "0.01", "price": "50000"},
-        {"instrument_name": "BTC_USD", "side": "SELL", "type": "LIMIT", "quantity": "1", "price": "60000",
-         "exec_inst": ["POST_ONLY", "SMART_POST_ONLY"]},
-    ]}),
-    ("private/cancel-order-list", {"contingency_type": "LIST", "order_list": [
-        {"instrument_name": "BTC_USD", "order_id": "1"}, {"instrument_name": "BTC_USD", "order_id": "2"}]}),
-    # A cancel batch may name several instruments (ccxt's cancelOrdersForSymbols): it trades nothing.
-    ("private/cancel-order-list", {"contingency_type": "LIST", "order_list": [
-        {"instrument_name": "BTC_USD", "order_id": "1"}, {"instrument_name": "ETH_USD", "order_id": "2"}]}),
-    ("private/amend-order", {"order_id": "6530219599901241", "new_quantity": "0.02", "new_price": "51000"}),
-    ("private/create-order", {"instrument_name": "BTC_USD", "side": "SELL", "type": "STOP_LOSS", "quantity": "0.01",
-                              "ref_price": "45000", "ref_price_type": "MARK_PRICE", "broker_id": "CCXT"}),
-]
-
-
-@pytest.mark.parametrize("method,params", CASES)
-def test_raw_json_params_equal_ccxt(method, params):
-    secret = new_secret(SECRET_LEN)
-    expected = ccxt_sign(method, params, secret)
-    signed = sign(UnsignedRequest("POST", f"/exchange/v1/{method}", body=RawBody(ccxt_json(params))), secret)
-    assert V1.removesuffix("/exchange/v1") + signed.path == expected["url"]
-    assert signed.body == expected["body"]
-    assert dict(signed.headers) == expected["headers"]
-    body = json.loads(signed.body)
-    assert body["id"] == body["nonce"] == str(NOW_MS) and body["method"] == method
-
-
-@pytest.mark.parametrize("method,params", [c for c in CASES if all(isinstance(v, str) for v in c[1].values())])
-def test_string_pairs_equal_ccxt(method, params):
-    secret = new_secret(SECRET_LEN)
-    expected = ccxt_sign(method, params, secret)
-    signed = sign(UnsignedRequest("POST", f"/exchange/v1/{method}", body=tuple(params.items())), secret)
-    assert signed.body == expected["body"]
 
 
 def test_other_ccxt_apis_sign_the_same_way():
@@ -192,99 +151,6 @@ def test_parameters_in_the_grammar_equal_ccxt(params, orders, now_ms):
     batch = {name: value for name, value in params.items() if name < "order_list" and not isinstance(value, list)}
     batch["order_list"] = [dict(order, instrument_name="BTC_USD", type="LIMIT") for order in orders]
     assert signed_or_refused("private/create-order-list", batch, now_ms)
-
-
-# -- refusals ---------------------------------------------------------------------------------
-
-P = "/exchange/v1/private/create-order"
-PL = "/exchange/v1/private/create-order-list"
-
-
-@pytest.mark.parametrize(
-    "request_,message",
-    [
-        (UnsignedRequest("GET", P), "POST"),
-        (UnsignedRequest("POST", P, query=(("a", "1"),)), "JSON body"),
-        (UnsignedRequest("POST", "/exchange/v1/public/get-book"), "private method"),
-        (UnsignedRequest("POST", "/exchange/v1/private/"), "private method"),
-        (UnsignedRequest("POST", P, body=RawBody("{not json")), "JSON object"),
-        (UnsignedRequest("POST", P, body=RawBody("[1, 2]")), "JSON object"),
-        (UnsignedRequest("POST", P, body=RawBody('{"a":' + "[" * 200_000)), "JSON object"),
-        (UnsignedRequest("POST", P, body=RawBody('{"a": "1", "a": "2"}')), "twice"),
-        (UnsignedRequest("POST", P, body=RawBody('{"a": NaN}')), "not JSON"),
-        (UnsignedRequest("POST", P, body=RawBody('{"post_only": true}')), "boolean"),
-        (UnsignedRequest("POST", P, body=RawBody('{"price": 0.1}')), "decimal number"),
-        (UnsignedRequest("POST", P, body=RawBody('{"price": 1e3}')), "decimal number"),
-        (UnsignedRequest("POST", P, body=RawBody('{"o": {"a": "1"}}')), "object outside a list"),
-        (UnsignedRequest("POST", P, body=RawBody('{"o": [["a"]]}')), "list inside a list"),
-        (UnsignedRequest("POST", P, body=RawBody('{"o": [{"p": [{"q": [{"r": "1"}]}]}]}')), "list of objects"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{"p": [{"q": "1"}]}]}')), "holds an object"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{"b": false}]}')), "boolean"),
-        # The grammar under which paramString reads back one way (test_cryptocom_paramstring.py).
-        (UnsignedRequest("POST", P, body=(("client_oid", "bot-42"),)), "lower-case letter 'b'"),
-        (UnsignedRequest("POST", P, body=(("client_oid", ""),)), "empty"),
-        (UnsignedRequest("POST", P, body=(("client_oid", "_X"),)), "begins with '_'"),
-        (UnsignedRequest("POST", P, body=(("client_oid", "X{"),)), "character '{'"),
-        (UnsignedRequest("POST", P, body=(("client_oid", "É"),)), "character 'É'"),
-        (UnsignedRequest("POST", P, body=(("Side", "BUY"),)), "lower-case ASCII letters"),
-        (UnsignedRequest("POST", P, body=(("side2", "BUY"),)), "lower-case ASCII letters"),
-        (UnsignedRequest("POST", P, body=(("side_", "BUY"),)), "lower-case ASCII letters"),
-        (UnsignedRequest("POST", P, body=RawBody('{"client_oid": null}')), "null"),
-        (UnsignedRequest("POST", P, body=RawBody('{"exec_inst": []}')), "empty list"),
-        (UnsignedRequest("POST", P, body=RawBody('{"instrument_name": ["BTC_USD"]}')), "takes one value"),
-        (UnsignedRequest("POST", P, body=(("fee_instrument_name", "ETH_USD"),)), "ends with 'instrument_name'"),
-        (UnsignedRequest("POST", P, body=(("new_quantity", "1"),)), "belongs to amend-order"),
-        (UnsignedRequest("POST", P, body=(("order_listing", "X"),)), "contains 'order_list'"),
-        (UnsignedRequest("POST", P, body=RawBody('{"order_list": [{"instrument_name": "BTC_USD"}]}')),
-         "batch methods only"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{"instrument_name": "BTC_USD"}], "z": "1"}')),
-         "last parameter"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": []}')), "non-empty list"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{}]}')), "non-empty list"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": ["X"]}')), "non-empty list"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{"instrument_name": "BTC_USD"}, {"side": "B"}]}')),
-         "would read as one order"),
-        (UnsignedRequest("POST", PL, body=RawBody('{"order_list": [{"instrument_name": "BTC_USD", "side": "BUY"}, '
-                                                  '{"instrument_name": "ETH_USD", "side": "BUY"}]}')),
-         "several instruments"),
-        (UnsignedRequest("POST", P, body=RawBody('{"sig": "abc"}')), "remove 'sig'"),
-        (UnsignedRequest("POST", P, body=(("api_key", "k"),)), "remove 'api_key'"),
-    ],
-)
-def test_malformed_requests_are_refused_with_a_reason(request_, message):
-    with pytest.raises(RequestInvalid, match=message):
-        sign(request_, new_secret(SECRET_LEN))
-
-
-def test_signed_request_never_carries_the_secret():
-    secret = new_secret(SECRET_LEN)
-    assert secret not in repr(sign(UnsignedRequest("POST", P, body=(("a", "1"),)), secret))
-
-
-# -- the ccxt bridge, without an agent ----------------------------------------------------------
-
-
-@pytest.mark.parametrize("method,params", CASES)
-def test_bridge_reproduces_plain_ccxt(method, params):
-    ex = ccxt.cryptocom(dict(bridge.PLACEHOLDER))
-    ex.milliseconds = lambda: NOW_MS
-    built = ex.sign(method, ["v1", "private"], "POST", params)
-    unsigned = bridge.unsign(ex, built, ["v1", "private"])
-    assert unsigned is not None and unsigned.timestamp_ms == NOW_MS
-    secret = new_secret(SECRET_LEN)
-    signed = SCHEME.sign(unsigned.request, hmac_credential("cryptocom", API_KEY, secret),
-                         fixed_environment(unsigned.timestamp_ms))
-    expected = ccxt_sign(method, params, secret)
-    assert unsigned.base_url + signed.path == expected["url"]
-    assert signed.body == expected["body"]
-    assert dict(signed.headers) == expected["headers"]
-    assert signed.method == expected["method"]
-
-
-def test_bridge_leaves_public_calls_alone():
-    ex = ccxt.cryptocom(dict(bridge.PLACEHOLDER))
-    built = ex.sign("public/get-book", ["v1", "public"], "GET", {"instrument_name": "BTC_USD", "depth": 10})
-    assert bridge.unsign(ex, built, ["v1", "public"]) is None
 
 
 # -- ccxt's own calls ---------------------------------------------------------------------------

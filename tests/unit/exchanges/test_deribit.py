@@ -1,4 +1,8 @@
-"""The Deribit scheme against ccxt 4.5's own deribit.sign() and Deribit's description.
+"""Deribit, beyond its vectors (tests/vectors/deribit.json, checked like every exchange's by
+tests/unit/test_conformance.py): the checks that are not a table (property tests against ccxt,
+the documented signed text, nonces, key types, the bridge's particular cases).
+
+The Deribit scheme against ccxt 4.5's own deribit.sign() and Deribit's description.
 
 ccxt takes both its timestamp and its nonce from milliseconds(); pinned to the
 agent's clock, they are the agent's timestamp and (for a fresh key) its nonce.
@@ -11,13 +15,11 @@ import hmac
 import string
 
 import ccxt
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signing_agent_client.ccxt_bridge import deribit as bridge
 from agent.exchanges import exchange_for, scheme_for
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
+from agent.schemes import RawBody, UnsignedRequest
 from support.leaks import new_secret
 from support.reference import fixed_environment, hmac_credential
 
@@ -42,27 +44,6 @@ def ccxt_sign(ccxt_path: str, params: dict, client_secret: str, now_ms: int = NO
     ex = ccxt.deribit({"apiKey": CLIENT_ID, "secret": client_secret})
     ex.milliseconds = lambda: now_ms
     return ex.sign(ccxt_path, ["private"], "GET", dict(params))
-
-
-CASES = [
-    ("get_account_summary", {"currency": "BTC", "extended": "true"}),
-    ("buy", {"instrument_name": "BTC-PERPETUAL", "amount": "10", "type": "limit", "price": "35000.5",
-             "label": "bot 42/a", "post_only": "true"}),
-    ("cancel", {"order_id": "ETH-584849853"}),
-    ("get_open_orders_by_currency", {"currency": "ETH", "kind": "option"}),
-    ("get_subaccounts", {}),
-]
-
-
-@pytest.mark.parametrize("ccxt_path,params", CASES)
-def test_equals_ccxt_sign(ccxt_path, params):
-    client_secret = secret()
-    expected = ccxt_sign(ccxt_path, params, client_secret)
-    signed = sign(UnsignedRequest("GET", f"/api/v2/private/{ccxt_path}", query=tuple(params.items())), client_secret)
-    assert BASE + signed.path == expected["url"]
-    assert signed.body == (expected["body"] or "")
-    assert dict(signed.headers) == expected["headers"]
-    assert signed.method == expected["method"]
 
 
 def test_matches_deribits_description():
@@ -118,51 +99,4 @@ def test_any_parameters_equal_ccxt(params, now_ms):
     assert dict(signed.headers) == expected["headers"]
 
 
-# -- refusals ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "request_,message",
-    [
-        (UnsignedRequest("GET", "/api/v2/private/buy", body=RawBody('{"a":1}')), "query only"),
-        (UnsignedRequest("POST", "/api/v2/private/buy", body=(("a", "1"),)), "raw body"),
-        (UnsignedRequest("POST", "/api/v2/private/buy", body=RawBody("{not json")), "JSON"),
-        (UnsignedRequest("POST", "/api/v2/private/buy", body=RawBody("[" * 200_000)), "JSON"),
-        (UnsignedRequest("GET", "/api/v2/private/buy?currency=BTC"), "path"),
-        (UnsignedRequest("GET", "/api/v2/private/buy", query=(("a", "1"), ("a", "2"))), "twice"),
-    ],
-)
-def test_malformed_requests_are_refused_with_a_reason(request_, message):
-    with pytest.raises(RequestInvalid, match=message):
-        sign(request_, secret())
-
-
-def test_signed_request_never_carries_the_secret():
-    client_secret = secret()
-    assert client_secret not in repr(sign(UnsignedRequest("GET", "/api/v2/private/get_subaccounts"), client_secret))
-
-
 # -- the ccxt bridge, without an agent ----------------------------------------------------------
-
-
-@pytest.mark.parametrize("ccxt_path,params", CASES)
-def test_bridge_reproduces_plain_ccxt(ccxt_path, params):
-    ex = ccxt.deribit(dict(bridge.PLACEHOLDER))
-    ex.milliseconds = lambda: NOW_MS
-    built = ex.sign(ccxt_path, ["private"], "GET", dict(params))
-    unsigned = bridge.unsign(ex, built, ["private"])
-    assert unsigned is not None and unsigned.timestamp_ms == NOW_MS
-    client_secret = secret()
-    signed = SCHEME.sign(unsigned.request, hmac_credential("deribit", CLIENT_ID, client_secret),
-                         fixed_environment(unsigned.timestamp_ms))
-    expected = ccxt_sign(ccxt_path, params, client_secret)
-    assert unsigned.base_url + signed.path == expected["url"]
-    assert signed.body == (expected["body"] or "")
-    assert dict(signed.headers) == expected["headers"]
-    assert signed.method == expected["method"]
-
-
-def test_bridge_leaves_public_calls_alone():
-    ex = ccxt.deribit(dict(bridge.PLACEHOLDER))
-    built = ex.sign("get_order_book", ["public"], "GET", {"instrument_name": "BTC-PERPETUAL"})
-    assert bridge.unsign(ex, built, ["public"]) is None

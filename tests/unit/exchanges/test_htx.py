@@ -1,4 +1,8 @@
-"""The HTX Signature V2 scheme against references not written by us: ccxt 4.5's own
+"""HTX, beyond its vectors (tests/vectors/htx.json, checked like every exchange's by
+tests/unit/test_conformance.py): the checks that are not a table (property tests against ccxt,
+the documented signed text, nonces, key types, the bridge's particular cases).
+
+The HTX Signature V2 scheme against references not written by us: ccxt 4.5's own
 htx.sign() (HMAC only) with the same secret and clock, HTX's documented pre-signed
 text, and HTX's Python SDK unit-test vector. Ed25519 (which ccxt does not do) is
 verified with `cryptography`, and its signed text checked to be the HMAC text
@@ -8,8 +12,6 @@ with SignatureMethod=Ed25519, as HTX's docs and SDK describe.
 from __future__ import annotations
 
 import base64
-import calendar
-import datetime
 import hashlib
 import hmac
 import secrets
@@ -24,8 +26,9 @@ from hypothesis import strategies as st
 
 from signing_agent_client.ccxt_bridge import htx as bridge
 from agent.exchanges import scheme_for
-from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
-from agent.exchanges.htx.scheme import canonical_query, family, host_for, signed_text
+from agent.schemes import RequestInvalid, UnsignedRequest, UnsupportedKey
+from agent.exchanges.htx.scheme import family, host_for, signed_text
+from support import vectors
 from support.leaks import register_secret
 from support.reference import asymmetric_credential, fixed_environment, hmac_credential
 
@@ -76,10 +79,6 @@ def sign(request: UnsignedRequest, secret: str, now_ms: int = NOW_MS, **options:
     return SCHEME.sign(request, credential(secret, **options), fixed_environment(now_ms))
 
 
-def ms(utc: str) -> int:
-    return calendar.timegm(datetime.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S").timetuple()) * 1000
-
-
 def assert_equals_ccxt(signed, expected):
     host = urlsplit(expected["url"]).hostname
     assert f"https://{host}" + signed.path == expected["url"]
@@ -95,102 +94,7 @@ def ccxt_signed_text(expected) -> bytes:
     return signed_text(expected["method"], url.hostname, url.path, query)
 
 
-# -- HTX's published examples -----------------------------------------------------------------
-
-# HTX spot docs, "Authentication" (HmacSHA256 and Ed25519 sections), step 6.
-DOC_API_KEY = "e2xxxxxx-99xxxxxx-84xxxxxx-7xxxx"
-DOC_SECRET = register_secret("b0xxxxxx-c6xxxxxx-94xxxxxx-dxxxx")
-DOC_TEXT = (
-    "GET\napi.huobi.pro\n/v1/order/orders\n"
-    "AccessKeyId=e2xxxxxx-99xxxxxx-84xxxxxx-7xxxx&SignatureMethod=HmacSHA256&SignatureVersion=2"
-    "&Timestamp=2017-05-11T15%3A19%3A30&order-id=1234567890"
-)
-
-
-def test_doc_pre_signed_text():
-    cred, messages = recording(credential(DOC_SECRET, DOC_API_KEY))
-    signed = SCHEME.sign(UnsignedRequest("GET", "/v1/order/orders", query=(("order-id", "1234567890"),)), cred,
-                         fixed_environment(ms("2017-05-11T15:19:30")))
-    assert messages == [DOC_TEXT.encode()]
-    # The docs print 4F65x5A2bLyMWVQj3Aqp+B4w+ivaA7n5Oi2SuYtCJ9o= as the result, but the same value
-    # appears for different texts across HTX's docs (spot, futures, swaps): it is illustrative and
-    # is not the HMAC of this text under this secret (doc error). The HMAC is checked instead.
-    expected = base64.b64encode(hmac.new(DOC_SECRET.encode(), DOC_TEXT.encode(), hashlib.sha256).digest()).decode()
-    assert expected != "4F65x5A2bLyMWVQj3Aqp+B4w+ivaA7n5Oi2SuYtCJ9o="
-    assert signed.path == "/v1/order/orders?" + DOC_TEXT.split("\n")[3] + "&Signature=" + (
-        expected.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"))
-
-
-def test_doc_pre_signed_text_ed25519():
-    """The Ed25519 section's step 6 shows SignatureMethod=HmacSHA256 (a copy-paste doc error): its
-    steps 5 and 8, and HTX's Python SDK (api_signature_ED25519.py), sign SignatureMethod=Ed25519."""
-    cred, messages = recording(ed25519_credential(DOC_API_KEY))
-    signed = SCHEME.sign(UnsignedRequest("GET", "/v1/order/orders", query=(("order-id", "1234567890"),)), cred,
-                         fixed_environment(ms("2017-05-11T15:19:30")))
-    assert messages == [DOC_TEXT.replace("SignatureMethod=HmacSHA256", "SignatureMethod=Ed25519").encode()]
-    verify_ed25519(cred, signed, messages[0])
-
-
-def test_sdk_unit_test_vector():
-    """huobi_Python tests/test_api_signature.py test_request: key 123, secret 456, GET http://host/url,
-    Timestamp mocked to '123'. The host and timestamp are not ones the scheme produces, so the
-    scheme's canonical-query and signed-text functions are checked directly."""
-    secret = "456"  # a published test secret: public, and too short for the leak guard (matches timestamps)
-    params = [("AccessKeyId", "123"), ("SignatureVersion", "2"), ("SignatureMethod", "HmacSHA256"),
-              ("Timestamp", "123")]
-    text = signed_text("GET", "host", "/url", canonical_query(params))
-    signature = base64.b64encode(hmac.new(secret.encode(), text, hashlib.sha256).digest()).decode()
-    assert signature == "Hhiaq8xYQPiBZOyWV37MdQutLo4f0ZOHiJtG3p+nILc="
-
-
 # -- ccxt's own sign() ---------------------------------------------------------------------------
-
-CASES = [
-    # ccxt api, ccxt path, method, ccxt params, our request
-    (["spot", "private"], "v1/order/openOrders", "GET", {"account-id": "100009", "symbol": "btcusdt", "size": "10"},
-     UnsignedRequest("GET", "/v1/order/openOrders",
-                     query=(("account-id", "100009"), ("symbol", "btcusdt"), ("size", "10")))),
-    (["spot", "private"], "v1/order/orders/place", "POST",
-     {"account-id": "100009", "symbol": "btcusdt", "type": "buy-limit", "amount": "0.001", "price": "50000",
-      "client-order-id": "bot-42"},
-     UnsignedRequest("POST", "/v1/order/orders/place",
-                     body=(("account-id", "100009"), ("symbol", "btcusdt"), ("type", "buy-limit"), ("amount", "0.001"),
-                           ("price", "50000"), ("client-order-id", "bot-42")))),
-    (["spot", "private"], "v1/order/orders/{order-id}/submitcancel", "POST", {"order-id": "59378"},
-     UnsignedRequest("POST", "/v1/order/orders/59378/submitcancel", body=())),
-    (["spot", "private"], "v1/account/accounts", "GET", {}, UnsignedRequest("GET", "/v1/account/accounts")),
-    (["spot", "private"], "v2/account/ledger", "GET", {"accountId": "100009", "currency": "usdt"},
-     UnsignedRequest("GET", "/v2/account/ledger", query=(("accountId", "100009"), ("currency", "usdt")))),
-    (["spot", "private"], "v5/account/universal_transfer", "POST",
-     {"from_account_type": "spot", "to_account_type": "linear-swap", "currency": "usdt", "amount": "1"},
-     UnsignedRequest("POST", "/v5/account/universal_transfer",
-                     body=(("from_account_type", "spot"), ("to_account_type", "linear-swap"), ("currency", "usdt"),
-                           ("amount", "1")))),
-    (["contract", "private"], "v5/trade/order", "POST",
-     {"contract_code": "BTC-USDT", "side": "buy", "type": "limit", "price": "50000", "volume": "1"},
-     UnsignedRequest("POST", "/v5/trade/order",
-                     body=(("contract_code", "BTC-USDT"), ("side", "buy"), ("type", "limit"), ("price", "50000"),
-                           ("volume", "1")))),
-    (["contract", "private"], "v5/account/balance", "GET", {}, UnsignedRequest("GET", "/v5/account/balance")),
-    (["contract", "private"], "swap-api/v1/swap_account_info", "POST", {"contract_code": "BTC-USD"},
-     UnsignedRequest("POST", "/swap-api/v1/swap_account_info", body=(("contract_code", "BTC-USD"),))),
-    (["contract", "private"], "api/v1/contract_order", "POST",
-     {"symbol": "BTC", "contract_type": "quarter", "volume": 1, "direction": "buy"},
-     UnsignedRequest("POST", "/api/v1/contract_order",
-                     body=RawBody('{"symbol":"BTC","contract_type":"quarter","volume":1,"direction":"buy"}'))),
-    # ccxt's older endpoint definitions (api 'private' / 'v2Private') sign the same way.
-    (["private"], "order/orders", "GET", {"symbol": "ethusdt", "states": "filled,canceled"},
-     UnsignedRequest("GET", "/v1/order/orders", query=(("symbol", "ethusdt"), ("states", "filled,canceled")))),
-    (["v2Private"], "account/withdraw/quota", "GET", {"currency": "usdt"},
-     UnsignedRequest("GET", "/v2/account/withdraw/quota", query=(("currency", "usdt"),))),
-]
-
-
-@pytest.mark.parametrize("api,ccxt_path,method,params,request_", CASES)
-def test_equals_ccxt_sign(api, ccxt_path, method, params, request_):
-    secret = htx_secret()
-    expected = ccxt_htx(secret, NOW_MS).sign(ccxt_path, api, method, dict(params))
-    assert_equals_ccxt(sign(request_, secret), expected)
 
 
 def test_other_hosts_equal_ccxt_with_the_same_hostnames():
@@ -300,10 +204,13 @@ def verify_ed25519(cred, signed, text: bytes):
     cred.private_key.public_key().verify(signature, text)  # raises if invalid
 
 
-@pytest.mark.parametrize(
-    "api,ccxt_path,method,params,request_", [case for case in CASES if case[0] != ["v2Private"]][:8]
-)
-def test_ed25519_signs_the_hmac_text_with_its_method(api, ccxt_path, method, params, request_):
+@pytest.mark.parametrize("case", vectors.params(
+    "ccxt", ["htx"], where=lambda c: c.get("sign", True) and c["ccxt"]["api"] != ["v2Private"])[:8])
+def test_ed25519_signs_the_hmac_text_with_its_method(case):
+    """ccxt signs HTX with HMAC only: for its first cases (tests/vectors/htx.json), the Ed25519 key
+    signs ccxt's HMAC text with SignatureMethod=Ed25519."""
+    api, ccxt_path, method, params = (case["ccxt"][k] for k in ("api", "path", "method", "params"))
+    request_ = case.request
     secret = htx_secret()
     expected = ccxt_htx(secret, NOW_MS).sign(ccxt_path, api, method, dict(params))
     hmac_text = ccxt_signed_text(expected)
@@ -322,32 +229,6 @@ def test_ed25519_signs_the_hmac_text_with_its_method(api, ccxt_path, method, par
 
 
 # -- the agent's own rules --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "request_,message",
-    [
-        (UnsignedRequest("PUT", "/v1/order/orders"), "GET or POST"),
-        (UnsignedRequest("DELETE", "/v1/order/orders"), "GET or POST"),
-        (UnsignedRequest("GET", "/v1/order/orders", body=(("a", "1"),)), "no body"),
-        (UnsignedRequest("POST", "/v1/order/orders/place", query=(("a", "1"),)), "JSON body"),
-        (UnsignedRequest("GET", "/v1/x", query=(("Signature", "abc"),)), "Signature"),
-        (UnsignedRequest("GET", "/v1/x", query=(("Timestamp", "2017-05-11T15:19:30"),)), "Timestamp"),
-        (UnsignedRequest("GET", "/v1/x", query=(("AccessKeyId", "other"),)), "AccessKeyId"),
-        (UnsignedRequest("GET", "/v1/x", query=(("SignatureMethod", "HmacSHA256"),)), "SignatureMethod"),
-        (UnsignedRequest("GET", "/v1/x", query=(("a b", "1"),)), "names must be"),
-        (UnsignedRequest("GET", "/v1/x", query=(("caf\u00e9", "1"),)), "names must be"),
-        (UnsignedRequest("GET", "/market/history/kline"), "public"),
-        (UnsignedRequest("GET", "/unknown/path"), "no known API host"),
-        (UnsignedRequest("GET", "/v1/order/caf\u00e9"), "ASCII"),
-        (UnsignedRequest("POST", "/v1/order/orders/place", body=RawBody("{oops")), "valid JSON"),
-        (UnsignedRequest("POST", "/v1/order/orders/place", body=RawBody("1")), "object or array"),
-        (UnsignedRequest("GET", "/v1/x", query=(("a", "1"), ("a", "2"))), "twice"),
-    ],
-)
-def test_malformed_requests_are_refused_with_a_reason(request_, message):
-    with pytest.raises(RequestInvalid, match=message):
-        sign(request_, htx_secret())
 
 
 def test_key_types_and_options():
@@ -372,49 +253,7 @@ def test_post_body_is_not_signed():
     assert a.path == b.path and a.body != b.body
 
 
-def test_signed_request_never_carries_the_secret():
-    secret = htx_secret()
-    signed = sign(UnsignedRequest("GET", "/v1/order/openOrders", query=(("symbol", "btcusdt"),)), secret)
-    assert secret not in repr(signed)
-
-
 # -- the ccxt bridge -------------------------------------------------------------------------------
-
-BRIDGE_CASES = [
-    (["spot", "private"], "v1/order/openOrders", "GET",
-     {"account-id": "1", "symbol": "btcusdt", "note": "caf\u00e9 x"}),
-    (["spot", "private"], "v1/order/orders/place", "POST",
-     {"account-id": "1", "symbol": "btcusdt", "type": "sell-limit", "amount": "2", "price": "3"}),
-    (["spot", "private"], "v1/order/orders/{order-id}/submitcancel", "POST", {"order-id": "5"}),
-    (["contract", "private"], "v5/trade/order", "POST", {"contract_code": "BTC-USDT", "volume": 1}),
-    (["contract", "private"], "v5/account/balance", "GET", {}),
-    (["private"], "order/orders", "GET", {"symbol": "ethusdt"}),
-]
-
-
-@pytest.mark.parametrize("now_ms", [NOW_MS, 1_700_000_000_500, 1_700_000_001_500, 1_700_000_000_999])
-@pytest.mark.parametrize("api,ccxt_path,method,params", BRIDGE_CASES)
-def test_bridge_round_trip_equals_plain_ccxt(api, ccxt_path, method, params, now_ms):
-    secret = htx_secret()
-    placeholder = ccxt.htx(dict(bridge.PLACEHOLDER))
-    placeholder.milliseconds = lambda: now_ms
-    placeholder.uuid = lambda: UUID
-    built = placeholder.sign(ccxt_path, api, method, dict(params))
-    unsigned = bridge.unsign(placeholder, built, api)
-    assert unsigned is not None
-    assert not any(name in bridge.AUTH_PARAMS for name, _ in unsigned.request.query)
-    signed = SCHEME.sign(unsigned.request, credential(secret), fixed_environment(unsigned.timestamp_ms))
-    expected = ccxt_htx(secret, now_ms).sign(ccxt_path, api, method, dict(params))
-    assert unsigned.base_url + signed.path == expected["url"]
-    assert signed.method == expected["method"]
-    assert (signed.body or None) == expected["body"]
-    assert signed.headers_dict() == expected["headers"]
-
-
-def test_bridge_leaves_public_calls_alone():
-    placeholder = ccxt.htx(dict(bridge.PLACEHOLDER))
-    built = placeholder.sign("v1/common/symbols", ["spot", "public"], "GET", {})
-    assert bridge.unsign(placeholder, built, ["spot", "public"]) is None
 
 
 def test_bridge_refuses_a_host_the_agent_does_not_sign_for():
