@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from agent.exchanges import scheme_for
 from agent.schemes import UnsignedRequest
 from support.leaks import new_secret, register_secret
-from support.reference import asymmetric_credential, fixed_environment, hmac_credential
+from support.reference import asymmetric_credential, fixed_environment, hmac_credential, recording
 
 NOW_MS = 1_700_000_000_123
 HEX = "0123456789abcdef"
@@ -243,23 +243,6 @@ def _gemini_payload(case) -> None:
 
 def _ms(utc: str) -> int:
     return calendar.timegm(datetime.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S").timetuple()) * 1000
-
-
-def recording(cred):
-    """CRED, also keeping every message it MACs or signs (in the list returned with it)."""
-    messages: list[bytes] = []
-    mac, sign = cred.mac, cred.sign
-
-    def recording_mac(message: bytes, hash_name: str) -> bytes:
-        messages.append(message)
-        return mac(message, hash_name)
-
-    def recording_sign(message: bytes) -> bytes:
-        messages.append(message)
-        return sign(message)
-
-    cred.mac, cred.sign = recording_mac, recording_sign
-    return cred, messages
 
 
 def _htx_doc_text(case) -> None:

@@ -90,3 +90,20 @@ def fixed_environment(now_ms: int, random_seed: bytes = b"seed") -> Environment:
         return out[:n]
 
     return Environment(now_ms=now_ms, random_bytes=random_bytes)
+
+
+def recording(cred):
+    """CRED, also keeping every message it MACs or signs (in the list returned with it)."""
+    messages: list[bytes] = []
+    mac, sign = cred.mac, cred.sign
+
+    def recording_mac(message: bytes, hash_name: str) -> bytes:
+        messages.append(message)
+        return mac(message, hash_name)
+
+    def recording_sign(message: bytes) -> bytes:
+        messages.append(message)
+        return sign(message)
+
+    cred.mac, cred.sign = recording_mac, recording_sign
+    return cred, messages

@@ -137,6 +137,23 @@ def test_equals_ccxt_sign(case, key_type):
     assert secret not in repr(signed)
 
 
+@pytest.mark.parametrize("case", vectors.params("ccxt", where=lambda c: c.get("nonce")))
+def test_nonce_comes_from_the_key_with_the_clock_in_ms_as_floor(case):
+    """Where the agent issues the nonce (Kraken, Bitfinex, Gemini): the key's next one above its
+    high-water mark, asked with the clock in milliseconds as floor (as ccxt: never microseconds), and
+    it is the nonce the signature covers (ccxt with that nonce agrees)."""
+    profile = PROFILES[case.exchange]
+    secret = profile.secret()
+    key = profile.credential(case.exchange, "hmac", secret)
+    key.last_nonce = NOW_MS + 5
+    signed = [scheme_for(case.exchange).sign(case.request, key, fixed_environment(NOW_MS)) for _ in range(2)]
+    assert key.floors == [NOW_MS, NOW_MS]
+    path, api, method, params = _ccxt_params(case)
+    for one, nonce in zip(signed, (NOW_MS + 6, NOW_MS + 7)):
+        plain = profile.ccxt(case.exchange, {"apiKey": profile.api_key, "secret": secret}, nonce)
+        _assert_equals_ccxt(profile, "hmac", one, plain.sign(path, api, method, copy.deepcopy(params)))
+
+
 # -- the ccxt bridge: ccxt without the secret, then the scheme ------------------------------------------
 
 

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from agent.exchanges import scheme_for
 from agent.schemes import UnsignedRequest
-from support.leaks import register_secret
+from support import vectors
 from support.reference import fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
-# Binance spot rest-api.md "SIGNED endpoint examples for POST /api/v3/order"
-# (the same values appear in the Binance US docs).
-DOC_SECRET = register_secret("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j")
-DOC_API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+# The key of Binance's published examples (tests/vectors/binance.json, registered with the leak guard there)
+DOC_KEY = vectors.load("binance")["published"][0]["key"]
+DOC_SECRET, DOC_API_KEY = DOC_KEY["secret"], DOC_KEY["api_key"]
 
 SCHEME = scheme_for("binance")
 NOW_MS = 1_700_000_000_123
@@ -47,8 +47,6 @@ def ccxt_sign(exchange: str, api: str, ccxt_path: str, method: str, params: dict
 
 # Names: Binance-style identifiers. Values: anything a user could type, non-ASCII included
 # (percent-encoded as UTF-8 before signing, as Binance requires since 2026-01-15).
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=200, deadline=None)

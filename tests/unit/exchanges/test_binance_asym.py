@@ -30,6 +30,7 @@ from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedK
 from support import vectors
 from support.leaks import register_secret
 from support.reference import asymmetric_credential, fixed_environment
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 NOW_MS = 1_700_000_000_123
 API_KEY = "AKID-asym-test"
@@ -105,10 +106,6 @@ def test_key_types_per_exchange_record():
 
 
 # -- ccxt's own sign() with the PEM secret -----------------------------------------------------------------
-
-
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @pytest.mark.parametrize("key_type", ["ed25519", "rsa"])

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from agent.exchanges import scheme_for
 from agent.schemes import RawBody, UnsignedRequest
 from support.leaks import register_secret
-from support.reference import SoftwareCredential, fixed_environment, hmac_credential
+from support.reference import fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 SCHEME = scheme_for("bitfinex")
 NOW_MS = 1_700_000_000_123
@@ -75,11 +76,6 @@ def test_raw_body_is_signed_as_written():
     assert signed.headers_dict()["bfx-signature"] == expected
 
 
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"),
-                min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-
-
 @settings(max_examples=100, deadline=None)
 @given(
     params=st.dictionaries(names.filter(lambda n: n != "nonce"), values, max_size=8),
@@ -90,21 +86,6 @@ def test_any_parameters_equal_ccxt(params, nonce):
     signed = sign(UnsignedRequest("POST", "/v2/auth/r/orders", body=tuple(params.items())), now_ms=nonce)
     assert signed.body == expected["body"]
     assert signed.headers_dict() == expected["headers"]
-
-
-# -- nonces --------------------------------------------------------------------------------
-
-
-def test_nonce_comes_from_the_key_with_the_clock_in_ms_as_floor():
-    key = SoftwareCredential(api_key=API_KEY, secret=FIXED_SECRET.encode(), last_nonce=NOW_MS + 5)
-    request = UnsignedRequest("POST", "/v2/auth/r/wallets")
-    first = SCHEME.sign(request, key, fixed_environment(NOW_MS))
-    second = SCHEME.sign(request, key, fixed_environment(NOW_MS))
-    assert key.floors == [NOW_MS, NOW_MS]  # milliseconds, as ccxt: never microseconds
-    assert first.headers_dict()["bfx-nonce"] == str(NOW_MS + 6)
-    assert second.headers_dict()["bfx-nonce"] == str(NOW_MS + 7)
-    expected = ccxt_bitfinex(FIXED_SECRET, NOW_MS + 7).sign("auth/r/wallets", ["private"], "POST", {})
-    assert second.headers_dict()["bfx-signature"] == expected["headers"]["bfx-signature"]
 
 
 # -- the ccxt bridge module (no agent) -----------------------------------------------------------

@@ -28,6 +28,7 @@ from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from support.leaks import new_secret, register_secret
 from support.reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential
+from support.strategies import PRINTABLE_NAMES as names, TEXT as values
 
 SCHEME = scheme_for("bitget")
 NOW_MS = 1_700_000_000_123
@@ -85,10 +86,6 @@ def test_raw_json_body_equals_ccxt():
     expected = ccxt_sign("spot", "v2/spot/trade/place-order", "POST", dict(SPOT_ORDER, size=0.5), secret, NOW_MS)
     signed = sign(UnsignedRequest("POST", "/api/v2/spot/trade/place-order", body=RawBody(expected["body"])), secret)
     assert_equal(signed, expected)
-
-
-names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(str.isprintable)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)

@@ -23,6 +23,7 @@ from agent.schemes import RawBody, UnsignedRequest
 from agent.exchanges.bitstamp.scheme import uuid4_from
 from support.leaks import new_secret
 from support.reference import fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 SCHEME = scheme_for("bitstamp")
 BASE = "https://www.bitstamp.net"
@@ -94,9 +95,6 @@ def test_nonce_is_a_uuid4_from_the_environment():
 
 
 # -- arbitrary parameters --------------------------------------------------------------------
-
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)

@@ -29,7 +29,8 @@ from signing_agent_client.ccxt_bridge import bybit as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from support.leaks import new_secret
-from support.reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential
+from support.reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential, recording
+from support.strategies import IDENTIFIERS as names, VISIBLE_NAMES as printable_names, TEXT as any_text
 
 SCHEME = scheme_for("bybit")
 BASE = "https://api.bybit.com"
@@ -70,18 +71,6 @@ def sign(request: UnsignedRequest, key, now_ms: int = NOW_MS):
     return SCHEME.sign(request, key, fixed_environment(now_ms))
 
 
-class Recording(SoftwareCredential):
-    """A software credential that keeps the messages it was asked to sign."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.messages: list[bytes] = []
-
-    def mac(self, message: bytes, hash_name: str) -> bytes:
-        self.messages.append(message)
-        return super().mac(message, hash_name)
-
-
 # -- the exchange record -----------------------------------------------------------------
 
 
@@ -100,21 +89,21 @@ def test_exchange_record():
 
 def test_doc_get_plain_text():
     secret = new_secret(36)
-    key = Recording(api_key="XXXXXXXXXX", secret=secret.encode())
+    key, messages = recording(SoftwareCredential(api_key="XXXXXXXXXX", secret=secret.encode()))
     signed = sign(
         UnsignedRequest("GET", "/v5/order/realtime", query=(("category", "option"), ("symbol", "BTC-29JUL22-25000-C"))),
         key, now_ms=1658384314791,
     )
-    assert key.messages == [b"1658384314791XXXXXXXXXX5000category=option&symbol=BTC-29JUL22-25000-C"]
+    assert messages == [b"1658384314791XXXXXXXXXX5000category=option&symbol=BTC-29JUL22-25000-C"]
     assert signed.path == "/v5/order/realtime?category=option&symbol=BTC-29JUL22-25000-C"
-    assert dict(signed.headers)["X-BAPI-SIGN"] == hmac.new(secret.encode(), key.messages[0], hashlib.sha256).hexdigest()
+    assert dict(signed.headers)["X-BAPI-SIGN"] == hmac.new(secret.encode(), messages[0], hashlib.sha256).hexdigest()
 
 
 def test_doc_post_raw_body_is_signed_and_sent_byte_for_byte():
-    key = Recording(api_key="XXXXXXXXXX", secret=new_secret(36).encode())
+    key, messages = recording(SoftwareCredential(api_key="XXXXXXXXXX", secret=new_secret(36).encode()))
     raw = '{\n"category": "option"\n}'  # the doc's body, newlines and all
     signed = sign(UnsignedRequest("POST", "/v5/order/create", body=RawBody(raw)), key, now_ms=1658385579423)
-    assert key.messages == [("1658385579423XXXXXXXXXX5000" + raw).encode()]
+    assert messages == [("1658385579423XXXXXXXXXX5000" + raw).encode()]
     assert signed.body == raw and signed.path == "/v5/order/create"
     headers = dict(signed.headers)
     assert headers["X-BAPI-TIMESTAMP"] == "1658385579423" and headers["X-BAPI-RECV-WINDOW"] == "5000"
@@ -135,10 +124,7 @@ def test_recv_window_option_equals_ccxt_option():
 
 # -- any parameters ----------------------------------------------------------------------------------
 
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
 unreserved = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~"), max_size=24)
-any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-printable_names = st.text(st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Zs")), min_size=1, max_size=12)
 
 
 @settings(max_examples=100, deadline=None)

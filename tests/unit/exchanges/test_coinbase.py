@@ -30,6 +30,7 @@ from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, UnsignedRequest, UnsupportedKey
 from support.leaks import new_secret, register_secret
 from support.reference import SoftwareCredential, fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 SCHEME = scheme_for("coinbase")
 BASE = "https://api.coinbase.com"
@@ -207,10 +208,8 @@ def test_jwt_nonce_comes_from_the_environment_and_changes():
 
 # -- arbitrary parameters --------------------------------------------------------------------
 
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
 # Any text for body values (JSON, UTF-8 as ccxt's orjson writes it). In GET values, no '[':
 # ccxt's urlencode_with_array_repeat strips '%5B<digits>%5D' from the whole query (a ccxt quirk).
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)

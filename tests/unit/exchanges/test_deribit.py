@@ -22,6 +22,7 @@ from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, UnsignedRequest
 from support.leaks import new_secret
 from support.reference import fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 SCHEME = scheme_for("deribit")
 BASE = "https://www.deribit.com"
@@ -83,9 +84,6 @@ def test_only_hmac_keys():
 
 
 # -- arbitrary parameters --------------------------------------------------------------------
-
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)

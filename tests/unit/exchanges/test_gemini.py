@@ -13,7 +13,6 @@ Secrets are 28 characters and keys "account-" + 20, as Gemini issues them
 from __future__ import annotations
 
 import base64
-import json
 
 import ccxt
 import pytest
@@ -24,7 +23,8 @@ from signing_agent_client.ccxt_bridge import gemini as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, UnsignedRequest, UnsupportedKey
 from support.leaks import register_secret
-from support.reference import SoftwareCredential, fixed_environment, hmac_credential
+from support.reference import fixed_environment, hmac_credential
+from support.strategies import IDENTIFIERS as names, TEXT as values
 
 SCHEME = scheme_for("gemini")
 NOW_MS = 1_700_000_000_123
@@ -73,11 +73,6 @@ def test_time_based_nonce_keys_are_not_offered():
         exchange_for("gemini").resolve_options({"nonce_unit": "seconds"})
 
 
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"),
-                min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-
-
 @settings(max_examples=100, deadline=None)
 @given(
     params=st.dictionaries(names.filter(lambda n: n not in ("nonce", "request")), values, max_size=8),
@@ -89,21 +84,6 @@ def test_any_parameters_equal_ccxt(params, method, nonce):
     signed = sign(UnsignedRequest(method, "/v1/orders", body=tuple(params.items())), now_ms=nonce)
     assert signed.body == (expected["body"] or "")
     assert signed.headers_dict() == expected["headers"]
-
-
-# -- nonces --------------------------------------------------------------------------------
-
-
-def test_nonce_comes_from_the_key_with_the_clock_in_ms_as_floor():
-    key = SoftwareCredential(api_key=API_KEY, secret=FIXED_SECRET.encode(), last_nonce=NOW_MS + 5)
-    request = UnsignedRequest("POST", "/v1/balances")
-    first = SCHEME.sign(request, key, fixed_environment(NOW_MS))
-    second = SCHEME.sign(request, key, fixed_environment(NOW_MS))
-    assert key.floors == [NOW_MS, NOW_MS]
-    assert json.loads(payload_of(first))["nonce"] == str(NOW_MS + 6)
-    assert json.loads(payload_of(second))["nonce"] == str(NOW_MS + 7)
-    expected = ccxt_gemini(FIXED_SECRET, NOW_MS + 7).sign("v1/balances", ["private"], "POST", {})
-    assert second.headers_dict() == expected["headers"]
 
 
 # -- the ccxt bridge module (no agent) -----------------------------------------------------------

@@ -30,7 +30,8 @@ from agent.schemes import RequestInvalid, UnsignedRequest, UnsupportedKey
 from agent.exchanges.htx.scheme import family, host_for, signed_text
 from support import vectors
 from support.leaks import register_secret
-from support.reference import asymmetric_credential, fixed_environment, hmac_credential
+from support.reference import asymmetric_credential, fixed_environment, hmac_credential, recording
+from support.strategies import TEXT as values
 
 SCHEME = scheme_for("htx")
 NOW_MS = 1_700_000_000_321
@@ -46,23 +47,6 @@ def htx_secret() -> str:
 
 def credential(secret: str, api_key: str = API_KEY, **options: str):
     return hmac_credential("htx", api_key, secret, **options)
-
-
-def recording(cred):
-    """CRED, also recording each message it MACs or signs."""
-    messages: list[bytes] = []
-    mac, sign_ = cred.mac, cred.sign
-
-    def recording_mac(message: bytes, hash_name: str) -> bytes:
-        messages.append(message)
-        return mac(message, hash_name)
-
-    def recording_sign(message: bytes) -> bytes:
-        messages.append(message)
-        return sign_(message)
-
-    cred.mac, cred.sign = recording_mac, recording_sign
-    return cred, messages
 
 
 def ccxt_htx(secret: str, now_ms: int, api_key: str = API_KEY, hostnames: dict | None = None):
@@ -147,7 +131,6 @@ def test_host_family_matches_ccxt_for_every_endpoint():
 # Names: HTX-style (lower-case first: see test_names_sorting_before_timestamp_differ_from_ccxt).
 names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_."), min_size=1, max_size=12).filter(
     lambda n: n[0].isalpha())
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)

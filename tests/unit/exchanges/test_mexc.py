@@ -24,7 +24,8 @@ from signing_agent_client.ccxt_bridge import mexc as bridge
 from agent.exchanges import exchange_for, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey
 from support.leaks import new_secret
-from support.reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential
+from support.reference import SoftwareCredential, asymmetric_credential, fixed_environment, hmac_credential, recording
+from support.strategies import IDENTIFIERS as names, TEXT as values, VISIBLE_NAMES as printable_names
 
 SCHEME = scheme_for("mexc")
 BASE = "https://api.mexc.com"
@@ -71,44 +72,29 @@ def test_exchange_record():
 # -- the futures doc's description (integration guide: no vector with a secret is published) -------
 
 
-class Recording(SoftwareCredential):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.messages: list[bytes] = []
-
-    def mac(self, message: bytes, hash_name: str) -> bytes:
-        self.messages.append(message)
-        return super().mac(message, hash_name)
-
-
 def test_contract_signed_text_is_access_key_time_and_sorted_params():
-    key = Recording(api_key=API_KEY, secret=new_secret(32, HEX).encode())
+    key, messages = recording(SoftwareCredential(api_key=API_KEY, secret=new_secret(32, HEX).encode()))
     signed = SCHEME.sign(
         UnsignedRequest("GET", "/api/v1/private/order/list/history_orders",
                         query=(("symbol", "BTC_USDT"), ("page_size", "100"), ("page_num", "1"))),
         key, fixed_environment(NOW_MS),
     )
-    assert key.messages == [f"{API_KEY}{NOW_MS}page_num=1&page_size=100&symbol=BTC_USDT".encode()]
+    assert messages == [f"{API_KEY}{NOW_MS}page_num=1&page_size=100&symbol=BTC_USDT".encode()]
     assert signed.path == "/api/v1/private/order/list/history_orders?page_num=1&page_size=100&symbol=BTC_USDT"
     headers = dict(signed.headers)
     assert headers["ApiKey"] == API_KEY and headers["Request-Time"] == str(NOW_MS)
-    assert headers["Signature"] == key.mac(key.messages[0], "sha256").hex()
+    assert headers["Signature"] == key.mac(messages[0], "sha256").hex()
 
 
 def test_contract_post_signs_the_json_body_unsorted():
-    key = Recording(api_key=API_KEY, secret=new_secret(32, HEX).encode())
+    key, messages = recording(SoftwareCredential(api_key=API_KEY, secret=new_secret(32, HEX).encode()))
     raw = '{"symbol":"BTC_USDT","price":8800,"vol":100,"side":1,"type":1,"openType":1}'
     signed = SCHEME.sign(UnsignedRequest("POST", "/api/v1/private/order/submit", body=RawBody(raw)), key, fixed_environment(NOW_MS))
-    assert key.messages == [f"{API_KEY}{NOW_MS}{raw}".encode()]
+    assert messages == [f"{API_KEY}{NOW_MS}{raw}".encode()]
     assert signed.body == raw and signed.path == "/api/v1/private/order/submit"
 
 
 # -- ccxt's own sign() ------------------------------------------------------------------------------------
-
-
-names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), min_size=1, max_size=12)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-printable_names = st.text(st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Zs")), min_size=1, max_size=12)
 
 
 @settings(max_examples=100, deadline=None)

@@ -22,6 +22,7 @@ from agent.exchanges import scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest, UnsupportedKey, b64
 from support.leaks import new_secret, register_secret
 from support.reference import SoftwareCredential, fixed_environment, hmac_credential
+from support.strategies import PRINTABLE_NAMES as names, TEXT as values
 
 SCHEME = scheme_for("okx")
 NOW_MS = 1_700_000_000_123
@@ -80,10 +81,6 @@ def test_post_without_parameters_equals_ccxt():
     assert expected["body"] is None
     for body in (None, (), RawBody("")):
         assert_equal(sign(UnsignedRequest("POST", "/api/v5/account/set-greeks", body=body), secret), expected)
-
-
-names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(str.isprintable)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 
 
 @settings(max_examples=100, deadline=None)
