@@ -7,12 +7,14 @@ Fixtures stay fixtures (tests/conftest.py); the helpers they are built on live h
     leaks.py             the leak guard's registry: new_secret(), register_secret()
     deploy.py            a test deployment (Env, make_env), the CLI (run_cli), the agent process (start_agent)
     token_objects.py     looking at a SoftHSM2 token's objects from a test
-    reference.py         a software Credential (Python's hmac, cryptography) for byte-for-byte comparisons
+    signatures.py        checking a token's signature with cryptography's own verification
+    agent_io.py          what a ccxt bot sends, a free loopback port, a metrics scrape (agent layer)
     ock.py               opencryptoki deployments (the second PKCS#11 implementation)
-    exchange_readers.py  each exchange's side of a signed request (what it verifies, how it parses)
-    signed_bytes.py      the signed-bytes-read-back property, run by the adversarial and conformance suites
-    ccxt_calls.py        ccxt with one market and placeholder credentials: the requests its calls build
+    reference.py         a software Credential (Python's hmac, cryptography) for byte-for-byte comparisons
     vectors.py           the one loader of tests/vectors/<exchange>.json
-    profiles/            per-exchange adapters from a vector case to a request, a ccxt call and a credential
-    grpc_capture.py      what a ccxt bot sends, and a free port / metrics scrape for agent-layer tests
+    profiles.py          per exchange: how a vector is checked (key format, ccxt's pinned clock, headers)
+    exchange_readers.py  each exchange's side of a signed request (what it verifies, how it parses)
+    signed_bytes.py      the signed-bytes-read-back property for one request
+    ccxt_calls.py        ccxt with one market and placeholder credentials: the requests its calls build
+    strategies.py        hypothesis strategies the property tests share
 """
