@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from exchange_server import TestCA  # the tests' throw-away CA: a certificate for 127.0.0.1
+    from support.exchange_server import TestCA  # the tests' throw-away CA: a certificate for 127.0.0.1
 
     with tempfile.TemporaryDirectory() as tmp:
         ca = TestCA(Path(tmp))

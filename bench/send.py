@@ -3,7 +3,7 @@
     python -m bench.send [--requests 500] [--out bench/results]
 
 One agent on a fresh SoftHSM2 token, one Binance key with delivery "both", and the local exchange
-(tests/exchange_server.py, over HTTPS with a throw-away CA the agent trusts: it verifies every
+(tests/support/exchange_server.py, over HTTPS with a throw-away CA the agent trusts: it verifies every
 signature as Binance would). The same order, N times each, from one bot thread:
 
     sign      Sign: the agent decides and signs; the bot gets the request (not sent anywhere)
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))  # the local exchange and its reference credential are the tests'
-    from exchange_server import ExchangeServer, TestCA, binance_spot
-    from reference import hmac_credential
+    from support.exchange_server import ExchangeServer, TestCA, binance_spot
+    from support.reference import hmac_credential
 
     from agent.send.transport import SendSettings, Transport
     from signing_agent_client import SignerClient

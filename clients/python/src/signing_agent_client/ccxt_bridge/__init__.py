@@ -94,7 +94,7 @@ BRIDGES = {
 }
 
 # ccxt configuration that turns off the private calls ccxt makes by itself inside load_markets, per
-# exchange (tests/test_client_package.py runs load_markets of every bridged exchange offline and
+# exchange (tests/agent/test_client_package.py runs load_markets of every bridged exchange offline and
 # checks which private calls are left). Merged under the bot's own CONFIG: the bot's values win.
 _NO_PRIVATE_CURRENCIES = {"has": {"fetchCurrencies": False}}
 AUTOMATIC_OFF: dict[str, dict[str, Any]] = {
