@@ -20,7 +20,7 @@ from support.leaks import new_secret
 from support.exchange_server import ExchangeServer, binance_spot, verify
 from support.reference import hmac_credential
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BOTS = ROOT / "examples" / "bots"
 KEY = "binance-main"
 

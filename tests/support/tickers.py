@@ -18,7 +18,7 @@ from typing import Any
 from support.exchange_server import ExchangeServer, Family, Received
 from support.reference import SoftwareCredential
 
-VECTORS = Path(__file__).parent / "vectors" / "tickers"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "tickers"
 
 
 def recorded(market: str) -> dict[str, Any]:
