@@ -120,3 +120,17 @@ def test_unwritable_state_is_reported_not_crashed(tmp_path: Path):
     (tmp_path / "state").write_text("a file where the directory should be")
     with pytest.raises(NonceStoreUnavailable):
         store.next("kraken", "K", 1)
+
+
+def test_workers_checking_a_new_state_directory_at_once_all_pass(tmp_path: Path):
+    """`serve --workers N` starts N processes that each check the state directory at the same
+    moment; one's write probe must not be another's (found in CI: worker 1 failed with ENOENT)."""
+    state = tmp_path / "state"
+    code = ("import sys\nfrom pathlib import Path\nfrom agent.nonces import NonceStore\n"
+            "store = NonceStore(Path(sys.argv[1]))\n"
+            "for _ in range(300):\n    store.check()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(state)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert list(state.iterdir()) == []  # no probe left behind
