@@ -157,6 +157,34 @@ class Config:
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
+    store: StoreConfig | None = None  # wrapped keys' store; None: token objects only
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where wrapped keys (and, with PostgreSQL, the state agent hosts share) live."""
+
+    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets)
+    sqlite_file: Path
+    dsn: str | None = None
+
+    def open(self):
+        from agent.custody.store import PostgresKeyStore, SqliteKeyStore
+
+        if self.backend == "postgres":
+            assert self.dsn is not None
+            return PostgresKeyStore(self.dsn)
+        return SqliteKeyStore(self.sqlite_file)
+
+
+def _no_password(dsn: str) -> str:
+    # A DSN is shown in `status` and may end up in a process listing or a log: passwords go in
+    # ~/.pgpass or PGPASSFILE (libpq reads them), or the server trusts a local socket / a client certificate.
+    lowered = dsn.lower()
+    if "password=" in lowered or ("://" in dsn and "@" in dsn.split("://", 1)[1].split("/", 1)[0]
+                                  and ":" in dsn.split("://", 1)[1].split("@", 1)[0]):
+        raise Invalid("must not contain a password: put it in a .pgpass file (PGPASSFILE) that libpq reads")
+    return dsn
 
 
 def default_config_path() -> Path:
@@ -222,6 +250,11 @@ _CONFIG = Schema(
     Field("audit", schema=Schema(Field("file", TEXT))),
     Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
     Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+    Field("store", schema=Schema(
+        Field("backend", STR, default="", choices=("", "sqlite", "postgres")),
+        Field("sqlite_file", TEXT, default="state/keys.db"),
+        Field("dsn", TEXT, convert=_no_password),
+    )),
 )
 
 
@@ -267,4 +300,13 @@ def load_config(path: Path | None = None) -> Config:
         audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
+        store=_store(c["store"], resolve, path),
     )
+
+
+def _store(table: dict, resolve, path: Path) -> StoreConfig | None:
+    if not table["backend"]:
+        return None
+    if table["backend"] == "postgres" and not table["dsn"]:
+        raise ConfigError(f"{path}: [store] backend = \"postgres\" needs dsn = \"host=... dbname=...\"")
+    return StoreConfig(backend=table["backend"], sqlite_file=resolve(table["sqlite_file"]), dsn=table["dsn"])

@@ -153,6 +153,47 @@ def build_guard(config: Config) -> Guard:
         raise ConfigError(str(exc)) from None
 
 
+class StoreWatch:
+    """Polls the key store's events every STORE_POLL_SECONDS: a wrapped key revoked (or re-imported) by any
+    process or host is dropped here within that time. While the store does not answer, the keyring refuses
+    wrapped keys after STORE_STALE_SECONDS (UNAVAILABLE), and recovers at the first answer."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        from agent.custody.wrapped import STORE_POLL_SECONDS
+
+        self._keyring = keyring
+        self._interval = STORE_POLL_SECONDS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-watch", daemon=True)
+        self._up = True
+
+    def start(self) -> None:
+        self._poll()  # the first poll sets the event position before any request is served
+        self._thread.start()
+
+    def _poll(self) -> None:
+        from agent.custody import CustodyError
+
+        try:
+            self._keyring.poll_store()
+        except CustodyError as exc:
+            if self._up:
+                get_logger().error("store.status", up=False, reason=str(exc))
+            self._up = False
+            return
+        if not self._up:
+            get_logger().info("store.status", up=True)
+        self._up = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
 class TokenWatch:
     """Probes the token every PROBE_SECONDS; gRPC health and the token_up metric follow it.
 
@@ -530,7 +571,14 @@ def build_server(
 def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
-    key_count = len(keyring.list_keys())  # also proves the session works before we listen
+    # Also proves the session works before we listen. Wrapped keys are counted, not listed: they are
+    # looked up in the store on first use, so the start does not grow with their number.
+    key_count = len(keyring.list_keys(wrapped=False))
+    store_watch = None
+    if keyring.store is not None:
+        key_count += keyring.store.count()
+        store_watch = StoreWatch(keyring)
+        store_watch.start()
     guard = build_guard(config)
     metrics = Metrics()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
@@ -569,6 +617,8 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
         if reload_requested.is_set():
             reload_requested.clear()
             guard.reload(reason="SIGHUP")
+    if store_watch is not None:
+        store_watch.stop()
     watch.stop()  # health says NOT_SERVING first, so balancers stop sending while in-flight calls finish
     server.stop(GRACE_SECONDS).wait()
     guard.stop()
