@@ -41,12 +41,12 @@ export UV_PYTHON_DOWNLOADS := never
 UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
 .PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
-	clean lock lock-check sbom audit-deps wheel client-wheel live-config systemd-analyze
+	clean lock lock-check sbom audit-deps wheel client-wheel live-config systemd-analyze postgresql bench-scale
 
 run: deps token live-config
 	$(AGENT) --config $(CONFIG) serve
 
-test: deps opencryptoki systemd-analyze live-config
+test: deps opencryptoki systemd-analyze postgresql live-config
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -176,6 +176,13 @@ opencryptoki:
 	@test -e $(OPENCRYPTOKI_MODULE) || { \
 	  echo "installing opencryptoki (the second PKCS#11 implementation the tests run against)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
+
+# PostgreSQL's server binaries: tests/pg.py starts a throw-away cluster from them (a Unix socket in a temp dir,
+# run as the package's `postgres` user when we are root); the package's own cluster is not used.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (the server the multi-host tests start a throw-away cluster of)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # systemd-analyze and systemd-sysusers check deploy/'s units (tests/test_deploy.py). Debian's systemd package
 # installs without a running systemd (containers, CI); the tests need no PID 1 or D-Bus either.

@@ -142,6 +142,7 @@ class Guard:
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
+        shared_buckets_dsn: str | None = None,
     ) -> None:
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
@@ -153,7 +154,11 @@ class Guard:
         except BotsFileError as exc:
             raise PolicyError(str(exc)) from None
         self._lock = threading.Lock()
-        self._buckets = SharedBuckets(state_dir / "rates.bin")
+        self._buckets: Any = SharedBuckets(state_dir / "rates.bin")
+        if shared_buckets_dsn is not None:  # several hosts: key and bot rates in PostgreSQL (agent.shared_state)
+            from agent.shared_state import PostgresBuckets
+
+            self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}

@@ -138,6 +138,11 @@ def _share_with_group(socket_path: Path, group: str) -> None:
         raise ConfigError(f"cannot give group {group!r} access to {socket_path}: {exc.strerror}") from None
 
 
+def _postgres_dsn(config: Config) -> str | None:
+    """The database agent hosts share, when [store] is PostgreSQL: nonces and rate buckets live there too."""
+    return config.store.dsn if config.store is not None and config.store.backend == "postgres" else None
+
+
 def build_guard(config: Config) -> Guard:
     """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start."""
     try:
@@ -147,7 +152,8 @@ def build_guard(config: Config) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()})
+                     started={**build_info().as_fields(), "pid": os.getpid()},
+                     shared_buckets_dsn=_postgres_dsn(config))
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
@@ -506,8 +512,13 @@ def _transport_options(config: Config) -> list[tuple[str, Any]]:
 def build_server(
     keyring: Keyring, config: Config, guard: Guard, metrics: Metrics | None = None
 ) -> tuple[Servers, list[str], health.HealthServicer]:
-    nonces = NonceStore(config.state_dir)
+    dsn = _postgres_dsn(config)
+    nonces: Any = NonceStore(config.state_dir)
     try:
+        if dsn is not None:
+            from agent.shared_state import PostgresNonces
+
+            nonces = PostgresNonces(dsn)
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
