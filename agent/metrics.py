@@ -5,6 +5,8 @@ Metrics (`[metrics] listen = "127.0.0.1:9464"`, loopback only: they name keys an
   signing_agent_refusals_total{rule}               refusals by the policy rule that made them
   signing_agent_sign_latency_seconds               histogram of decision latency (signed and refused)
   signing_agent_token_up                           1 while the token answers, 0 while it does not
+  signing_agent_unwrap_cache_total{event}          wrapped keys: hit (cached session object), miss (an unwrap),
+                                                   eviction (the bounded cache dropped one)
 
 With several worker processes, each writes its own values under `PROMETHEUS_MULTIPROC_DIR`
 (set by `serve --workers` before prometheus_client is first imported) and the supervisor
@@ -31,6 +33,8 @@ class Metrics:
         self.token_up = Gauge("signing_agent_token_up", "1 while the token answers", multiprocess_mode="min",
                               **kwargs)
         self.token_up.set(1)
+        self.unwrap_cache = Counter("signing_agent_unwrap_cache", "Wrapped keys' unwrapped-object cache",
+                                    ["event"], **kwargs)
 
     def decision(self, *, exchange: str, status: str, rule: str, latency_s: float) -> None:
         outcome = "signed" if status == "OK" else ("refused" if rule else status.lower())

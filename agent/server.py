@@ -164,10 +164,12 @@ class StoreWatch:
     process or host is dropped here within that time. While the store does not answer, the keyring refuses
     wrapped keys after STORE_STALE_SECONDS (UNAVAILABLE), and recovers at the first answer."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, metrics: Metrics | None = None) -> None:
         from agent.custody.wrapped import STORE_POLL_SECONDS
 
         self._keyring = keyring
+        self._metrics = metrics
+        self._counted = {"hit": 0, "miss": 0, "eviction": 0}
         self._interval = STORE_POLL_SECONDS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-watch", daemon=True)
@@ -190,6 +192,12 @@ class StoreWatch:
         if not self._up:
             get_logger().info("store.status", up=True)
         self._up = True
+        if self._metrics is not None:  # the cache counts in plain ints on the hot path; exported from here
+            stats = self._keyring.unwrap_stats
+            for event, value in (("hit", stats.hits), ("miss", stats.misses), ("eviction", stats.evictions)):
+                if value > self._counted[event]:
+                    self._metrics.unwrap_cache.labels(event=event).inc(value - self._counted[event])
+                    self._counted[event] = value
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -585,13 +593,13 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
     # Also proves the session works before we listen. Wrapped keys are counted, not listed: they are
     # looked up in the store on first use, so the start does not grow with their number.
     key_count = len(keyring.list_keys(wrapped=False))
+    guard = build_guard(config)
+    metrics = Metrics()
     store_watch = None
     if keyring.store is not None:
         key_count += keyring.store.count()
-        store_watch = StoreWatch(keyring)
+        store_watch = StoreWatch(keyring, metrics)
         store_watch.start()
-    guard = build_guard(config)
-    metrics = Metrics()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:
             serve_metrics(config.metrics_listen)

@@ -105,6 +105,17 @@ class _SqlStore:
             raise KeyExists(f"a key labelled {record.label!r} exists in the key store; revoke it first "
                             "or choose another label") from None
 
+    def add_many(self, records: list[WrappedRecord]) -> None:
+        """Add RECORDS in one transaction (bulk loads, restores); any label already present refuses them all."""
+        try:
+            with self._tx() as cur:
+                cur.executemany(self._q(f"INSERT INTO wrapped_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                                [_values(r) for r in records])
+                cur.executemany(self._q("INSERT INTO key_events (label, kind) VALUES (?, 'add')"),
+                                [(r.label,) for r in records])
+        except self.DUPLICATE:
+            raise KeyExists("a label of the batch exists in the key store already; nothing was added") from None
+
     def revoke(self, label: str) -> WrappedRecord | None:
         """Delete the key's row (its blob with it) and record the event, in one transaction."""
         with self._tx() as cur:
