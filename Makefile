@@ -54,6 +54,12 @@ bench: deps
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
+# Wrapped keys at platform scale: SCALE_KEYS (100,000) keys in the store; bench/results/scale.json (see bench/scale.py)
+SCALE_KEYS ?= 100000
+bench-scale: deps
+	$(UV_SYNC) --quiet --extra dev --extra bench
+	$(BIN)/python -m bench.scale --keys $(SCALE_KEYS)
+
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
 token: deps live-config
 	$(AGENT) token init-softhsm --dir softhsm --label signing-agent-dev --module $(SOFTHSM_MODULE)
