@@ -11,6 +11,7 @@ refused the PIN; 4 the token or the agent is unreachable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -39,19 +40,28 @@ def _config(args: argparse.Namespace):
         raise CliError(str(exc), EXIT_CONFIG) from None
 
 
-def _open_keyring(args: argparse.Namespace):
+@contextlib.contextmanager
+def _opening():
+    """Map what opening the config, the token and the store raises to the CLI's exit codes."""
     from agent.config import ConfigError
-    from agent.custody import Keyring, TokenLoginError, TokenUnavailable
+    from agent.custody import TokenLoginError, TokenUnavailable
 
-    config = _config(args)
     try:
-        return config, Keyring.open(config.token, store=config.store.open() if config.store else None)
+        yield
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     except TokenLoginError as exc:
         raise CliError(str(exc), EXIT_LOGIN) from None
     except TokenUnavailable as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def _open_keyring(args: argparse.Namespace):
+    from agent.custody import Keyring
+
+    config = _config(args)
+    with _opening():
+        return config, Keyring.open(config.token, store=config.store.open() if config.store else None)
 
 
 def _custody_errors(fn):
@@ -281,7 +291,6 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
 
 def cmd_store_init(args: argparse.Namespace) -> int:
     """Create the master key (PyKCS11, in this process before anything else loads the module) and the store."""
-    from agent.config import ConfigError
     from agent.custody import CustodyError, KeyExists, TokenLoginError, TokenUnavailable
     from agent.custody.master import create_master_key
 
@@ -289,21 +298,17 @@ def cmd_store_init(args: argparse.Namespace) -> int:
     if config.store is None:
         raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\")",
                        EXIT_CONFIG)
-    try:
+    with _opening():
         try:
             create_master_key(config.token)
             print(f"created the master key in token {config.token.label!r} (non-extractable; it only wraps and unwraps)")
         except KeyExists:
             print(f"token {config.token.label!r} holds a master key already; kept")
+        except (TokenLoginError, TokenUnavailable):
+            raise  # _opening's
+        except CustodyError as exc:
+            raise CliError(str(exc), EXIT_REFUSED) from None
         config.store.open().close()
-    except ConfigError as exc:
-        raise CliError(str(exc), EXIT_CONFIG) from None
-    except TokenLoginError as exc:
-        raise CliError(str(exc), EXIT_LOGIN) from None
-    except TokenUnavailable as exc:
-        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
-    except CustodyError as exc:
-        raise CliError(str(exc), EXIT_REFUSED) from None
     where = config.store.dsn if config.store.backend == "postgres" else config.store.sqlite_file
     print(f"key store ready: {config.store.backend} ({where})")
     _audit(config, "store.init", backend=config.store.backend)

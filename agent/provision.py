@@ -107,14 +107,9 @@ def import_key(
             key = exchange.hmac_key(bytes(secret))
         except UnsupportedKey as exc:
             raise InvalidKeyMaterial(str(exc)) from None
-        if wrapped:
-            return keyring.import_wrapped_hmac_key(
-                label=label, exchange=exchange.id, api_key=api_key, key=key, options=resolved,
-                passphrase=passphrase, sign_passphrase=sign_passphrase,
-            )
         return keyring.import_hmac_key(
             label=label, exchange=exchange.id, api_key=api_key, key=key, options=resolved,
-            passphrase=passphrase, sign_passphrase=sign_passphrase,
+            passphrase=passphrase, sign_passphrase=sign_passphrase, wrapped=wrapped,
         )
     private_key = parse_private_key(secret, key_type)
     return keyring.import_private_key(

@@ -75,6 +75,17 @@ def _values(r: WrappedRecord) -> tuple[Any, ...]:
             json.dumps(r.options, sort_keys=True), r.header)
 
 
+def _schema(blob: str, serial: str, stamp: str) -> str:
+    """The tables, in a dialect's words for a byte string, a growing key and the current time."""
+    return f"""
+    CREATE TABLE IF NOT EXISTS wrapped_keys (
+        label TEXT PRIMARY KEY, exchange TEXT NOT NULL, api_key TEXT NOT NULL, key_type TEXT NOT NULL,
+        created TEXT NOT NULL, fingerprint TEXT NOT NULL, master INTEGER NOT NULL, blob {blob} NOT NULL,
+        options TEXT NOT NULL, header TEXT);
+    CREATE TABLE IF NOT EXISTS key_events (seq {serial}, label TEXT NOT NULL, kind TEXT NOT NULL, at {stamp});
+    """
+
+
 class _SqlStore:
     """The queries both backends share; each says how to get a transaction and what a duplicate looks like."""
 
@@ -152,14 +163,7 @@ class _SqlStore:
 class SqliteKeyStore(_SqlStore):
     """The store in one SQLite file (mode 0600): one host, any number of agent processes on it."""
 
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS wrapped_keys (
-        label TEXT PRIMARY KEY, exchange TEXT NOT NULL, api_key TEXT NOT NULL, key_type TEXT NOT NULL,
-        created TEXT NOT NULL, fingerprint TEXT NOT NULL, master INTEGER NOT NULL, blob BLOB NOT NULL,
-        options TEXT NOT NULL, header TEXT);
-    CREATE TABLE IF NOT EXISTS key_events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, label TEXT NOT NULL, kind TEXT NOT NULL);
-    """
+    SCHEMA = _schema("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP")
     DUPLICATE = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path) -> None:
@@ -206,15 +210,7 @@ class PostgresKeyStore(_SqlStore):
     """The store in PostgreSQL (psycopg 3): every agent host of a platform sees the same keys."""
 
     PARAM = "%s"
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS wrapped_keys (
-        label TEXT PRIMARY KEY, exchange TEXT NOT NULL, api_key TEXT NOT NULL, key_type TEXT NOT NULL,
-        created TEXT NOT NULL, fingerprint TEXT NOT NULL, master INTEGER NOT NULL, blob BYTEA NOT NULL,
-        options TEXT NOT NULL, header TEXT);
-    CREATE TABLE IF NOT EXISTS key_events (
-        seq BIGSERIAL PRIMARY KEY, label TEXT NOT NULL, kind TEXT NOT NULL,
-        at TIMESTAMPTZ NOT NULL DEFAULT now());
-    """
+    SCHEMA = _schema("BYTEA", "BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ NOT NULL DEFAULT now()")
 
     def __init__(self, dsn: str, *, create: bool = True) -> None:
         import psycopg

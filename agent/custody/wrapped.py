@@ -41,10 +41,8 @@ from agent.custody.objects import (
     decode_metadata,
     fingerprint_of,
     hmac_key_material,
-    new_info,
 )
 from agent.custody.store import KeyStore, StoreUnavailable, WrappedRecord
-from agent.names import validate_api_key, validate_label
 
 WRAP_MECHANISM = Mechanism.AES_KEY_WRAP_PAD
 UNWRAP_CACHE_SIZE = 4096  # unwrapped session objects kept (SoftHSM2 holds them in memory; an HSM counts them)
@@ -147,35 +145,21 @@ class WrappedKeys:
 
     # -- import ------------------------------------------------------------------------
 
-    def import_wrapped_hmac_key(
-        self,
-        *,
-        label: str,
-        exchange: str,
-        api_key: str,
-        key: bytes | bytearray,
-        options: dict[str, str] | None = None,
-        passphrase: str | None = None,
-        sign_passphrase: bool = False,
-    ) -> KeyInfo:
-        """Wrap KEY (HMAC key bytes) under the master key inside the token and store the blob.
+    def _store_wrapped(self, info: KeyInfo, material: bytearray, passphrase: str | None,
+                       sign_passphrase: bool) -> KeyInfo:
+        """Provisioning.import_hmac_key(wrapped=True), once the key is checked: wrap MATERIAL (the padded HMAC
+        key) under the master key inside the token and store the blob with INFO.
 
         The secret enters the token as an extractable session object only long enough to be wrapped (a
         wrap needs CKA_EXTRACTABLE); it is destroyed before this returns, whatever happens. The blob is
         then unwrapped as the agent will unwrap it, and must give the secret's own fingerprint.
         """
         store = self._require_store()
-        validate_label(label, InvalidKeyMaterial)
-        validate_api_key(api_key, InvalidKeyMaterial)
-        if not key:
-            raise InvalidKeyMaterial("the HMAC key is empty")
+        label, expected_fp = info.label, info.fingerprint
         if passphrase is not None and not sign_passphrase:
             # A clear passphrase (OKX, Bitget, KuCoin v1) is sent as it is: the store would hold it readable.
             raise InvalidKeyMaterial("keys with a clear passphrase cannot be wrapped yet; import this key "
                                      "without --wrapped (a token object)")
-        expected_fp = fingerprint_of(hmac.new(bytes(key), FINGERPRINT_MESSAGE, hashlib.sha256).digest())
-        info = new_info(label, exchange, api_key, "hmac", expected_fp, options or {}, passphrase)
-        material = hmac_key_material(key)
         if len(material) % 8:
             # CKM_AES_KEY_WRAP_PAD pads to 8 bytes, and SoftHSM2 2.6 leaves that padding on the unwrapped key:
             # past 64 bytes (the SHA-256 block) zeros change the MAC. Shorter secrets are padded to 64 anyway.
@@ -206,17 +190,13 @@ class WrappedKeys:
                 unwrapped.destroy()
             return generation, blob, header
 
-        try:
-            generation, blob, header = self._call(wrap)
-        finally:
-            material[:] = b"\x00" * len(material)
-        store.add(WrappedRecord(label=label, exchange=exchange, api_key=api_key, key_type="hmac",
-                                created=info.created, fingerprint=expected_fp, master=generation, blob=blob,
-                                options=dict(info.options), header=header))
+        generation, blob, header = self._call(wrap)  # type: ignore[attr-defined]
+        record = WrappedRecord(label=label, exchange=info.exchange, api_key=info.api_key, key_type="hmac",
+                               created=info.created, fingerprint=expected_fp, master=generation, blob=blob,
+                               options=dict(info.options), header=header)
+        store.add(record)
         self._missing.pop(label, None)  # type: ignore[attr-defined]
-        return record_info(store.get(label) or WrappedRecord(
-            label=label, exchange=exchange, api_key=api_key, key_type="hmac", created=info.created,
-            fingerprint=expected_fp, master=generation, blob=blob, options=dict(info.options), header=header))
+        return record_info(record)
 
     def _wrap_one(self, session: Any, master: Any, material: bytearray) -> bytes:
         """MATERIAL wrapped under MASTER. It enters the token as an extractable session object (a wrap needs
