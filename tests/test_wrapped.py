@@ -211,6 +211,23 @@ def test_unwrapped_cache_is_bounded_and_evicted_objects_are_destroyed(wrapped_en
         s.close()
 
 
+def test_threads_unwrapping_one_key_at_once_never_kill_each_others_object(store, keyring: Keyring, label: str):
+    secret = new_secret(64).encode()
+    import_wrapped(keyring, label, secret)
+    expected = hmac.new(secret, b"m", hashlib.sha256).digest()
+
+    def cold_sign(_: int) -> bytes:
+        return keyring.hmac(keyring.lookup(label), b"m", "sha256")
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(20):
+        keyring.use_store(store)  # every round starts cold: eight threads race to unwrap
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(cold_sign, range(8))) == {expected}
+    assert keyring.unwrapped_count() == 1
+
+
 def test_revocation_in_another_process_is_applied_at_the_next_poll(wrapped_env: Env, store, keyring: Keyring, label: str):
     import_wrapped(keyring, label, new_secret(64).encode())
     keyring.poll_store()

@@ -281,10 +281,15 @@ class WrappedKeys:
         evicted = []
         with self._unwrapped_lock:
             self.unwrap_stats.misses += 1
-            old = self._unwrapped.pop(label, None)
-            if old is not None:  # two threads unwrapped it at once: keep one, destroy the other
-                evicted.append(old)
-            self._unwrapped[label] = entry
+            cached = self._unwrapped.get(label)
+            if cached is not None and cached.generation == entry.generation:
+                # Another thread unwrapped it meanwhile, and may be signing with its object already: keep
+                # that one and destroy ours, which nobody else has seen.
+                self._unwrapped.move_to_end(label)
+                evicted.append(entry)
+                entry = cached
+            else:
+                self._unwrapped[label] = entry
             while len(self._unwrapped) > self._unwrap_cache_size:
                 evicted.append(self._unwrapped.popitem(last=False)[1])
                 self.unwrap_stats.evictions += 1
