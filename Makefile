@@ -2,6 +2,7 @@
 #   make run      install what is missing, create the dev token (and the live config and policy from examples/), start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
 #   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
+#   make bench-scale  100,000 wrapped keys (SCALE_KEYS=N): p50 vs 1 key, start, memory, token objects, replicas
 # Installs (every one is the hash-verified set in uv.lock; see README, Installs):
 #   make lock [UPGRADE=package|all]   rewrite uv.lock after editing pyproject.toml, or move a package up
 #   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)

@@ -121,6 +121,26 @@ def test_an_unreachable_database_is_unavailable_then_recovers(cluster: Cluster, 
         store.close()
 
 
+@pytest.mark.parametrize("dsn_text, message", [
+    ("host=db dbname=s user=u password=hunter2", "must not contain a password"),
+    ("postgresql://u:hunter2@db/s", "must not contain a password"),
+])
+def test_a_password_in_the_dsn_is_refused(env: Env, dsn_text: str, message: str):
+    from agent.config import ConfigError, load_config
+
+    config = env.write_config("pw", extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn_text}"\n')
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(config)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_postgres_without_a_dsn_is_refused(env: Env):
+    from agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="needs dsn"):
+        load_config(env.write_config("nodsn", extra='[store]\nbackend = "postgres"\n'))
+
+
 # -- agents as hosts -------------------------------------------------------------------------------
 
 
