@@ -152,7 +152,7 @@ def _host_config(env: Env, name: str, dsn: str):
 def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, cluster: Cluster, dsn: str, label: str):
     from signing_agent_client.client import KeyNotFoundError, SignerClient, AgentUnavailableError
 
-    configs = [_host_config(env, f"host{i}", dsn) for i in range(2)]
+    configs = [_host_config(env, f"host{i}", dsn) for i in range(3)]
     init = run_cli(env, "store", "init", config=configs[0])
     assert init.returncode == 0, init.stderr
     secret = new_secret(64)
@@ -166,24 +166,37 @@ def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, clus
     agents = [start_agent(env, c) for c in configs]
     try:
         clients = [SignerClient(a.target) for a in agents]
-        nonces: list[list[int]] = [[], []]
+        nonces: list[list[int]] = [[], [], []]
+        failed: list[int] = []
 
         def sign(i: int) -> None:
-            for _ in range(60):
-                got = clients[i].sign(label, "POST", "/0/private/Balance", body={})
+            for n in range(60):
+                if i == 2 and n == 20:
+                    agents[2].proc.kill()  # a host dies mid-load; the others go on
+                try:
+                    got = clients[i].sign(label, "POST", "/0/private/Balance", body={})
+                except AgentUnavailableError:
+                    failed.append(i)
+                    return
                 nonces[i].append(int(re.search(r"nonce=(\d+)", got.body).group(1)))
 
-        threads = [threading.Thread(target=sign, args=(i,)) for i in range(2)]
+        threads = [threading.Thread(target=sign, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=120)
+        assert failed == [2] and len(nonces[2]) == 20
+        assert len(nonces[0]) == len(nonces[1]) == 60
         for issued in nonces:
-            assert len(issued) == 60 and all(x < y for x, y in zip(issued, issued[1:]))
-        assert len(set(nonces[0]) | set(nonces[1])) == 120  # never the same nonce on two hosts
+            assert all(x < y for x, y in zip(issued, issued[1:]))
+        everything = nonces[0] + nonces[1] + nonces[2]
+        assert len(set(everything)) == len(everything) == 140  # never the same nonce on two hosts
         with psycopg.connect(dsn) as conn:  # issued through the database, not each host's files
             (last,) = conn.execute("SELECT last FROM nonces").fetchone()
-        assert last == max(nonces[0] + nonces[1])
+        assert last == max(everything)
+        clients[2].close()
+        agents[2].proc.wait(timeout=10)
+        agents, clients = agents[:2], clients[:2]
 
         # Revoked through one host's CLI: every host refuses it within a second.
         assert run_cli(env, "keys", "revoke", "--label", label, "--yes", config=configs[0]).returncode == 0
