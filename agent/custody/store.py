@@ -178,7 +178,8 @@ class SqliteKeyStore(_SqlStore):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # autocommit off, explicit BEGIN IMMEDIATE: writers queue on the file lock instead of failing.
+            # isolation_level=None: transactions are the explicit BEGIN of _tx; a writer waits up to 10 s
+            # for another (WAL: readers never wait).
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             self._local.conn = conn
