@@ -57,7 +57,7 @@ bench: deps
 
 # Wrapped keys at platform scale: SCALE_KEYS (100,000) keys in the store; bench/results/scale.json (see bench/scale.py)
 SCALE_KEYS ?= 100000
-bench-scale: deps
+bench-scale: deps postgresql
 	$(UV_SYNC) --quiet --extra dev --extra bench
 	$(BIN)/python -m bench.scale --keys $(SCALE_KEYS)
 

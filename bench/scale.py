@@ -1,7 +1,8 @@
 """`make bench-scale`: wrapped keys at platform scale (issue 15's targets).
 
-One SoftHSM2 token with its master key, and a SQLite key store filled with N wrapped HMAC keys (100,000 by
-default; SCALE_KEYS=N to change). Measured, and written to bench/results/scale.json:
+One SoftHSM2 token with its master key, and a key store filled with N wrapped HMAC keys (100,000 by
+default; SCALE_KEYS=N to change): SQLite, then PostgreSQL (a throw-away cluster, as in the tests; its
+figures go under "postgres" in the same file). Measured, and written to bench/results/scale.json:
 
   keyring (in one process, no gRPC): lookup + HMAC p50, warm (cached session object) and cold (a row read
       and an unwrap), in a store of 1 key and in the store of N keys; the ratios N-vs-1;
@@ -13,7 +14,7 @@ The keys are written with `Keyring.wrap_hmac_secrets` and `store.add_many` (one 
 transaction per batch), not N `keys import` runs: an import's self-test and per-key commit would make the
 fill, not the agent, what is measured. A sample of the filled keys is checked by signing.
 
-    python -m bench.scale [--keys N] [--seconds S]
+    python -m bench.scale [--keys N] [--seconds S] [--store sqlite|postgres|both]
 """
 
 from __future__ import annotations
@@ -42,21 +43,32 @@ BATCH = 5000
 ROUNDS = 5
 
 
-def _store_table(db: str) -> str:
-    return f'[store]\nbackend = "sqlite"\nsqlite_file = "{db}"\n'
+def _store_table(spec: str) -> str:
+    """The [store] table for SPEC: "sqlite:PATH" or "postgres:DSN"."""
+    backend, _, where = spec.partition(":")
+    if backend == "postgres":
+        return f'[store]\nbackend = "postgres"\ndsn = "{where}"\n'
+    return f'[store]\nbackend = "sqlite"\nsqlite_file = "{where}"\n'
+
+
+def _open_store(spec: str):
+    from agent.custody.store import PostgresKeyStore, SqliteKeyStore
+
+    backend, _, where = spec.partition(":")
+    return PostgresKeyStore(where) if backend == "postgres" else SqliteKeyStore(Path(where))
 
 
 # -- in a child process (the module loads once per process) --------------------------------------
 
 
-def fill(config: Path, db: Path, count: int) -> dict[str, Any]:
+def fill(config: Path, spec: str, count: int) -> dict[str, Any]:
     from agent.config import load_config
     from agent.custody import FINGERPRINT_MESSAGE, Keyring, fingerprint_of
-    from agent.custody.store import SqliteKeyStore, WrappedRecord
+    from agent.custody.store import WrappedRecord
     from agent.custody.objects import new_info
 
     cfg = load_config(config)
-    store = SqliteKeyStore(db)
+    store = _open_store(spec)
     t0 = time.perf_counter()
     samples: dict[str, str] = {}
     with Keyring.open(cfg.token, store=store) as keyring:
@@ -82,11 +94,10 @@ def fill(config: Path, db: Path, count: int) -> dict[str, Any]:
     return {"fill_s": round(fill_s, 1), "checked": len(samples)}
 
 
-def probe(config: Path, small_db: Path, big_db: Path, count: int, repeat: int) -> dict[str, Any]:
+def probe(config: Path, small_spec: str, big_spec: str, count: int, repeat: int) -> dict[str, Any]:
     """Keyring-level p50s: warm and cold lookup+HMAC with 1 key and with COUNT keys; token object count."""
     from agent.config import load_config
     from agent.custody import Keyring
-    from agent.custody.store import SqliteKeyStore
 
     message = b"symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=0.001&price=50000&timestamp=1763750000000"
     cfg = load_config(config)
@@ -97,9 +108,9 @@ def probe(config: Path, small_db: Path, big_db: Path, count: int, repeat: int) -
             keyring.hmac(keyring.lookup(label), message, "sha256")
             return (time.perf_counter_ns() - t0) / 1000
 
-        for name, db, labels in (("1", small_db, [f"{PREFIX}000000"]),
-                                 (str(count), big_db, [f"{PREFIX}{i:06d}" for i in range(count)])):
-            store = SqliteKeyStore(db)
+        for name, spec, labels in (("1", small_spec, [f"{PREFIX}000000"]),
+                                   (str(count), big_spec, [f"{PREFIX}{i:06d}" for i in range(count)])):
+            store = _open_store(spec)
             keyring.use_store(store)
             hot = labels[len(labels) // 2]
             sign(hot)
@@ -191,23 +202,42 @@ def cpu_busy() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def run(keys: int, seconds: float, repeat: int) -> dict[str, Any]:
+def run(keys: int, seconds: float, repeat: int, backend: str = "sqlite") -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    cluster = None
+    try:
+        if backend == "postgres":
+            # A throw-away cluster, as the tests start one (tests/pg.py: Debian's server binaries).
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pg import start_cluster
+
+            cluster = start_cluster()
+            big, small_spec = f"postgres:{cluster.new_database()}", f"postgres:{cluster.new_database()}"
+        else:
+            big, small_spec = f"sqlite:{base / 'scale' / 'state' / 'keys.db'}", f"sqlite:{base / 'scale' / 'state' / 'small.db'}"
+        return _run(base, keys, seconds, repeat, backend, big, small_spec)
+    finally:
+        if cluster is not None:
+            from pg import remove_cluster
+
+            remove_cluster(cluster)
+
+
+def _run(base: Path, keys: int, seconds: float, repeat: int, backend: str, big: str, small_spec: str) -> dict[str, Any]:
     d = Deployment.create(base, "scale")
     assert d.bearer_file is not None
     config_text = d.config.read_text()
-    d.config.write_text(config_text + _store_table("state/keys.db"))
+    d.config.write_text(config_text + _store_table(big))
     d.cli("store", "init")
     small = d.root / "small.toml"
     small.write_text(config_text.replace('socket = "run/agent.sock"', 'socket = "run/small.sock"')
-                     + _store_table("state/small.db"))
-    result: dict[str, Any] = {"keys": keys, "machine_cores": os.cpu_count(), "store": "sqlite"}
-    result["fill_1"] = _child("fill", str(small), str(d.root / "state" / "small.db"), "1")
-    print(f"filling {keys} wrapped keys ...", file=sys.stderr)
-    result["fill"] = _child("fill", str(d.config), str(d.root / "state" / "keys.db"), str(keys))
+                     + _store_table(small_spec))
+    result: dict[str, Any] = {"keys": keys, "machine_cores": os.cpu_count(), "store": backend}
+    result["fill_1"] = _child("fill", str(small), small_spec, "1")
+    print(f"filling {keys} wrapped keys ({backend}) ...", file=sys.stderr)
+    result["fill"] = _child("fill", str(d.config), big, str(keys))
     print(f"filled in {result['fill']['fill_s']} s; probing the keyring ...", file=sys.stderr)
-    kr = _child("probe", str(d.config), str(d.root / "state" / "small.db"), str(d.root / "state" / "keys.db"),
-                str(keys), str(repeat))
+    kr = _child("probe", str(d.config), small_spec, big, str(keys), str(repeat))
     result["keyring"] = kr
     result["token_objects"] = kr["token_objects"]
     result["keys_100k_vs_1_warm_p50"] = round(kr[f"warm_p50_us_{keys}"] / kr["warm_p50_us_1"], 3)
@@ -268,17 +298,22 @@ def run(keys: int, seconds: float, repeat: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "fill":
-        print(json.dumps(fill(Path(argv[1]), Path(argv[2]), int(argv[3]))))
+        print(json.dumps(fill(Path(argv[1]), argv[2], int(argv[3]))))
         return 0
     if argv and argv[0] == "probe":
-        print(json.dumps(probe(Path(argv[1]), Path(argv[2]), Path(argv[3]), int(argv[4]), int(argv[5]))))
+        print(json.dumps(probe(Path(argv[1]), argv[2], argv[3], int(argv[4]), int(argv[5]))))
         return 0
     parser = argparse.ArgumentParser(prog="bench.scale")
     parser.add_argument("--keys", type=int, default=int(os.environ.get("SCALE_KEYS", "100000")))
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput case")
     parser.add_argument("--repeat", type=int, default=400, help="samples per p50")
+    parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
     args = parser.parse_args(argv)
-    result = run(args.keys, args.seconds, args.repeat)
+    backends = ("sqlite", "postgres") if args.store == "both" else (args.store,)
+    results = {backend: run(args.keys, args.seconds, args.repeat, backend) for backend in backends}
+    result = results["sqlite"] if len(results) == 1 and "sqlite" in results else {**results.get("sqlite", {})}
+    if "postgres" in results:
+        result["postgres"] = results["postgres"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
