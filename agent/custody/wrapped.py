@@ -133,16 +133,6 @@ class WrappedKeys:
                                f"{self.label!r} does not hold (another HSM's blob?)")
         return wanted, self._masters[wanted]
 
-    def master_generations(self) -> list[int]:
-        def read(session: Any) -> list[int]:
-            try:
-                self._master(session)
-            except CustodyError:
-                return []
-            return sorted(self._masters)
-
-        return self._call(read)
-
     # -- import ------------------------------------------------------------------------
 
     def _store_wrapped(self, info: KeyInfo, material: bytearray, passphrase: str | None,
