@@ -3,6 +3,7 @@
 #   make test     the test suite, against throw-away SoftHSM2 tokens
 #   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick),
 #                 and Send vs Sign against the local exchange (bench/results/send.json)
+#   make bench-scale  100,000 wrapped keys (SCALE_KEYS=N): p50 vs 1 key, start, memory, token objects, replicas
 # Installs (every one is the hash-verified set in uv.lock; see README, Installs):
 #   make lock [UPGRADE=package|all]   rewrite uv.lock after editing pyproject.toml, or move a package up
 #   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)
@@ -42,12 +43,12 @@ export UV_PYTHON_DOWNLOADS := never
 UV_SYNC = UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --no-build-isolation --group build
 
 .PHONY: run test bench token import-key generate-key register-key list-keys revoke-key proto deps softhsm opencryptoki \
-	clean lock lock-check sbom audit-deps wheel client-wheel live-config systemd-analyze
+	clean lock lock-check sbom audit-deps wheel client-wheel live-config systemd-analyze postgresql bench-scale
 
 run: deps token live-config
 	$(AGENT) --config $(CONFIG) serve
 
-test: deps opencryptoki systemd-analyze live-config
+test: deps opencryptoki systemd-analyze postgresql live-config
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -55,6 +56,12 @@ bench: deps
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.send
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
+
+# Wrapped keys at platform scale: SCALE_KEYS (100,000) keys in the store; bench/results/scale.json (see bench/scale.py)
+SCALE_KEYS ?= 100000
+bench-scale: deps postgresql
+	$(UV_SYNC) --quiet --extra dev --extra bench
+	$(BIN)/python -m bench.scale --keys $(SCALE_KEYS)
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
 token: deps live-config
@@ -178,6 +185,13 @@ opencryptoki:
 	@test -e $(OPENCRYPTOKI_MODULE) || { \
 	  echo "installing opencryptoki (the second PKCS#11 implementation the tests run against)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
+
+# PostgreSQL's server binaries: tests/support/pg.py starts a throw-away cluster from them (a Unix socket in a temp dir,
+# run as the package's `postgres` user when we are root); the package's own cluster is not used.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (the server the multi-host tests start a throw-away cluster of)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # systemd-analyze and systemd-sysusers check deploy/'s units (tests/agent/test_deploy.py). Debian's systemd package
 # installs without a running systemd (containers, CI); the tests need no PID 1 or D-Bus either.

@@ -11,6 +11,7 @@ refused the PIN; 4 the token or the agent is unreachable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -39,19 +40,28 @@ def _config(args: argparse.Namespace):
         raise CliError(str(exc), EXIT_CONFIG) from None
 
 
-def _open_keyring(args: argparse.Namespace):
+@contextlib.contextmanager
+def _opening():
+    """Map what opening the config, the token and the store raises to the CLI's exit codes."""
     from agent.config import ConfigError
-    from agent.custody import Keyring, TokenLoginError, TokenUnavailable
+    from agent.custody import TokenLoginError, TokenUnavailable
 
-    config = _config(args)
     try:
-        return config, Keyring.open(config.token)
+        yield
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     except TokenLoginError as exc:
         raise CliError(str(exc), EXIT_LOGIN) from None
     except TokenUnavailable as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def _open_keyring(args: argparse.Namespace):
+    from agent.custody import Keyring
+
+    config = _config(args)
+    with _opening():
+        return config, Keyring.open(config.token, store=config.store.open() if config.store else None)
 
 
 def _custody_errors(fn):
@@ -162,7 +172,7 @@ def _serve_one(args: argparse.Namespace, config) -> int:
     from agent.server import serve
 
     try:
-        keyring = Keyring.open(config.token)
+        keyring = Keyring.open(config.token, store=config.store.open() if config.store else None)
         return serve(keyring, config, metrics_http=config.server.workers == 1)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
@@ -278,13 +288,39 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
         try:
             info = _custody_errors(provision.import_key)(
                 keyring, label=args.label, exchange_id=exchange.id, api_key=args.api_key, key_type=args.type,
-                secret=secret, passphrase=passphrase, options=options,
+                secret=secret, passphrase=passphrase, options=options, wrapped=args.wrapped,
             )
         finally:
             secret[:] = b"\x00" * len(secret)
     _audit(config, "key.import", key=info.label, exchange=info.exchange, key_type=info.key_type,
            fingerprint=info.fingerprint)
     print(f"imported {info.key_type} key {info.label!r} for {info.exchange} (fingerprint {info.fingerprint})")
+    return 0
+
+
+def cmd_store_init(args: argparse.Namespace) -> int:
+    """Create the master key (PyKCS11, in this process before anything else loads the module) and the store."""
+    from agent.custody import CustodyError, KeyExists, TokenLoginError, TokenUnavailable
+    from agent.custody.master import create_master_key
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\")",
+                       EXIT_CONFIG)
+    with _opening():
+        try:
+            create_master_key(config.token)
+            print(f"created the master key in token {config.token.label!r} (non-extractable; it only wraps and unwraps)")
+        except KeyExists:
+            print(f"token {config.token.label!r} holds a master key already; kept")
+        except (TokenLoginError, TokenUnavailable):
+            raise  # _opening's
+        except CustodyError as exc:
+            raise CliError(str(exc), EXIT_REFUSED) from None
+        config.store.open().close()
+    where = config.store.dsn if config.store.backend == "postgres" else config.store.sqlite_file
+    print(f"key store ready: {config.store.backend} ({where})")
+    _audit(config, "store.init", backend=config.store.backend)
     return 0
 
 
@@ -1043,6 +1079,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "usual type (hmac; ec-p256 for coinbase)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="per-key option, e.g. key_version=3 for KuCoin")
+    p.add_argument("--wrapped", action="store_true",
+                   help="store the secret in the key store ([store]), wrapped under the token's master key, "
+                   "instead of as a token object (HMAC secrets; run `store init` once first)")
     p.set_defaults(func=cmd_keys_import)
     p = keys.add_parser(
         "generate",
@@ -1207,6 +1246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=_size, default=0, metavar="SIZE",
                    help="rotate only a log of at least SIZE bytes (K, M, G suffixes), e.g. from a daily timer")
     p.set_defaults(func=cmd_audit_rotate)
+
+    store = sub.add_parser("store", help="the wrapped-key store and the token's master key").add_subparsers(
+        dest="store_command", required=True)
+    p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store])")
+    p.set_defaults(func=cmd_store_init)
 
     token = sub.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"

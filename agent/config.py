@@ -183,6 +183,7 @@ class Config:
     send: SendSettings = field(default_factory=SendSettings)  # [send]: how Send reaches the exchanges
     quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
     market: MarketSettings = MarketSettings()  # the tickers price bands and thin markets read (agent.market)
+    store: StoreConfig | None = None  # wrapped keys' store; None: token objects only
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,33 @@ class QuorumConfig:
     bundles: Path  # published bundles; proposals under bundles/proposals
     operators: dict[str, str]  # the first operator set: name -> "ed25519:<base64>"
     threshold: int
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where wrapped keys (and, with PostgreSQL, the state agent hosts share) live."""
+
+    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets)
+    sqlite_file: Path
+    dsn: str | None = None
+
+    def open(self):
+        from agent.custody.store import PostgresKeyStore, SqliteKeyStore
+
+        if self.backend == "postgres":
+            assert self.dsn is not None
+            return PostgresKeyStore(self.dsn)
+        return SqliteKeyStore(self.sqlite_file)
+
+
+def _no_password(dsn: str) -> str:
+    # A DSN is shown in `status` and may end up in a process listing or a log: passwords go in
+    # ~/.pgpass or PGPASSFILE (libpq reads them), or the server trusts a local socket / a client certificate.
+    lowered = dsn.lower()
+    if "password=" in lowered or ("://" in dsn and "@" in dsn.split("://", 1)[1].split("/", 1)[0]
+                                  and ":" in dsn.split("://", 1)[1].split("@", 1)[0]):
+        raise Invalid("must not contain a password: put it in a .pgpass file (PGPASSFILE) that libpq reads")
+    return dsn
 
 
 def default_config_path() -> Path:
@@ -284,8 +312,12 @@ _CONFIG = Schema(
         Field("timeout_ms", INT, default=1000, low=100, high=10_000),
         Field("urls", table_of(TEXT), default={}, convert=_market_urls),
     )),
+    Field("store", schema=Schema(
+        Field("backend", STR, default="", choices=("", "sqlite", "postgres")),
+        Field("sqlite_file", TEXT, default="state/keys.db"),
+        Field("dsn", TEXT, convert=_no_password),
+    )),
 )
-
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -334,6 +366,7 @@ def load_config(path: Path | None = None) -> Config:
         quorum=_quorum(c["quorum"], resolve, path),
         market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
                               timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
+        store=_store(c["store"], resolve, path),
     )
 
 
@@ -353,3 +386,11 @@ def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> Quo
     except QuorumError as exc:
         raise ConfigError(str(exc)) from None
     return QuorumConfig(bundles=resolve(q["bundles"]), operators=dict(q["operators"]), threshold=q["threshold"])
+
+
+def _store(table: dict, resolve, path: Path) -> StoreConfig | None:
+    if not table["backend"]:
+        return None
+    if table["backend"] == "postgres" and not table["dsn"]:
+        raise ConfigError(f"{path}: [store] backend = \"postgres\" needs dsn = \"host=... dbname=...\"")
+    return StoreConfig(backend=table["backend"], sqlite_file=resolve(table["sqlite_file"]), dsn=table["dsn"])

@@ -149,6 +149,7 @@ class Guard:
         quorum: "QuorumSource | None" = None,
         vet: Callable[[Policy], None] | None = None,
         market: "MarketSettings | None" = None,
+        shared_buckets_dsn: str | None = None,
     ) -> None:
         # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
         # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
@@ -175,7 +176,11 @@ class Guard:
                 raise PolicyError(str(exc)) from None
         self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
-        self._buckets = SharedBuckets(state_dir / "rates.bin")
+        self._buckets: Any = SharedBuckets(state_dir / "rates.bin")
+        if shared_buckets_dsn is not None:  # several hosts: key, bot and order rates in PostgreSQL (agent.shared_state)
+            from agent.shared_state import PostgresBuckets
+
+            self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
         # Freezes, market checks, order rates, budgets (agent.guardrails).
         self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
                                      audit=self._audit_append)

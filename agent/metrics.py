@@ -8,6 +8,8 @@ Metrics (`[metrics] listen = "127.0.0.1:9464"`, loopback only: they name keys an
   signing_agent_send_total{exchange, outcome}      Send: the exchange's answer (2xx, 4xx, 429, 5xx, reconciled)
                                                    or the agent's failure status (unavailable, deadline_exceeded...)
   signing_agent_send_seconds                       histogram of Send's exchange part (attempts, retries, lookups)
+  signing_agent_unwrap_cache_total{event}          wrapped keys: hit (cached session object), miss (an unwrap),
+                                                   eviction (the bounded cache dropped one)
 
 With several worker processes, each writes its own values under `PROMETHEUS_MULTIPROC_DIR`
 (set by `serve --workers` before prometheus_client is first imported) and the supervisor
@@ -39,6 +41,8 @@ class Metrics:
                              ["exchange", "outcome"], **kwargs)
         self.send_latency = Histogram("signing_agent_send_seconds", "Send: time spent on the exchange",
                                       buckets=SEND_BUCKETS, **kwargs)
+        self.unwrap_cache = Counter("signing_agent_unwrap_cache", "Wrapped keys' unwrapped-object cache",
+                                    ["event"], **kwargs)
 
     def decision(self, *, exchange: str, status: str, rule: str, latency_s: float) -> None:
         outcome = "signed" if status == "OK" else ("refused" if rule else status.lower())

@@ -16,7 +16,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from agent.custody import InvalidKeyMaterial, KeyInfo, Keyring, validate_secret
+from agent.custody import InvalidKeyMaterial, KeyExists, KeyInfo, Keyring, validate_secret
 from agent.exchanges import Exchange, exchange_for
 from agent.names import validate_api_key
 from agent.schemes import UnknownExchange, UnsupportedKey
@@ -91,10 +91,16 @@ def import_key(
     secret: bytes | bytearray,
     passphrase: str | None = None,
     options: dict[str, str] | None = None,
+    wrapped: bool = False,
 ) -> KeyInfo:
+    """Import a secret as a token object, or (WRAPPED, HMAC only) as a blob in the key store."""
     exchange = exchange_rules(exchange_id)
     validate_api_key(api_key, InvalidKeyMaterial)
     resolved, sign_passphrase = _check(exchange, key_type, options or {}, passphrase)
+    if wrapped and key_type != "hmac":
+        raise InvalidKeyMaterial("only HMAC secrets can be wrapped for now; import this key without --wrapped")
+    if not wrapped and keyring.store is not None and keyring.store.get(label) is not None:
+        raise KeyExists(f"a key labelled {label!r} exists in the key store; revoke it first or choose another label")
     if key_type == "hmac":
         validate_secret(bytes(secret), api_key=api_key)
         try:
@@ -103,7 +109,7 @@ def import_key(
             raise InvalidKeyMaterial(str(exc)) from None
         return keyring.import_hmac_key(
             label=label, exchange=exchange.id, api_key=api_key, key=key, options=resolved,
-            passphrase=passphrase, sign_passphrase=sign_passphrase,
+            passphrase=passphrase, sign_passphrase=sign_passphrase, wrapped=wrapped,
         )
     private_key = parse_private_key(secret, key_type)
     return keyring.import_private_key(

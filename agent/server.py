@@ -144,6 +144,11 @@ def _share_with_group(socket_path: Path, group: str) -> None:
         raise ConfigError(f"cannot give group {group!r} access to {socket_path}: {exc.strerror}") from None
 
 
+def _postgres_dsn(config: Config) -> str | None:
+    """The database agent hosts share, when [store] is PostgreSQL: nonces and rate buckets live there too."""
+    return config.store.dsn if config.store is not None and config.store.backend == "postgres" else None
+
+
 def key_vetting(keyring: Keyring) -> Callable[[Any], None]:
     """The policy check that needs the token: no key may be handed signatures its exchange leaves
     unbound where its policy restricts (agent.delivery); PolicyError naming each such key."""
@@ -169,8 +174,9 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config), market=config.market,
-                     vet=key_vetting(keyring) if keyring is not None else None)
+                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config),
+                     market=config.market, vet=key_vetting(keyring) if keyring is not None else None,
+                     shared_buckets_dsn=_postgres_dsn(config))
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
@@ -182,6 +188,55 @@ def quorum_source(config: Config) -> QuorumSource | None:
     if q is None:
         return None
     return QuorumSource(q.bundles, Operators.parse(q.operators, q.threshold, where=str(config.path)), config.state_dir)
+
+
+class StoreWatch:
+    """Polls the key store's events every STORE_POLL_SECONDS: a wrapped key revoked (or re-imported) by any
+    process or host is dropped here within that time. While the store does not answer, the keyring refuses
+    wrapped keys after STORE_STALE_SECONDS (UNAVAILABLE), and recovers at the first answer."""
+
+    def __init__(self, keyring: Keyring, metrics: Metrics | None = None) -> None:
+        from agent.custody.wrapped import STORE_POLL_SECONDS
+
+        self._keyring = keyring
+        self._metrics = metrics
+        self._counted = {"hit": 0, "miss": 0, "eviction": 0}
+        self._interval = STORE_POLL_SECONDS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-watch", daemon=True)
+        self._up = True
+
+    def start(self) -> None:
+        self._poll()  # the first poll sets the event position before any request is served
+        self._thread.start()
+
+    def _poll(self) -> None:
+        from agent.custody import CustodyError
+
+        try:
+            self._keyring.poll_store()
+        except CustodyError as exc:
+            if self._up:
+                get_logger().error("store.status", up=False, reason=str(exc))
+            self._up = False
+            return
+        if not self._up:
+            get_logger().info("store.status", up=True)
+        self._up = True
+        if self._metrics is not None:  # the cache counts in plain ints on the hot path; exported from here
+            stats = self._keyring.unwrap_stats
+            for event, value in (("hit", stats.hits), ("miss", stats.misses), ("eviction", stats.evictions)):
+                if value > self._counted[event]:
+                    self._metrics.unwrap_cache.labels(event=event).inc(value - self._counted[event])
+                    self._counted[event] = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
 
 
 class TokenWatch:
@@ -498,8 +553,13 @@ def _transport_options(config: Config) -> list[tuple[str, Any]]:
 def build_server(
     keyring: Keyring, config: Config, guard: Guard, metrics: Metrics | None = None
 ) -> tuple[Servers, list[str], health.HealthServicer]:
-    nonces = NonceStore(config.state_dir)
+    dsn = _postgres_dsn(config)
+    nonces: Any = NonceStore(config.state_dir)
     try:
+        if dsn is not None:
+            from agent.shared_state import PostgresNonces
+
+            nonces = PostgresNonces(dsn)
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
@@ -565,9 +625,16 @@ def build_server(
 def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
-    key_count = len(keyring.list_keys())  # also proves the session works before we listen
+    # Also proves the session works before we listen. Wrapped keys are counted, not listed: they are
+    # looked up in the store on first use, so the start does not grow with their number.
+    key_count = len(keyring.list_keys(wrapped=False))
     guard = build_guard(config, keyring)
     metrics = Metrics()
+    store_watch = None
+    if keyring.store is not None:
+        key_count += keyring.store.count()
+        store_watch = StoreWatch(keyring, metrics)
+        store_watch.start()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:
             serve_metrics(config.metrics_listen)
@@ -604,6 +671,8 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
         if reload_requested.is_set():
             reload_requested.clear()
             guard.reload(reason="SIGHUP")
+    if store_watch is not None:
+        store_watch.stop()
     watch.stop()  # health says NOT_SERVING first, so balancers stop sending while in-flight calls finish
     server.stop(GRACE_SECONDS).wait()
     guard.stop()

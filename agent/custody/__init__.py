@@ -10,6 +10,9 @@ description of a key (KeyInfo), never key material.
   keyring    Keyring: lookup and its handle cache, MACs and signatures, listing; TokenCredential,
              the Credential a scheme signs with
   provision  the writes: import, generation in the token, registration, revocation
+  master     the master key of wrapped keys and its unwrap template (created with PyKCS11)
+  wrapped    wrapped keys: wrap at import, unwrap on first use, the bounded cache of unwrapped objects
+  store      the key store of wrapped keys: SQLite or PostgreSQL, rows and revocation events
 
 Tools and tests use Keyring's public seam (`session()`, `locked()`, `forget_cached_handles()`,
 `is_cached()`, `recording_searches()`), never its private names (tests/token/test_seams.py).

@@ -33,6 +33,8 @@ from agent.custody.objects import (
 )
 from agent.custody.provision import Provisioning
 from agent.custody.session import HANDLE_GONE, TokenSession, TokenSettings
+from agent.custody.store import KeyStore
+from agent.custody.wrapped import WrappedKeys
 
 HashName = Literal["sha256", "sha384", "sha512"]
 HMAC_MECHANISMS: dict[str, Mechanism] = {
@@ -54,15 +56,17 @@ class KeyEntry:
     passphrase: str | None = field(default=None, repr=False)  # the passphrase header's value
 
 
-class Keyring(Provisioning, TokenSession):
+class Keyring(WrappedKeys, Provisioning, TokenSession):
     """Keys in one token, used through one logged-in session, one call at a time.
 
     The session (login, lock, reconnect, module differences) is TokenSession's; the writes
-    (import, generate, register, revoke) are Provisioning's; finding and using keys is here.
+    (import, generate, register, revoke) are Provisioning's; keys wrapped under the token's master
+    key and kept in a key store are WrappedKeys'; finding and using keys is here.
     """
 
-    def __init__(self, config: TokenSettings) -> None:
+    def __init__(self, config: TokenSettings, store: KeyStore | None = None) -> None:
         super().__init__(config)
+        self._init_wrapped(store)
         self._cache: dict[str, KeyEntry] = {}
         # Labels just found missing, with the monotonic time until which that answer holds:
         # a flood of unknown labels must not make every request scan the token.
@@ -76,6 +80,7 @@ class Keyring(Provisioning, TokenSession):
         # Handles die with their session. At close only they go: what is known missing or
         # pending stays true (lookups after close fail at the token call anyway).
         self._cache.clear()
+        self._wrapped_session_changed()
         if not closed:
             self._missing.clear()
             self._pending.clear()
@@ -180,15 +185,19 @@ class Keyring(Provisioning, TokenSession):
                 found.append((info, obj, passphrase))
         return found
 
-    def list_keys(self) -> list[KeyInfo]:
-        """Every key of ours in the token, by label. Also refills the handle cache (see _index)."""
+    def list_keys(self, *, wrapped: bool = True) -> list[KeyInfo]:
+        """Every key of ours in the token (and, when WRAPPED, in the key store), by label. Also refills
+        the handle cache (see _index)."""
 
         def listing(session: Any) -> list[tuple[KeyInfo, Any, str | None]]:
             found = self._ours(session)
             self._index(found)
             return found
 
-        return sorted((info for info, _, _ in self._call(listing)), key=lambda i: i.label)
+        keys = [info for info, _, _ in self._call(listing)]
+        if wrapped:
+            keys += self.list_wrapped()
+        return sorted(keys, key=lambda i: i.label)
 
     def _index(self, found: list[tuple[KeyInfo, Any, str | None]]) -> None:
         """Replace the handle cache with every registered key of a full listing (under the lock).
@@ -217,6 +226,11 @@ class Keyring(Provisioning, TokenSession):
         not_found = KeyNotFound(f"no key labelled {label!r} (never imported, or revoked)")
         if self._missing.get(label, 0.0) > time.monotonic():
             raise not_found
+        if self._store is not None:
+            # The store first: an indexed read, where a token search scans every object.
+            wrapped = self._lookup_wrapped(label)
+            if wrapped is not None:
+                return wrapped
         pending = self._pending.get(label)
         if pending is not None and pending[1] > time.monotonic() and pending[0].generation == self._generation:
             return pending[0]
@@ -259,6 +273,9 @@ class Keyring(Provisioning, TokenSession):
                 # Destroyed (revoked) since we cached it, possibly by another process.
                 if self._cache.get(entry.info.label) is entry:
                     del self._cache[entry.info.label]
+                with self._unwrapped_lock:  # a wrapped key's session object, destroyed by an eviction
+                    if self._unwrapped.get(entry.info.label) is entry:
+                        del self._unwrapped[entry.info.label]
                 raise self._not_found(KeyRevoked(f"key {entry.info.label!r} was revoked")) from None
 
         return self._call(use)

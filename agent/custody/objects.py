@@ -63,6 +63,9 @@ class KeyInfo:
     fingerprint: str
     options: dict[str, str] = field(default_factory=dict)
     has_passphrase: bool = False
+    # "token": the key is an object in the token; "wrapped": a blob in the key store, wrapped under the
+    # token's master key and unwrapped into a session object when used (agent.custody.wrapped)
+    storage: str = "token"
 
     @property
     def registered(self) -> bool:

@@ -147,8 +147,10 @@ class Provisioning:
         options: dict[str, str] | None = None,
         passphrase: str | None = None,
         sign_passphrase: bool = False,
+        wrapped: bool = False,
     ) -> KeyInfo:
-        """Store KEY (HMAC key bytes) as a new non-extractable key, with its account.
+        """Store KEY (HMAC key bytes) as a new non-extractable key, with its account; or, when WRAPPED,
+        as a blob in the key store wrapped under the token's master key (WrappedKeys._store_wrapped).
 
         SIGN_PASSPHRASE (KuCoin v2/v3): store base64(HMAC-SHA256(key, passphrase)), computed in
         the token, instead of the passphrase. Writes nothing unless everything is valid.
@@ -162,6 +164,11 @@ class Provisioning:
         expected_fp = fingerprint_of(hmac.new(bytes(key), FINGERPRINT_MESSAGE, hashlib.sha256).digest())
         info = new_info(label, exchange, api_key, "hmac", expected_fp, options or {}, passphrase)
         material = hmac_key_material(key)
+        if wrapped:
+            try:
+                return self._store_wrapped(info, material, passphrase, sign_passphrase)  # type: ignore[attr-defined]
+            finally:
+                material[:] = b"\x00" * len(material)
 
         header_value = passphrase
         if passphrase is not None and sign_passphrase:  # checked against the token's own MAC below

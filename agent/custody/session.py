@@ -109,9 +109,9 @@ class TokenSession:
         self._omit: tuple[Attribute, ...] = ()  # attributes the module does not know (V2_40_ATTRIBUTES)
 
     @classmethod
-    def open(cls, config: TokenSettings) -> Self:
+    def open(cls, config: TokenSettings, **kwargs: Any) -> Self:
         """Load the module and log in; raises TokenLoginError or TokenUnavailable with a clear message."""
-        keyring = cls(config)
+        keyring = cls(config, **kwargs)
         with keyring._lock:
             keyring._ensure_session()
         return keyring

@@ -48,7 +48,7 @@ def test_import_then_sign_through_cli_and_client_equals_ccxt(env: Env, agent, la
     (info,) = [k for k in listed if k["label"] == label]
     assert info["exchange"] == "binance" and info["api_key"] == "AKID-e2e" and info["key_type"] == "hmac"
     assert set(info) == {"label", "exchange", "api_key", "key_type", "created", "fingerprint", "options",
-                         "has_passphrase", "registered"}
+                         "has_passphrase", "registered", "storage"}
 
     # CLI, with the caller's timestamp: byte-identical to ccxt.
     now_ms = int(time.time() * 1000)

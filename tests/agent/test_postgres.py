@@ -1,0 +1,261 @@
+"""Several agents on one PostgreSQL: the key store, nonces and rate buckets they share, against a real cluster.
+
+The cluster is a throw-away one started from the installed server binaries (tests/support/pg.py); every test has its
+own database. Agents are real processes on the session's SoftHSM2 token (one HSM, several hosts).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from agent.custody import KeyExists
+from agent.custody.store import PostgresKeyStore, StoreUnavailable, WrappedRecord
+from agent.shared_state import PostgresBuckets, PostgresNonces
+from agent.rates import SharedBuckets
+from support.deploy import ROOT, Env, run_cli, start_agent
+from support.leaks import new_secret
+from support.pg import Cluster, remove_cluster, start_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = start_cluster()
+    yield c
+    remove_cluster(c)
+
+
+@pytest.fixture
+def dsn(cluster: Cluster) -> str:
+    return cluster.new_database()
+
+
+def _record(label: str) -> WrappedRecord:
+    return WrappedRecord(label=label, exchange="binance", api_key="AK", key_type="hmac", created="2026-12-05T00:00:00Z",
+                         fingerprint="00" * 16, master=1, blob=b"\x01" * 72)
+
+
+def test_store_rows_events_and_the_label_constraint(dsn: str):
+    a, b = PostgresKeyStore(dsn), PostgresKeyStore(dsn)
+    try:
+        head = a.head()
+        a.add(_record("k1"))
+        with pytest.raises(KeyExists):  # the primary key refuses a second host's import of the same label
+            b.add(_record("k1"))
+        assert b.get("k1").blob == b"\x01" * 72 and b.count() == 1
+        assert b.revoke("k1").label == "k1" and a.get("k1") is None and a.revoke("k1") is None
+        labels, seq = b.events_since(head)
+        assert labels == ["k1", "k1"] and seq > head
+    finally:
+        a.close()
+        b.close()
+
+
+NONCE_WORKER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from agent.shared_state import PostgresNonces
+store = PostgresNonces({dsn!r})
+out = []
+for _ in range({count}):
+    out.append(store.next("kraken", "AKID-shared", int(time.time() * 1000)))
+print(" ".join(map(str, out)))
+"""
+
+
+def test_two_processes_never_issue_the_same_nonce_and_each_sees_them_rise(dsn: str):
+    PostgresNonces(dsn).close()  # the schema first, so both workers start at once
+    script = NONCE_WORKER.format(root=str(ROOT), dsn=dsn, count=400)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [list(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for issued in results:
+        assert len(issued) == 400 and all(x < y for x, y in zip(issued, issued[1:]))
+    together = results[0] + results[1]
+    assert len(set(together)) == 800
+
+
+def test_the_database_refuses_to_move_a_nonce_back(dsn: str):
+    store = PostgresNonces(dsn)
+    try:
+        first = store.next("kraken", "K", 10_000)
+        assert store.next("kraken", "K", 5) == first + 1
+        with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE nonces SET last = last - 100")
+        assert store.next("kraken", "K", 0) == first + 2
+    finally:
+        store.close()
+
+
+def test_rate_buckets_are_shared_by_hosts(dsn: str, tmp_path):
+    hosts = [PostgresBuckets(dsn, local=SharedBuckets(tmp_path / f"h{i}" / "rates.bin")) for i in range(2)]
+    try:
+        # burst 6, refilled at 0.01/s: exactly 6 pass in all, whichever host they reach
+        with ThreadPoolExecutor(8) as pool:
+            allowed = list(pool.map(lambda i: hosts[i % 2].take("key:shared", 0.01, 6), range(40)))
+        assert sum(allowed) == 6
+        assert hosts[0].take("key:other", 0.01, 1) and not hosts[1].take("key:other", 0.01, 1)
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def test_order_rate_takes_are_all_or_none_across_hosts(dsn: str, tmp_path):
+    """Guardrails take a key's and a symbol's order buckets together (SharedBuckets.take_all): across hosts
+    too, a take short on one bucket takes from none, and overlapping sets in any order never deadlock."""
+    hosts = [PostgresBuckets(dsn, local=SharedBuckets(tmp_path / f"h{i}" / "rates.bin")) for i in range(2)]
+    try:
+        assert hosts[0].take_all([("orders:k", 0.001, 5, 3), ("orders:k:BTC", 0.001, 2, 2)]) is None
+        # 2 left on orders:k, 0 on the symbol: short at index 1, and orders:k keeps its 2
+        assert hosts[1].take_all([("orders:k", 0.001, 5, 1), ("orders:k:BTC", 0.001, 2, 1)]) == 1
+        assert hosts[1].take_all([("orders:k", 0.001, 5, 2)]) is None
+        assert hosts[0].take_all([("orders:k", 0.001, 5, 1)]) == 0
+        # the same two buckets named in opposite orders from both hosts at once: every call returns
+        pairs = [[("a", 50.0, 1000, 1), ("b", 50.0, 1000, 1)], [("b", 50.0, 1000, 1), ("a", 50.0, 1000, 1)]]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: hosts[i % 2].take_all(pairs[i % 2]), range(200)))
+        assert results == [None] * 200
+        with pytest.raises(ValueError):  # host-local audit buckets are never mixed into a shared transaction
+            hosts[0].take_all([("audit:x", 1.0, 1, 1), ("orders:k", 1.0, 5, 1)])
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def test_an_unreachable_database_is_unavailable_then_recovers(cluster: Cluster, dsn: str):
+    store = PostgresKeyStore(dsn)
+    try:
+        store.add(_record("k"))
+        cluster.stop()
+        try:
+            with pytest.raises(StoreUnavailable):
+                store.get("k")
+        finally:
+            cluster.start()
+        assert store.get("k") is not None  # a fresh connection, by itself
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("dsn_text, message", [
+    ("host=db dbname=s user=u password=hunter2", "must not contain a password"),
+    ("postgresql://u:hunter2@db/s", "must not contain a password"),
+])
+def test_a_password_in_the_dsn_is_refused(env: Env, dsn_text: str, message: str):
+    from agent.config import ConfigError, load_config
+
+    config = env.write_config("pw", extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn_text}"\n')
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(config)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_postgres_without_a_dsn_is_refused(env: Env):
+    from agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="needs dsn"):
+        load_config(env.write_config("nodsn", extra='[store]\nbackend = "postgres"\n'))
+
+
+# -- agents as hosts -------------------------------------------------------------------------------
+
+
+def _host_config(env: Env, name: str, dsn: str):
+    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
+                                         f'[state]\ndir = "state-{name}"\n')
+
+
+def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, cluster: Cluster, dsn: str, label: str):
+    from signing_agent_client.client import KeyNotFoundError, SignerClient, AgentUnavailableError
+
+    configs = [_host_config(env, f"host{i}", dsn) for i in range(3)]
+    init = run_cli(env, "store", "init", config=configs[0])
+    assert init.returncode == 0, init.stderr
+    secret = new_secret(64)
+    import base64
+    kraken_secret = base64.b64encode(secret.encode()).decode()
+    from support.leaks import register_secret
+    register_secret(kraken_secret)
+    proc = run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "kraken", "--api-key",
+                   "AKID-kraken", stdin=kraken_secret + "\n", config=configs[1])
+    assert proc.returncode == 0, proc.stderr
+    agents = [start_agent(env, c) for c in configs]
+    try:
+        clients = [SignerClient(a.target) for a in agents]
+        nonces: list[list[int]] = [[], [], []]
+        failed: list[int] = []
+
+        def sign(i: int) -> None:
+            for n in range(60):
+                if i == 2 and n == 20:
+                    agents[2].proc.kill()  # a host dies mid-load; the others go on
+                try:
+                    got = clients[i].sign(label, "POST", "/0/private/Balance", body={})
+                except AgentUnavailableError:
+                    failed.append(i)
+                    return
+                nonces[i].append(int(re.search(r"nonce=(\d+)", got.body).group(1)))
+
+        threads = [threading.Thread(target=sign, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert failed == [2] and len(nonces[2]) == 20
+        assert len(nonces[0]) == len(nonces[1]) == 60
+        for issued in nonces:
+            assert all(x < y for x, y in zip(issued, issued[1:]))
+        everything = nonces[0] + nonces[1] + nonces[2]
+        assert len(set(everything)) == len(everything) == 140  # never the same nonce on two hosts
+        with psycopg.connect(dsn) as conn:  # issued through the database, not each host's files
+            (last,) = conn.execute("SELECT last FROM nonces").fetchone()
+        assert last == max(everything)
+        clients[2].close()
+        agents[2].proc.wait(timeout=10)
+        agents, clients = agents[:2], clients[:2]
+
+        # Revoked through one host's CLI: every host refuses it within a second.
+        assert run_cli(env, "keys", "revoke", "--label", label, "--yes", config=configs[0]).returncode == 0
+        revoked_at = time.monotonic()
+        refused = set()
+        while len(refused) < 2:
+            for i, client in enumerate(clients):
+                try:
+                    client.sign(label, "POST", "/0/private/Balance", body={})
+                except KeyNotFoundError:
+                    refused.add(i)
+            assert time.monotonic() - revoked_at < 1.0, f"hosts {set(range(2)) - refused} still sign a revoked key"
+            time.sleep(0.02)
+
+        # The database goes away: UNAVAILABLE (not a stale signature), then the hosts recover by themselves.
+        second = new_secret(64)
+        kraken_second = register_secret(base64.b64encode(second.encode()).decode())
+        assert run_cli(env, "keys", "import", "--wrapped", "--label", label + "b", "--exchange", "kraken",
+                       "--api-key", "AKID-kraken-2", stdin=kraken_second + "\n", config=configs[0]).returncode == 0
+        clients[0].sign(label + "b", "POST", "/0/private/Balance", body={})
+        cluster.stop()
+        try:
+            with pytest.raises(AgentUnavailableError):
+                clients[0].sign(label + "b", "POST", "/0/private/Balance", body={})
+        finally:
+            cluster.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                clients[0].sign(label + "b", "POST", "/0/private/Balance", body={})
+                break
+            except AgentUnavailableError:
+                assert time.monotonic() < deadline, "the agent did not recover after the database returned"
+                time.sleep(0.1)
+        for c in clients:
+            c.close()
+    finally:
+        for a in agents:
+            assert a.stop() == 0, a.log.read_text()
