@@ -55,6 +55,39 @@ UNBOUND: Mapping[str, Unbound] = {
 }
 
 
+@dataclass(frozen=True)
+class Relabelled:
+    """Requests of an exchange whose signed bytes verify as another request the bot could send instead.
+    Unlike UNBOUND, this is not about what a policy restricts: the endpoint itself moves, and every
+    key has an endpoint allow-list. Such requests are never handed to a bot signed (Sign refuses them
+    by rule `delivery`); Send places them exactly as checked."""
+
+    methods: frozenset[str]
+    why: str
+
+
+RELABELLED: Mapping[str, Relabelled] = {
+    # The signed text is path + query + Content-Type + nonce..., joined with nothing between them. A
+    # GET has no body, so its Content-Type is empty and signed as nothing: the signature for
+    # GET /api/v2/contacts/X/ verifies for GET /api/v2/contacts/ sent with the header "Content-Type: X/".
+    # A POST's Content-Type is the form type, which no path can borrow: its paths end with '/'.
+    "bitstamp": Relabelled(
+        methods=frozenset({"GET"}),
+        why="Bitstamp signs a GET's path joined to its empty Content-Type, so a bot holding the signature for "
+            "GET /api/v2/a/b/ could send GET /api/v2/a/ with the header 'Content-Type: b/' and it would verify",
+    ),
+}
+
+
+def relabelled_problem(exchange_id: str, method: str, label: str) -> str | None:
+    """Why a request of METHOD for key LABEL of EXCHANGE_ID may not be handed to a bot signed (None: it may)."""
+    relabelled = RELABELLED.get(exchange_id)
+    if relabelled is None or method not in relabelled.methods:
+        return None
+    return (f"{relabelled.why}. The agent places {method} requests of this exchange itself: call Send "
+            f"(key {label!r} needs delivery = \"send\" or \"both\" in [keys.{_toml_key(label)}])")
+
+
 def restrictions(key_policy) -> tuple[str, ...]:
     """The settings of KEY_POLICY (agent.policy.KeyPolicy) that read a request's body or symbols."""
     found = []

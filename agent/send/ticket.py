@@ -2,7 +2,8 @@
 
 Sign: refused (rule `delivery`) for a key the policy sends only, or whose exchange would leave
 unsigned what the key's policy restricts (a policy that says so is refused when it is loaded; this
-catches a key imported later, or one that takes the `[keys."*"]` table).
+catches a key imported later, or one that takes the `[keys."*"]` table), or for a request whose signed
+bytes verify as another request (agent.delivery.RELABELLED: Bitstamp GETs).
 Send: refused for a sign-only key; the host is resolved (NoHost: FAILED_PRECONDITION before anything
 is signed); an order on an exchange that takes a client order id gets one (the bot's, kept, or a new
 one), before the rules read the request, so the policy and the audit see what is sent.
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agent.delivery import SEND, SIGN, unbound_problem
+from agent.delivery import SEND, SIGN, relabelled_problem, unbound_problem
 from agent.policy import RESOURCE_EXHAUSTED, Refusal
 from agent.send import hosts, orders
 
@@ -46,7 +47,8 @@ class Ticket:
             if key_policy.delivery == SEND:
                 raise Refusal("delivery", f"key {label!r} is sent by the agent only (delivery = \"send\"): call Send, "
                                           "which places the request and returns the exchange's answer")
-            problem = unbound_problem(key_policy, exchange.id, entry.info.key_type)
+            problem = (unbound_problem(key_policy, exchange.id, entry.info.key_type)
+                       or relabelled_problem(exchange.id, request.method, label))
             if problem is not None:
                 raise Refusal("delivery", problem)
             return request

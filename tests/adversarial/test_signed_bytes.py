@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.delivery import RELABELLED, relabelled_problem
 from agent.exchanges import EXCHANGES, scheme_for
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
 from support.exchange_readers import READERS, Http, Reading
@@ -243,3 +244,34 @@ def test_unbound_parts_are_real_and_documented(exchange_id, request_, key_type, 
     text = SECURITY_MODEL.read_text()
     for part in parts:
         assert f"{exchange_id}: unsigned {part}" in text.lower(), f"docs/security-model.md must name {exchange_id}'s {part}"
+
+
+# -- signed bytes that verify as another endpoint: Send only ----------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v2/contacts/6a1c1c3e-0000-4000-8000-000000000001/",
+                                  "/api/v2/travel_rule/contacts/", "/api/v2/earn/transactions/"])
+def test_bitstamp_gets_verify_as_a_shorter_path_so_sign_refuses_them(path):
+    reader = READERS["bitstamp"]
+    signed = scheme_for("bitstamp").sign(UnsignedRequest("GET", path), credential("bitstamp", "hmac"),
+                                         fixed_environment(NOW_MS))
+    sent = Http.of(signed)
+    base = reader.read(sent)
+    others = [reading for reshaped in reader.reshapes(sent) if reader.verified(reshaped) == reader.verified(sent)
+              for reading in [reader.read(reshaped)] if isinstance(reading, Reading) and reading.key() != base.key()]
+    # The relabelling is real: a shorter path, its tail sent as the Content-Type, verifies.
+    assert others and all(path.startswith(o.path) and len(o.path) < len(path) for o in others), others
+    # So the agent never hands such a signature to a bot: Sign refuses it (rule `delivery`), naming Send.
+    problem = relabelled_problem("bitstamp", "GET", "k")
+    assert problem is not None and "call Send" in problem and 'delivery = "send"' in problem
+    assert assert_signed_bytes_read_as_checked("bitstamp", UnsignedRequest("GET", path)) == "send only"
+
+
+@pytest.mark.parametrize("exchange_id", sorted(EXCHANGES))
+def test_only_the_relabelled_methods_are_send_only(exchange_id):
+    # Every other exchange and method is covered by the property above: no request is exempted from it
+    # unless its relabelling is listed (and proved by a test like the Bitstamp one).
+    for method in ("GET", "POST", "DELETE", "PUT"):
+        listed = exchange_id in RELABELLED and method in RELABELLED[exchange_id].methods
+        assert (relabelled_problem(exchange_id, method, "k") is not None) == listed
+    assert set(RELABELLED) == {"bitstamp"} and RELABELLED["bitstamp"].methods == {"GET"}

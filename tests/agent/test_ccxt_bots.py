@@ -274,3 +274,17 @@ def test_a_ccxt_bot_with_the_template_policy_loads_markets_and_places_an_order(t
     # The check can fail: under another secret, the same request does not verify.
     assert not verify(exchange_id, http, hmac_credential(exchange_id, api_key, make_secret(), passphrase,
                                                          **options)).ok
+
+
+@pytest.mark.e2e
+def test_a_bitstamp_get_is_never_handed_to_a_ccxt_bot_signed(env: Env, agent, label: str):
+    # Its signed text joins the path to the empty Content-Type (agent.delivery.RELABELLED): the signature
+    # for GET contacts/X/ verifies as GET contacts/ with 'Content-Type: X/'. Sign refuses; Send places it.
+    _import(env, label, "bitstamp", f"ak-{secrets.token_hex(8)}", new_secret(32), None, {})
+    with SignerClient(agent.target) as client:
+        bridged = capture(agent_exchange("bitstamp", label, client=client, config={"enableRateLimit": False}), NOW_MS)
+        with pytest.raises(ccxt.PermissionDenied, match=r"delivery.*Content-Type.*call Send"):
+            sent(bridged, "private", "contacts/{contact_uuid}/", "GET",
+                 {"contact_uuid": "6a1c1c3e-0000-4000-8000-000000000001"})
+        # a POST's Content-Type is the form type, which no path can borrow: signed as before
+        assert sent(bridged, "private", "balance/", "POST", {})["headers"]["X-Auth-Signature"]

@@ -15,6 +15,7 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.delivery import relabelled_problem
 from agent.exchanges import EXCHANGES, scheme_for
 from agent.policy import Refusal, check_names, check_shape
 from agent.rules.view import view
@@ -50,13 +51,19 @@ def checked_params(exchange_id: str, request: UnsignedRequest) -> list[tuple[str
 
 
 def assert_signed_bytes_read_as_checked(exchange_id: str, request: UnsignedRequest, key_type: str = "hmac") -> str:
-    """'refused' or 'signed'; fails when a reshape of the signed bytes reads as another request."""
+    """'refused', 'send only' or 'signed'; fails when a reshape of the signed bytes reads as another request.
+
+    'send only': a request whose signature the agent never hands to a bot (agent.delivery.RELABELLED: Sign
+    refuses it by rule `delivery`), because its signed bytes do verify as another request; Send places
+    it exactly as checked. tests/adversarial/test_signed_bytes.py proves each such relabelling real."""
     reader = READERS[exchange_id]
     try:
         signed = scheme_for(exchange_id).sign(request, credential(exchange_id, key_type), fixed_environment(NOW_MS))
     except (RequestInvalid, UnsupportedKey) as refusal:
         assert str(refusal), "a refusal names what to change"
         return "refused"
+    if relabelled_problem(exchange_id, request.method, "key") is not None:
+        return "send only"
     checked = checked_params(exchange_id, request)
     if checked is None:
         return "refused"

@@ -26,6 +26,7 @@ import copy
 
 import pytest
 
+from agent.delivery import relabelled_problem
 from agent.exchanges import EXCHANGES, scheme_for
 from agent.schemes import RequestInvalid
 from signing_agent_client.ccxt_bridge import bridge_module
@@ -215,8 +216,10 @@ def test_refused_with_a_reason_and_no_nonce_spent(case):
     for case in vectors.cases("ccxt") if case.get("sign", True)])
 def test_signed_bytes_of_each_case_read_back_as_checked(case):
     # A case with a `known_gap` is a gap found and not closed yet: expected to fail, and to fail the
-    # suite (strict) once closed, so that the vector file is updated.
-    assert assert_signed_bytes_read_as_checked(case.exchange, case.request) == "signed"
+    # suite (strict) once closed, so that the vector file is updated. A request whose bytes verify as
+    # another (Bitstamp GETs) is Send only: the agent never hands its signature to a bot.
+    expected = "send only" if relabelled_problem(case.exchange, case.request.method, "key") else "signed"
+    assert assert_signed_bytes_read_as_checked(case.exchange, case.request) == expected
 
 
 @pytest.mark.parametrize("case", vectors.params("refusals"))
