@@ -961,6 +961,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from agent.audit import verify_main
 
+    if args.all:
+        from agent.audit_ship import verify_all_main
+
+        config = _config(args)
+        if config.store is None or config.store.backend != "postgres":
+            raise CliError("audit verify --all reads the hosts' chains from the shared database: it needs "
+                           "[store] backend = \"postgres\" in the config", EXIT_CONFIG)
+        return verify_all_main(config.store.dsn, sys.stdout)
     config = _config(args) if args.file is None else None
     path = args.file or config.audit_file
     status = verify_main(path, sys.stdout, expect_head=args.head)
@@ -1235,6 +1243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = audit.add_parser("verify", help="check the chain: reports modified, inserted and deleted lines")
     p.add_argument("--file", type=Path, help="audit file (default: the config's)")
     p.add_argument("--head", help="a head hash recorded earlier: also detects lines cut from the end")
+    p.add_argument("--all", action="store_true",
+                   help="with a PostgreSQL store: every host's chain as shipped to the database")
     p.set_defaults(func=cmd_audit_verify)
     p = audit.add_parser(
         "rotate", help="close the audit log into a dated file and continue its chain in a new one",

@@ -65,6 +65,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -197,9 +199,10 @@ class QuorumConfig:
 class StoreConfig:
     """[store]: where wrapped keys (and, with PostgreSQL, the state agent hosts share) live."""
 
-    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets)
+    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets, the audit)
     sqlite_file: Path
     dsn: str | None = None
+    host: str = ""  # this host's name in the shared audit (agent.audit_ship): one per audit chain
 
     def open(self):
         from agent.custody.store import PostgresKeyStore, SqliteKeyStore
@@ -316,6 +319,8 @@ _CONFIG = Schema(
         Field("backend", STR, default="", choices=("", "sqlite", "postgres")),
         Field("sqlite_file", TEXT, default="state/keys.db"),
         Field("dsn", TEXT, convert=_no_password),
+        Field("host", TEXT, check=lambda v: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v)),
+              expect="a host name: letters, digits, '.', '_', '-' (default: this machine's name)"),
     )),
 )
 
@@ -344,6 +349,7 @@ def load_config(path: Path | None = None) -> Config:
         tcp = parse_tcp(server["tcp"], tls=tls is not None) if server["tcp"] else None
     except ConfigError as exc:
         raise ConfigError(f"{path}: [server] tcp: {exc}") from None
+    audit_file = resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl"))
     return Config(
         path=path,
         token=TokenConfig(
@@ -359,14 +365,14 @@ def load_config(path: Path | None = None) -> Config:
         state_dir=state_dir,
         policy_file=resolve(c["policy"]["file"]),
         bots_file=resolve(c["policy"]["bots_file"]),
-        audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
+        audit_file=audit_file,
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
         send=_send_settings(c["send"], resolve),
         quorum=_quorum(c["quorum"], resolve, path),
         market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
                               timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
-        store=_store(c["store"], resolve, path),
+        store=_store(c["store"], resolve, path, audit_file),
     )
 
 
@@ -388,9 +394,11 @@ def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> Quo
     return QuorumConfig(bundles=resolve(q["bundles"]), operators=dict(q["operators"]), threshold=q["threshold"])
 
 
-def _store(table: dict, resolve, path: Path) -> StoreConfig | None:
+def _store(table: dict, resolve, path: Path, audit_file: Path) -> StoreConfig | None:
     if not table["backend"]:
         return None
     if table["backend"] == "postgres" and not table["dsn"]:
         raise ConfigError(f"{path}: [store] backend = \"postgres\" needs dsn = \"host=... dbname=...\"")
-    return StoreConfig(backend=table["backend"], sqlite_file=resolve(table["sqlite_file"]), dsn=table["dsn"])
+    return StoreConfig(backend=table["backend"], sqlite_file=resolve(table["sqlite_file"]), dsn=table["dsn"],
+                       # One chain per name: two agents of one machine write two audit files.
+                       host=table["host"] or f"{socket.gethostname()}:{audit_file}")

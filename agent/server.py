@@ -635,6 +635,12 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
         key_count += keyring.store.count()
         store_watch = StoreWatch(keyring, metrics)
         store_watch.start()
+    audit_shipper = None
+    if _postgres_dsn(config) is not None:  # several hosts: this host's audit chain to the shared database
+        from agent.audit_ship import AuditShipper
+
+        audit_shipper = AuditShipper(config.audit_file, _postgres_dsn(config), config.store.host)
+        audit_shipper.start()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:
             serve_metrics(config.metrics_listen)
@@ -676,6 +682,8 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
     watch.stop()  # health says NOT_SERVING first, so balancers stop sending while in-flight calls finish
     server.stop(GRACE_SECONDS).wait()
     guard.stop()
+    if audit_shipper is not None:
+        audit_shipper.stop()  # after the guard: the last decisions' lines go too
     keyring.close()
     try:
         config.server.socket.unlink()

@@ -168,7 +168,7 @@ def test_postgres_without_a_dsn_is_refused(env: Env):
 
 
 def _host_config(env: Env, name: str, dsn: str):
-    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
+    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nhost = "{name}"\n'
                                          f'[state]\ndir = "state-{name}"\n')
 
 
@@ -259,3 +259,52 @@ def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, clus
     finally:
         for a in agents:
             assert a.stop() == 0, a.log.read_text()
+    # Every host's audit chain is in the database, and one command verifies them all. host2 was killed
+    # before its shipper's first tick: its lines wait in its file and ship when it comes back.
+    assert start_agent(env, configs[2]).stop() == 0
+    verified = run_cli(env, "audit", "verify", "--all", config=configs[0])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    for i in range(3):
+        assert re.search(rf"^host{i}: OK, [1-9][0-9]* lines, head [0-9a-f]{{64}}", verified.stdout, re.M), verified.stdout
+    with psycopg.connect(dsn) as conn:  # one host's line edited in the database: that host's chain breaks
+        edited = conn.execute(
+            "UPDATE audit_lines SET line = convert_to(replace(convert_from(line, 'UTF8'), '\"ts\":\"2', '\"ts\":\"1'), "
+            "'UTF8') WHERE id = (SELECT id FROM audit_lines WHERE host = 'host1' ORDER BY id OFFSET 3 LIMIT 1)")
+        assert edited.rowcount == 1
+    broken = run_cli(env, "audit", "verify", "--all", config=configs[0])
+    assert broken.returncode == 1 and re.search(r"^host1: BROKEN", broken.stdout, re.M), broken.stdout
+    assert re.search(r"^host0: OK", broken.stdout, re.M)
+
+
+def test_the_audit_shipper_follows_rotations_and_outages_and_never_ships_twice(cluster: Cluster, dsn: str, tmp_path):
+    from agent.audit import AuditLog, rotate, verify
+    from agent.audit_ship import AuditShipper, verify_all
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    shipper = AuditShipper(path, dsn, "h1")
+    try:
+        for i in range(5):
+            log.append("sign", label=f"k{i}")
+        assert shipper.ship_once() == 5 and shipper.ship_once() == 0
+        rotate(path)  # the closing record in the old file, the continuing one in the new
+        for i in range(3):
+            log.append("sign", label=f"r{i}")
+        assert shipper.ship_once() == 5
+        cluster.stop()
+        try:
+            log.append("sign", label="while-down")
+            assert shipper.ship_once() == 0  # nothing lost: read again once the database answers
+        finally:
+            cluster.start()
+        log.append("sign", label="after")
+        assert shipper.ship_once() == 2
+    finally:
+        shipper.stop()
+        log.close()
+    again = AuditShipper(path, dsn, "h1")  # a restart reads the file from its start: nothing twice
+    again.ship_once()
+    again.stop()
+    (report,) = verify_all(dsn)
+    assert (report.host, report.lines, report.problems) == ("h1", 12, [])
+    assert report.head == verify(path).head  # the database's chain ends where the file does
