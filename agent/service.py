@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -25,7 +25,7 @@ import grpc
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
-from agent.decision import Decision, emit
+from agent.decision import Decision, emit, emit_batch
 from agent.exchanges import exchange_for
 from agent.guard import Caller, Guard
 from agent.logs import get_logger
@@ -114,14 +114,17 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         if isinstance(caller, Refusal):  # about the caller, not an item: the whole call fails (audited once)
             outcome = self._decide(caller, request.requests[0])
             context.abort(outcome.code, outcome.message)
+        started = time.perf_counter()
+        made = [self._decision(caller, item) for item in request.requests]
+        shown = emit_batch([decision for decision, _ in made], guard=self._guard, metrics=self._metrics,
+                           log=self._log, bot=caller.bot, latency_ms=_ms_since(started))
         results = []
-        for item in request.requests:
-            outcome = self._decide(caller, item)
-            if isinstance(outcome, Failure):
+        for decision, (_, signed) in zip(shown, made):
+            if decision.status != "OK":
                 results.append(signer_pb2.SignResult(
-                    refused=signer_pb2.Refusal(code=outcome.code.name, message=outcome.message)))
+                    refused=signer_pb2.Refusal(code=decision.status, message=decision.message)))
             else:
-                results.append(signer_pb2.SignResult(signed=outcome))
+                results.append(signer_pb2.SignResult(signed=signed_to_proto(signed)))
         return signer_pb2.SignBatchResponse(results=results)
 
     # -- one decision -------------------------------------------------------------------
@@ -150,8 +153,17 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             return refusal
 
     def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> "signer_pb2.SignedRequest | Failure":
-        """One request, start to end: validate once, admit, find the key, the rules, sign; then one
-        Decision to every sink (agent.decision.emit) before the answer leaves."""
+        """One request, start to end: decide it, then one Decision to every sink (agent.decision.emit)
+        before the answer leaves."""
+        decision, signed = self._decision(caller, msg)
+        decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
+        if decision.status != "OK":
+            return Failure(grpc.StatusCode[decision.status], decision.message)
+        return signed_to_proto(signed)
+
+    def _decision(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> tuple[Decision, SignedRequest | None]:
+        """Validate once, admit, find the key, the rules, sign: the Decision (not yet emitted) and the
+        signed request (None unless signed). A batch emits its items' decisions together."""
         started = time.perf_counter()
         who = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key, "method": msg.method,
                "path": msg.path}  # as sent: emit() cuts them to size for the sinks
@@ -164,19 +176,17 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             policy, key_policy = self._guard.admit(caller, msg.key)
             digest = policy.digest
             exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy)
-            decision = Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest)
+            return Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest,
+                            latency_ms=_ms_since(started)), signed
         except Refusal as exc:
-            decision = Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest)
+            return Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest,
+                            latency_ms=_ms_since(started)), None
         except Exception as exc:
             code, message = _status_for(exc)
             # Admitted (granted, with a policy) yet NOT_FOUND: the key is gone from the token.
-            decision = Decision(**who, status=code.name, message=message, policy_digest=digest,
-                                revoked_key=bool(digest) and code == grpc.StatusCode.NOT_FOUND)
-        decision = replace(decision, latency_ms=_ms_since(started))
-        decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
-        if decision.status != "OK":
-            return Failure(grpc.StatusCode[decision.status], decision.message)
-        return signed_to_proto(signed)
+            return Decision(**who, status=code.name, message=message, policy_digest=digest,
+                            revoked_key=bool(digest) and code == grpc.StatusCode.NOT_FOUND,
+                            latency_ms=_ms_since(started)), None
 
     @staticmethod
     def _validated(msg: signer_pb2.SignRequest, now_ms: int) -> UnsignedRequest:
