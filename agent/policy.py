@@ -356,6 +356,8 @@ def check_shape(request: UnsignedRequest) -> None:
     part of the endpoint.
     """
     path = request.path  # sizes, printable text and duplicates within one part: request.validated()
+    if path in _CANONICAL:
+        return
     body_segments = path[1:-1] if path.endswith("/") and len(path) > 1 else path[1:]
     if path != "/":
         for segment in body_segments.split("/"):
@@ -364,6 +366,15 @@ def check_shape(request: UnsignedRequest) -> None:
             if not _SEGMENT.match(segment):
                 raise Refusal("path", f"path {path[:80]!r} has characters outside plain path segments, or a "
                                       "segment starting with '.' (percent-encoding, ';', backslashes... are refused)")
+    if len(_CANONICAL) >= CANONICAL_PATHS:  # paths are the caller's choice: bounded
+        _CANONICAL.clear()
+    _CANONICAL.add(path)
+
+
+# Paths check_shape found canonical (a pure answer about the path alone): a bot's few endpoints are
+# checked once, not per request.
+_CANONICAL: set[str] = set()
+CANONICAL_PATHS = 4096
 
 
 def check_names(names: Iterable[str]) -> None:

@@ -53,6 +53,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 #   sign    calls carrying a known bot's bearer token, and every call on the mTLS port (its callers
 #           passed a handshake with a certificate from the bots' CA): Sign, SignBatch, Check
 #   watch   health Watch streams of identified bots, at most MAX_WATCH_STREAMS of them
+#   stream  SignStream streams of identified bots, at most MAX_SIGN_STREAMS of them
 #   public  everything else: Check without a credential, and calls without a known bot's token,
 #           which are refused there (UNAUTHENTICATED) exactly as before, only on other threads
 # Whether the token is really a bot's, and what it may do, is still decided by the service on the
@@ -75,6 +76,14 @@ MAX_WATCH_STREAMS = 16  # all bots together: the watch lane's threads, on top of
 # Threads beyond MAX_WATCH_STREAMS, so that a Watch over a cap is refused at once instead of
 # queueing behind the streams that fill the lane.
 WATCH_SPARE_THREADS = 2
+# SignStream (bots that keep one stream open and sign as they go) holds a thread for the stream's
+# life too, so streams have their own lane, counted and capped like Watch streams: a bot needs one
+# per process that signs; the lane's threads are on top of the signing threads, so open streams
+# cannot take Sign's. Each stream decides one request at a time (the next ones wait in the HTTP/2
+# flow-control window, unread): its in-flight work is one request.
+MAX_SIGN_STREAMS_PER_BOT = 4
+MAX_SIGN_STREAMS = 16
+SIGN_STREAM_SPARE_THREADS = 2
 
 # -- Transport limits (grpc core; no Python thread is involved in holding a connection) -------------
 # Connections past this are reset by gRPC: the file descriptors stay for the token, the audit log and
@@ -350,6 +359,82 @@ class WatchStreams:
             watcher.close()
 
 
+class SignStreams:
+    """SignStream for bots (agent.service.SignerService.SignStream does the signing): at most
+    MAX_SIGN_STREAMS_PER_BOT streams per bot and MAX_SIGN_STREAMS in all, each released when its
+    call ends; when the agent stops, every open stream is cancelled, so none holds the grace up."""
+
+    def __init__(self, service: SignerService) -> None:
+        self._service = service
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[str, grpc.ServicerContext]] = {}
+        self._per_bot: dict[str, int] = {}
+        self._ids = itertools.count()
+        self._closed = False
+
+    def serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        caller = self._service._caller(context)  # noqa: SLF001 - streams identify callers as Sign does
+        if not isinstance(caller, Caller):  # the headers' token stopped naming a bot: the service refuses it
+            return self._service.SignStream(_messages(requests, context), context)
+        bot, refusal = caller.bot, None
+        with self._lock:
+            held = self._per_bot.get(bot, 0)
+            if self._closed:
+                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
+            elif held >= MAX_SIGN_STREAMS_PER_BOT:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"bot {bot!r} already holds {held} SignStream streams, the most one bot may "
+                           f"(MAX_SIGN_STREAMS_PER_BOT = {MAX_SIGN_STREAMS_PER_BOT}); end one, or use Sign")
+            elif len(self._open) >= MAX_SIGN_STREAMS:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{len(self._open)} SignStream streams are open, the most this agent serves "
+                           f"(MAX_SIGN_STREAMS = {MAX_SIGN_STREAMS}); retry later, or use Sign")
+            else:
+                stream = next(self._ids)
+                self._open[stream] = (bot, context)
+                self._per_bot[bot] = held + 1
+        if refusal is not None:
+            context.abort(*refusal)
+        if not context.add_callback(lambda: self._release(stream)):
+            self._release(stream)  # the call already ended
+            return iter(())
+        return self._service.SignStream(_messages(requests, context), context)
+
+    def _release(self, stream: int) -> None:
+        with self._lock:
+            found = self._open.pop(stream, None)
+            if found is not None:
+                left = self._per_bot[found[0]] - 1
+                if left:
+                    self._per_bot[found[0]] = left
+                else:
+                    del self._per_bot[found[0]]
+
+    def close(self) -> None:
+        """Cancel every open stream and take no more (a stream waits for its bot's next request,
+        which would hold the shutdown grace up)."""
+        with self._lock:
+            self._closed = True
+            contexts = [context for _, context in self._open.values()]
+        for context in contexts:
+            context.cancel()
+
+
+def _messages(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[signer_pb2.SignRequest]:
+    """A stream's messages, parsed here (as `_decoded` parses a unary call's): bytes that are not a
+    SignRequest end the stream with INVALID_ARGUMENT; a stream cancelled (the client went away, the
+    agent stops) ends it quietly."""
+    try:
+        for raw in requests:
+            try:
+                yield signer_pb2.SignRequest.FromString(raw)
+            except DecodeError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"a stream message is not a valid {signer_pb2.SignRequest.DESCRIPTOR.full_name}")
+    except grpc.RpcError:
+        return
+
+
 SIGNER, HEALTH = "/signing_agent.v1.Signer/", "/grpc.health.v1.Health/"
 
 
@@ -358,11 +443,13 @@ class Lanes(grpc.GenericRpcHandler):
     thread, before the call has a thread: only a hash and a dict lookup (Guard.identify) per call."""
 
     def __init__(self, *, guard: Guard, service: SignerService, health_servicer: health.HealthServicer,
-                 watches: WatchStreams, deadlines: RequestDeadlines, sign_pool: futures.ThreadPoolExecutor,
-                 watch_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
+                 watches: WatchStreams, streams: SignStreams, deadlines: RequestDeadlines,
+                 sign_pool: futures.ThreadPoolExecutor, watch_pool: futures.ThreadPoolExecutor,
+                 stream_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
                  transport_identified: bool) -> None:
-        self._guard, self._watches, self._deadlines = guard, watches, deadlines
-        self._watch_pool, self._public_pool = watch_pool, public_pool
+        self._guard, self._watches, self._streams, self._deadlines = guard, watches, streams, deadlines
+        self._watch_pool, self._stream_pool, self._public_pool = watch_pool, stream_pool, public_pool
+        self._service = service
         self._transport_identified = transport_identified
         # method: (request type, implementation, response type)
         self._unary = {
@@ -394,6 +481,17 @@ class Lanes(grpc.GenericRpcHandler):
             return grpc.stream_stream_rpc_method_handler(
                 _on(self._public_pool, lambda requests, context: self._watches.refuse(context)),
                 response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
+        if method == SIGNER + "SignStream":
+            if identified:
+                return grpc.stream_stream_rpc_method_handler(
+                    _on(self._stream_pool, lambda requests, context: self._streams.serve(requests, context)),
+                    response_serializer=signer_pb2.SignResult.SerializeToString)
+            # No known bot: its first message is awaited as a public unary call's is, then refused
+            # (and audited) by the service, which ends the stream.
+            return grpc.stream_stream_rpc_method_handler(
+                _on(self._public_pool, lambda requests, context: self._service.SignStream(
+                    _messages(iter([self._deadlines.read(requests, context, arrived)]), context), context)),
+                response_serializer=signer_pb2.SignResult.SerializeToString)
         if identified:
             return self._signing.get(method)
         found = self._unary.get(method)
@@ -435,8 +533,8 @@ class Servers:
     """The agent's gRPC servers, started and stopped together: the socket's (and plain TCP's), and the
     mTLS port's when there is one. They share the lanes' pools: the capacity above is the agent's."""
 
-    def __init__(self, servers: list[grpc.Server], watches: WatchStreams) -> None:
-        self.servers, self.watches = servers, watches
+    def __init__(self, servers: list[grpc.Server], watches: WatchStreams, streams: SignStreams) -> None:
+        self.servers, self.watches, self.streams = servers, watches, streams
 
     def start(self) -> None:
         for server in self.servers:
@@ -444,6 +542,7 @@ class Servers:
 
     def stop(self, grace: float | None) -> _AllStopped:
         self.watches.close()  # Watch streams never end by themselves: they would hold the grace up
+        self.streams.close()  # nor do SignStream streams
         return _AllStopped([server.stop(grace) for server in self.servers])
 
 
@@ -476,6 +575,9 @@ def build_server(
     sign_pool = futures.ThreadPoolExecutor(max_workers=SIGN_THREADS, thread_name_prefix="sign")
     watch_pool = futures.ThreadPoolExecutor(max_workers=MAX_WATCH_STREAMS + WATCH_SPARE_THREADS,
                                             thread_name_prefix="watch")
+    streams = SignStreams(service)
+    stream_pool = futures.ThreadPoolExecutor(max_workers=MAX_SIGN_STREAMS + SIGN_STREAM_SPARE_THREADS,
+                                             thread_name_prefix="stream")
     public_pool = futures.ThreadPoolExecutor(max_workers=PUBLIC_THREADS, thread_name_prefix="public")
     deadlines = RequestDeadlines()
     options = _transport_options(config)
@@ -485,8 +587,9 @@ def build_server(
         # would get bots' Sign calls refused (RESOURCE_EXHAUSTED) too.
         server = grpc.server(sign_pool, options=options)
         server.add_generic_rpc_handlers((Lanes(
-            guard=guard, service=service, health_servicer=health_servicer, watches=watches, deadlines=deadlines,
-            sign_pool=sign_pool, watch_pool=watch_pool, public_pool=public_pool,
+            guard=guard, service=service, health_servicer=health_servicer, watches=watches, streams=streams,
+            deadlines=deadlines, sign_pool=sign_pool, watch_pool=watch_pool, stream_pool=stream_pool,
+            public_pool=public_pool,
             transport_identified=transport_identified),))
         return server
 
@@ -524,7 +627,7 @@ def build_server(
         if port == 0:
             raise ConfigError(f"cannot listen on {target} (address in use?)")
         endpoints.append(target)
-    return Servers(servers, watches), endpoints, health_servicer
+    return Servers(servers, watches, streams), endpoints, health_servicer
 
 
 def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import grpc
 
@@ -118,14 +118,27 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         made = [self._decision(caller, item) for item in request.requests]
         shown = emit_batch([decision for decision, _ in made], guard=self._guard, metrics=self._metrics,
                            log=self._log, bot=caller.bot, latency_ms=_ms_since(started))
-        results = []
-        for decision, (_, signed) in zip(shown, made):
-            if decision.status != "OK":
-                results.append(signer_pb2.SignResult(
-                    refused=signer_pb2.Refusal(code=decision.status, message=decision.message)))
-            else:
-                results.append(signer_pb2.SignResult(signed=signed_to_proto(signed)))
-        return signer_pb2.SignBatchResponse(results=results)
+        return signer_pb2.SignBatchResponse(results=[_result(decision.status, decision.message, signed)
+                                                     for decision, (_, signed) in zip(shown, made)])
+
+    def SignStream(self, requests: Iterator[signer_pb2.SignRequest],
+                   context: grpc.ServicerContext) -> Iterator[signer_pb2.SignResult]:
+        """Each message decided as Sign decides it (its own Decision, emitted before its answer is
+        sent), answered in order, one at a time. The caller is identified again whenever the bot
+        credentials were reloaded, so a bot revoked while its stream is open is refused at its next
+        request, and the stream ends (UNAUTHENTICATED, audited as Sign audits it)."""
+        bots: object = None
+        caller: Caller | Refusal | None = None
+        for msg in requests:
+            if self._guard.bots is not bots:
+                bots = self._guard.bots
+                caller = self._caller(context)
+            assert caller is not None
+            decision, signed = self._decision(caller, msg)
+            decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
+            if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
+                context.abort(grpc.StatusCode[decision.status], decision.message)
+            yield _result(decision.status, decision.message, signed)
 
     # -- one decision -------------------------------------------------------------------
 
@@ -249,6 +262,13 @@ class SignerService(signer_pb2_grpc.SignerServicer):
     ) -> SignedRequest:
         env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
         return exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
+
+
+def _result(status: str, message: str, signed: SignedRequest | None) -> signer_pb2.SignResult:
+    """One item's answer in a batch or a stream: the signed request, or the refusal's status and message."""
+    if status != "OK" or signed is None:
+        return signer_pb2.SignResult(refused=signer_pb2.Refusal(code=status, message=message))
+    return signer_pb2.SignResult(signed=signed_to_proto(signed))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BATCH_METHOD, SIGN_METHOD, emit, sign_request, signing_input, timed_loop
+from bench.common import BATCH_METHOD, SIGN_METHOD, STREAM_METHOD, emit, sign_request, signing_input, timed_loop
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,24 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
     if args.bearer_file:
         metadata = (("authorization", f"Bearer {Path(args.bearer_file).read_text().strip()}"),)
     request = sign_request(args.label)
-    if args.batch:
+    stream = None
+    if args.stream:
+        # One SignStream held open, one request at a time (ping-pong): each call's latency is one
+        # request's round trip on the stream; items are requests, as for unary calls.
+        import queue
+
+        requests: queue.SimpleQueue = queue.SimpleQueue()
+        open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=signer_pb2.SignRequest.SerializeToString,
+                                            response_deserializer=signer_pb2.SignResult.FromString)
+        stream = open_stream(iter(requests.get, None), metadata=metadata)
+
+        def call() -> Any:
+            requests.put(request)
+            result = next(stream)
+            if result.WhichOneof("outcome") != "signed":
+                raise RuntimeError(f"refused on the stream: {result.refused.code}: {result.refused.message}")
+            return result.signed
+    elif args.batch:
         call_batch = channel.unary_unary(BATCH_METHOD, request_serializer=signer_pb2.SignBatchRequest.SerializeToString,
                                          response_deserializer=signer_pb2.SignBatchResponse.FromString)
         batch = signer_pb2.SignBatchRequest(requests=[request] * args.batch)
@@ -68,6 +85,8 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
         first = call()
     except grpc.RpcError as exc:
         return {"error": exc.code().name, "details": exc.details() or ""}
+    except RuntimeError as exc:
+        return {"error": "STREAM_REFUSED", "details": str(exc)}
     if args.batch:
         refused = [r.refused for r in first.results if r.WhichOneof("outcome") == "refused"]
         if len(first.results) != args.batch or refused:
@@ -82,6 +101,9 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
     lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
     if check is not None and not check(call()):
         return {"error": "BATCH_CHANGED", "details": "a later batch was not fully signed"}
+    if stream is not None:
+        requests.put(None)  # the end of the stream's requests
+        stream.cancel()
     channel.close()
     return _window(lat, calls, wall, args.batch or 1)
 
@@ -203,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--options", default="[]", help="channel options, JSON list of [name, value]")
     p.add_argument("--label", required=True)
     p.add_argument("--bearer-file")
+    p.add_argument("--stream", action="store_true", help="requests on one SignStream, one at a time")
     _common(p)
     p = sub.add_parser("floor")
     p.add_argument("--config", required=True)

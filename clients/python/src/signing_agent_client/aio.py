@@ -11,8 +11,10 @@ loop it was created in: create the client inside the loop that uses it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -26,6 +28,7 @@ from signing_agent_client.client import (
     _connection,
     _error,
     _signed,
+    _stream_answer,
     sign_request,
 )
 from signing_agent_client.request import SignedRequest
@@ -76,10 +79,57 @@ class AsyncSignerClient:
             raise _error(exc) from None
         return _batch_results(reply)
 
+    def stream(self) -> "AsyncSignStream":
+        """An AsyncSignStream: request after request on one open stream (see SignerClient.stream)."""
+        return AsyncSignStream(self._stub, self._metadata)
+
     async def close(self) -> None:
         await self._channel.close()
 
     async def __aenter__(self) -> "AsyncSignerClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncSignStream:
+    """One SignStream kept open, awaited (see signing_agent_client.client.SignStream). Concurrent
+    `sign` calls on one stream take turns: each answer follows its own request."""
+
+    def __init__(self, stub: signer_pb2_grpc.SignerStub, metadata: Any) -> None:
+        self._call = stub.SignStream(metadata=metadata)
+        self._turn = asyncio.Lock()
+
+    async def sign(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        query: ParamsLike | None = None,
+        body: ParamsLike | str | None = None,
+        *,
+        timestamp_ms: int | None = None,
+    ) -> SignedRequest:
+        """As AsyncSignerClient.sign, on this stream."""
+        msg = sign_request(key, method, path, query, body, timestamp_ms=timestamp_ms)
+        async with self._turn:
+            try:
+                await self._call.write(msg)
+                result = await self._call.read()
+            except grpc.RpcError as exc:
+                raise _error(exc) from None
+        return _stream_answer(None if result is grpc.aio.EOF else result)
+
+    async def close(self) -> None:
+        """End the stream (the agent sees the end of its requests)."""
+        try:
+            await self._call.done_writing()
+        except grpc.RpcError:
+            pass
+        self._call.cancel()
+
+    async def __aenter__(self) -> "AsyncSignStream":
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -82,6 +82,8 @@ def check_params(where: str, params: Params) -> None:
 
 
 def _utf8(text: str) -> bool:
+    if text.isascii():  # a flag of the string, no scan: the usual parameter costs no encoding
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates
