@@ -4,6 +4,8 @@
 
     async with AsyncSignerClient() as signer:     # where the agent is: as SignerClient (default_target)
         req = await signer.sign("binance-main", "GET", "/api/v3/account")
+        async with signer.stream() as stream:        # one stream kept open (see SignerClient.stream)
+            req = await stream.sign("binance-main", "GET", "/api/v3/account")
 
 Errors are the same SigningError subclasses as the sync client's. A channel belongs to the event
 loop it was created in: create the client inside the loop that uses it.

@@ -20,6 +20,11 @@ client certificate (tls=ClientTls(...)).
 Errors are raised as SigningError subclasses carrying the gRPC status name:
 KeyNotFoundError, InvalidRequestError, AgentUnavailableError, NotAuthenticatedError,
 RefusedError (policy; the message names the rule), RateLimitedError.
+A bot that signs often keeps one stream open instead (about half the round trip of `sign`):
+
+    with SignerClient() as signer, signer.stream() as stream:
+        req = stream.sign("binance-main", "POST", "/api/v3/order", body={...})   # as signer.sign
+
 The asyncio client (grpc.aio) is signing_agent_client.aio.AsyncSignerClient, with the same calls.
 """
 
