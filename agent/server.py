@@ -271,6 +271,22 @@ class RequestDeadlines:
                 context.cancel()
 
 
+def _over_cap(bot: str, held: int, open_now: int, closed: bool, what: str, cap_name: str, per_bot: int, total: int,
+              instead: str) -> tuple[grpc.StatusCode, str] | None:
+    """Why one more stream of WHAT (held open for its life: Watch, SignStream) is refused to BOT, which
+    holds HELD of the OPEN_NOW open; None when it may open. CAP_NAME: the caps' constant, PER_BOT and
+    TOTAL their values; INSTEAD: what the bot can do instead."""
+    if closed:
+        return grpc.StatusCode.UNAVAILABLE, "the agent is stopping"
+    if held >= per_bot:
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"bot {bot!r} already holds {held} {what} streams, the most one "
+                f"bot may ({cap_name}_PER_BOT = {per_bot}); end one, or {instead}")
+    if open_now >= total:
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"{open_now} {what} streams are open, the most this agent "
+                f"serves ({cap_name} = {total}); retry later, or {instead}")
+    return None
+
+
 class _Stream:
     __slots__ = ("bot", "watcher")
 
@@ -308,20 +324,12 @@ class WatchStreams:
         caller = self._identify(context)
         if not isinstance(caller, Caller):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, self.unauthenticated(caller))
-        bot, refusal = caller.bot, None
+        bot = caller.bot
         with self._lock:
             held = self._per_bot.get(bot, 0)
-            if self._closed:
-                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
-            elif held >= MAX_WATCH_STREAMS_PER_BOT:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"bot {bot!r} already holds {held} health Watch streams, the most one bot may "
-                           f"(MAX_WATCH_STREAMS_PER_BOT = {MAX_WATCH_STREAMS_PER_BOT}); end one, or poll Check")
-            elif len(self._open) >= MAX_WATCH_STREAMS:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{len(self._open)} health Watch streams are open, the most this agent serves "
-                           f"(MAX_WATCH_STREAMS = {MAX_WATCH_STREAMS}); retry later, or poll Check")
-            else:
+            refusal = _over_cap(bot, held, len(self._open), self._closed, "health Watch", "MAX_WATCH_STREAMS",
+                                MAX_WATCH_STREAMS_PER_BOT, MAX_WATCH_STREAMS, "poll Check")
+            if refusal is None:
                 stream = _Stream(bot)
                 self._open.add(stream)
                 self._per_bot[bot] = held + 1
@@ -376,20 +384,12 @@ class SignStreams:
         caller = self._service._caller(context)  # noqa: SLF001 - streams identify callers as Sign does
         if not isinstance(caller, Caller):  # the headers' token stopped naming a bot: the service refuses it
             return self._service.SignStream(_messages(requests, context), context)
-        bot, refusal = caller.bot, None
+        bot = caller.bot
         with self._lock:
             held = self._per_bot.get(bot, 0)
-            if self._closed:
-                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
-            elif held >= MAX_SIGN_STREAMS_PER_BOT:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"bot {bot!r} already holds {held} SignStream streams, the most one bot may "
-                           f"(MAX_SIGN_STREAMS_PER_BOT = {MAX_SIGN_STREAMS_PER_BOT}); end one, or use Sign")
-            elif len(self._open) >= MAX_SIGN_STREAMS:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{len(self._open)} SignStream streams are open, the most this agent serves "
-                           f"(MAX_SIGN_STREAMS = {MAX_SIGN_STREAMS}); retry later, or use Sign")
-            else:
+            refusal = _over_cap(bot, held, len(self._open), self._closed, "SignStream", "MAX_SIGN_STREAMS",
+                                MAX_SIGN_STREAMS_PER_BOT, MAX_SIGN_STREAMS, "use Sign")
+            if refusal is None:
                 stream = next(self._ids)
                 self._open[stream] = (bot, context)
                 self._per_bot[bot] = held + 1

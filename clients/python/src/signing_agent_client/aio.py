@@ -103,18 +103,9 @@ class AsyncSignStream:
         self._call = stub.SignStream(metadata=metadata)
         self._turn = asyncio.Lock()
 
-    async def sign(
-        self,
-        key: str,
-        method: str,
-        path: str,
-        query: ParamsLike | None = None,
-        body: ParamsLike | str | None = None,
-        *,
-        timestamp_ms: int | None = None,
-    ) -> SignedRequest:
-        """As AsyncSignerClient.sign, on this stream."""
-        msg = sign_request(key, method, path, query, body, timestamp_ms=timestamp_ms)
+    async def sign(self, *args: Any, **kwargs: Any) -> SignedRequest:
+        """As AsyncSignerClient.sign (the same arguments, those of `sign_request`), on this stream."""
+        msg = sign_request(*args, **kwargs)
         async with self._turn:
             try:
                 await self._call.write(msg)

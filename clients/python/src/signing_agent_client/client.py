@@ -292,18 +292,9 @@ class SignStream:
         # No deadline: the stream lives as long as the bot keeps it; each answer follows its request.
         self._responses = stub.SignStream(iter(self._requests.get, self._END), metadata=metadata)
 
-    def sign(
-        self,
-        key: str,
-        method: str,
-        path: str,
-        query: ParamsLike | None = None,
-        body: ParamsLike | str | None = None,
-        *,
-        timestamp_ms: int | None = None,
-    ) -> SignedRequest:
-        """As SignerClient.sign, on this stream."""
-        self._requests.put(sign_request(key, method, path, query, body, timestamp_ms=timestamp_ms))
+    def sign(self, *args: Any, **kwargs: Any) -> SignedRequest:
+        """As SignerClient.sign (the same arguments, those of `sign_request`), on this stream."""
+        self._requests.put(sign_request(*args, **kwargs))
         try:
             return _stream_answer(next(self._responses, None))
         except grpc.RpcError as exc:
