@@ -271,41 +271,87 @@ class RequestDeadlines:
                 context.cancel()
 
 
-def _over_cap(bot: str, held: int, open_now: int, closed: bool, what: str, cap_name: str, per_bot: int, total: int,
-              instead: str) -> tuple[grpc.StatusCode, str] | None:
-    """Why one more stream of WHAT (held open for its life: Watch, SignStream) is refused to BOT, which
-    holds HELD of the OPEN_NOW open; None when it may open. CAP_NAME: the caps' constant, PER_BOT and
-    TOTAL their values; INSTEAD: what the bot can do instead."""
-    if closed:
-        return grpc.StatusCode.UNAVAILABLE, "the agent is stopping"
-    if held >= per_bot:
-        return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"bot {bot!r} already holds {held} {what} streams, the most one "
-                f"bot may ({cap_name}_PER_BOT = {per_bot}); end one, or {instead}")
-    if open_now >= total:
-        return (grpc.StatusCode.RESOURCE_EXHAUSTED, f"{open_now} {what} streams are open, the most this agent "
-                f"serves ({cap_name} = {total}); retry later, or {instead}")
-    return None
-
-
 class _Stream:
-    __slots__ = ("bot", "watcher")
+    __slots__ = ("bot", "context", "watcher")
 
-    def __init__(self, bot: str) -> None:
-        self.bot, self.watcher = bot, None
+    def __init__(self, bot: str, context: grpc.ServicerContext) -> None:
+        self.bot, self.context, self.watcher = bot, context, None
 
 
-class WatchStreams:
-    """grpc.health.v1.Health/Watch for bots: identified as Sign identifies them, at most
-    MAX_WATCH_STREAMS_PER_BOT streams per bot and MAX_WATCH_STREAMS in all, each released when its
-    call ends (the client went away, or the agent is stopping)."""
+class _CappedStreams:
+    """Streams held open for their life (each on a thread of its lane), counted per bot and in all:
+    at most PER_BOT per bot and TOTAL together, each released when its call ends, none taken once
+    the agent is stopping. WHAT names them in refusals, CAP_NAME the caps' constant, INSTEAD what
+    a refused bot can do instead."""
 
-    def __init__(self, health_servicer: health.HealthServicer,
-                 identify: Callable[[grpc.ServicerContext], Caller | Refusal]) -> None:
-        self._health, self._identify = health_servicer, identify
+    what = cap_name = instead = ""
+    per_bot = total = 0
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: set[_Stream] = set()
         self._per_bot: dict[str, int] = {}
         self._closed = False
+
+    def _admit(self, bot: str, context: grpc.ServicerContext) -> _Stream | None:
+        """A stream for BOT, counted until its call ends; the call is aborted when over a cap (or the
+        agent is stopping); None when the call has ended already."""
+        refusal: tuple[grpc.StatusCode, str] | None = None
+        with self._lock:
+            held = self._per_bot.get(bot, 0)
+            if self._closed:
+                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
+            elif held >= self.per_bot:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"bot {bot!r} already holds {held} {self.what} streams, the most one bot may "
+                           f"({self.cap_name}_PER_BOT = {self.per_bot}); end one, or {self.instead}")
+            elif len(self._open) >= self.total:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{len(self._open)} {self.what} streams are open, the most this agent serves "
+                           f"({self.cap_name} = {self.total}); retry later, or {self.instead}")
+            else:
+                stream = _Stream(bot, context)
+                self._open.add(stream)
+                self._per_bot[bot] = held + 1
+        if refusal is not None:
+            context.abort(*refusal)
+        if not context.add_callback(lambda: self._release(stream)):
+            self._release(stream)  # the call already ended
+            return None
+        return stream
+
+    def _release(self, stream: _Stream) -> None:
+        with self._lock:
+            if stream in self._open:
+                self._open.discard(stream)
+                left = self._per_bot[stream.bot] - 1
+                if left:
+                    self._per_bot[stream.bot] = left
+                else:
+                    del self._per_bot[stream.bot]
+            watcher = stream.watcher
+        if watcher is not None:
+            watcher.close()
+
+    def _close(self) -> list[_Stream]:
+        """Take no more streams; the ones open now."""
+        with self._lock:
+            self._closed = True
+            return list(self._open)
+
+
+class WatchStreams(_CappedStreams):
+    """grpc.health.v1.Health/Watch for bots: identified as Sign identifies them, at most
+    MAX_WATCH_STREAMS_PER_BOT streams per bot and MAX_WATCH_STREAMS in all, each released when its
+    call ends (the client went away, or the agent is stopping)."""
+
+    what, cap_name, instead = "health Watch", "MAX_WATCH_STREAMS", "poll Check"
+    per_bot, total = MAX_WATCH_STREAMS_PER_BOT, MAX_WATCH_STREAMS
+
+    def __init__(self, health_servicer: health.HealthServicer,
+                 identify: Callable[[grpc.ServicerContext], Caller | Refusal]) -> None:
+        super().__init__()
+        self._health, self._identify = health_servicer, identify
 
     @staticmethod
     def unauthenticated(refusal: Refusal) -> str:
@@ -324,19 +370,8 @@ class WatchStreams:
         caller = self._identify(context)
         if not isinstance(caller, Caller):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, self.unauthenticated(caller))
-        bot = caller.bot
-        with self._lock:
-            held = self._per_bot.get(bot, 0)
-            refusal = _over_cap(bot, held, len(self._open), self._closed, "health Watch", "MAX_WATCH_STREAMS",
-                                MAX_WATCH_STREAMS_PER_BOT, MAX_WATCH_STREAMS, "poll Check")
-            if refusal is None:
-                stream = _Stream(bot)
-                self._open.add(stream)
-                self._per_bot[bot] = held + 1
-        if refusal is not None:
-            context.abort(*refusal)
-        if not context.add_callback(lambda: self._release(stream)):
-            self._release(stream)  # the call already ended
+        stream = self._admit(caller.bot, context)
+        if stream is None:
             return iter(())
         # grpcio's blocking watcher: this thread sends each status change; the health servicer
         # closes it when the call ends, and so does _release (whichever comes first).
@@ -345,79 +380,37 @@ class WatchStreams:
             stream.watcher.close()
         return stream.watcher
 
-    def _release(self, stream: _Stream) -> None:
-        with self._lock:
-            if stream in self._open:
-                self._open.discard(stream)
-                left = self._per_bot[stream.bot] - 1
-                if left:
-                    self._per_bot[stream.bot] = left
-                else:
-                    del self._per_bot[stream.bot]
-            watcher = stream.watcher
-        if watcher is not None:
-            watcher.close()
-
     def close(self) -> None:
         """End every stream (after the last status, NOT_SERVING, is sent) and take no more."""
-        with self._lock:
-            self._closed = True
-            watchers = [s.watcher for s in self._open if s.watcher is not None]
-        for watcher in watchers:
-            watcher.close()
+        for stream in self._close():
+            if stream.watcher is not None:
+                stream.watcher.close()
 
 
-class SignStreams:
+class SignStreams(_CappedStreams):
     """SignStream for bots (agent.service.SignerService.SignStream does the signing): at most
     MAX_SIGN_STREAMS_PER_BOT streams per bot and MAX_SIGN_STREAMS in all, each released when its
     call ends; when the agent stops, every open stream is cancelled, so none holds the grace up."""
 
+    what, cap_name, instead = "SignStream", "MAX_SIGN_STREAMS", "use Sign"
+    per_bot, total = MAX_SIGN_STREAMS_PER_BOT, MAX_SIGN_STREAMS
+
     def __init__(self, service: SignerService) -> None:
+        super().__init__()
         self._service = service
-        self._lock = threading.Lock()
-        self._open: dict[int, tuple[str, grpc.ServicerContext]] = {}
-        self._per_bot: dict[str, int] = {}
-        self._ids = itertools.count()
-        self._closed = False
 
     def serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
         caller = self._service._caller(context)  # noqa: SLF001 - streams identify callers as Sign does
-        if not isinstance(caller, Caller):  # the headers' token stopped naming a bot: the service refuses it
-            return self._service.SignStream(_messages(requests, context), context)
-        bot = caller.bot
-        with self._lock:
-            held = self._per_bot.get(bot, 0)
-            refusal = _over_cap(bot, held, len(self._open), self._closed, "SignStream", "MAX_SIGN_STREAMS",
-                                MAX_SIGN_STREAMS_PER_BOT, MAX_SIGN_STREAMS, "use Sign")
-            if refusal is None:
-                stream = next(self._ids)
-                self._open[stream] = (bot, context)
-                self._per_bot[bot] = held + 1
-        if refusal is not None:
-            context.abort(*refusal)
-        if not context.add_callback(lambda: self._release(stream)):
-            self._release(stream)  # the call already ended
-            return iter(())
+        if isinstance(caller, Caller) and self._admit(caller.bot, context) is None:
+            return iter(())  # the call already ended
+        # A caller the headers' token no longer names (credentials reloaded): the service refuses it.
         return self._service.SignStream(_messages(requests, context), context)
-
-    def _release(self, stream: int) -> None:
-        with self._lock:
-            found = self._open.pop(stream, None)
-            if found is not None:
-                left = self._per_bot[found[0]] - 1
-                if left:
-                    self._per_bot[found[0]] = left
-                else:
-                    del self._per_bot[found[0]]
 
     def close(self) -> None:
         """Cancel every open stream and take no more (a stream waits for its bot's next request,
         which would hold the shutdown grace up)."""
-        with self._lock:
-            self._closed = True
-            contexts = [context for _, context in self._open.values()]
-        for context in contexts:
-            context.cancel()
+        for stream in self._close():
+            stream.context.cancel()
 
 
 def _messages(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[signer_pb2.SignRequest]:
