@@ -1,7 +1,8 @@
 # signing-agent: operator and developer entry points.
 #   make run      install what is missing, create the dev token (and the live config and policy from examples/), start the agent
 #   make test     the test suite, against throw-away SoftHSM2 tokens
-#   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick)
+#   make bench    the agent vs bare gRPC, OpenBao Transit and its token floor (bench/results/; BENCH_ARGS=--quick),
+#                 and Send vs Sign against the local exchange (bench/results/send.json)
 # Installs (every one is the hash-verified set in uv.lock; see README, Installs):
 #   make lock [UPGRADE=package|all]   rewrite uv.lock after editing pyproject.toml, or move a package up
 #   make lock-check                   fail if uv.lock no longer matches pyproject.toml (CI)
@@ -30,7 +31,7 @@ AGENT := $(BIN)/signing-agent
 CONFIG ?= signing-agent.toml
 SOAK_SECONDS ?= 60
 SOFTHSM_MODULE ?= /usr/lib/softhsm/libsofthsm2.so
-# The second PKCS#11 implementation the tests run on (tests/ock.py starts its daemon, pkcsslotd).
+# The second PKCS#11 implementation the tests run on (tests/support/ock.py starts its daemon, pkcsslotd).
 OPENCRYPTOKI_MODULE ?= /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so
 # `sudo` only where we are not root already (CI and dev machines run as root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -52,6 +53,7 @@ test: deps opencryptoki systemd-analyze live-config
 bench: deps
 	$(UV_SYNC) --quiet --extra dev --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.send
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # The dev token under softhsm/: config, token files and random PINs (mode 0600).
@@ -119,7 +121,7 @@ $(TOOLS)/.installed: pyproject.toml uv.lock $(TOOLS)/.uv
 lock: $(TOOLS)/.uv
 	$(UV) lock $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
 
-# uv's own verdict (the test suite also compares the two files: tests/test_supply_chain.py).
+# uv's own verdict (the test suite also compares the two files: tests/agent/test_supply_chain.py).
 lock-check: $(TOOLS)/.uv
 	$(UV) lock --check
 
@@ -177,7 +179,7 @@ opencryptoki:
 	  echo "installing opencryptoki (the second PKCS#11 implementation the tests run against)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki; }
 
-# systemd-analyze and systemd-sysusers check deploy/'s units (tests/test_deploy.py). Debian's systemd package
+# systemd-analyze and systemd-sysusers check deploy/'s units (tests/agent/test_deploy.py). Debian's systemd package
 # installs without a running systemd (containers, CI); the tests need no PID 1 or D-Bus either.
 systemd-analyze:
 	@command -v systemd-analyze >/dev/null || { \

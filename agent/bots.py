@@ -121,6 +121,15 @@ def load_bots(path: Path) -> Bots:
     return Bots.of(_parse(path, raw))
 
 
+def parse_bots(text: str, *, source: str) -> Bots:
+    """The credentials in TEXT (a bots file's content, e.g. from a published policy bundle)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BotsFileError(f"{source}: not valid TOML: {exc}") from None
+    return Bots.of(_parse(Path(source), raw))
+
+
 _HASH = "64 lowercase hex digits"
 _ENTRY = Schema(
     Field("token_sha256", STR, check=_HEX64.match, expect=_HASH),

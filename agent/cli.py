@@ -229,6 +229,15 @@ def _audit(config, event: str, **fields: Any) -> None:
               f"{exc.strerror}", file=sys.stderr)
 
 
+def _draft_notice(config, what: str) -> None:
+    """With [quorum] the agent reads only published bundles: say that this edit is a draft."""
+    if config.quorum is not None:
+        print(f"signing-agent: NOT IN FORCE YET: with [quorum] the agent reads only published bundles; {what} "
+              "changed the draft. Propose it (signing-agent policy propose --proposer NAME), have it approved "
+              "(one operator for a revoke or any tightening, the threshold to loosen) and publish it.",
+              file=sys.stderr)
+
+
 def _operator() -> str:
     import pwd
 
@@ -559,7 +568,8 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
             staged.discard()
             revoke_bot(config.bots_file, args.name)  # all or nothing: nobody holds that token
             raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
-    _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token")
+    _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token",
+           **({"draft": True} if config.quorum else {}))
     if token is None:
         print(f"bot {args.name!r} added: it authenticates with its client certificate over mTLS")
     elif staged is not None:
@@ -570,6 +580,7 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
               "(SIGNING_AGENT_TOKEN_FILE or SignerClient(token_file=...)); the agent keeps only its hash.",
               file=sys.stderr)
     print(f"grant it keys in {config.policy_file}: [bots.{args.name}] keys = [...]", file=sys.stderr)
+    _draft_notice(config, f"adding bot {args.name!r}")
     return 0
 
 
@@ -597,8 +608,83 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
         revoke_bot(config.bots_file, args.name)
     except BotsFileError as exc:
         raise CliError(str(exc)) from None
-    _audit(config, "bot.revoke", bot=args.name)
+    _audit(config, "bot.revoke", bot=args.name, **({"draft": True} if config.quorum else {}))
+    if config.quorum is not None:
+        _draft_notice(config, f"revoking bot {args.name!r}")
+        return 0
     print(f"bot {args.name!r} revoked; running agents refuse its credential within a second")
+    return 0
+
+
+def _freeze_scope(args: argparse.Namespace) -> tuple[str, str]:
+    from agent.names import InvalidName, validate_label
+
+    if args.all:
+        return "all", ""
+    scope, name = ("key", args.key) if args.key is not None else ("bot", args.bot)
+    try:
+        validate_label(name)  # a bot name obeys the same rules; it goes into a file and the audit
+    except InvalidName as exc:
+        raise CliError(f"--{scope}: {exc}") from None
+    return scope, name
+
+
+def _freeze_alert(config, kind: str, **fields: Any) -> None:
+    """Send the alert from here, whether or not an agent runs: the webhook must hear of a freeze at once."""
+    from agent.alerts import AlertSender
+
+    class _Quiet:  # the CLI prints its own line; the sender's structured log lines would be noise here
+        def warning(self, *a: Any, **k: Any) -> None: ...
+        def error(self, *a: Any, **k: Any) -> None: ...
+        info = warning
+
+    if config.webhook is None:
+        return
+    sender = AlertSender(config.webhook, log=_Quiet())
+    sender.alert(kind, operator=_operator(), **fields)
+    sender.close(timeout=5)
+    if not sender.stats().sent:
+        print(f"signing-agent: warning: the {kind} alert could not be delivered to [alerts] webhook",
+              file=sys.stderr)
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from agent import freeze
+
+    config = _config(args)
+    scope, name = _freeze_scope(args)
+    try:
+        entry, new = freeze.freeze(config.state_dir, scope, name, by=_operator(), reason=args.reason or "")
+    except freeze.FreezeFileError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    if not new:
+        print(f"already frozen: {entry.describe()}; to lift it: {entry.undo()}")
+        return 0
+    _audit(config, "freeze", scope=scope, name=name, reason=entry.reason[:200])
+    _freeze_alert(config, "freeze", scope=scope, name=name, reason=entry.describe())
+    print(f"{entry.describe()}: running agents refuse its orders and amends within a second "
+          f"(reads and cancels are still signed); to lift it: {entry.undo()}")
+    return 0
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from agent import freeze
+
+    config = _config(args)
+    scope, name = _freeze_scope(args)
+    try:
+        lifted = freeze.unfreeze(config.state_dir, scope, name)
+    except freeze.FreezeFileError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    what = "every key (--all)" if scope == "all" else f"{scope} {name!r}"
+    if lifted is None:
+        others = freeze.read(config.state_dir).entries
+        raise CliError(f"{what} is not frozen" + (
+            "; frozen: " + ", ".join(e.undo().removeprefix("signing-agent unfreeze ") for e in others)
+            if others else ""))
+    _audit(config, "unfreeze", scope=scope, name=name)
+    _freeze_alert(config, "unfreeze", scope=scope, name=name, reason=f"{what} unfrozen")
+    print(f"{what} unfrozen: running agents sign its orders again within a second")
     return 0
 
 
@@ -612,8 +698,10 @@ def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
     return out
 
 
-def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str]) -> tuple[dict[str, str], str | None]:
-    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read)."""
+def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str, str],
+                   key_types: dict[str, str] | None = None) -> tuple[dict[str, str], str | None]:
+    """Each policy key's exchange: from --exchange, else from the token (None: why the token was not read).
+    KEY_TYPES, when given, receives the type of each key read from the token."""
     exchanges = dict(given)
     if all(label in exchanges for label in labels):
         return exchanges, None
@@ -625,11 +713,14 @@ def _key_exchanges(args: argparse.Namespace, labels: list[str], given: dict[str,
         return exchanges, str(exc)
     for info in listed:
         exchanges.setdefault(info.label, info.exchange)
+        if key_types is not None and exchanges[info.label] == info.exchange:
+            key_types[info.label] = info.key_type
     return exchanges, None
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from agent import policy_lint
+    from agent.delivery import check_policy
     from agent.policy import PolicyError, load_policy
 
     config = _config(args)
@@ -648,7 +739,15 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given)
+    key_types: dict[str, str] = {}
+    exchanges, token_problem = _key_exchanges(args, sorted(policy.keys), given, key_types)
+    # What the running agent refuses too (agent.delivery): signatures its exchange leaves unbound.
+    problems = check_policy(policy, [(label, exchange, key_types.get(label, "")) for label, exchange in exchanges.items()])
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        raise CliError(f"{path}: refused: {len(problems)} key(s) would hand out signatures that do not cover what "
+                       "their policy restricts (above); the agent refuses this policy at start and on reload")
     report = policy_lint.lint(policy, exchanges, markets=markets)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -682,14 +781,28 @@ def cmd_policy_template(args: argparse.Namespace) -> int:
             raise CliError(str(exc), EXIT_CONFIG) from None
         except MergeError as exc:
             raise CliError(f"cannot merge into {args.merge}: {exc}") from None
-        print("the running agent picks it up within a second; check it: signing-agent policy check",
-              file=sys.stderr)
+        config = _config(args)
+        if config.quorum is not None and args.merge.resolve() == config.policy_file.resolve():
+            _draft_notice(config, f"adding key {args.key!r}")
+        else:
+            print("the running agent picks it up within a second; check it: signing-agent policy check",
+                  file=sys.stderr)
         return 0
     try:
         print(default_policy(args.exchange, args.key, bot=args.bot), end="")
     except UnknownExchange as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     return 0
+
+
+
+def _quorum_command(name: str):
+    """A quorum command (agent.quorum_cli), imported when it runs: other commands do not load it."""
+    def run(args: argparse.Namespace) -> int:
+        from agent import quorum_cli
+
+        return getattr(quorum_cli, name)(args)
+    return run
 
 
 HEALTH_SERVICE = "signing_agent.v1.Signer"
@@ -751,6 +864,10 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                             "bots": len(policy.bots)}
     except PolicyError as exc:
         status["policy"] = {"file": str(config.policy_file), "problem": str(exc)}
+    if config.quorum is not None:
+        from agent.quorum_cli import quorum_status
+
+        status["quorum"] = quorum_status(config)
     try:
         head, seq = read_head(config.audit_file)
         status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
@@ -759,6 +876,11 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     except OSError as exc:
         status["audit"] = {"file": str(config.audit_file), "problem": exc.strerror or str(exc)}
     status["metrics"] = {"listen": config.metrics_listen}
+    from agent import freeze
+
+    freezes = freeze.read(config.state_dir)
+    status["frozen"] = {"entries": [dataclasses.asdict(e) for e in freezes.entries],
+                        **({"problem": freezes.problem} if freezes.problem else {})}
     healthy = health == "SERVING" and status["token"]["up"]
     return status, healthy
 
@@ -779,10 +901,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                                           if t["up"] else f"unreachable: {t['problem']}"))
     print(f"bots:    {b.get('count', 'unreadable')} in {b['file']}" + (f": {b['problem']}" if "problem" in b else ""))
     print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
-                                       if "sha256" in p else f"refused: {p['problem']}"))
+                                       if "sha256" in p else f"refused: {p['problem']}")
+          + (" [a draft: with [quorum] the published bundle is in force]" if "quorum" in status else ""))
+    if "quorum" in status:
+        q = status["quorum"]
+        print(f"quorum:  v{q['version']} in force ({q['digest'][:16]}), approved by {', '.join(q['approvers']) or '-'}; "
+              f"{q['threshold']} of {len(q['operators'])} operators to loosen; {q['pending']} pending proposal(s)")
     print(f"audit:   {au['file']}: " + (f"problem: {au['problem']}" if "problem" in au else
                                         f"head {au['head']} ({au['lines']} lines)" if au["head"] else "no lines yet"))
     print(f"metrics: {'http://' + status['metrics']['listen'] + '/metrics' if status['metrics']['listen'] else 'off ([metrics] listen)'}")
+    frozen = status["frozen"]
+    if frozen.get("problem"):
+        print(f"frozen:  EVERY KEY: {frozen['problem']}")
+    for entry in frozen["entries"]:
+        what = "EVERY KEY" if entry["scope"] == "all" else f"{entry['scope']} {entry['name']}"
+        print(f"frozen:  {what} by {entry['by']} at {entry['at']}" + (f" ({entry['reason']})" if entry["reason"] else "")
+              + f"; lift: signing-agent unfreeze " + ("--all" if entry["scope"] == "all" else f"--{entry['scope']} {entry['name']}"))
+    if not frozen["entries"] and not frozen.get("problem"):
+        print("frozen:  nothing")
     return 0 if healthy else EXIT_UNAVAILABLE
 
 
@@ -791,7 +927,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     config = _config(args) if args.file is None else None
     path = args.file or config.audit_file
-    return verify_main(path, sys.stdout, expect_head=args.head)
+    status = verify_main(path, sys.stdout, expect_head=args.head)
+    if status == 0 and config is not None and config.quorum is not None:
+        from agent.quorum_cli import verify_audited_bundles
+
+        status = verify_audited_bundles(config, path, sys.stdout)
+    return status
 
 
 def _size(text: str) -> int:
@@ -984,6 +1125,55 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the key (and the bot's grant) to this policy file instead of printing: the bot's existing "
                    "table gains the key, an existing key table is never overwritten; written in one step")
     p.set_defaults(func=cmd_policy_template)
+    p = policy.add_parser("propose", help="[quorum] propose the edited policy and bots files as the next bundle")
+    p.add_argument("--proposer", required=True, help="your operator name")
+    p.add_argument("--policy", type=Path, help="policy file (default: the config's)")
+    p.add_argument("--bots", type=Path, help="bots file (default: the config's)")
+    p.add_argument("--summary", default="", help="one line: why")
+    p.add_argument("--expires", default="24h", help="approve and publish within (30m, 24h, 7d; default 24h)")
+    p.add_argument("--set-operator", action="append", default=[], metavar="NAME=ed25519:KEY",
+                   help="add or replace an operator (a loosening: needs the threshold)")
+    p.add_argument("--drop-operator", action="append", default=[], metavar="NAME")
+    p.add_argument("--threshold", type=int, help="new threshold")
+    p.set_defaults(func=_quorum_command("cmd_policy_propose"))
+    p = policy.add_parser("approve", help="[quorum] approve a proposal with your operator key")
+    p.add_argument("proposal", type=Path)
+    p.add_argument("--operator", required=True, help="your operator name")
+    p.add_argument("--digest", required=True, metavar="HEX",
+                   help="the proposal's digest as `policy propose` printed it (16+ hex digits): what you approve")
+    p.add_argument("--key", type=Path, help="your operator key file (operator keygen --out)")
+    p.add_argument("--token-config", type=Path, metavar="FILE",
+                   help="or: a config whose [token] is your own token holding the key (operator keygen --token-config)")
+    p.set_defaults(func=_quorum_command("cmd_policy_approve"))
+    p = policy.add_parser("publish", help="[quorum] publish an approved proposal where the agents read it")
+    p.add_argument("proposal", type=Path)
+    p.set_defaults(func=_quorum_command("cmd_policy_publish"))
+    p = policy.add_parser("status", help="[quorum] the version in force, who approved it, pending proposals")
+    p.set_defaults(func=_quorum_command("cmd_policy_status"))
+
+    operator = sub.add_parser("operator", help="[quorum] operator keys").add_subparsers(
+        dest="operator_command", required=True, metavar="ACTION")
+    p = operator.add_parser("keygen", help="make an Ed25519 operator key (a file, mode 0600) and print its public key")
+    p.add_argument("name")
+    p.add_argument("--out", type=Path, help="where to write the private key (a file, never overwritten)")
+    p.add_argument("--token-config", type=Path, metavar="FILE",
+                   help="or: generate it in your own PKCS#11 token, named by this file's [token] table (PIN from its "
+                   "pin_file or pin_env); the private key never leaves the token")
+    p.set_defaults(func=_quorum_command("cmd_operator_keygen"))
+
+    for command, func, verb in (("freeze", cmd_freeze, "stop signing orders and amends for"),
+                                ("unfreeze", cmd_unfreeze, "sign orders again for")):
+        p = sub.add_parser(command, help=f"kill switch: {verb} a key, a bot or everything (reads and cancels are "
+                                         "always signed)",
+                           description="In force on every running agent and worker sharing the state dir within a "
+                           "second; audited, and alerted to [alerts] webhook. `status` shows what is frozen.")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--key", help="a key label")
+        which.add_argument("--bot", help="a bot name (every key it uses)")
+        which.add_argument("--all", action="store_true", help="every key and bot")
+        if command == "freeze":
+            p.add_argument("--reason", help="why (shown to bots in the refusal, and in status and the audit)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("status", help="the agent, the token, keys, bots, policy digest, audit head, metrics address",
                        description="Exit 0 when the agent serves and the token answers, 4 otherwise.")

@@ -36,6 +36,26 @@ Example (the dev default, `signing-agent.toml` at the project root):
     [metrics]
     # listen = "127.0.0.1:9464"            # Prometheus /metrics (loopback only)
 
+    [send]                                 # Send: the agent places requests itself (keys with delivery "send")
+    # ca_file = "tls/test-ca.pem"          # trust these CAs instead of the system store (tests)
+    # proxy = "http://proxy.internal:3128" # outbound proxy; HTTPS through it is still verified end to end
+    # connect_timeout_ms = 3000
+    # read_timeout_ms = 10000
+    # total_timeout_ms = 15000             # one attempt, first byte out to last byte in
+    # pool_per_host = 8                    # kept-alive connections per exchange host
+
+    # [quorum]                             # policy and bots only from bundles operators approved
+    # threshold = 2                        # approvals to loosen anything (one tightens)
+    # bundles = "bundles"
+    # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
+    # alice = "ed25519:..."
+
+    [market]                               # the exchanges' public tickers (price_band_pct, min_quote_volume_24h)
+    # ttl_ms = 1000                        # fetched again after this
+    # stale_ms = 10000                     # orders needing a ticker this old are refused, and it alerts
+    # [market.urls]
+    # binance = "https://api.binance.com"  # per market (agent.market.SOURCES): tests point them at a local server
+
 Relative paths are relative to the directory of the config file, so the agent
 behaves the same from any working directory. The PIN itself is never in the
 config file and never on a command line.
@@ -49,8 +69,11 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, table_of
+from agent.market import SOURCES, MarketSettings
+from agent.send.transport import SendSettings
+from agent.toml_schema import BOOL, INT, STR, TEXT, Field, Invalid, Schema, Where, did_you_mean, table_of
 
 DEFAULT_CONFIG_NAME = "signing-agent.toml"
 CONFIG_ENV = "SIGNING_AGENT_CONFIG"
@@ -157,6 +180,16 @@ class Config:
     audit_file: Path = Path("state/audit.jsonl")
     webhook: str | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9464": Prometheus /metrics, loopback only
+    send: SendSettings = field(default_factory=SendSettings)  # [send]: how Send reaches the exchanges
+    quorum: "QuorumConfig | None" = None  # policy only from bundles k operators approved (agent.quorum)
+    market: MarketSettings = MarketSettings()  # the tickers price bands and thin markets read (agent.market)
+
+
+@dataclass(frozen=True)
+class QuorumConfig:
+    bundles: Path  # published bundles; proposals under bundles/proposals
+    operators: dict[str, str]  # the first operator set: name -> "ed25519:<base64>"
+    threshold: int
 
 
 def default_config_path() -> Path:
@@ -194,6 +227,15 @@ def _loopback_target(value: str) -> str:
         raise Invalid(f"must be a loopback HOST:PORT ({exc})") from None
 
 
+def _market_urls(urls: dict[str, str]) -> dict[str, str]:
+    for market, url in urls.items():
+        if market not in SOURCES:
+            raise Invalid(f"has market {market[:40]!r}{did_you_mean(market, SOURCES)}; known: {sorted(SOURCES)}")
+        if not _http_url(url):
+            raise Invalid(f"{market} must be an http:// or https:// URL")
+    return urls
+
+
 _TOKEN = Schema(
     Field("module", TEXT, required="a non-empty string: the PKCS#11 module's path"),
     Field("label", TEXT, required="a non-empty string: the token's label"),
@@ -222,7 +264,28 @@ _CONFIG = Schema(
     Field("audit", schema=Schema(Field("file", TEXT))),
     Field("alerts", schema=Schema(Field("webhook", TEXT, check=_http_url, expect="an http:// or https:// URL"))),
     Field("metrics", schema=Schema(Field("listen", TEXT, convert=_loopback_target))),
+    Field("send", schema=Schema(
+        Field("ca_file", TEXT),
+        Field("proxy", TEXT, check=_http_url, expect="an http:// or https:// URL of the proxy"),
+        Field("connect_timeout_ms", INT, default=3_000, low=100, high=60_000),
+        Field("read_timeout_ms", INT, default=10_000, low=100, high=120_000),
+        Field("total_timeout_ms", INT, default=15_000, low=100, high=300_000),
+        Field("pool_per_host", INT, default=8, low=1, high=256),
+    )),
+    Field("quorum", schema=Schema(
+        Field("bundles", TEXT, default="bundles"),
+        Field("threshold", INT, required="the number of operators who must approve a loosening"),
+        Field("operators", table_of(STR), required="name = \"ed25519:...\" per operator "
+                                                   "(`signing-agent operator keygen`)"),
+    )),
+    Field("market", schema=Schema(
+        Field("ttl_ms", INT, default=1000, low=100, high=10_000),
+        Field("stale_ms", INT, default=10_000, low=1000, high=300_000),
+        Field("timeout_ms", INT, default=1000, low=100, high=10_000),
+        Field("urls", table_of(TEXT), default={}, convert=_market_urls),
+    )),
 )
+
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -267,4 +330,26 @@ def load_config(path: Path | None = None) -> Config:
         audit_file=resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl")),
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
+        send=_send_settings(c["send"], resolve),
+        quorum=_quorum(c["quorum"], resolve, path),
+        market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
+                              timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
     )
+
+
+def _send_settings(v: dict, resolve) -> SendSettings:
+    return SendSettings(ca_file=resolve(v["ca_file"]) if v["ca_file"] else None, proxy=v["proxy"],
+                        connect_timeout_s=v["connect_timeout_ms"] / 1000, read_timeout_s=v["read_timeout_ms"] / 1000,
+                        total_timeout_s=v["total_timeout_ms"] / 1000, pool_per_host=v["pool_per_host"])
+
+
+def _quorum(q: dict | None, resolve: "Callable[[str], Path]", path: Path) -> QuorumConfig | None:
+    if not q:
+        return None
+    from agent.quorum import Operators, QuorumError
+
+    try:  # checked now: a typo in a key or a threshold above the count stops the start, not a reload
+        Operators.parse(q["operators"], q["threshold"], where=f"{path}: [quorum]")
+    except QuorumError as exc:
+        raise ConfigError(str(exc)) from None
+    return QuorumConfig(bundles=resolve(q["bundles"]), operators=dict(q["operators"]), threshold=q["threshold"])

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.bots import Bots, BotsFileError, load_bots
+from agent.guardrails import Guardrails
 from agent.logs import get_logger
 from agent.rates import RateTableFull, SharedBuckets
 from agent.policy import (
@@ -37,11 +38,14 @@ from agent.policy import (
     evaluate,
     load_policy,
 )
+from agent.quorum import QuorumError
 from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
+    from agent.quorum import Event, QuorumSource
     from agent.decision import Decision
     from agent.exchanges.record import Exchange
+    from agent.market import MarketSettings
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -142,18 +146,39 @@ class Guard:
         alerts: AlertSender,
         wall_clock: Callable[[], float] = time.time,
         started: dict[str, Any] | None = None,
+        quorum: "QuorumSource | None" = None,
+        vet: Callable[[Policy], None] | None = None,
+        market: "MarketSettings | None" = None,
     ) -> None:
+        # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
+        # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
+        self._vet = vet or (lambda policy: None)
         self._policy_file, self._bots_file = Watched(policy_path), Watched(bots_path)
         self._audit, self._alerts = audit, alerts
         self._wall = wall_clock
         self._log = get_logger()
-        self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
-        try:
-            self.bots: Bots = load_bots(bots_path)
-        except BotsFileError as exc:
-            raise PolicyError(str(exc)) from None
+        # With a quorum, policy and credentials come only from bundles k operators approved
+        # (agent.quorum); the two files are then drafts for `policy propose`, never read here.
+        self._quorum = quorum
+        bundle_events = []
+        if quorum is not None:
+            try:
+                bundle_events = quorum.start()
+            except QuorumError as exc:
+                raise PolicyError(str(exc)) from None
+            self.policy, self.bots = quorum.policy, quorum.bots
+        else:
+            self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
+            try:
+                self.bots: Bots = load_bots(bots_path)
+            except BotsFileError as exc:
+                raise PolicyError(str(exc)) from None
+        self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets = SharedBuckets(state_dir / "rates.bin")
+        # Freezes, market checks, order rates, budgets (agent.guardrails).
+        self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
+                                     audit=self._audit_append)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -167,6 +192,7 @@ class Guard:
         # bots were in force from the start, in the chain.
         if started is not None:
             self._audit_append("agent.start", **started)
+        self._bundle_events(bundle_events)
         self._audit_append("policy.load", decision="applied", digest=self.policy.digest)
         self._audit_append("bots.load", decision="applied", bots=list(self.bots.names))
 
@@ -182,17 +208,39 @@ class Guard:
             self._thread.join(timeout=2)
         self._symbols.flush()
         self._alerts.close()
+        self.guardrails.close()
         self._buckets.close()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL):
             self.reload(only_changed=True)
+            self.guardrails.poll()
             self._symbols.flush()
 
     def reload(self, *, only_changed: bool = False, reason: str = "file changed") -> None:
+        if self._quorum is not None:
+            try:
+                events = self._quorum.poll()
+            except Exception as exc:  # noqa: BLE001 - a bad file must never stop the watch (brakes ride on it)
+                self._log.error("policy.bundle", decision="error", reason=type(exc).__name__)
+                self._alert("policy-rejected", reason=f"the bundle directory could not be read: {type(exc).__name__}")
+                return
+            if self._bundle_events(events):
+                try:  # approved is not enough: a bundle that hands out unbound signatures stays out
+                    self._vet(self._quorum.policy)
+                except PolicyError as exc:
+                    self._log.error("policy.rejected", reason=str(exc))
+                    self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
+                    self._alert("policy-rejected", reason=str(exc)[:500])
+                    return
+                self.policy, self.bots = self._quorum.policy, self._quorum.bots  # each one whole, as below
+                self._log.info("policy.reloaded", digest=self.policy.digest, keys=len(self.policy.keys),
+                               bots=len(self.policy.bots))
+            return
         if not only_changed or self._policy_file.changed():
             try:
                 policy = load_policy(self._policy_file.path)
+                self._vet(policy)
             except PolicyError as exc:
                 self._log.error("policy.rejected", reason=str(exc))
                 self._audit_append("policy.reload", decision="rejected", reason=str(exc)[:500])
@@ -214,6 +262,22 @@ class Guard:
                 self.bots = bots
                 self._log.info("bots.reloaded", bots=len(bots.names))
                 self._audit_append("bots.reload", decision="applied", bots=list(bots.names), reason=reason)
+
+    def _bundle_events(self, events: "list[Event]") -> bool:
+        """Audit (and alert on refusals of) what the quorum source did; True if a bundle was applied."""
+        applied = False
+        for event in events:
+            fields = {"version": event.version, "digest": event.digest, "proposer": event.proposer}
+            if event.decision == "applied":
+                applied = True
+                self._log.info("policy.bundle", decision="applied", change=event.change, **fields)
+                self._audit_append("policy.bundle", decision="applied", change=event.change,
+                                   approvers=list(event.approvers), **fields)
+            else:
+                self._log.error("policy.bundle", decision="refused", reason=event.reason, **fields)
+                self._audit_append("policy.bundle", decision="refused", reason=event.reason, **fields)
+                self._alert("policy-rejected", reason=event.reason)
+        return applied
 
     # -- decisions --------------------------------------------------------------------
 
@@ -252,14 +316,15 @@ class Guard:
 
     def check(
         self, key_policy: KeyPolicy, *, exchange: "Exchange", created: str, request: UnsignedRequest, timestamp_ms: int,
-        now_ms: int, charge_rate: bool = True,
+        now_ms: int, charge_rate: bool = True, bot: str = "",
     ) -> tuple[str, ...]:
         """Every rule about the request itself (agent.policy.evaluate, pure), then the state around
         them: the age-warning alert (at most hourly per key) and the key's rate. Returns the symbols
         the request names (for the audit); raises the Refusal (or RequestInvalid) that refused it.
 
         EXCHANGE: the key's exchange record (agent.exchanges), whose rules read the request.
-        CHARGE_RATE: take from the key's rate (once per request).
+        CHARGE_RATE: take from the key's rate, and run the guardrails over time (agent.guardrails:
+        freeze, order rates, notional budgets), once per request. BOT: the caller, for its freezes and budgets.
         """
         verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=timestamp_ms, now_ms=now_ms)
         if verdict.age_warning:
@@ -269,6 +334,9 @@ class Guard:
         if charge_rate and key_policy.rate_per_second is not None:
             self._take(("key", key_policy.label), key_policy.rate_per_second, key_policy.burst or 1, "rate:key",
                        f"key {key_policy.label!r} is over its {key_policy.rate_per_second:g} requests per second")
+        if charge_rate:
+            self.guardrails.check(bot=self.policy.bots.get(bot), bot_name=bot, key_policy=key_policy,
+                                  exchange=exchange, verdict=verdict, now=self._wall())
         return verdict.symbols
 
     def _take(self, slot: tuple[str, str], rate: float, burst: int, rule: str, message: str) -> None:
@@ -338,6 +406,11 @@ class Guard:
         elif d.outcome == "signed":
             for symbol in d.symbols:
                 self._note_symbol(d.bot, d.key, symbol)
+
+    def record_send(self, **fields: Any) -> None:
+        """Audit what came of a request the agent sent (agent.send.sender), beside its "sign" line.
+        Best effort: the request is already out, and a failed write is logged and alerted."""
+        self._audit_append("send", **fields)
 
     def _note_symbol(self, bot: str, key: str, symbol: str) -> None:
         now = self._wall()

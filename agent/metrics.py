@@ -5,6 +5,9 @@ Metrics (`[metrics] listen = "127.0.0.1:9464"`, loopback only: they name keys an
   signing_agent_refusals_total{rule}               refusals by the policy rule that made them
   signing_agent_sign_latency_seconds               histogram of decision latency (signed and refused)
   signing_agent_token_up                           1 while the token answers, 0 while it does not
+  signing_agent_send_total{exchange, outcome}      Send: the exchange's answer (2xx, 4xx, 429, 5xx, reconciled)
+                                                   or the agent's failure status (unavailable, deadline_exceeded...)
+  signing_agent_send_seconds                       histogram of Send's exchange part (attempts, retries, lookups)
 
 With several worker processes, each writes its own values under `PROMETHEUS_MULTIPROC_DIR`
 (set by `serve --workers` before prometheus_client is first imported) and the supervisor
@@ -18,6 +21,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 40.0)
 
 
 class Metrics:
@@ -31,6 +35,10 @@ class Metrics:
         self.token_up = Gauge("signing_agent_token_up", "1 while the token answers", multiprocess_mode="min",
                               **kwargs)
         self.token_up.set(1)
+        self.sends = Counter("signing_agent_send", "Send: exchange answers and failures by exchange",
+                             ["exchange", "outcome"], **kwargs)
+        self.send_latency = Histogram("signing_agent_send_seconds", "Send: time spent on the exchange",
+                                      buckets=SEND_BUCKETS, **kwargs)
 
     def decision(self, *, exchange: str, status: str, rule: str, latency_s: float) -> None:
         self.decisions([(exchange, status, rule, latency_s)])
@@ -52,6 +60,11 @@ class Metrics:
             self.signs.labels(exchange=exchange, outcome=outcome).inc(count)
         for rule, count in refusals.items():
             self.refusals.labels(rule=rule).inc(count)
+
+
+    def sent(self, *, exchange: str, outcome: str, seconds: float) -> None:
+        self.sends.labels(exchange=exchange, outcome=outcome).inc()
+        self.send_latency.observe(seconds)
 
 
 def serve_metrics(listen: str, multiproc_dir: Path | None = None) -> None:

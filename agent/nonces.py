@@ -88,7 +88,7 @@ class NonceStore:
         """Fail at start-up, not at the first nonce, when the state directory is unusable."""
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            probe = self._dir / ".write-test"
+            probe = self._dir / f".write-test-{os.getpid()}"  # one per process: workers check at once
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:

@@ -23,6 +23,8 @@ previous policy stays in force):
     not_before = 2026-01-01T00:00:00Z
     expires = 2027-01-01T00:00:00Z
     allow = []                      # default-deny categories this key may nevertheless use
+    delivery = "send"               # "send" (bots call Send: the agent places the request) | "sign" | "both"
+    send_to = "production"          # where Send goes: "production" | "testnet" | "https://host[:port]"
 
     [keys."*"]                      # optional: the policy of keys without their own table
 
@@ -53,6 +55,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from agent.delivery import DEFAULT_DELIVERY, DELIVERIES, PRODUCTION, TESTNET
+from agent.limits import BOT_FIELDS, KEY_FIELDS, NO_LIMITS, Limits, limits_of
 from agent.rules import facts_of
 from agent.rules.facts import RequestFacts
 from agent.rules.view import View, path_key, view
@@ -131,6 +135,9 @@ class KeyPolicy:
     warn_age_days: int
     allow: frozenset[str]
     max_recv_window_ms: int = DEFAULT_MAX_RECV_WINDOW_MS
+    delivery: str = DEFAULT_DELIVERY  # agent.delivery: "send", "sign" or "both"
+    send_to: str = PRODUCTION  # "production", "testnet" or an https:// base URL (agent.send.hosts)
+    limits: Limits = NO_LIMITS  # budgets and order rates over time (agent.limits; the state: agent.guardrails)
     # The endpoint allow-list compiled once per policy load: per method, one regex of every pattern
     # that method may use (its own and "*"), so a request costs one match, not one per pattern.
     _matchers: dict[str, re.Pattern[str] | None] = field(init=False, compare=False, repr=False)
@@ -157,6 +164,7 @@ class BotPolicy:
     keys: frozenset[str]  # labels, or {"*"}
     rate_per_second: float | None
     burst: int | None
+    limits: Limits = NO_LIMITS  # every key of the bot together (agent.limits)
 
     def may_use(self, label: str) -> bool:
         return "*" in self.keys or label in self.keys
@@ -227,7 +235,8 @@ def parse_policy(data: bytes, *, source: str = "policy") -> Policy:
                 warnings.append(f"{bot_where} key {label!r} has no [keys.{toml_key(label)}] table (and there is no "
                                 "[keys.\"*\"]): every request with it is refused")
         rate, burst = _rate(bot, bot_where)
-        bots[name] = BotPolicy(name=name, keys=frozenset(bot["keys"]), rate_per_second=rate, burst=burst)
+        bots[name] = BotPolicy(name=name, keys=frozenset(bot["keys"]), rate_per_second=rate, burst=burst,
+                               limits=limits_of(bot))
     fallback = keys.pop("*", None)
     return Policy(keys=keys, fallback=fallback, bots=bots, digest=hashlib.sha256(data).hexdigest(),
                   warnings=tuple(warnings))
@@ -260,6 +269,18 @@ def _cap(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return parsed if parsed is not None and parsed.is_finite() and parsed > 0 else None
+
+
+def _send_to(value: str) -> str:
+    """Where Send goes: a registry name, or an operator's https:// base URL (scheme, host, port only)."""
+    if value in (PRODUCTION, TESTNET):
+        return value
+    from agent.send.hosts import BaseUrlError, parse_base_url
+
+    try:
+        return parse_base_url(value)
+    except BaseUrlError as exc:
+        raise Invalid(f"must be \"{PRODUCTION}\", \"{TESTNET}\" or an https:// base URL: {exc}") from None
 
 
 def _categories(names: list[str]) -> frozenset[str]:
@@ -304,6 +325,8 @@ _DEFAULTABLE = (
     Field("max_age_days", INT, default=DEFAULT_MAX_AGE_DAYS, low=1, high=3650),
     Field("warn_age_days", INT, default=DEFAULT_WARN_AGE_DAYS, low=0, high=3650),
     Field("max_recv_window_ms", INT, default=DEFAULT_MAX_RECV_WINDOW_MS, low=0, high=60_000),
+    Field("delivery", STR, default=DEFAULT_DELIVERY, choices=DELIVERIES),
+    Field("send_to", STR, default=PRODUCTION, convert=lambda v: _send_to(v)),
     _RATE, _BURST,
 )
 _KEY = Schema(
@@ -315,9 +338,10 @@ _KEY = Schema(
     Field("not_before", convert=_when),
     Field("expires", convert=_when),
     Field("allow", TEXTS, default=frozenset(), convert=_categories),
+    *KEY_FIELDS,
     *_DEFAULTABLE,
 )
-_BOT = Schema(Field("keys", TEXTS, default=[]), _RATE, _BURST)
+_BOT = Schema(Field("keys", TEXTS, default=[]), _RATE, _BURST, *BOT_FIELDS)
 _FILE = Schema(Field("defaults", schema=Schema(*_DEFAULTABLE)), Field("bots", TABLE, default={}),
                Field("keys", TABLE, default={}))
 
@@ -336,7 +360,7 @@ def _key_policy(label: str, v: dict, where: Where, warnings: list[str]) -> KeyPo
         max_order=v["max_order"] or {}, max_order_quote=v["max_order_quote"] or {},
         timestamps=v["timestamps"], skew_ms=v["timestamp_skew_ms"], not_before=v["not_before"], expires=v["expires"],
         max_age_days=v["max_age_days"], warn_age_days=v["warn_age_days"], allow=v["allow"],
-        max_recv_window_ms=v["max_recv_window_ms"],
+        max_recv_window_ms=v["max_recv_window_ms"], delivery=v["delivery"], send_to=v["send_to"], limits=limits_of(v),
     )
 
 

@@ -1,6 +1,7 @@
 """Safe starting policies: for each exchange, the endpoints a trading bot needs and nothing else.
 
-`signing-agent policy template --exchange binance --key binance-main` prints one, from the
+`signing-agent policy template --exchange binance --key binance-main` prints one (delivery "send": the
+agent places the key's requests itself, agent.delivery), from the
 exchange's record (agent/exchanges/<family>/template.py: its trading and settings endpoints). The lists
 hold order placement, amendment and cancellation, and reads of orders, fills, balances and
 positions: what ccxt's createOrder / cancelOrder / fetchOrder / fetchOpenOrders / fetchMyTrades
@@ -17,6 +18,8 @@ could raise leverage, then trade. On Binance, Bybit and MEXC (which do not sign 
 from __future__ import annotations
 
 from agent.exchanges import Exchange, exchange_for
+from agent.market import market_for
+from agent.rules.view import path_key
 
 _UNBOUND_SETTINGS = '''# Leverage, margin mode and position mode are refused by default (category
 # "account-settings"): with this bot's token an attacker could raise leverage, then trade (size
@@ -54,6 +57,23 @@ rate_per_second = 10           # this key, all bots together
 # max_order_quote = {{ SYMBOL = "500" }}   # quote amount per order
 timestamps = "skew"            # caller clocks within timestamp_skew_ms of the agent's
 max_age_days = 90              # rotate keys at least this often
+# The agent places this key's requests itself (bots call Send): the exchange receives exactly what
+# this policy checked, once, and the bot holds no signature to replay or to pair with another body.
+# "sign" hands signatures to the bot instead ("both": either){sign_note}.
+delivery = "send"
+send_to = "production"         # or "testnet", or an https:// base URL
+# Guardrails over time (README, Policy guide), against the 2022 drain's shape: floods of small
+# orders, buys far above the market, illiquid symbols. The rate is safe for any trading bot; set
+# the others from the bot's real volume.
+max_orders_per_minute = 120    # this key, every symbol together (per symbol: max_orders_per_minute_per_symbol)
+# max_notional = {{ "1m" = "2000", "1h" = "20000", "24h" = "100000" }}   # quote currency, every signed order
+{market}'''
+
+_MARKET = '''# price_band_pct = "2"             # limit buys at most 2 % above {name}'s last price, sells 2 % below
+# min_quote_volume_24h = "1000000" # no orders on symbols that traded less in 24 h ({name}'s own ticker)
+'''
+_NO_MARKET = '''# price_band_pct, min_quote_volume_24h: this version reads no {name} ticker, so a key with them
+# refuses its orders; leave them off here.
 '''
 
 BOT_TEMPLATE = '''
@@ -68,10 +88,31 @@ def default_policy(exchange: str, key: str, *, bot: str | None = None) -> str:
     record = exchange_for(exchange)  # UnknownExchange, naming the exchanges there are
     endpoints = "\n".join(f'  "{e}",' for e in record.template.trading)
     text = TEMPLATE.format(key=key, exchange=exchange, endpoints=endpoints,
-                           settings=_login(record) + _settings(record))
+                           settings=_login(record) + _settings(record), sign_note=_sign_note(record),
+                           market=_market(record))
     if bot:
         text += BOT_TEMPLATE.format(bot=bot, key=key)
     return text
+
+
+def _sign_note(record: Exchange) -> str:
+    """Where the exchange leaves unsigned what `symbols` and `max_order` read, say that "sign" then
+    cannot have them (agent.delivery refuses such a policy)."""
+    from agent.delivery import UNBOUND
+
+    unbound = UNBOUND.get(record.id)
+    if unbound is None:
+        return ""
+    keys = "" if unbound.key_types is None else f" ({', '.join(sorted(unbound.key_types))} keys)"
+    return (f".\n# {record.name}{keys} does not sign {unbound.part}:\n"
+            "# with symbols or max_order, only \"send\" is accepted")
+
+
+def _market(record: Exchange) -> str:
+    """The price band and volume floor, proposed where the agent reads the exchange's ticker
+    (agent.market) for its trading endpoints."""
+    has_ticker = any(market_for(record.id, path_key(e.partition(" ")[2])) for e in record.template.trading)
+    return (_MARKET if has_ticker else _NO_MARKET).format(name=record.name)
 
 
 def _login(record: Exchange) -> str:

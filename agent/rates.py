@@ -56,19 +56,26 @@ class SharedBuckets:
 
     def take(self, name: str, rate: float, burst: int) -> bool:
         """Take one token from bucket NAME (RATE per second, up to BURST); False when it is empty."""
-        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return self.take_all([(name, rate, burst, 1)]) is None
+
+    def take_all(self, takes: list[tuple[str, float, int, int]]) -> int | None:
+        """Take COST tokens from each bucket (NAME, RATE per second, up to BURST, COST), all or none, in one
+        lock: the index of the first bucket holding fewer (nothing taken), or None once all are taken."""
         now = time.monotonic()
         with self._thread_lock, self._locked():
-            index = self._find(digest)
-            key, tokens, stamp = _RECORD.unpack_from(self._map, index * _RECORD.size)
-            if key == _EMPTY:
-                tokens, stamp = float(burst), now
-            tokens = min(float(burst), tokens + max(0.0, now - stamp) * rate)
-            allowed = tokens >= 1
-            if allowed:
-                tokens -= 1
-            _RECORD.pack_into(self._map, index * _RECORD.size, digest, tokens, now)
-        return allowed
+            found = []
+            for name, rate, burst, cost in takes:
+                digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                index = self._find(digest)
+                key, tokens, stamp = _RECORD.unpack_from(self._map, index * _RECORD.size)
+                if key == _EMPTY:
+                    tokens, stamp = float(burst), now
+                tokens = min(float(burst), tokens + max(0.0, now - stamp) * rate)
+                found.append((index, digest, tokens, cost))
+            short = next((i for i, (_, _, tokens, cost) in enumerate(found) if tokens < cost), None)
+            for index, digest, tokens, cost in found:
+                _RECORD.pack_into(self._map, index * _RECORD.size, digest, tokens - (cost if short is None else 0), now)
+        return short
 
     def _find(self, digest: bytes) -> int:
         cached = self._slots.get(digest)

@@ -32,11 +32,14 @@ from agent.config import Config, ConfigError
 from agent.firstrun import announce
 from agent.custody import Keyring
 from agent.guard import Caller, Guard
+from agent.quorum import Operators, QuorumSource
 from agent.policy import PolicyError, Refusal
 from agent.logs import get_logger
 from agent.metrics import Metrics, serve_metrics
 from agent.nonces import NonceError, NonceStore
 from agent.service import SignerService
+from agent.send.sender import Sender
+from agent.send.transport import Transport
 
 # sockaddr_un.sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -73,6 +76,9 @@ PUBLIC_REQUEST_GRACE_SECONDS = 0.05
 # a bot needs one per channel it health-checks; a few cover reconnects and several processes.
 MAX_WATCH_STREAMS_PER_BOT = 4
 MAX_WATCH_STREAMS = 16  # all bots together: the watch lane's threads, on top of the signing threads
+# Send calls wait on the exchange (up to [send] total_timeout_ms, and retries): on their own threads,
+# so that a slow exchange cannot hold the signing threads; past these, Send calls queue.
+SEND_THREADS = 16
 # Threads beyond MAX_WATCH_STREAMS, so that a Watch over a cap is refused at once instead of
 # queueing behind the streams that fill the lane.
 WATCH_SPARE_THREADS = 2
@@ -147,8 +153,24 @@ def _share_with_group(socket_path: Path, group: str) -> None:
         raise ConfigError(f"cannot give group {group!r} access to {socket_path}: {exc.strerror}") from None
 
 
-def build_guard(config: Config) -> Guard:
-    """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start."""
+def key_vetting(keyring: Keyring) -> Callable[[Any], None]:
+    """The policy check that needs the token: no key may be handed signatures its exchange leaves
+    unbound where its policy restricts (agent.delivery); PolicyError naming each such key."""
+    from agent.delivery import check_policy
+
+    def vet(policy: Any) -> None:
+        # The keys the agent knows (listed at start), never a token scan: a reload must not hold the
+        # token's lock; a key first seen later is checked at its request (agent.send.ticket).
+        problems = check_policy(policy, [(info.label, info.exchange, info.key_type) for info in keyring.known_keys()])
+        if problems:
+            raise PolicyError("; ".join(problems))
+
+    return vet
+
+
+def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
+    """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start.
+    KEYRING: the token, whose keys' exchanges the policy is checked against (agent.delivery)."""
     try:
         alerts = AlertSender(config.webhook)
     except ValueError as exc:
@@ -156,10 +178,19 @@ def build_guard(config: Config) -> Guard:
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()})
+                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config), market=config.market,
+                     vet=key_vetting(keyring) if keyring is not None else None)
     except PolicyError as exc:
         alerts.close()
         raise ConfigError(str(exc)) from None
+
+
+def quorum_source(config: Config) -> QuorumSource | None:
+    """The bundle chain, when the config asks for a quorum (agent.quorum)."""
+    q = config.quorum
+    if q is None:
+        return None
+    return QuorumSource(q.bundles, Operators.parse(q.operators, q.threshold, where=str(config.path)), config.state_dir)
 
 
 class TokenWatch:
@@ -439,7 +470,7 @@ class Lanes(grpc.GenericRpcHandler):
                  watches: WatchStreams, streams: SignStreams, deadlines: RequestDeadlines,
                  sign_pool: futures.ThreadPoolExecutor, watch_pool: futures.ThreadPoolExecutor,
                  stream_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
-                 transport_identified: bool) -> None:
+                 transport_identified: bool, send_pool: futures.ThreadPoolExecutor | None = None) -> None:
         self._guard, self._watches, self._streams, self._deadlines = guard, watches, streams, deadlines
         self._watch_pool, self._stream_pool, self._public_pool = watch_pool, stream_pool, public_pool
         self._service = service
@@ -448,11 +479,13 @@ class Lanes(grpc.GenericRpcHandler):
         self._unary = {
             SIGNER + "Sign": (signer_pb2.SignRequest, service.Sign, signer_pb2.SignedRequest),
             SIGNER + "SignBatch": (signer_pb2.SignBatchRequest, service.SignBatch, signer_pb2.SignBatchResponse),
+            SIGNER + "Send": (signer_pb2.SignRequest, service.Send, signer_pb2.ExchangeResponse),
             HEALTH + "Check": (health_pb2.HealthCheckRequest, health_servicer.Check, health_pb2.HealthCheckResponse),
         }
-        self._signing = {  # identified callers: the sign lane, as before
+        self._signing = {  # identified callers: the sign lane, as before (Send: its own, see SEND_THREADS)
             method: grpc.unary_unary_rpc_method_handler(
-                _on(sign_pool, _decoded(request_type, implementation)),
+                _on(send_pool if send_pool is not None and method == SIGNER + "Send" else sign_pool,
+                    _decoded(request_type, implementation)),
                 response_serializer=response_type.SerializeToString)
             for method, (request_type, implementation, response_type) in self._unary.items()
         }
@@ -562,7 +595,8 @@ def build_server(
         nonces.check()
     except NonceError as exc:
         raise ConfigError(str(exc)) from None
-    service = SignerService(keyring, nonces, guard, metrics)
+    sender = Sender(Transport(config.send), guard.record_send, metrics=metrics)
+    service = SignerService(keyring, nonces, guard, metrics, sender=sender)
     health_servicer = health.HealthServicer()
     watches = WatchStreams(health_servicer, service._caller)  # noqa: SLF001 - Watch identifies callers as Sign does
     sign_pool = futures.ThreadPoolExecutor(max_workers=SIGN_THREADS, thread_name_prefix="sign")
@@ -572,6 +606,7 @@ def build_server(
     stream_pool = futures.ThreadPoolExecutor(max_workers=MAX_SIGN_STREAMS + SIGN_STREAM_SPARE_THREADS,
                                              thread_name_prefix="stream")
     public_pool = futures.ThreadPoolExecutor(max_workers=PUBLIC_THREADS, thread_name_prefix="public")
+    send_pool = futures.ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
     deadlines = RequestDeadlines()
     options = _transport_options(config)
 
@@ -582,8 +617,7 @@ def build_server(
         server.add_generic_rpc_handlers((Lanes(
             guard=guard, service=service, health_servicer=health_servicer, watches=watches, streams=streams,
             deadlines=deadlines, sign_pool=sign_pool, watch_pool=watch_pool, stream_pool=stream_pool,
-            public_pool=public_pool,
-            transport_identified=transport_identified),))
+            public_pool=public_pool, transport_identified=transport_identified, send_pool=send_pool),))
         return server
 
     server = new_server(transport_identified=False)
@@ -627,7 +661,7 @@ def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACE_SECONDS to finish. Returns 0."""
     log = get_logger()
     key_count = len(keyring.list_keys())  # also proves the session works before we listen
-    guard = build_guard(config)
+    guard = build_guard(config, keyring)
     metrics = Metrics()
     if config.metrics_listen and metrics_http:  # with workers, the supervisor serves their sum
         try:

@@ -8,6 +8,11 @@ Every outcome maps to a status a bot can act on:
   malformed request         INVALID_ARGUMENT   (the message names the field)
   token or audit unusable   UNAVAILABLE        (transient; retry with backoff)
 
+Send (agent.send) decides and signs the same way, then places the request itself and returns the
+exchange's answer; its own failures (exchange unreachable, no answer in time, TLS) are statuses too.
+SignBatch items and SignStream messages are each decided exactly as a Sign call (Sign's delivery
+rules, the guardrails, the same statuses per item); only a batch's sinks are paid once for it.
+
 Every request ends in one Decision record (agent.decision), written to the audit, the metrics, the
 log and the alerts by one function before the answer leaves: a signature that cannot be audited is
 not handed out.
@@ -33,6 +38,11 @@ from agent.metrics import Metrics
 from agent.names import InvalidName, validate_label
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.policy import KeyPolicy, Refusal
+from agent.send.hosts import NoHost
+from agent.send.sender import Job, Sender, SendError
+from agent.send.ticket import SEND, SIGN, Ticket
+from agent.rules.forbidden import is_read
+from agent.rules.view import view
 from agent.schemes import (
     Environment,
     RawBody,
@@ -88,7 +98,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         guard: Guard,
         metrics: Metrics | None = None,
         clock_ms=lambda: time.time_ns() // 1_000_000,
+        sender: Sender | None = None,
     ) -> None:
+        self._sender = sender  # None: Send is refused (an agent built without it, as in some tests)
         self._metrics = metrics
         self._keyring = keyring
         self._nonces = nonces
@@ -140,6 +152,40 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 context.abort(grpc.StatusCode[decision.status], decision.message)
             yield _result(decision.status, decision.message, signed)
 
+    def Send(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> Any:
+        """Decide and sign as Sign does (one Decision, audited before anything leaves), then place the
+        request (agent.send.sender) and return the exchange's answer, never the signature."""
+        if self._sender is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent does not send requests (no [send] "
+                                                               "transport); call Sign")
+        caller = self._caller(context)
+        ticket = Ticket(SEND, hold=self._sender.hold_left)
+        outcome = self._decide(caller, request, ticket)
+        if isinstance(outcome, Failure):
+            context.abort(outcome.code, outcome.message)
+        assert ticket.exchange is not None and ticket.entry is not None and ticket.request is not None
+        exchange, entry = ticket.exchange, ticket.entry
+
+        def sign(again: UnsignedRequest) -> SignedRequest:  # retries and lookups: fresh stamps, no rules
+            return self._sign_with(exchange, entry, again, 0, self._clock_ms())
+
+        job = Job(exchange=exchange.id, base_url=ticket.base_url, request=ticket.request, signed=outcome, sign=sign,
+                  read=is_read(view(exchange, ticket.request)), client_id=ticket.client_id,
+                  client_ids=ticket.client_ids)
+        who = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": request.key[:64],
+               "method": ticket.request.method, "path": ticket.request.path[:256]}
+        try:
+            delivered = self._sender.place(job, who)
+        except SendError as exc:
+            context.abort(grpc.StatusCode[exc.code], str(exc))
+        except Exception as exc:  # signing a retry or a lookup: the statuses Sign would give
+            code, message = _status_for(exc)
+            context.abort(code, message)
+        answer = delivered.answer
+        return signer_pb2.ExchangeResponse(
+            status=answer.status, headers=[signer_pb2.Header(name=n, value=v) for n, v in answer.headers],
+            body=answer.body, client_order_id=delivered.client_id or "", reconciled=delivered.reconciled)
+
     # -- one decision -------------------------------------------------------------------
 
     def _caller(self, context: grpc.ServicerContext) -> Caller | Refusal:
@@ -165,18 +211,24 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         except Refusal as refusal:
             return refusal
 
-    def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> "signer_pb2.SignedRequest | Failure":
+    def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest,
+                ticket: Ticket | None = None) -> "signer_pb2.SignedRequest | SignedRequest | Failure":
         """One request, start to end: decide it, then one Decision to every sink (agent.decision.emit)
-        before the answer leaves."""
-        decision, signed = self._decision(caller, msg)
+        before the answer leaves. With a Send TICKET, the signed request itself is returned (for the
+        sender), not its message."""
+        decision, signed = self._decision(caller, msg, ticket)
         decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
         if decision.status != "OK":
             return Failure(grpc.StatusCode[decision.status], decision.message)
-        return signed_to_proto(signed)
+        assert signed is not None
+        return signed if ticket is not None else signed_to_proto(signed)
 
-    def _decision(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest) -> tuple[Decision, SignedRequest | None]:
-        """Validate once, admit, find the key, the rules, sign: the Decision (not yet emitted) and the
-        signed request (None unless signed). A batch emits its items' decisions together."""
+    def _decision(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest,
+                  ticket: Ticket | None = None) -> tuple[Decision, SignedRequest | None]:
+        """Validate once, admit, find the key, the rules (delivery and guardrails among them), sign:
+        the Decision (not yet emitted) and the signed request (None unless signed). Sign, SignBatch
+        and SignStream pass no TICKET (Sign's delivery rules); a batch emits its items' decisions
+        together (agent.decision.emit_batch), the others one by one (emit)."""
         started = time.perf_counter()
         who = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key, "method": msg.method,
                "path": msg.path}  # as sent: emit() cuts them to size for the sinks
@@ -188,7 +240,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             request = self._validated(msg, now_ms)
             policy, key_policy = self._guard.admit(caller, msg.key)
             digest = policy.digest
-            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy)
+            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy, caller.bot,
+                                                   ticket)
             return Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest,
                             latency_ms=_ms_since(started)), signed
         except Refusal as exc:
@@ -217,7 +270,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return request_from_proto(msg).validated()  # the shape every exchange shares
 
     def _sign(
-        self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy
+        self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy, bot: str = "",
+        ticket: Ticket | None = None,
     ) -> tuple[str, tuple[str, ...], SignedRequest]:
         """Find the key, apply the rules that need its exchange and age (and its rate), and sign.
 
@@ -230,13 +284,17 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         A revoked key is then NOT_FOUND.
         """
         entry, exchange = self._lookup(label)
+        # Delivery (Sign or Send, and what the key's exchange leaves unsigned); Send's client order id.
+        ticket = ticket or Ticket(SIGN)  # any caller that is not Send: Sign's delivery rules
+        request = ticket.admit(key_policy, exchange, entry, request)
         symbols = self._guard.check(key_policy, exchange=exchange, created=entry.info.created,
-                                    request=request, timestamp_ms=timestamp_ms, now_ms=now_ms)
+                                    request=request, timestamp_ms=timestamp_ms, now_ms=now_ms, bot=bot)
         try:
             return exchange.id, symbols, self._sign_with(exchange, entry, request, timestamp_ms, now_ms)
         except KeyRevoked:
             pass
         again, exchange_again = self._lookup(label)
+        ticket.exchange, ticket.entry = exchange_again, again  # a Send's retries and lookups sign with this one
         if (exchange_again.id, again.info.created) != (exchange.id, entry.info.created):
             symbols = self._guard.check(key_policy, exchange=exchange_again, created=again.info.created,
                                         request=request, timestamp_ms=timestamp_ms, now_ms=now_ms, charge_rate=False)
@@ -287,7 +345,7 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     # its directory unusable right now is UNAVAILABLE, no nonce issuable safely FAILED_PRECONDITION.
     if isinstance(exc, (TokenUnavailable, NonceStoreUnavailable)):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, (CustodyError, NonceError, UnsupportedKey)):
+    if isinstance(exc, (CustodyError, NonceError, UnsupportedKey, NoHost)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     # A bug. Its text is not echoed: nothing unreviewed leaves the agent.
     get_logger().error("sign.bug", error=type(exc).__name__, exc_info=exc)

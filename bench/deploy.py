@@ -35,7 +35,7 @@ def fill(keyring, keys: Iterable[tuple[str, bytes]], *, exchange_id: str = "bina
     keys, 44 ms at 300 on disk; about 2 s at 10,000 on tmpfs). Here each key is the same two objects
     from custody's own templates and encodings (the key object with its metadata, then its
     account), in one session, without those searches (the labels are fresh and distinct by
-    construction) and without the per-key self-test. tests/test_lookup_scale.py checks that
+    construction) and without the per-key self-test. tests/token/test_lookup_scale.py checks that
     the objects equal those of an import, attribute by attribute.
     """
     import hashlib

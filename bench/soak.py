@@ -15,12 +15,12 @@ calls C_GetSessionInfo on every handle up to SESSION_SCAN, and writes how many a
 (SoftHSM2 numbers sessions and objects from one counter starting at 1, restarted by C_Initialize;
 with the two keys of these deployments every handle the agent gets is far below SESSION_SCAN.)
 The launcher is the agent's own `main(["serve"])` plus that hook, and a SIGUSR1 hook that
-finalizes the module (tests/test_faults.py uses it); the load never sends SIGUSR1.
+finalizes the module (tests/agent/test_faults.py uses it); the load never sends SIGUSR1.
 
 The soak prints ratios only (machine-independent): throughput and p99 latency of each window of
 the run over the first window's (the baseline, measured in the same run after a warm-up), and
 resident memory and descriptors at the end, and at most under load, over the idle level after
-the warm-up; and the PKCS#11 session count before and after. tests/test_load.py runs the same
+the warm-up; and the PKCS#11 session count before and after. tests/agent/test_load.py runs the same
 engine for a few seconds.
 """
 

@@ -1,85 +1,74 @@
-"""Fixtures: a real SoftHSM2 token in a temp dir, the real agent process, and a secret-leak guard.
+"""Fixtures: a real SoftHSM2 token in a temp dir, the real agent process, the secret-leak guard, and
+the layer markers.
+
+Layers: each test carries the marker of its folder (tests/unit, tests/token, tests/agent; the pure
+tests of tests/adversarial are `unit` too, its agent-process ones `agent`), set in
+pytest_collection_modifyitems below, so `pytest -m unit` runs the fast layer alone.
 
 Leak guard: every secret a test uses comes from `new_secret()` (or is registered
-with `register_secret()`). After each test, its captured output and failure
+with `register_secret()`, both in support.leaks). After each test, its captured output and failure
 report are searched for every registered secret; at the end of the session,
 so is every output, audit, state and config file the agent and CLI processes wrote. Any hit fails the run,
 naming where, never printing the secret.
+
+Helpers live in tests/support (this file's directory is on sys.path, so `import support` works in
+every layer); this file keeps the fixtures and the hooks.
 """
 
 from __future__ import annotations
 
 import os
 import secrets as _secrets
-import signal
-import string
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
-TOKEN_LABEL = "test-token"
+from support.deploy import TEST_BOT_TOKEN, Env, load_keyring, make_env, start_agent
+from support.leaks import OUTPUT_DIRS, find_leaks
 
-# Every deployment made here knows one test bot, granted every key under a permissive policy
-# (test_guardrails.py writes strict ones). Its token reaches every client, in this process and
-# in CLI subprocesses, through the variable SignerClient reads.
-TEST_BOT = "test-bot"
-TEST_BOT_TOKEN = f"sa1_test_{_secrets.token_urlsafe(24)}"
-PERMISSIVE_POLICY = f"""
-[bots.{TEST_BOT}]
-keys = ["*"]
-
-[keys."*"]
-endpoints = ["* /**"]
-timestamps = "any"      # the tests replay fixed instants
-allow = ["session-token"]   # Deribit: every signature is also a login (the tests' bot is trusted)
-"""
-
-# -- secret registry and leak guard ---------------------------------------------------
-
-_SECRETS: set[str] = set()
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "token", "agent")
+# tests/adversarial holds the security proofs the security model cites, kept together whatever their
+# speed: each file's layer is named here (the rest of the folder is pure, `unit`).
+ADVERSARIAL_LAYERS = {"test_stream_starvation.py": "agent"}
 _LEAKS: list[str] = []
-_OUTPUT_DIRS: list[Path] = []
-ALPHABET = string.ascii_letters + string.digits
 
 
-def register_secret(secret: str) -> str:
-    _SECRETS.add(secret)
-    return secret
+def layer_of(path: Path) -> str | None:
+    """The layer of a test file: its folder under tests/ (None for a file not in a layer yet)."""
+    folder = path.resolve().relative_to(TESTS).parts[0]
+    if folder == "adversarial":
+        return ADVERSARIAL_LAYERS.get(path.name, "unit")
+    return folder if folder in LAYERS else None
 
 
-register_secret(TEST_BOT_TOKEN)  # a bot's bearer token is a credential too: never in any output
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = layer_of(Path(str(item.path)))
+        if layer is not None:
+            item.add_marker(getattr(pytest.mark, layer))
+        if Path(str(item.path)).resolve().parent.name == "adversarial":
+            item.add_marker(pytest.mark.adversarial)
 
 
-def new_secret(length: int = 64, alphabet: str = ALPHABET) -> str:
-    """A random exchange-style secret, registered with the leak guard."""
-    return register_secret("".join(_secrets.choice(alphabet) for _ in range(length)))
-
-
-def _find_leaks(text: str) -> bool:
-    return any(s in text for s in _SECRETS)
+# -- leak guard -------------------------------------------------------------------------
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     texts = [content for _, content in report.sections]
     if report.longrepr is not None:
         texts.append(str(report.longrepr))
-    if any(_find_leaks(t) for t in texts):
+    if any(find_leaks(t) for t in texts):
         _LEAKS.append(f"output or failure report of {report.nodeid} ({report.when})")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    for directory in _OUTPUT_DIRS:
+    for directory in OUTPUT_DIRS:
         for path in directory.rglob("*"):
             # Process output, and what the agent and CLI write: audit lines, symbol history, bot files.
             if path.is_file() and path.suffix in (".log", ".out", ".err", ".jsonl", ".json", ".toml"):
-                if _find_leaks(path.read_text(errors="replace")):
+                if find_leaks(path.read_text(errors="replace")):
                     _LEAKS.append(str(path))
     if _LEAKS:
         session.exitstatus = 1
@@ -91,84 +80,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print("\n".join(lines), file=sys.stderr)
 
 
-# -- token ------------------------------------------------------------------------
-
-
-@dataclass
-class Env:
-    """A test deployment: token dir, agent config, and a directory for process output."""
-
-    root: Path
-    config: Path
-    logs: Path
-
-    def write_config(self, name: str, *, label: str = TOKEN_LABEL, pin: str | None = None, extra: str = "") -> Path:
-        pin_line = 'pin_file = "softhsm/user.pin"'
-        if pin is not None:
-            pin_file = self.root / f"{name}.pin"
-            pin_file.write_text(pin + "\n")
-            pin_file.chmod(0o600)
-            pin_line = f'pin_file = "{pin_file.name}"'
-        path = self.root / f"{name}.toml"
-        path.write_text(
-            f'[token]\nmodule = "{MODULE}"\nlabel = "{label}"\n{pin_line}\n'
-            '[token.env]\nSOFTHSM2_CONF = "softhsm/softhsm2.conf"\n'
-            f'[server]\nsocket = "run/{name}.sock"\n{extra}'
-        )
-        return path
-
-
-# How tests start `signing-agent`: this checkout's code. tests/test_supply_chain.py passes the
-# console script of a wheel installed in a fresh venv instead.
-AGENT_COMMAND = (sys.executable, "-m", "agent")
-
-
-def run_cli(env: Env, *args: str, stdin: str = "", config: Path | None = None, check: bool = False,
-            command: tuple[str, ...] = AGENT_COMMAND):
-    """Run `signing-agent ARGS` as a separate process, as an operator would; output is kept for the leak scan."""
-    proc = subprocess.run(
-        [*command, "--config", str(config or env.config), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=env.root,
-    )
-    stamp = f"{time.monotonic_ns()}"
-    (env.logs / f"cli-{stamp}.out").write_text(proc.stdout)
-    (env.logs / f"cli-{stamp}.err").write_text(proc.stderr)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"signing-agent {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-    return proc
-
-
-def make_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> Env:
-    """A deployment with its own SoftHSM2 token (its own softhsm2.conf and token directory)."""
-    if not Path(MODULE).exists():
-        pytest.fail(f"SoftHSM2 module {MODULE} not found: `make test` installs softhsm2")
-    root = tmp_path_factory.mktemp(name)
-    logs = root / "logs"
-    logs.mkdir()
-    _OUTPUT_DIRS.append(root)  # logs/ and state/ (audit, symbol history) and the config files
-    subprocess.run(
-        [sys.executable, "-m", "agent", "token", "init-softhsm", "--dir", str(root / "softhsm"),
-         "--label", TOKEN_LABEL, "--module", MODULE],
-        check=True, capture_output=True, cwd=ROOT, timeout=60,
-    )
-    e = Env(root=root, config=root / "agent.toml", logs=logs)
-    e.write_config("agent")
-    write_bots(root / "bots.toml", {TEST_BOT: TEST_BOT_TOKEN})
-    (root / "policy.toml").write_text(PERMISSIVE_POLICY)
-    return e
-
-
-def write_bots(path: Path, tokens: dict[str, str]) -> None:
-    """A bots file holding the hashes of TOKENS (name -> token), as `signing-agent bots add` writes."""
-    from agent.bots import hash_token
-
-    path.write_text("".join(f'[bots."{name}"]\ntoken_sha256 = "{hash_token(token)}"\ncreated = "2026-11-21T00:00:00Z"\n'
-                            for name, token in tokens.items()))
-    path.chmod(0o600)
+# -- fixtures ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -188,10 +100,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
 @pytest.fixture(scope="session")
 def keyring(env: Env):
     """A keyring in this test process, on the session token (the module loads once per process)."""
-    from agent.config import load_config
-    from agent.custody import Keyring
-
-    with Keyring.open(load_config(env.config).token) as kr:
+    with load_keyring(env) as kr:
         yield kr
 
 
@@ -199,54 +108,6 @@ def keyring(env: Env):
 def label(request: pytest.FixtureRequest) -> str:
     """A fresh key label for one test."""
     return f"t{_secrets.token_hex(6)}"
-
-
-# -- the agent process ----------------------------------------------------------------
-
-
-@dataclass
-class Agent:
-    proc: subprocess.Popen
-    socket: Path
-    log: Path
-
-    @property
-    def target(self) -> str:
-        return f"unix://{self.socket}"
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-def start_agent(env: Env, config: Path, *extra: str, wait: bool = True,
-                command: tuple[str, ...] = AGENT_COMMAND) -> Agent:
-    from agent.config import load_config
-
-    socket = load_config(config).server.socket
-    log = env.logs / f"agent-{config.stem}-{time.monotonic_ns()}.log"
-    proc = subprocess.Popen(
-        [*command, "--config", str(config), "serve", *extra],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=env.root,
-    )
-    agent = Agent(proc=proc, socket=socket, log=log)
-    if wait:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"agent exited {proc.returncode}: {log.read_text()}")
-            if socket.exists():
-                with grpc.insecure_channel(agent.target) as ch:
-                    try:
-                        grpc.channel_ready_future(ch).result(timeout=1)
-                        return agent
-                    except grpc.FutureTimeoutError:
-                        pass
-            time.sleep(0.05)
-        agent.stop(signal.SIGKILL)
-        raise AssertionError(f"agent did not come up: {log.read_text()}")
-    return agent
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ The generated modules live in the client package (clients/python/src/signing_age
 the one place both the bots and the agent import them from (the agent depends on the client
 package). The .proto file is mapped onto that import path, so the generated modules import each
 other as `signing_agent_client._proto...` and need no sys.path tricks. A test checks that the
-committed files are exactly what this writes (tests/test_proto.py).
+committed files are exactly what this writes (tests/unit/test_proto.py).
 """
 
 from __future__ import annotations

@@ -102,6 +102,13 @@ class Keyring(Provisioning, TokenSession):
             self._missing.clear()
             self._pending.clear()
 
+    def known_keys(self) -> list[KeyInfo]:
+        """The registered keys this keyring has seen (the start's listing, and lookups since), without a
+        token call: what a policy is checked against on every reload (agent.delivery), where a full
+        listing of thousands of keys would hold the token's lock. A key imported since and not yet
+        used is missing here; its first request is checked on its own."""
+        return [entry.info for entry in list(self._cache.values())]
+
     def is_cached(self, label: str) -> bool:
         """Would a lookup of LABEL be answered from the cache, without a token search?"""
         return label in self._cache

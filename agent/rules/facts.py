@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 
@@ -21,6 +21,24 @@ class OrderFacts:
     symbol: str | None  # as the exchange spells it, upper-cased
     quantity: Decimal | None  # absolute value (Bitfinex and Gate futures sizes carry a sign)
     quote_quantity: Decimal | None
+    # The limit price, set only by readers whose QUANTITY times it is the order's notional in the quote
+    # currency (base-sized orders; None for contracts, lots, and exchanges not read for it yet): the
+    # notional budgets (agent.guardrails) fail closed without it. SIDE: "buy" or "sell", where read.
+    # Orders compare by symbol and size (what the size caps read); price and side are checked on their own.
+    price: Decimal | None = field(default=None, compare=False)
+    side: str | None = field(default=None, compare=False)
+
+    @property
+    def notional(self) -> Decimal | None:
+        """The quote amount the order can spend or receive, or None when it cannot be read: a base
+        quantity without a price (a market order), or a size of unknown unit. Where both readings
+        exist (a size in BOTH units), the larger counts."""
+        if self.quantity is None:
+            return self.quote_quantity
+        if self.price is None:
+            return None
+        priced = self.quantity * self.price
+        return priced if self.quote_quantity is None else max(priced, self.quote_quantity)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from agent.exchanges import EXCHANGES, scheme_for
 from agent.exchanges.cryptocom.scheme import LIST_NAME, POLICY_NAMES, param_string
 from agent.rules import inspect
 from agent.schemes import RawBody, RequestInvalid, UnsignedRequest
-from reference import fixed_environment, hmac_credential
+from support.reference import fixed_environment, hmac_credential
 
 SCHEME = scheme_for("cryptocom")
 KEY = hmac_credential("cryptocom", "a7Rk2PqX9mZt4WvB8nYc3L", "s" * 22)

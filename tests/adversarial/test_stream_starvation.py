@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.server import MAX_WATCH_STREAMS, MAX_WATCH_STREAMS_PER_BOT, PUBLIC_REQUEST_SECONDS
-from conftest import TEST_BOT, TEST_BOT_TOKEN, make_env, new_secret, register_secret, run_cli, start_agent, write_bots
+from support.deploy import TEST_BOT, TEST_BOT_TOKEN, make_env, run_cli, start_agent, write_bots
+from support.leaks import new_secret, register_secret
 
 pytestmark = pytest.mark.e2e
 

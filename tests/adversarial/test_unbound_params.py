@@ -21,15 +21,13 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-import ccxt
 import pytest
-from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from agent.policy import Refusal
-from signing_agent_client.ccxt_bridge import bridge_module
 from agent.exchanges import EXCHANGES
 from agent.rules import inspect
 from agent.schemes import RawBody, UnsignedRequest
+from support.ccxt_calls import ccxt_calls
 
 BINANCES = ("binance", "binanceusdm", "binanceus", "binancetr")
 
@@ -187,68 +185,23 @@ MARKETS = {
     "binance": ({"id": "BTCUSDT", "symbol": "BTC/USDT", "info": _BINANCE_INFO}, {}),
     "binanceus": ({"id": "BTCUSDT", "symbol": "BTC/USDT", "info": _BINANCE_INFO}, {}),
     "binanceusdm": ({"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
-                     "inverse": False, "contractSize": 1, "info": _BINANCE_INFO}, {}),
+                     "inverse": False, "contractSize": 1, "subType": "linear", "info": _BINANCE_INFO}, {}),
     "bybit": ({"id": "BTCUSDT", "symbol": "BTC/USDT"}, {"enableUnifiedMargin": False, "enableUnifiedAccount": True}),
     "bybit-linear": ({"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
-                      "inverse": False, "contractSize": 1},
+                      "inverse": False, "contractSize": 1, "subType": "linear"},
                      {"enableUnifiedMargin": False, "enableUnifiedAccount": True}),
     "mexc": ({"id": "BTCUSDT", "symbol": "BTC/USDT"}, {}),
     "mexc-swap": ({"id": "BTC_USDT", "symbol": "BTC/USDT:USDT", "type": "swap", "settle": "USDT", "linear": True,
-                   "inverse": False, "contractSize": 0.0001}, {}),
+                   "inverse": False, "contractSize": 0.0001, "subType": "linear"}, {}),
 }
 
 
-class _Sent(Exception):
-    pass
-
-
 def _ccxt(market_name: str):
-    """ccxt with one market and placeholder credentials; `calls(method, ...)` returns the requests the
-    agent would sign, nothing being sent."""
+    """The market named MARKET_NAME (exchange, or exchange-kind) in ccxt: (exchange id, symbol, calls)."""
     exchange_id = market_name.split("-")[0]
     market, options = MARKETS[market_name]
-    bridge = bridge_module(exchange_id)
-    captured: list[UnsignedRequest] = []
-
-    class Captured(getattr(ccxt, exchange_id)):
-        def sign(self, path, api="public", method="GET", params={}):  # noqa: B006 (ccxt's signature)
-            built = super().sign(path, api, method, params)
-            unsigned = bridge.unsign(self, built, api)
-            if unsigned is not None:
-                captured.append(unsigned.request)
-            return built
-
-        def fetch(self, url, method="GET", headers=None, body=None):
-            raise _Sent()
-
-    exchange = Captured({**bridge.PLACEHOLDER, "enableRateLimit": False, "options": options})
-    tick = exchange.precisionMode == TICK_SIZE
-    kind = market.get("type", "spot")
-    symbol = market["symbol"]
-    base, rest = symbol.split("/")
-    quote = rest.split(":")[0]
-    limits = {"min": None, "max": None}
-    exchange.set_markets([{
-        "id": market["id"], "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
-        "settle": market.get("settle"), "settleId": market.get("settle"), "type": kind, "spot": kind == "spot",
-        "margin": False, "swap": kind == "swap", "future": False, "option": False, "contract": kind != "spot",
-        "linear": market.get("linear"), "inverse": market.get("inverse"), "contractSize": market.get("contractSize"),
-        "active": True, "expiry": None, "expiryDatetime": None, "strike": None, "optionType": None,
-        "precision": {"amount": 0.0001 if tick else 4, "price": 0.01 if tick else 2},
-        "limits": {"amount": limits, "price": limits, "cost": limits, "leverage": limits, "market": limits},
-        "taker": 0.001, "maker": 0.001, "subType": "linear" if kind == "swap" else None,
-        "lowercaseId": market["id"].lower(), "info": market.get("info", {}),
-    }])
-
-    def calls(method: str, *args, **kwargs) -> list[UnsignedRequest]:
-        captured.clear()
-        try:
-            getattr(exchange, method)(*args, **kwargs)
-        except _Sent:
-            pass
-        return list(captured)
-
-    return exchange_id, symbol, calls
+    _, calls = ccxt_calls(exchange_id, market, options)
+    return exchange_id, market["symbol"], calls
 
 
 S = "<symbol>"  # replaced by the market's symbol

@@ -102,10 +102,23 @@ def orders(v: View) -> list[OrderFacts]:
 def _binance_order(f: Fields, inherited: str | None) -> list[OrderFacts]:
     symbol = f.symbol("symbol") or inherited
     quote = f.number("quoteOrderQty")
+    # quantity x price is the notional in the quote asset (spot, margin, USD-M); COIN-M and options count
+    # contracts, where it over-counts (a contract is worth far less than the price), never under. The path
+    # is not signed, so it cannot tell them apart anyway. Order lists price each leg (workingPrice...).
+    side = _side(f.text("side"))
     sizes = [name for name in f.names() if name.endswith("quantity")]
     if not sizes:
-        return [OrderFacts(symbol, None, quote)]
-    return [OrderFacts(symbol, f.number(name), quote if i == 0 else None) for i, name in enumerate(sizes)]
+        return [OrderFacts(symbol, None, quote, f.number("price"), side)]
+    out = []
+    for i, name in enumerate(sizes):
+        leg = name.removesuffix("quantity")  # "", "working", "pending"
+        out.append(OrderFacts(symbol, f.number(name), quote if i == 0 else None, f.number(leg + "price"),
+                              _side(f.text(leg + "side")) or side))
+    return out
+
+
+def _side(text: str) -> str | None:
+    return text if text in ("buy", "sell") else None
 
 
 RULES = Rules(

@@ -106,16 +106,19 @@ class KrakenScheme:
             # ccxt sends JSON when the price is a percentage (trigger offsets such as '+5%').
             is_json = dict(params).get("price", "").endswith("%")
 
-        nonce = str(key.nonce(env.now_ms))
-        if isinstance(body, RawBody):
-            text = _json_with_nonce(body.text, has_members, nonce) if is_json else _form_with_nonce(body.text, nonce)
-        elif is_json:
-            text = ccxt_json({"nonce": nonce, **dict(params)})
-        else:
-            text = _form((("nonce", nonce),) + params)
+        def with_nonce(nonce: str) -> str:
+            if isinstance(body, RawBody):
+                return _json_with_nonce(body.text, has_members, nonce) if is_json else _form_with_nonce(body.text, nonce)
+            if is_json:
+                return ccxt_json({"nonce": nonce, **dict(params)})
+            return _form((("nonce", nonce),) + params)
 
         if is_json:
-            json_readable_as_form(text, "Kraken", "does not sign the Content-Type")
+            # Checked before a nonce is taken, so that a refusal spends none: the nonce is digits, so
+            # it adds no '&' or '=' and any digits stand for it here.
+            json_readable_as_form(with_nonce("0"), "Kraken", "does not sign the Content-Type")
+        nonce = str(key.nonce(env.now_ms))
+        text = with_nonce(nonce)
         digest = hashlib.sha256((nonce + text).encode("utf-8")).digest()
         signature = b64(key.mac(request.path.encode("utf-8") + digest, "sha512"))
         headers = (

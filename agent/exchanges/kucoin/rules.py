@@ -37,26 +37,33 @@ def orders(v: View) -> list[OrderFacts]:
         return []
     top = v.fields()
     uta = v.key.startswith("/api/ua/")
+    futures = v.exchange.id == "kucoinfutures" or "/futures/" in v.key  # sizes in lots (copy trading too)
     if _KUCOIN_BATCH.fullmatch(v.key):
-        return [_kucoin_order(fields_of(o), top.symbol("symbol"), uta) for o in batch(v, top, "orderList") or [{}]]
+        return [_kucoin_order(fields_of(o), top.symbol("symbol"), uta, futures)
+                for o in batch(v, top, "orderList") or [{}]]
     if _KUCOIN_PLACE.fullmatch(v.key):
         if isinstance(v.body, list):
-            return [_kucoin_order(fields_of(o), None, uta) for o in batch(v, top) or [{}]]
-        return [_kucoin_order(top, None, uta)]
+            return [_kucoin_order(fields_of(o), None, uta, futures) for o in batch(v, top) or [{}]]
+        return [_kucoin_order(top, None, uta, futures)]
     if v.key == "/api/v1/hf/orders/alter" and top.has("newSize"):
         return [sized(top.symbol("symbol"), top.get("newSize"), BASE)]
     return []
 
 
-def _kucoin_order(f: Fields, inherited: str | None, uta: bool) -> OrderFacts:
+def _kucoin_order(f: Fields, inherited: str | None, uta: bool, futures: bool) -> OrderFacts:
     symbol = f.symbol("symbol") or inherited
     if uta:
         if unsure(f, "sizeUnit"):
             return sized(symbol, f.get("size"), BOTH)
         unit = {"baseccy": BASE, "unit": BASE, "quoteccy": QUOTE}.get(f.text("sizeUnit"), BOTH)
         return sized(symbol, f.get("size"), unit)
-    # Classic: size (base, or lots for futures) or qty (base); funds or valueQty (quote).
-    return OrderFacts(symbol, decimal(first_of(f, "size", "qty")), decimal(first_of(f, "funds", "valueQty")))
+    # Classic: size (base, or lots for futures) or qty (base); funds or valueQty (quote). The price makes
+    # a notional only where size is in the base asset (spot, margin): a futures lot is worth a
+    # contract multiplier the request does not carry, so futures notionals are read from valueQty only.
+    side = f.text("side") if f.text("side") in ("buy", "sell") else None
+    price = None if futures else f.number("price")
+    return OrderFacts(symbol, decimal(first_of(f, "size", "qty")), decimal(first_of(f, "funds", "valueQty")),
+                      price, side)
 
 
 RULES = Rules(

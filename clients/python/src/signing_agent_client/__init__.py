@@ -19,6 +19,7 @@ from signing_agent_client.client import (
     KeyNotFoundError,
     NoTargetError,
     NotAuthenticatedError,
+    OutcomeUnknownError,
     RateLimitedError,
     RefusedError,
     SignerClient,
@@ -26,15 +27,17 @@ from signing_agent_client.client import (
     default_target,
     sign_request,
 )
-from signing_agent_client.request import SignedRequest
+from signing_agent_client.request import ExchangeAnswer, SignedRequest
 
 __all__ = [
     "AgentUnavailableError",
     "ClientTls",
+    "ExchangeAnswer",
     "InvalidRequestError",
     "KeyNotFoundError",
     "NoTargetError",
     "NotAuthenticatedError",
+    "OutcomeUnknownError",
     "RateLimitedError",
     "RefusedError",
     "SignedRequest",

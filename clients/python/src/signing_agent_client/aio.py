@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,36 +22,25 @@ import grpc.aio
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from signing_agent_client.client import (
-    ClientTls,
+    SEND_TIMEOUT,
     ParamsLike,
     SigningError,
+    _answer,
     _batch_results,
-    _connection,
+    _Connection,
     _error,
+    _send_error,
     _signed,
     _stream_answer,
     sign_request,
 )
-from signing_agent_client.request import SignedRequest
+from signing_agent_client.request import ExchangeAnswer, SignedRequest
 
 
-class AsyncSignerClient:
-    """A grpc.aio connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
+class AsyncSignerClient(_Connection):
+    """A grpc.aio connection to the agent; the same arguments as SignerClient."""
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        config_path: Path | None = None,
-        timeout: float = 5.0,
-        token_file: Path | str | None | bool = None,
-        tls: ClientTls | None = None,
-    ):
-        self.target, self.timeout, self._metadata, options = _connection(
-            target, config_path, timeout, token_file, tls)
-        self._channel = (grpc.aio.secure_channel(self.target, tls.credentials(), options=options) if tls
-                         else grpc.aio.insecure_channel(self.target, options=options))
-        self._stub = signer_pb2_grpc.SignerStub(self._channel)
+    _channels = grpc.aio
 
     async def sign(
         self,
@@ -71,6 +59,24 @@ class AsyncSignerClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return _signed(reply)
+
+    async def send(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        query: ParamsLike | None = None,
+        body: ParamsLike | str | None = None,
+        *,
+        timeout: float = SEND_TIMEOUT,
+    ) -> ExchangeAnswer:
+        """Have the agent place the request and return the exchange's answer (see SignerClient.send)."""
+        msg = sign_request(key, method, path, query, body)
+        try:
+            reply = await self._stub.Send(msg, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _send_error(exc) from None
+        return _answer(reply)
 
     async def sign_batch(self, requests: Iterable[signer_pb2.SignRequest]) -> list[SignedRequest | SigningError]:
         """Sign many requests in one RPC (see SignerClient.sign_batch)."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import grpc
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
-from signing_agent_client.request import SignedRequest
+from signing_agent_client.request import ExchangeAnswer, SignedRequest
 
 ParamsLike = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
@@ -80,6 +80,12 @@ class RefusedError(SigningError):
 
 class RateLimitedError(SigningError):
     pass
+
+
+class OutcomeUnknownError(AgentUnavailableError):
+    """Send: the request went out and no answer came back (DEADLINE_EXCEEDED). It may have been acted
+    on, and the agent did not send it again: look it up (the message names the client order id, where
+    there is one) before sending it again."""
 
 
 class NoTargetError(ValueError):
@@ -221,6 +227,24 @@ def _error(exc: grpc.RpcError) -> SigningError:
     return _ERRORS.get(code, SigningError)(code.name, exc.details() or "")
 
 
+def _send_error(exc: grpc.RpcError) -> SigningError:
+    """A Send's failure: as Sign's, except that a deadline means the request's fate is unknown."""
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return OutcomeUnknownError("DEADLINE_EXCEEDED", exc.details() or "no answer in time: the request may have "
+                                   "been placed; look it up before sending it again")
+    return _error(exc)
+
+
+def _answer(reply: signer_pb2.ExchangeResponse) -> ExchangeAnswer:
+    return ExchangeAnswer(status=reply.status, headers=tuple((h.name, h.value) for h in reply.headers),
+                          body=reply.body, client_order_id=reply.client_order_id, reconciled=reply.reconciled)
+
+
+# Send waits for the exchange, and the agent may retry a read or look a lost order up: its own
+# deadline must outlast the agent's ([send] total_timeout_ms, 15 s by default, plus its retries).
+SEND_TIMEOUT = 45.0
+
+
 def _signed(reply: signer_pb2.SignedRequest) -> SignedRequest:
     return SignedRequest(
         method=reply.method,
@@ -244,19 +268,39 @@ def _local(target: str) -> bool:
         return False
 
 
-def _connection(target, config_path, timeout, token_file, tls):
-    """(target, timeout, call metadata, channel options): what the sync and asyncio clients share."""
-    target = target or default_target(config_path)
-    token = read_token(token_file)
-    if token and tls is None and not _local(target):
-        raise NotAuthenticatedError(
-            "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {target}: use the Unix "
-            "socket, loopback, or mTLS (tls=ClientTls(...))")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
-    # agent.workers.unix_target): one channel, each call to the next worker.
-    options = [("grpc.lb_policy_name", "round_robin")] if "," in target else []
-    return target, timeout, metadata, options
+class _Connection:
+    """What the sync and asyncio clients share: where the agent is, the bot's credential, the channel.
+
+    CHANNELS is the module whose insecure_channel/secure_channel make the channel: grpc for
+    SignerClient, grpc.aio for AsyncSignerClient. The RPCs themselves differ (awaited or not), so
+    each client writes its own.
+    """
+
+    _channels: Any = grpc
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        config_path: Path | None = None,
+        timeout: float = 5.0,
+        token_file: Path | str | None | bool = None,
+        tls: ClientTls | None = None,
+    ):
+        self.target = target or default_target(config_path)
+        self.timeout = timeout
+        token = read_token(token_file)
+        if token and tls is None and not _local(self.target):
+            raise NotAuthenticatedError(
+                "UNAUTHENTICATED", f"refusing to send the bot's token in clear to {self.target}: use the Unix "
+                "socket, loopback, or mTLS (tls=ClientTls(...))")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # A multi-worker agent's Unix sockets ("unix:/run/agent.sock,/run/agent.sock.1", see
+        # agent.workers.unix_target): one channel, each call to the next worker.
+        options = [("grpc.lb_policy_name", "round_robin")] if "," in self.target else []
+        self._channel = (self._channels.secure_channel(self.target, tls.credentials(), options=options) if tls
+                         else self._channels.insecure_channel(self.target, options=options))
+        self._stub = signer_pb2_grpc.SignerStub(self._channel)
 
 
 def _batch_results(reply: signer_pb2.SignBatchResponse) -> list[SignedRequest | SigningError]:
@@ -312,23 +356,9 @@ class SignStream:
         self.close()
 
 
-class SignerClient:
-    """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port'."""
-
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        config_path: Path | None = None,
-        timeout: float = 5.0,
-        token_file: Path | str | None | bool = None,
-        tls: ClientTls | None = None,
-    ):
-        self.target, self.timeout, self._metadata, options = _connection(
-            target, config_path, timeout, token_file, tls)
-        self._channel = (grpc.secure_channel(self.target, tls.credentials(), options=options) if tls
-                         else grpc.insecure_channel(self.target, options=options))
-        self._stub = signer_pb2_grpc.SignerStub(self._channel)
+class SignerClient(_Connection):
+    """A connection to the agent. TARGET is 'unix:///path/agent.sock' or 'host:port' (else
+    default_target); TOKEN_FILE, else $SIGNING_AGENT_TOKEN_FILE, holds the bot's token; TLS for mTLS."""
 
     def sign(
         self,
@@ -351,6 +381,26 @@ class SignerClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return _signed(reply)
+
+    def send(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        query: ParamsLike | None = None,
+        body: ParamsLike | str | None = None,
+        *,
+        timeout: float = SEND_TIMEOUT,
+    ) -> ExchangeAnswer:
+        """Have the agent place the request itself (keys with delivery "send" or "both") and return the
+        exchange's answer, whatever its HTTP status. The bot never sees the signature. Raises as sign()
+        does, and OutcomeUnknownError when the request went out and no answer came back."""
+        msg = sign_request(key, method, path, query, body)
+        try:
+            reply = self._stub.Send(msg, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _send_error(exc) from None
+        return _answer(reply)
 
     def sign_batch(self, requests: Iterable[signer_pb2.SignRequest]) -> list[SignedRequest | SigningError]:
         """Sign many requests in one RPC (build each with `sign_request`). Results in order: a

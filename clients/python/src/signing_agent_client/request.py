@@ -103,3 +103,26 @@ class SignedRequest:
 
     def as_dict(self) -> dict[str, object]:
         return {"method": self.method, "path": self.path, "headers": self.headers_dict(), "body": self.body}
+
+
+@dataclass(frozen=True)
+class ExchangeAnswer:
+    """The exchange's answer to a request the agent sent (Send): never the signature or auth headers."""
+
+    status: int  # the exchange's HTTP status
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    client_order_id: str = ""  # the order's client order id ("" when none): the agent's, or the bot's
+    reconciled: bool = False  # the order's answer was lost: this is the exchange's answer to a lookup by that id
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> object:
+        import json
+
+        return json.loads(self.body)

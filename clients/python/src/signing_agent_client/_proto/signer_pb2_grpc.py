@@ -49,6 +49,11 @@ class SignerStub:
                 request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
                 response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignResult.FromString,
                 _registered_method=True)
+        self.Send = channel.unary_unary(
+                '/signing_agent.v1.Signer/Send',
+                request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+                response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServicer:
@@ -85,15 +90,41 @@ class SignerServicer:
     def SignStream(self, request_iterator, context):
         """One stream kept open for many requests, for platforms that sign as they go:
         each SignRequest sent is decided on its own, exactly as a Sign call with the
-        stream's metadata would be (caller, policy, key, nonce, audit line), and is
-        answered by one SignResult, in the order sent. A refused request refuses only
-        itself. Half the round trip of a unary call: no call set-up per request.
+        stream's metadata would be (caller, policy, key, nonce, audit line; a key
+        with delivery = "send" is refused, as Sign refuses it), and is answered by
+        one SignResult, in the order sent. A refused request refuses only itself. Half the round trip of a unary call: no call set-up per request.
         The agent decides one request of a stream at a time (the next waits in the
         transport's flow-control window); a bot may hold a few streams open at once,
         the agent a bounded number in all (RESOURCE_EXHAUSTED past either). The
         stream as a whole fails only for its caller: UNAUTHENTICATED (no or unknown
         credential, or the bot's credential revoked while it is open), UNAVAILABLE
         when the agent stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Send(self, request, context):
+        """Decide, sign and SEND one exchange request: the agent places it itself, over
+        HTTPS, to the exchange host the operator configured for the key (the policy's
+        `send_to`: production, testnet or a base URL; never the bot's choice), and
+        returns the exchange's answer. The bot never sees the signature, the
+        authentication headers or the JWT, so it holds nothing it could replay or
+        pair with another body. The key's policy must allow it (`delivery = "send"`
+        or "both"). The same request as Sign; the same decision, audit and statuses,
+        plus, for the trip to the exchange:
+        OK                 the exchange answered, whatever its HTTP status (read
+        `status`: a 400 or a 429 is the exchange's answer)
+        UNAVAILABLE        the exchange could not be reached; nothing was sent
+        DEADLINE_EXCEEDED  the request went out and no answer came back; it was not
+        sent again; the message says what the agent found out
+        FAILED_PRECONDITION the key cannot be sent (no host for it, TLS not verified)
+        RESOURCE_EXHAUSTED as Sign, or the exchange's Retry-After still running
+        Reads are retried by the agent (signed afresh); anything that writes is sent
+        once.
+        An order is never sent twice by the agent: where the exchange takes a client
+        order id, the agent sets one (unless the bot did) and, when the answer is
+        lost, looks the order up by it instead of sending it again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +147,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.SignStream,
                     request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.FromString,
                     response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignResult.SerializeToString,
+            ),
+            'Send': grpc.unary_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.FromString,
+                    response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,6 +235,33 @@ class Signer:
             '/signing_agent.v1.Signer/SignStream',
             signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
             signing__agent__client_dot___proto_dot_signer__pb2.SignResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Send(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signing_agent.v1.Signer/Send',
+            signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+            signing__agent__client_dot___proto_dot_signer__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

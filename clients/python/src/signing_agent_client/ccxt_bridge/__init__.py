@@ -38,10 +38,21 @@ PERMISSION_DENIED PermissionDenied (policy: do not retry), INVALID_ARGUMENT
 BadRequest, anything else ExchangeError. The SigningError is the __cause__.
 
 Calls ccxt makes by itself: `load_markets` of some exchanges makes private
-calls (binance `fetch_currencies`: GET /sapi/v1/capital/config/getall). The
-bridge turns them off (AUTOMATIC_OFF: ccxt options, per exchange) so that the
+calls (binance `fetch_currencies`: GET /sapi/v1/capital/config/getall), and
+bybit's create_order first asks whether the account is unified. The bridge
+turns them off (AUTOMATIC_OFF: ccxt options, per exchange) so that the
 template policy, which grants trading only, is enough; a bot that wants them
 passes the option back in CONFIG and asks the operator to allow the endpoint.
+Three have no option: coinbase GET /api/v3/brokerage/transaction_summary and
+kucoin's GET /api/v3/margin/symbols and /api/v1/isolated/symbols, reads that
+the exchanges' template policies allow.
+
+Send mode: agent_exchange(..., send=True) (and agent_exchange_async) route every private call
+through the agent's Send: the agent decides, signs and places the request itself and returns the
+exchange's answer, which ccxt parses as usual (its own error handling included), so a bot keeps its
+code. The bot never holds a signature. For keys whose policy says delivery = "send". A request that
+went out and got no answer is ccxt's RequestTimeout, as with ccxt alone: the agent did not send it
+again (where the exchange takes a client order id, it looked the order up by it first).
 
 Dry run: agent_exchange(..., dry_run=True) signs each private request with the
 agent as usual but never sends it: the call raises DryRun, whose .request is
@@ -83,14 +94,17 @@ BRIDGES = {
 }
 
 # ccxt configuration that turns off the private calls ccxt makes by itself inside load_markets, per
-# exchange (tests/test_client_package.py runs load_markets of every bridged exchange offline and
+# exchange (tests/agent/test_client_package.py runs load_markets of every bridged exchange offline and
 # checks which private calls are left). Merged under the bot's own CONFIG: the bot's values win.
 _NO_PRIVATE_CURRENCIES = {"has": {"fetchCurrencies": False}}
 AUTOMATIC_OFF: dict[str, dict[str, Any]] = {
     "binance": {"options": {"fetchCurrencies": False, "fetchMargins": False}},
     "binanceusdm": {"options": {"fetchCurrencies": False, "fetchMargins": False}},
     "bitget": {"options": {"uta": False}},
-    "bybit": _NO_PRIVATE_CURRENCIES,
+    # create_order asks whether the account is unified (GET /v5/user/query-api, the API key's own
+    # record, and GET /v5/account/info) unless these options say it: a unified trading account, Bybit's
+    # account type for new users. A classic account passes {"enableUnifiedAccount": False}.
+    "bybit": {**_NO_PRIVATE_CURRENCIES, "options": {"enableUnifiedAccount": True, "enableUnifiedMargin": False}},
     "coinbase": {"options": {"fetchMarkets": {"usePrivate": False}}},
     "cryptocom": _NO_PRIVATE_CURRENCIES,
     "gate": {"options": {"unifiedAccount": False}},
@@ -193,6 +207,50 @@ def _raise_as_ccxt(exchange, method: str, where: str, exc: SigningError):
     raise ccxt_error(exc)(f"{exchange.id} {method} {where}: signing agent: {exc}") from exc
 
 
+def _placeholder(unsigned: Unsigned, ticket: str) -> dict[str, Any]:
+    """What sign() returns for a request the bridged fetch() will have signed (or sent) by the agent.
+    Sent by no one: fetch() sees the marker and replaces it before anything leaves."""
+    return {"url": unsigned.base_url + unsigned.request.path, "method": unsigned.request.method,
+            "headers": {_PENDING: ticket}, "body": None}
+
+
+def _send_args(unsigned: Unsigned) -> tuple[Any, ...]:
+    req = unsigned.request
+    return (req.method, req.path, req.query, _body_arg(req.body))
+
+
+def _ccxt_answer(exchange, answer, url: str, method: str) -> Any:
+    """The exchange's ANSWER (from the agent's Send) as ccxt's own fetch() returns it: the response
+    hooks, the exchange's error handling (handle_errors, then the HTTP status), then the parsed JSON."""
+    from http import HTTPStatus
+
+    import ccxt
+
+    headers: dict[str, str] = {}
+    for name, value in answer.headers:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    status = answer.status
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+    text = answer.body.decode("utf-8", "replace")
+    text = exchange.on_rest_response(status, reason, url, method, headers, text, {}, None)
+    parsed = exchange.parse_json(text)
+    if exchange.enableLastHttpResponse:
+        exchange.last_http_response = text
+    if exchange.enableLastJsonResponse:
+        exchange.last_json_response = parsed
+    if exchange.enableLastResponseHeaders:
+        exchange.last_response_headers = headers
+    if parsed and not isinstance(parsed, list) and exchange.returnResponseHeaders:
+        parsed["responseHeaders"] = headers
+    exchange.handle_errors(status, reason, url, method, headers, text, parsed, {}, None)
+    exchange.handle_http_status_code(status, reason, url, method, text)
+    if status >= 400:  # what ccxt's sync fetch() raises when no handler above did
+        raise ccxt.ExchangeError(" ".join([exchange.id, method, url, str(status), text[:200]]))
+    if parsed is not None:
+        return parsed
+    return text if exchange.is_text_response(headers) or not answer.body else answer.body
+
+
 def agent_exchange(
     exchange_id: str,
     key: str,
@@ -201,18 +259,24 @@ def agent_exchange(
     target: str | None = None,
     config: dict[str, Any] | None = None,
     dry_run: bool = False,
+    send: bool = False,
 ) -> Any:
     """A ccxt exchange of class EXCHANGE_ID whose private calls the agent signs with key KEY.
 
     CLIENT (or TARGET) reaches the agent; by default SignerClient()'s (signing_agent_client.client.
     default_target). CONFIG is passed to ccxt as usual (options, timeouts...), without credentials.
     DRY_RUN: sign private requests but raise DryRun with each instead of sending it.
+    SEND: the agent places each private request itself (Send) and ccxt parses its answer.
     """
     import ccxt  # optional dependency: pip install 'signing-agent-client[ccxt]'
 
+    if send and dry_run:
+        raise ValueError("dry_run shows a signed request, and in send mode the bot gets none: use one or the other")
     module = bridge_module(exchange_id)
     base_class = getattr(ccxt, exchange_id)
     signer = client or SignerClient(target)
+    pending: dict[str, tuple[Unsigned, str, str]] = {}
+    ids = itertools.count()
 
     class AgentSigned(base_class):  # type: ignore[misc, valid-type]
         def sign(self, path, api="public", method="GET", params={}):  # noqa: B006 (ccxt 4.5's signature)
@@ -220,6 +284,10 @@ def agent_exchange(
             unsigned = module.unsign(self, built, api)
             if unsigned is None:  # public: ccxt added no authentication
                 return built
+            if send:
+                ticket = str(next(ids))
+                pending[ticket] = (unsigned, method, path)
+                return _placeholder(unsigned, ticket)
             args, kwargs = _sign_args(unsigned)
             try:
                 signed = signer.sign(key, *args, **kwargs)
@@ -229,6 +297,17 @@ def agent_exchange(
             if dry_run:
                 raise DryRun(request)
             return request
+
+        def fetch(self, url, method="GET", headers=None, body=None):
+            ticket = (headers or {}).get(_PENDING)
+            if ticket is None:  # public, or signed above: ccxt sends it
+                return super().fetch(url, method, headers, body)
+            unsigned, ccxt_method, ccxt_path = pending.pop(ticket)
+            try:
+                answer = signer.send(key, *_send_args(unsigned))
+            except SigningError as exc:
+                _raise_as_ccxt(self, ccxt_method, ccxt_path, exc)
+            return _ccxt_answer(self, answer, url, method)
 
     AgentSigned.__name__ = f"AgentSigned_{exchange_id}"
     exchange = AgentSigned(_config(exchange_id, module, config))
@@ -245,13 +324,17 @@ def agent_exchange_async(
     target: str | None = None,
     config: dict[str, Any] | None = None,
     dry_run: bool = False,
+    send: bool = False,
 ) -> Any:
     """agent_exchange for ccxt.async_support: CLIENT is an AsyncSignerClient (by default one to the
     default target, closed by the exchange's `await exchange.close()`). Create it inside the event
-    loop that uses it."""
+    loop that uses it. SEND: as agent_exchange's."""
     import ccxt.async_support as ccxt_async
 
     from signing_agent_client.aio import AsyncSignerClient
+
+    if send and dry_run:
+        raise ValueError("dry_run shows a signed request, and in send mode the bot gets none: use one or the other")
 
     module = bridge_module(exchange_id)
     base_class = getattr(ccxt_async, exchange_id)
@@ -267,15 +350,19 @@ def agent_exchange_async(
                 return built
             ticket = str(next(ids))
             pending[ticket] = (unsigned, method, path)
-            # Sent by no one: the bridged fetch() below replaces the request before anything is sent.
-            return {"url": unsigned.base_url + unsigned.request.path, "method": unsigned.request.method,
-                    "headers": {_PENDING: ticket}, "body": None}
+            return _placeholder(unsigned, ticket)
 
         async def fetch(self, url, method="GET", headers=None, body=None):
             ticket = (headers or {}).get(_PENDING)
             if ticket is None:
                 return await super().fetch(url, method, headers, body)
             unsigned, ccxt_method, ccxt_path = pending.pop(ticket)
+            if send:
+                try:
+                    answer = await signer.send(key, *_send_args(unsigned))
+                except SigningError as exc:
+                    _raise_as_ccxt(self, ccxt_method, ccxt_path, exc)
+                return _ccxt_answer(self, answer, url, method)
             args, kwargs = _sign_args(unsigned)
             try:
                 signed = await signer.sign(key, *args, **kwargs)

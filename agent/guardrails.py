@@ -1,0 +1,280 @@
+"""Guardrails over time (issue 17): the kill switch, order rates and notional budgets.
+
+The rules of agent.policy judge one request; these judge what a key's (and a bot's) orders add up
+to, which a compromised bot with a valid credential could otherwise abuse within every per-order
+rule: the 2022 drain was thousands of small, allowed buys. The guard calls `check` once a request
+has passed every rule of agent.policy.evaluate (and the key's request rate), in this order:
+
+    frozen          PERMISSION_DENIED   a freeze (agent.freeze) covers the key or bot: no order,
+                                        no amend; reads and cancels still signed
+    thin-market     PERMISSION_DENIED   min_quote_volume_24h: the symbol traded less than that in 24 h
+                                        (the exchange's own ticker, agent.market)
+    price-band      PERMISSION_DENIED   price_band_pct: a limit buy above, or sell below, the last price
+                                        by more than the band; a ticker older than the staleness bound
+                                        refuses the orders that need it (and alerts)
+    order-rate      RESOURCE_EXHAUSTED  max_orders_per_minute (the key; each symbol; the bot)
+    notional-budget PERMISSION_DENIED   max_notional windows (the key; each symbol; the bot),
+                                        charged last so that a refusal by any rule spends nothing
+
+State lives in the state dir, shared by every worker: the freeze file (polled with the policy), the
+order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter, deque
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from agent import freeze
+from agent.budgets import Charge, LedgerDamaged, Ledgers
+from agent.limits import Limits
+from agent.logs import get_logger
+from agent.market import Market, MarketSettings, NoTicker, market_for
+from agent.policy import RESOURCE_EXHAUSTED, Refusal
+
+if TYPE_CHECKING:
+    from agent.exchanges.record import Exchange
+    from agent.policy import BotPolicy, KeyPolicy, Verdict
+    from agent.rates import SharedBuckets
+
+
+class Guardrails:
+    def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
+                 alert: Callable[..., None] = lambda kind, **fields: None,
+                 audit: Callable[..., bool] = lambda event, **fields: True) -> None:
+        self._state_dir = state_dir
+        self._buckets = buckets  # the guard's, shared by every worker through the state dir
+        self._alert = alert
+        self.market = Market(market or MarketSettings(), on_stale=self._stale)
+        self._patterns = OrderPatterns(alert, audit)
+        self._log = get_logger()
+        self._freeze_seen = self._freeze_digest()
+        self.freezes = freeze.read(state_dir)
+        self._ledgers = Ledgers(state_dir)
+
+    # -- the freeze file, polled with the policy (Guard._watch) ---------------------------------------
+
+    def _freeze_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(freeze.path_in(self._state_dir).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"unreadable:{exc.errno}"
+
+    def poll(self) -> None:
+        """Re-read the freeze file when it changed; log what changed (the CLI audited and alerted it)."""
+        digest = self._freeze_digest()
+        if digest == self._freeze_seen:
+            return
+        self._freeze_seen = digest
+        before, self.freezes = self.freezes, freeze.read(self._state_dir)  # one assignment: old or new, whole
+        added = set(self.freezes.entries) - set(before.entries)
+        lifted = set(before.entries) - set(self.freezes.entries)
+        for entry in added:
+            self._log.warning("freeze.applied", scope=entry.scope, name=entry.name, by=entry.by, at=entry.at)
+        for entry in lifted:
+            self._log.warning("freeze.lifted", scope=entry.scope, name=entry.name)
+        if self.freezes.problem:
+            self._log.error("freeze.unreadable", reason=self.freezes.problem)
+
+    # -- the checks ---------------------------------------------------------------------------------
+
+    def check(self, *, bot: "BotPolicy | None", bot_name: str, key_policy: "KeyPolicy", exchange: "Exchange",
+              verdict: "Verdict", now: float) -> None:
+        """Raise the Refusal of the first guardrail REQUEST (its VERDICT, already passed by the rules)
+        breaks; otherwise charge its orders to every rate and budget that counts them."""
+        label = key_policy.label
+        frozen = self.freezes.find(bot=bot_name, key=label)
+        if frozen is not None and not freeze.frozen_allows(verdict.view, verdict.facts):
+            raise Refusal("frozen", f"{frozen.describe()}: orders and amends are refused (reads and cancels are "
+                                    f"still signed); to lift it: `{frozen.undo()}`")
+        orders = verdict.facts.orders if verdict.facts is not None else ()
+        if not orders:
+            return
+        key_limits, bot_limits = key_policy.limits, (bot.limits if bot is not None else None)
+        if key_limits.needs_market:
+            self._against_market(label, key_limits, exchange, verdict, orders)
+        self._order_rate(label, bot_name, key_limits, bot_limits, orders)
+        self._charge(label, bot_name, key_limits, bot_limits, orders, now)
+        self._patterns.note(label, bot_name, orders)
+
+    def _against_market(self, label: str, limits: Limits, exchange: "Exchange", verdict: "Verdict",
+                        orders: tuple) -> None:
+        """Thin markets, then price bands, against the ticker of the market each order goes to."""
+        rule = "thin-market" if limits.min_quote_volume_24h is not None else "price-band"
+        market = market_for(exchange.id, verdict.view.key if verdict.view is not None else "")
+        if market is None:
+            raise Refusal(rule, f"key {label!r} has {_market_settings(limits)}, but this version has no ticker "
+                                f"source for {exchange.name} {verdict.view.path[:80] if verdict.view else ''}: "
+                                "remove them from the key's policy to trade there")
+        for order in orders:
+            if not order.symbol:
+                raise Refusal(rule, f"an order without a readable symbol; key {label!r} checks orders against "
+                                    "the market: send the symbol once")
+            try:
+                ticker = self.market.ticker(market, order.symbol)
+            except NoTicker as exc:
+                raise Refusal(rule, f"{exc}: orders on {order.symbol} are refused until the agent can read the "
+                                    "market again (retry later)") from None
+            floor = limits.min_quote_volume_24h
+            if floor is not None and (ticker.quote_volume_24h is None or ticker.quote_volume_24h < floor):
+                raise Refusal("thin-market", f"{order.symbol} traded {_plain(ticker.quote_volume_24h or Decimal(0))} "
+                                             f"in 24 h on {market}, under key {label!r}'s min_quote_volume_24h of "
+                                             f"{_plain(floor)}: a market this thin is moved by the orders themselves")
+            band = limits.price_band_pct
+            if band is not None:
+                self._band(label, band, market, ticker.price, order)
+
+    @staticmethod
+    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any) -> None:
+        if order.price is None or order.side is None:
+            raise Refusal("price-band", f"an order on {order.symbol} without a readable limit price and side: key "
+                                        f"{label!r} has price_band_pct, so send a limit order (price, side); a "
+                                        "market order cannot be held to a band")
+        high, low = last * (1 + band / 100), last * (1 - band / 100)
+        if (order.side == "buy" and order.price > high) or (order.side == "sell" and order.price < low):
+            where = "above" if order.side == "buy" else "below"
+            limit = high if order.side == "buy" else low
+            raise Refusal("price-band", f"a {order.side} at {_plain(order.price)} on {order.symbol} is more than "
+                                        f"{_plain(band)} % {where} the last price {_plain(last)} on {market}: key "
+                                        f"{label!r}'s price_band_pct; send a price no {'higher' if where == 'above' else 'lower'} "
+                                        f"than {_plain(limit)}")
+
+    def _stale(self, market: str, symbol: str, why: str) -> None:
+        self._alert("ticker-stale", rule="price-band", symbol=symbol,
+                    reason=f"the {market} ticker for {symbol} cannot be read ({why}): orders needing it are refused")
+
+    def _order_rate(self, label: str, bot_name: str, key: Limits, bot: Limits | None, orders: tuple) -> None:
+        takes: list[tuple[str, int, int, str]] = []  # (bucket, per minute, orders, who)
+        if key.max_orders_per_minute is not None:
+            takes.append((f"orders:key:{label}", key.max_orders_per_minute, len(orders), f"key {label!r}"))
+        if key.max_orders_per_minute_per_symbol:
+            for symbol, count in Counter((o.symbol or "") for o in orders).items():
+                limit = key.symbol_rate(symbol) if symbol else min(key.max_orders_per_minute_per_symbol.values())
+                if limit is not None:
+                    takes.append((f"orders:key:{label}:{symbol}", limit, count,
+                                  f"key {label!r} on {symbol or 'an order without a readable symbol'}"))
+        if bot is not None and bot.max_orders_per_minute is not None:
+            takes.append((f"orders:bot:{bot_name}", bot.max_orders_per_minute, len(orders), f"bot {bot_name!r}"))
+        # Token buckets of PER_MINUTE orders refilling at PER_MINUTE/60 a second, shared by every worker;
+        # taken all or none, so a request refused by one bucket spends nothing from the others.
+        short = self._buckets.take_all([(bucket, n / 60, n, count) for bucket, n, count, _ in takes]) if takes else None
+        if short is not None:
+            _, per_minute, _, who = takes[short]
+            raise Refusal("order-rate", f"{who} is over its {per_minute} orders per minute "
+                                        "(max_orders_per_minute): slow down; this request was not signed",
+                          RESOURCE_EXHAUSTED)
+
+    def _charge(self, label: str, bot_name: str, key: Limits, bot: Limits | None, orders: tuple,
+                now: float) -> None:
+        if not (key.budgets or (bot is not None and bot.budgets)):
+            return
+        symbol_budgets = {o.symbol: key.symbol_budgets(o.symbol or "") for o in orders}
+        total = Decimal(0)
+        per_symbol: dict[str, Decimal] = {}
+        for order in orders:
+            notional = order.notional
+            if notional is None:
+                raise Refusal("notional-budget", _unreadable(label, order))
+            if order.symbol is None and key.max_notional_per_symbol:
+                raise Refusal("notional-budget", f"an order without a readable symbol: key {label!r} has "
+                                                 "per-symbol budgets (max_notional_per_symbol); send the symbol once")
+            total += notional
+            if order.symbol is not None:
+                per_symbol[order.symbol] = per_symbol.get(order.symbol, Decimal(0)) + notional
+        charges = [Charge(f"key:{label}", f"key {label!r}", key.max_notional, total)]
+        charges += [Charge(f"key:{label}:symbol:{s}", f"key {label!r} on {s}", symbol_budgets[s], amount)
+                    for s, amount in per_symbol.items() if symbol_budgets[s]]
+        if bot is not None:
+            charges.append(Charge(f"bot:{bot_name}", f"bot {bot_name!r}", bot.max_notional, total))
+        try:
+            over = self._ledgers.charge(charges, now)
+        except LedgerDamaged as exc:
+            raise Refusal("notional-budget", str(exc)) from None
+        except OSError as exc:
+            raise Refusal("notional-budget", f"the notional ledgers cannot be written ({exc.strerror}): orders "
+                                             "are refused while a budget cannot be kept") from None
+        if over is not None:
+            c, b = over.charge, over.budget
+            raise Refusal("notional-budget", f"{c.describe} has used {_plain(over.used)} of its {b.window} notional "
+                                             f"budget of {_plain(b.limit)}; this request adds {_plain(c.notional)}: "
+                                             f"wait until earlier orders leave the {b.window} window, or send less")
+
+    def used(self, scope: str, limits: Limits, now: float) -> dict[str, Decimal]:
+        return self._ledgers.used(scope, limits.max_notional, now)
+
+    def close(self) -> None:
+        self._ledgers.close()
+
+
+class OrderPatterns:
+    """An alert (kind `order-pattern`, no refusal) when a key's order flow leaves its usual shape: a
+    side it has not used, or an order far larger than its median (audited as `order.pattern`). A
+    compromised bot's first orders are often both. Kept per process (each worker sees its share of the flow), in memory: a heuristic
+    for a person to look at, not a limit."""
+
+    WARM = 20  # orders seen before a key's flow counts as "usual"
+    KEEP = 200  # recent order sizes the median is taken over
+    FACTOR = 10  # an order this many times the median is "far above" it
+
+    def __init__(self, alert: Callable[..., None], audit: Callable[..., bool]) -> None:
+        self._alert, self._audit = alert, audit
+        self._lock = threading.Lock()
+        self._sides: dict[str, set[str]] = {}
+        self._sizes: dict[str, deque[Decimal]] = {}
+        self._seen: dict[str, int] = {}
+        self._median: dict[str, Decimal] = {}  # recomputed every WARM orders: no sort on every order
+
+    def note(self, label: str, bot: str, orders: tuple) -> None:
+        unusual: list[str] = []
+        with self._lock:
+            if len(self._seen) > 10_000:  # bounded memory: start afresh
+                self._sides.clear(), self._sizes.clear(), self._seen.clear(), self._median.clear()
+            seen = self._seen.get(label, 0)
+            sides = self._sides.setdefault(label, set())
+            sizes = self._sizes.setdefault(label, deque(maxlen=self.KEEP))
+            if sizes and (label not in self._median or seen % self.WARM == 0):
+                self._median[label] = sorted(sizes)[len(sizes) // 2]
+            median = self._median.get(label)
+            for order in orders:
+                if order.side and order.side not in sides and seen >= self.WARM:
+                    unusual.append(f"a first {order.side} after {seen} orders")
+                size = order.notional
+                if size is not None and median and seen >= self.WARM and size > median * self.FACTOR:
+                    unusual.append(f"an order of {_plain(size)} on {order.symbol}, over {self.FACTOR} times the "
+                                   f"median {_plain(median)}")
+                if order.side:
+                    sides.add(order.side)
+                if size is not None:
+                    sizes.append(size)
+                seen += 1
+            self._seen[label] = seen
+        if unusual:
+            reason = f"key {label!r} signed {'; '.join(unusual[:3])}: its order flow changed shape"
+            self._audit("order.pattern", bot=bot, key=label, reason=reason)
+            self._alert("order-pattern", bot=bot, key=label, rule="order-pattern", reason=reason)
+
+
+def _plain(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")  # 2000, not 2E+3 or 2000.00
+
+
+def _market_settings(limits: Limits) -> str:
+    return " and ".join(name for name, value in (("price_band_pct", limits.price_band_pct),
+                                                 ("min_quote_volume_24h", limits.min_quote_volume_24h))
+                        if value is not None)
+
+
+def _unreadable(label: str, order: Any) -> str:
+    what = (f"a {order.side} " if order.side else "an ") + f"order on {order.symbol or 'an unreadable symbol'}"
+    if order.quantity is not None and order.price is None:
+        return (f"{what} has a quantity but no limit price, so its notional cannot be counted against key "
+                f"{label!r}'s notional budget (max_notional): send a limit price, or size it in the quote asset "
+                "(quoteOrderQty, funds); market orders by quantity are refused while a budget is set")
+    return (f"{what} has no size the budget can count (key {label!r} has max_notional): send a base quantity with "
+            "a limit price, or a quote amount")

@@ -1,0 +1,69 @@
+"""What the service checks and fixes about delivery once the key's exchange is known (before the rules).
+
+Sign: refused (rule `delivery`) for a key the policy sends only, or whose exchange would leave
+unsigned what the key's policy restricts (a policy that says so is refused when it is loaded; this
+catches a key imported later, or one that takes the `[keys."*"]` table).
+Send: refused for a sign-only key; the host is resolved (NoHost: FAILED_PRECONDITION before anything
+is signed); an order on an exchange that takes a client order id gets one (the bot's, kept, or a new
+one), before the rules read the request, so the policy and the audit see what is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.delivery import SEND, SIGN, unbound_problem
+from agent.policy import RESOURCE_EXHAUSTED, Refusal
+from agent.send import hosts, orders
+
+if TYPE_CHECKING:
+    from agent.custody.keyring import KeyEntry
+    from agent.exchanges.record import Exchange
+    from agent.policy import KeyPolicy
+    from signing_agent_client.request import UnsignedRequest
+
+
+@dataclass
+class Ticket:
+    rpc: str  # SIGN or SEND: the call being decided
+    # SEND: seconds the exchange asked this key to wait (agent.send.sender.Sender.hold_left)
+    hold: Callable[[str, str], float] = field(default=lambda exchange, label: 0.0, repr=False)
+    # Set by admit() on a Send call, for the sender:
+    exchange: "Exchange | None" = None
+    entry: "KeyEntry | None" = None
+    request: "UnsignedRequest | None" = None
+    base_url: str = ""
+    client_id: str | None = None
+    client_ids: orders.ClientIds | None = field(default=None, repr=False)
+
+    def admit(self, key_policy: "KeyPolicy", exchange: "Exchange", entry: "KeyEntry",
+              request: "UnsignedRequest") -> "UnsignedRequest":
+        """REQUEST as it will be decided and signed; Refusal (rule `delivery`) when this call may not have it."""
+        label = key_policy.label
+        if self.rpc == SIGN:
+            if key_policy.delivery == SEND:
+                raise Refusal("delivery", f"key {label!r} is sent by the agent only (delivery = \"send\"): call Send, "
+                                          "which places the request and returns the exchange's answer")
+            problem = unbound_problem(key_policy, exchange.id, entry.info.key_type)
+            if problem is not None:
+                raise Refusal("delivery", problem)
+            return request
+        if key_policy.delivery == SIGN:
+            raise Refusal("delivery", f"key {label!r} is sign-only (delivery = \"sign\"): call Sign, or ask the "
+                                      "operator for delivery = \"send\" (or \"both\") in its policy")
+        left = self.hold(exchange.id, label)
+        if left > 0:
+            raise Refusal("rate:exchange", f"{exchange.name} answered key {label!r} with a rate limit and asked for "
+                                           f"{left:.1f} s more (Retry-After): wait, then send again", RESOURCE_EXHAUSTED)
+        self.base_url = hosts.base_url(exchange.id, key_policy.send_to, request.path, entry.info.options)
+        rules = orders.for_request(exchange.id, request)
+        if rules is not None:
+            self.client_id = orders.param(request, rules.param)
+            if self.client_id is None:
+                self.client_id = rules.make()
+                request = orders.with_param(request, rules.param, self.client_id).validated()
+            self.client_ids = rules
+        self.exchange, self.entry, self.request = exchange, entry, request
+        return request

@@ -1,0 +1,72 @@
+"""ccxt with one market and placeholder credentials: the requests its private calls build, as the
+agent would get them from the ccxt bridge, nothing being sent.
+
+One home for the call builder the rules tests (tests/unit/test_rules.py) and the adversarial
+parameter tests (tests/adversarial/test_unbound_params.py) both drive: ccxt is the source of truth
+for what an ordinary trading call sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ccxt
+from ccxt.base.decimal_to_precision import TICK_SIZE
+
+from agent.schemes import UnsignedRequest
+from signing_agent_client.ccxt_bridge import bridge_module
+
+
+class _Sent(Exception):
+    """Raised by the captured exchange's fetch: the request was built, nothing leaves the machine."""
+
+
+def ccxt_calls(exchange_id: str, market: dict, options: dict | None = None):
+    """(exchange, calls): a ccxt EXCHANGE_ID with the one MARKET given (id, symbol; type, settle,
+    linear, inverse, contractSize, subType, info and extra fields where they matter) and OPTIONS;
+    `calls(method, *args, **kwargs)` returns the agent requests that ccxt method builds."""
+    bridge = bridge_module(exchange_id)
+    captured: list[UnsignedRequest] = []
+
+    class Captured(getattr(ccxt, exchange_id)):
+        def sign(self, path, api="public", method="GET", params={}):  # noqa: B006 (ccxt's signature)
+            built = super().sign(path, api, method, params)
+            unsigned = bridge.unsign(self, built, api)
+            if unsigned is not None:
+                captured.append(unsigned.request)
+            return built
+
+        def fetch(self, url, method="GET", headers=None, body=None):
+            raise _Sent()
+
+    exchange = Captured({**bridge.PLACEHOLDER, "enableRateLimit": False, "options": options or {}})
+    tick = exchange.precisionMode == TICK_SIZE
+    kind = market.get("type", "spot")
+    symbol = market["symbol"]
+    base, rest = symbol.split("/")
+    quote = rest.split(":")[0]
+    limits = {"min": None, "max": None}
+    exchange.set_markets([{
+        "id": market["id"], "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
+        "settle": market.get("settle"), "settleId": market.get("settle"), "type": kind, "spot": kind == "spot",
+        "margin": False, "swap": kind == "swap", "future": False, "option": False, "contract": kind != "spot",
+        "linear": market.get("linear"), "inverse": market.get("inverse"), "contractSize": market.get("contractSize"),
+        "active": True, "expiry": None, "expiryDatetime": None, "strike": None, "optionType": None,
+        "precision": {"amount": 0.0001 if tick else 4, "price": 0.01 if tick else 2},
+        "limits": {"amount": limits, "price": limits, "cost": limits, "leverage": limits, "market": limits},
+        "taker": 0.001, "maker": 0.001, "subType": market.get("subType"), "lowercaseId": market["id"].lower(),
+        "info": market.get("info", {}), **market.get("extra", {}),
+    }])
+
+    def calls(method: str, *args, **kwargs) -> list[UnsignedRequest]:
+        captured.clear()
+        try:
+            getattr(exchange, method)(*args, **kwargs)
+        except _Sent:
+            pass
+        return list(captured)
+
+    return exchange, calls
+
+
+Calls = Callable[..., list[UnsignedRequest]]

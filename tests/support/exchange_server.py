@@ -1,0 +1,595 @@
+"""A local exchange for tests: an HTTP(S) server on 127.0.0.1 that checks every private request's
+signature the way the exchange would, answers in the exchange's response shape, and records what it
+verified.
+
+    from support.exchange_server import ExchangeServer, binance_spot
+    from support.reference import hmac_credential
+
+    with ExchangeServer() as server:
+        url = server.add(binance_spot(), hmac_credential("binance", api_key, secret))
+        ...                                   # point the bot at URL (instead of https://api.binance.com)
+        assert server.verified("binance")     # every private request it saw, with the verdict
+
+How a signature is checked. The bytes the exchange verifies are the model of
+tests/support/exchange_readers.py (READERS: written from each exchange's documentation), never the
+agent's scheme. The MAC over them is computed by tests/support/reference.py's SoftwareCredential, which holds
+the secret in memory as the exchange does. SIGNATURES says, per exchange, where the request carries its
+signature and which MAC and encoding it is; `verify()` compares the two. So a request verifies here
+only if an independent model of the exchange accepts it.
+
+Families. A `Family` is one exchange as the server plays it: the exchange id (its reader and
+signature), the host the real exchange answers on (`host`: what a TLS certificate names and what a
+send-mode agent would connect to), and its routes: (METHOD, path) -> a `Route` holding the recorded
+response shape (a JSON value, or a function of the `Received` request for answers that echo it) and
+whether the route is private (signature checked). Each family gets its own listening port, so paths of
+two exchanges never clash; `server.url(exchange)` is its base URL. Add a family with a function like
+`binance_spot()` below; add a route with `family.route("GET", "/api/v3/openOrders", [])`.
+
+Failure hooks, for the bot's retry and timeout paths (each applies to the next TIMES matching
+requests, then is gone): `fail(exchange, status, headers=..., body=...)` (a 429 with Retry-After, a
+503...), `delay(exchange, seconds)` (a slow answer), `drop(exchange)` (the request is acted on, an
+order accepted, and the connection closed without an answer: the lost answer a send-mode agent must
+reconcile). Orders are kept by client order id (`Family.orders`), so an order can be looked up by it
+(Binance GET /api/v3/order?origClientOrderId=...) and a test can count what was placed. A request
+with a bad signature gets the family's `unauthorized` answer (its status and body as the exchange documents it).
+
+Coinbase CDP keys' JWTs are checked with the key's public half (`_verify_jwt`). Not checked (yet):
+passphrase headers (OKX, KuCoin, Bitget), the freshness of timestamps and receive windows, and nonces growing per key.
+
+TLS: `ExchangeServer(tls=TestCA(tmp_path))` serves HTTPS with a certificate for each family's host
+and 127.0.0.1, signed by a throw-away CA whose certificate is `TestCA.ca_file`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from support.exchange_readers import READERS, Http
+from support.reference import SoftwareCredential
+
+# -- where each exchange reads the signature, and how it computes it -------------------------------
+
+
+def _param(name: str) -> Callable[[Http], str | None]:
+    """The value of the one NAME= segment of the query or the form body (as sent, not decoded)."""
+
+    def read(http: Http) -> str | None:
+        found = [seg[len(name) + 1:] for text in (http.query, http.body) for seg in text.split("&")
+                 if seg.startswith(name + "=")]
+        return found[0] if len(found) == 1 else None
+
+    return read
+
+
+def _header(name: str) -> Callable[[Http], str | None]:
+    return lambda http: http.header(name) or None
+
+
+def _deribit_sig(http: Http) -> str | None:
+    scheme, _, fields = http.header("Authorization").partition(" ")
+    values = dict(part.split("=", 1) for part in fields.split(",") if "=" in part)
+    return values.get("sig") if scheme == "deri-hmac-sha256" else None
+
+
+def _percent_decoded(read: Callable[[Http], str | None]) -> Callable[[Http], str | None]:
+    return lambda http: None if read(http) is None else unquote(read(http))
+
+
+def _cryptocom_sig(http: Http) -> str | None:
+    try:
+        return json.loads(http.body).get("sig")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _cryptocom_message(http: Http) -> bytes | None:
+    """method + id + api_key + paramString + nonce, paramString as Crypto.com documents it (param_text of
+    test_cryptocom_paramstring.py, written from its samples)."""
+    from adversarial.test_cryptocom_paramstring import param_text
+
+    try:
+        body = json.loads(http.body, parse_float=Decimal)
+        return (f"{body['method']}{body['id']}{body['api_key']}{param_text(body.get('params') or {})}"
+                f"{body['nonce']}").encode()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Where an exchange reads the signature (READ), the HMAC's hash, and how the MAC is written.
+    MESSAGE: the signed bytes, where the exchange's reader does not give them (Crypto.com's reader
+    reads the body back; the paramString prehash is built here from the documented paramString)."""
+
+    read: Callable[[Http], str | None]
+    hash_name: str
+    encoding: str  # "hex" (compared case-insensitively) or "base64"
+    message: Callable[[Http], bytes | None] | None = None
+
+
+_BINANCE = Signature(_param("signature"), "sha256", "hex")
+SIGNATURES: dict[str, Signature] = {
+    "binance": _BINANCE, "binanceusdm": _BINANCE, "binanceus": _BINANCE, "binancetr": _BINANCE,
+    "okx": Signature(_header("OK-ACCESS-SIGN"), "sha256", "base64"),
+    "kucoin": Signature(_header("KC-API-SIGN"), "sha256", "base64"),
+    "kucoinfutures": Signature(_header("KC-API-SIGN"), "sha256", "base64"),
+    "bitget": Signature(_header("ACCESS-SIGN"), "sha256", "base64"),
+    "bybit": Signature(_header("X-BAPI-SIGN"), "sha256", "hex"),
+    "gate": Signature(_header("SIGN"), "sha512", "hex"),
+    "htx": Signature(_percent_decoded(_param("Signature")), "sha256", "base64"),
+    "kraken": Signature(_header("API-Sign"), "sha512", "base64"),
+    "bitfinex": Signature(_header("bfx-signature"), "sha384", "hex"),
+    "gemini": Signature(_header("X-GEMINI-SIGNATURE"), "sha384", "hex"),
+    "bitstamp": Signature(_header("X-Auth-Signature"), "sha256", "hex"),
+    "deribit": Signature(_deribit_sig, "sha256", "hex"),
+    "coinbase": Signature(_header("CB-ACCESS-SIGN"), "sha256", "hex"),  # legacy HMAC keys (CDP JWTs: _verify_jwt)
+    "cryptocom": Signature(_cryptocom_sig, "sha256", "hex", _cryptocom_message),
+}
+# MEXC signs spot like Binance (the `signature` parameter) and futures in a header; its reader tells them apart.
+_MEXC_CONTRACT = Signature(_header("Signature"), "sha256", "hex")
+
+
+def _signature_of(exchange: str, http: Http) -> Signature | None:
+    if exchange == "mexc":
+        return _MEXC_CONTRACT if http.header("Request-Time") else _BINANCE
+    return SIGNATURES.get(exchange)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    why: str  # what was checked, or why it failed (never the secret, never the expected MAC)
+
+
+def _verify_jwt(http: Http, credential: SoftwareCredential, now: float) -> Verdict:
+    """A Coinbase CDP key's JWT, as Coinbase checks it: the signature under the registered public key,
+    the key id, the lifetime, and the one thing it binds, `METHOD host path` (the reader's model)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    parts = http.header("Authorization")[len("Bearer "):].split(".")
+    if len(parts) != 3:
+        return Verdict(False, "the bearer token is not a JWT")
+
+    def b64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    header, claims, signature = json.loads(b64(parts[0])), json.loads(b64(parts[1])), b64(parts[2])
+    public = credential.private_key.public_key()
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, f"{parts[0]}.{parts[1]}".encode())
+        else:
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            public.verify(der, f"{parts[0]}.{parts[1]}".encode(), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return Verdict(False, "the JWT's signature does not verify under the key's public key")
+    if header.get("kid") != credential.api_key or claims.get("sub") != credential.api_key:
+        return Verdict(False, "the JWT names another key")
+    if not claims.get("nbf", 0) - 5 <= now <= claims.get("exp", 0):
+        return Verdict(False, "the JWT is not valid now")
+    if READERS["coinbase"].verified(http) is None:
+        return Verdict(False, "the JWT's uri is not this request's METHOD host path")
+    return Verdict(True, "JWT signature, key id, lifetime and uri match (the body and query are not covered)")
+
+
+def verify(exchange: str, http: Http, credential: SoftwareCredential) -> Verdict:
+    """Does HTTP carry a valid signature for CREDENTIAL, as EXCHANGE verifies it?"""
+    if exchange == "coinbase" and http.header("Authorization").startswith("Bearer "):
+        return _verify_jwt(http, credential, time.time())
+    signature = _signature_of(exchange, http)
+    reader = READERS.get(exchange)
+    if signature is None or reader is None:
+        return Verdict(False, f"{exchange}: signature check not modelled")
+    sent = signature.read(http)
+    if not sent:
+        return Verdict(False, "no signature where the exchange reads it")
+    message = signature.message(http) if signature.message else reader.verified(http)
+    if message is None:
+        return Verdict(False, "the exchange cannot rebuild the signed bytes from this request")
+    mac = credential.mac(message, signature.hash_name)
+    if signature.encoding == "hex":
+        ok = hmac.compare_digest(sent.lower(), mac.hex())
+    else:
+        ok = hmac.compare_digest(sent, base64.b64encode(mac).decode())
+    return Verdict(ok, f"{signature.hash_name} HMAC over {len(message)} bytes " + ("matches" if ok else "differs"))
+
+
+# -- families: routes and response shapes ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server received it, and what it made of it."""
+
+    exchange: str
+    http: Http
+    private: bool
+    verdict: Verdict | None  # None for a public route
+    status: int
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query and form-body parameters (the last of a repeated name), decoded."""
+        pairs = parse_qsl(self.http.query, keep_blank_values=True)
+        if self.http.body and not self.http.body.lstrip().startswith(("{", "[")):
+            pairs += parse_qsl(self.http.body, keep_blank_values=True)
+        return dict(pairs)
+
+
+Answer = Any  # a JSON value, or a function of the Received request returning one (or a Reply)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer whose status is not the route's (a lookup that finds no such order)."""
+
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class Route:
+    response: Answer
+    private: bool = True
+    status: int = 200
+
+
+@dataclass
+class Family:
+    """One exchange as the server plays it (see the module docstring)."""
+
+    exchange: str
+    host: str
+    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+    # The exchange's answer to a request whose signature does not verify: (status, body).
+    unauthorized: tuple[int, Any] = (401, {"error": "invalid signature"})
+    not_found: tuple[int, Any] = (404, {"error": "no such endpoint"})
+    # Orders accepted, by client order id (in the order they came): lookups read it, tests count it.
+    orders: dict[str, dict] = field(default_factory=dict)
+
+    def route(self, method: str, path: str, response: Answer, *, private: bool = True, status: int = 200) -> "Family":
+        self.routes[(method, path)] = Route(response, private, status)
+        return self
+
+
+def binance_spot() -> Family:
+    """Binance spot (also what ccxt's load_markets, fetch_balance and create_order call), with response
+    shapes as Binance's REST documentation (spot, /api/v3) shows them. Orders are kept by
+    newClientOrderId, and GET /api/v3/order finds one by origClientOrderId (-2013 when there is none)."""
+    btcusdt = {
+        "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
+        "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True, "ocoAllowed": True, "isSpotTradingAllowed": True, "isMarginTradingAllowed": True,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000.00", "tickSize": "0.01"},
+            {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000.00", "stepSize": "0.00001"},
+            {"filterType": "NOTIONAL", "minNotional": "5.00", "applyMinToMarket": True,
+             "maxNotional": "9000000.00", "applyMaxToMarket": False, "avgPriceMins": 5},
+        ],
+        "permissions": [], "permissionSets": [["SPOT"]],
+    }
+
+    def order(req: Received) -> dict:
+        p = req.params
+        placed = {"symbol": p.get("symbol"), "orderId": 28, "orderListId": -1,
+                  "clientOrderId": p.get("newClientOrderId", "x-local-1"), "transactTime": int(p["timestamp"]),
+                  "price": p.get("price", "0"), "origQty": p.get("quantity", "0"), "executedQty": "0",
+                  "cummulativeQuoteQty": "0", "status": "NEW", "timeInForce": p.get("timeInForce", "GTC"),
+                  "type": p.get("type"), "side": p.get("side"), "workingTime": int(p["timestamp"]), "fills": [],
+                  "selfTradePreventionMode": "NONE"}
+        if req.status == 200:
+            family.orders[placed["clientOrderId"]] = placed
+        return placed
+
+    def lookup(req: Received) -> Any:
+        found = family.orders.get(req.params.get("origClientOrderId", ""))
+        return found if found is not None else Reply(400, {"code": -2013, "msg": "Order does not exist."})
+
+    account = {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
+               "canDeposit": True, "accountType": "SPOT", "permissions": ["SPOT"],
+               "balances": [{"asset": "BTC", "free": "0.50000000", "locked": "0.00000000"},
+                            {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"}]}
+    family = (Family("binance", "api.binance.com",
+                     unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
+                     not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
+              .route("GET", "/api/v3/exchangeInfo", lambda _: {"timezone": "UTC", "serverTime": int(time.time() * 1000),
+                                                               "rateLimits": [], "symbols": [btcusdt]}, private=False)
+              .route("GET", "/api/v3/account", account)
+              .route("POST", "/api/v3/order", order)
+              .route("GET", "/api/v3/order", lookup)
+              .route("GET", "/api/v3/openOrders", []))
+    return family
+
+
+def htx_spot() -> Family:
+    """HTX spot (api.huobi.pro), with the response shapes of HTX's spot REST documentation. The body of
+    an order is read as JSON, as HTX reads it: the signature (in the query) does not cover it."""
+
+    def place(req: Received) -> dict:
+        body = json.loads(req.http.body or "{}")
+        order_id = str(1000 + len(family.orders))
+        if req.status == 200:
+            family.orders[body.get("client-order-id") or order_id] = {**body, "id": order_id}
+        return {"status": "ok", "data": order_id}
+
+    def lookup(req: Received) -> dict:
+        found = family.orders.get(req.params.get("clientOrderId", ""))
+        if found is None:
+            return {"status": "error", "err-code": "base-record-invalid", "err-msg": "record invalid", "data": None}
+        return {"status": "ok", "data": {"id": int(found["id"]), "symbol": found.get("symbol"),
+                                         "account-id": int(found.get("account-id", 0)), "amount": found.get("amount"),
+                                         "price": found.get("price"), "type": found.get("type"),
+                                         "client-order-id": found.get("client-order-id"), "state": "submitted",
+                                         "created-at": int(time.time() * 1000), "field-amount": "0.0",
+                                         "field-cash-amount": "0.0", "field-fees": "0.0", "source": "spot-api"}}
+
+    family = (Family("htx", "api.huobi.pro",
+                     unauthorized=(200, {"status": "error", "err-code": "api-signature-not-valid",
+                                         "err-msg": "Signature not valid: Incorrect Access key [Access key错误]",
+                                         "data": None}),
+                     not_found=(404, {"status": "error", "err-code": "invalid-parameter"}))
+              .route("GET", "/v1/account/accounts", {"status": "ok", "data": [
+                  {"id": 10000001, "type": "spot", "subtype": "", "state": "working"}]})
+              .route("POST", "/v1/order/orders/place", place)
+              .route("GET", "/v1/order/orders/getClientOrder", lookup))
+    return family
+
+
+def coinbase_advanced() -> Family:
+    """Coinbase Advanced Trade (api.coinbase.com), CDP keys: a JWT per request (see _verify_jwt). The
+    body is read as JSON, as Coinbase reads it: the JWT does not cover it."""
+
+    def create(req: Received) -> dict:
+        body = json.loads(req.http.body or "{}")
+        order_id = f"11111111-0000-0000-0000-{len(family.orders):012d}"
+        if req.status == 200:
+            family.orders[body.get("client_order_id", order_id)] = {**body, "order_id": order_id}
+        return {"success": True, "success_response": {
+            "order_id": order_id, "product_id": body.get("product_id"), "side": body.get("side"),
+            "client_order_id": body.get("client_order_id")}, "order_configuration": body.get("order_configuration")}
+
+    family = (Family("coinbase", "api.coinbase.com",
+                     unauthorized=(401, {"error": "unauthorized", "message": "Unauthorized"}),
+                     not_found=(404, {"error": "NOT_FOUND", "message": "Not Found"}))
+              .route("GET", "/api/v3/brokerage/accounts", {"accounts": [], "has_next": False, "cursor": "",
+                                                          "size": 0})
+              .route("POST", "/api/v3/brokerage/orders", create))
+    return family
+
+
+# -- TLS ---------------------------------------------------------------------------------------------
+
+
+class TestCA:
+    """A throw-away certificate authority in DIRECTORY: `ca_file` for the client, `context(hosts)` for the server."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._x509, self._hashes, self._ser, self._ec, self._oid = x509, hashes, serialization, ec, NameOID
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signing-agent test exchange CA")])
+        self._name = name
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                      .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                      .not_valid_before(now - datetime.timedelta(minutes=5))
+                      .not_valid_after(now + datetime.timedelta(days=1))
+                      .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                      .sign(self._key, hashes.SHA256()))
+        self.ca_file = directory / "exchange-ca.pem"
+        self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+
+    def context(self, host: str) -> ssl.SSLContext:
+        """A server context with a certificate for HOST and 127.0.0.1, signed by this CA."""
+        x509, ser = self._x509, self._ser
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(self._oid.COMMON_NAME, host)]))
+                .issuer_name(self._name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host),
+                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                               critical=False)
+                .sign(self._key, self._hashes.SHA256()))
+        chain, key_file = self.directory / f"{host}.pem", self.directory / f"{host}.key"
+        chain.write_bytes(cert.public_bytes(ser.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
+        key_file.chmod(0o600)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(chain, key_file)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+# -- the server --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Fault:
+    exchange: str | None  # None: any family
+    times: int
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    delay: float = 0.0
+    drop: bool = False  # act on the request, then close the connection without answering
+
+
+class ExchangeServer:
+    """One listening port per family on 127.0.0.1 (HTTPS with TLS=TestCA); see the module docstring."""
+
+    def __init__(self, *, tls: TestCA | None = None) -> None:
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._families: dict[str, tuple[Family, SoftwareCredential, ThreadingHTTPServer]] = {}
+        self._faults: list[_Fault] = []
+        self.log: list[Received] = []
+
+    # -- set-up
+
+    def add(self, family: Family, credential: SoftwareCredential) -> str:
+        """Serve FAMILY, checking private requests against CREDENTIAL (the key the exchange issued).
+        Returns its base URL."""
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(family.exchange))
+        server.daemon_threads = True
+        if self._tls is not None:
+            server.socket = self._tls.context(family.host).wrap_socket(server.socket, server_side=True)
+        self._families[family.exchange] = (family, credential, server)
+        threading.Thread(target=server.serve_forever, name=f"exchange-{family.exchange}", daemon=True).start()
+        return self.url(family.exchange)
+
+    def url(self, exchange: str) -> str:
+        port = self._families[exchange][2].server_address[1]
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
+
+    def credential(self, exchange: str) -> SoftwareCredential:
+        """The key FAMILY's requests are checked against (to check a request that was never sent)."""
+        return self._families[exchange][1]
+
+    def close(self) -> None:
+        for _, _, server in self._families.values():
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> "ExchangeServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- failure hooks
+
+    def fail(self, exchange: str | None, status: int, *, headers: dict[str, str] | None = None, body: Any = None,
+             times: int = 1) -> None:
+        """Answer the next TIMES requests to EXCHANGE (None: any) with STATUS, HEADERS and BODY, unchecked."""
+        with self._lock:
+            self._faults.append(_Fault(exchange, times, status, dict(headers or {}), body))
+
+    def delay(self, exchange: str | None, seconds: float, *, times: int = 1) -> None:
+        """Hold the next TIMES answers to EXCHANGE (None: any) for SECONDS before answering as usual."""
+        with self._lock:
+            self._faults.append(_Fault(exchange, times, delay=seconds))
+
+    def drop(self, exchange: str | None, *, times: int = 1) -> None:
+        """Act on the next TIMES requests to EXCHANGE (None: any) as usual (an order is accepted and
+        kept), then close the connection without sending the answer."""
+        with self._lock:
+            self._faults.append(_Fault(exchange, times, drop=True))
+
+    # -- what it saw
+
+    def received(self, exchange: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.log if exchange is None or r.exchange == exchange]
+
+    def verified(self, exchange: str | None = None) -> list[Received]:
+        """The private requests whose signature verified."""
+        return [r for r in self.received(exchange) if r.private and r.verdict is not None and r.verdict.ok]
+
+    def rejected(self, exchange: str | None = None) -> list[Received]:
+        """The private requests whose signature did not verify (answered with the family's `unauthorized`)."""
+        return [r for r in self.received(exchange) if r.private and r.verdict is not None and not r.verdict.ok]
+
+    # -- answering
+
+    def _take_fault(self, exchange: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.exchange in (None, exchange):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _answer(self, exchange: str, http: Http) -> tuple[int, dict[str, str], Any, bool]:
+        family, credential, _ = self._families[exchange]
+        fault = self._take_fault(exchange)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        route = family.routes.get((http.method, http.path))
+        verdict = verify(exchange, http, credential) if route is not None and route.private else None
+        private = route is not None and route.private
+        if fault is not None and fault.status is not None:
+            status, headers, body = fault.status, fault.headers, fault.body
+        elif route is None:
+            (status, body), headers = family.not_found, {}
+        elif verdict is not None and not verdict.ok:
+            (status, body), headers = family.unauthorized, {}
+        else:
+            status, headers, body = route.status, {}, route.response
+        received = Received(exchange, http, private, verdict, status)
+        if callable(body):  # an answer that echoes the request (an order's id, symbol, side...)
+            body = body(received)
+        if isinstance(body, Reply):
+            status, body = body.status, body.body
+            received = replace(received, status=status)
+        with self._lock:
+            self.log.append(received)
+        return status, headers, body, fault is not None and fault.drop
+
+    def _handler(self, exchange: str) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+                path, _, query = self.path.partition("?")
+                http = Http(self.command, path, query, body, tuple(self.headers.items()))
+                status, headers, answer, drop = owner._answer(exchange, http)
+                if drop:  # acted on; the answer is lost with the connection
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html" if isinstance(answer, bytes) else "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (ConnectionError, ssl.SSLError):  # the client gave up waiting (a delay hook): as it may
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the log is `owner.log`
+                pass
+
+        return Handler

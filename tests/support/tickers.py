@@ -1,0 +1,74 @@
+"""Exchanges' public tickers on the local exchange (tests/support/exchange_server.py), in their recorded shapes.
+
+Each market answers its ticker endpoint with the shape recorded in tests/vectors/tickers/<market>.json
+(from the exchange's documentation), with the symbol, last price and 24 h quote volume a test sets:
+
+    tickers = Tickers(server, "binance", "kucoin")
+    tickers.set("binance", "BTCUSDT", price="50000", quote_volume="900000000")
+    config extra: tickers.config()     # [market.urls] pointing each market at the local server
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from support.exchange_server import ExchangeServer, Family, Received
+from support.reference import SoftwareCredential
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "tickers"
+
+
+def recorded(market: str) -> dict[str, Any]:
+    return json.loads((VECTORS / f"{market}.json").read_text())
+
+
+def _fill(market: str, shape: Any, symbol: str, price: str, volume: str) -> Any:
+    """The recorded answer with SYMBOL, PRICE and VOLUME (quote currency) where the exchange puts them."""
+    answer = copy.deepcopy(shape)
+    if market in ("binance", "binanceusdm", "binanceus"):
+        answer.update(symbol=symbol, lastPrice=price, quoteVolume=volume)
+    elif market == "kucoin":
+        answer["data"].update(symbol=symbol, last=price, volValue=volume)
+    elif market == "okx":
+        answer["data"][0].update(instId=symbol, last=price, volCcy24h=volume)
+    elif market == "gate":
+        answer[0].update(currency_pair=symbol, last=price, quote_volume=volume)
+    else:
+        raise KeyError(market)
+    return answer
+
+
+class Tickers:
+    def __init__(self, server: ExchangeServer, *markets: str) -> None:
+        self.server = server
+        self.quotes: dict[tuple[str, str], tuple[str, str]] = {}
+        self.asked: list[tuple[str, str]] = []  # (market, symbol) of every ticker request, in order
+        self.markets = markets
+        for market in markets:
+            vector = recorded(market)
+            request = vector["request"]
+            family = Family(market, f"{market}.invalid").route(
+                request["method"], request["path"], self._answer(market, vector["response"], request["symbol_param"]),
+                private=False)
+            # Public routes only: no signature is ever checked against this credential.
+            server.add(family, SoftwareCredential(api_key="public"))
+
+    def _answer(self, market: str, shape: Any, param: str):
+        def answer(received: Received) -> Any:
+            symbol = received.params.get(param, "")
+            self.asked.append((market, symbol))
+            quote = self.quotes.get((market, symbol))
+            if quote is None:  # the exchanges answer an unknown symbol with an error body
+                return {"code": -1121, "msg": "Invalid symbol."}
+            return _fill(market, shape, symbol, *quote)
+        return answer
+
+    def set(self, market: str, symbol: str, *, price: str, quote_volume: str) -> None:
+        self.quotes[(market, symbol)] = (price, quote_volume)
+
+    def config(self, *, ttl_ms: int = 200, stale_ms: int = 1500) -> str:
+        urls = "".join(f'{market} = "{self.server.url(market)}"\n' for market in self.markets)
+        return f"[market]\nttl_ms = {ttl_ms}\nstale_ms = {stale_ms}\ntimeout_ms = 500\n[market.urls]\n{urls}"

@@ -1,0 +1,114 @@
+"""Tickers (agent.market): each exchange's recorded ticker shape read by its parser, the cache, the
+staleness bound, and the failures, against the local exchange server (never the internet)."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from agent.market import SOURCES, Market, MarketSettings, NoTicker, market_for
+from agent.market.sources import TickerFormatError
+from support.exchange_server import ExchangeServer
+from support.tickers import Tickers, recorded
+
+
+@pytest.mark.parametrize("market", sorted(SOURCES))
+def test_each_recorded_ticker_shape_reads_as_documented(market: str):
+    vector = recorded(market)
+    source = SOURCES[market]
+    assert (vector["request"]["path"], vector["request"]["symbol_param"]) == (source.path, source.symbol_param)
+    symbol = {"binance": "BNBBTC", "binanceus": "BNBBTC", "binanceusdm": "BTCUSDT", "kucoin": "BTC-USDT",
+              "okx": "BTC-USDT", "gate": "BTC_USDT"}[market]
+    price, volume = source.parse(vector["response"], symbol)
+    assert (price, volume) == (Decimal(vector["price"]), Decimal(vector["quote_volume_24h"]))
+    with pytest.raises(TickerFormatError):  # an answer about another symbol is never used
+        source.parse(vector["response"], "OTHERUSDT")
+    with pytest.raises(TickerFormatError):
+        source.parse({"code": -1121, "msg": "Invalid symbol."}, symbol)
+
+
+def test_okx_derivative_volume_is_converted_to_the_quote_currency():
+    answer = json.loads(json.dumps(recorded("okx")["response"]))
+    answer["data"][0].update(instType="SWAP", instId="BTC-USDT-SWAP", last="50000", volCcy24h="10")
+    assert SOURCES["okx"].parse(answer, "BTC-USDT-SWAP") == (Decimal(50000), Decimal(500000))
+
+
+@pytest.mark.parametrize("exchange, path, market", [
+    ("binance", "/api/v3/order", "binance"), ("binance", "/fapi/v1/order", "binanceusdm"),
+    ("binance", "/dapi/v1/order", None), ("binanceusdm", "/fapi/v1/order", "binanceusdm"),
+    ("kucoin", "/api/v1/hf/orders", "kucoin"), ("kucoinfutures", "/api/v1/orders", None),
+    ("gate", "/api/v4/spot/orders", "gate"), ("gate", "/api/v4/futures/usdt/orders", None), ("kraken", "/0/private/addorder", None),
+])
+def test_each_order_is_checked_against_the_market_it_goes_to(exchange, path, market):
+    assert market_for(exchange, path) == market
+
+
+@pytest.fixture
+def local():
+    with ExchangeServer() as server:
+        tickers = Tickers(server, "binance", "kucoin")
+        yield server, tickers
+
+
+def settings(server: ExchangeServer, **kw) -> MarketSettings:
+    return MarketSettings(urls={m: server.url(m) for m in ("binance", "kucoin")}, **kw)
+
+
+def test_a_ticker_is_cached_for_its_ttl_then_fetched_again(local):
+    server, tickers = local
+    tickers.set("binance", "BTCUSDT", price="50000", quote_volume="123456789.5")
+    now = [100.0]
+    market = Market(settings(server, ttl=1.0, stale=5.0), clock=lambda: now[0])
+    first = market.ticker("binance", "BTCUSDT")
+    assert (first.price, first.quote_volume_24h) == (Decimal(50000), Decimal("123456789.5"))
+    tickers.set("binance", "BTCUSDT", price="51000", quote_volume="1")
+    now[0] += 0.9
+    assert market.ticker("binance", "BTCUSDT").price == 50000  # cached: no request
+    assert tickers.asked == [("binance", "BTCUSDT")]
+    now[0] += 0.2
+    assert market.ticker("binance", "BTCUSDT").price == 51000
+    assert len(tickers.asked) == 2
+
+
+def test_a_dark_market_is_used_until_stale_then_refused_and_alerted(local):
+    server, tickers = local
+    tickers.set("kucoin", "BTC-USDT", price="50000", quote_volume="5000000")
+    now = [100.0]
+    stale: list[tuple[str, str, str]] = []
+    market = Market(settings(server, ttl=1.0, stale=5.0), clock=lambda: now[0],
+                    on_stale=lambda *args: stale.append(args))
+    assert market.ticker("kucoin", "BTC-USDT").price == 50000
+    server.fail("kucoin", 503, body={"code": "503000", "msg": "Service unavailable"}, times=100)
+    now[0] += 4.0  # past the ttl, within the staleness bound: the last ticker still serves
+    assert market.ticker("kucoin", "BTC-USDT").price == 50000 and not stale
+    now[0] += 1.5
+    with pytest.raises(NoTicker, match=r"no fresh kucoin ticker for BTC-USDT \(last fetched 5.5 s ago; HTTP 503\)"):
+        market.ticker("kucoin", "BTC-USDT")
+    assert stale == [("kucoin", "BTC-USDT", "HTTP 503")]
+
+
+def test_unknown_symbols_slow_and_unreachable_markets_are_refused(local):
+    server, tickers = local
+    market = Market(settings(server, timeout=0.3))
+    with pytest.raises(NoTicker, match="never fetched; unexpected answer: the ticker names another symbol"):
+        market.ticker("binance", "NOSUCHUSDT")
+    tickers.set("binance", "ETHUSDT", price="3000", quote_volume="1")
+    server.delay("binance", 1.0)
+    started = time.monotonic()
+    with pytest.raises(NoTicker, match="unreachable"):
+        market.ticker("binance", "ETHUSDT")
+    assert time.monotonic() - started < 0.9  # the timeout, not the exchange, bounds the wait
+    closed = Market(MarketSettings(urls={"binance": "http://127.0.0.1:9"}))
+    with pytest.raises(NoTicker, match="unreachable"):
+        closed.ticker("binance", "ETHUSDT")
+
+
+def test_a_symbol_is_sent_encoded_never_as_url_syntax(local):
+    server, tickers = local
+    market = Market(settings(server))
+    with pytest.raises(NoTicker):
+        market.ticker("binance", "BTCUSDT&symbol=ETHUSDT")
+    assert tickers.asked[-1] == ("binance", "BTCUSDT&symbol=ETHUSDT")

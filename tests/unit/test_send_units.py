@@ -1,0 +1,277 @@
+"""Send mode's parts on their own: delivery in the policy, the host registry, client order ids, the
+transport's TLS and failure kinds (against the local exchange), the audit summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.delivery import UNBOUND, check_policy
+from agent.exchanges import EXCHANGES
+from agent.policy import PolicyError, parse_policy
+from agent.policy_templates import default_policy
+from agent.send import hosts, orders
+from agent.send.sender import summary
+from agent.send.transport import Answer, SendFailure, SendSettings, Transport
+from support.exchange_server import ExchangeServer, TestCA, binance_spot
+from support.reference import hmac_credential
+from signing_agent_client.request import RawBody, UnsignedRequest
+
+RESTRICTED = 'symbols = ["btcusdt"]\nmax_order = { btcusdt = "0.01" }\n'
+
+
+def _policy(table: str) -> bytes:
+    return f'[keys.k]\nendpoints = ["* /**"]\n{table}'.encode()
+
+
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
+def test_every_template_sends_and_is_accepted_for_its_exchange(exchange: str):
+    policy = parse_policy(default_policy(exchange, "k", bot="b").encode())
+    assert policy.keys["k"].delivery == "send" and policy.keys["k"].send_to == "production"
+    key_type = EXCHANGES[exchange].key_types[0]
+    assert check_policy(policy, [("k", exchange, key_type)]) == []
+
+
+@pytest.mark.parametrize("delivery", ['delivery = "sign"\n', 'delivery = "both"\n', ""])
+@pytest.mark.parametrize("exchange,key_type", [("htx", "hmac"), ("htx", "ed25519"), ("coinbase", "ec-p256"),
+                                               ("coinbase", "ed25519")])
+def test_signatures_over_an_unbound_body_are_refused_with_restrictions(delivery, exchange, key_type):
+    policy = parse_policy(_policy(RESTRICTED + delivery))
+    [problem] = check_policy(policy, [("k", exchange, key_type)])
+    assert f"({exchange}, {key_type})" in problem and 'delivery = "send"' in problem
+    assert "POST body" in problem if exchange == "htx" else "JWT" in problem
+    # Without restrictions, or sent by the agent, or a key type whose signature covers the body: accepted.
+    assert check_policy(parse_policy(_policy(delivery)), [("k", exchange, key_type)]) == []
+    assert check_policy(parse_policy(_policy(RESTRICTED + 'delivery = "send"\n')), [("k", exchange, key_type)]) == []
+    assert check_policy(policy, [("k", "coinbase", "hmac"), ("k", "binance", "hmac")]) == []
+
+
+def test_a_key_under_the_default_table_and_an_unknown_key_type_are_checked_too():
+    policy = parse_policy(b'[keys."*"]\nendpoints = ["* /**"]\n' + RESTRICTED.encode())
+    [problem] = check_policy(policy, [("any", "htx", "hmac")])
+    assert '[keys."*"]' in problem
+    [problem] = check_policy(parse_policy(_policy(RESTRICTED)), [("k", "coinbase", "")])
+    assert "key type unknown" in problem
+
+
+def test_unbound_names_only_registered_exchanges():
+    assert set(UNBOUND) <= set(EXCHANGES)
+
+
+@pytest.mark.parametrize("value,error", [
+    ("http://127.0.0.1:8443", "https"), ("https://", "host"), ("https://u:p@host", "user"),
+    ("https://host/api", "no path"), ("https://host:99999", "port"), ("https://host?x=1", "no path"),
+])
+def test_send_to_is_a_registry_name_or_a_plain_https_base_url(value: str, error: str):
+    with pytest.raises(PolicyError, match=f"send_to must be.*{error}"):
+        parse_policy(_policy(f'send_to = "{value}"\n'))
+    assert parse_policy(_policy('send_to = "https://Exchange.Test:8443/"\n')).keys["k"].send_to == \
+        "https://exchange.test:8443"
+
+
+def test_every_exchange_has_a_production_host_and_htx_follows_the_path_and_the_key_options():
+    for exchange in EXCHANGES:
+        if exchange == "binancetr":  # no verified host: an operator's base URL only
+            with pytest.raises(hosts.NoHost, match="base URL"):
+                hosts.base_url(exchange, "production", "/api/v3/order", {})
+            continue
+        path = "/v1/order/orders/place" if exchange == "htx" else "/api/v3/order"
+        assert hosts.base_url(exchange, "production", path, {}).startswith("https://")
+    assert hosts.base_url("htx", "production", "/swap-api/v1/swap_order", {"contract_host": "api.hbdm.com"}) == \
+        "https://api.hbdm.com"
+    assert hosts.base_url("binanceusdm", "production", "/fapi/v1/order", {}) == "https://fapi.binance.com"
+    assert hosts.base_url("binance", "testnet", "/api/v3/order", {}) == "https://testnet.binance.vision"
+    with pytest.raises(hosts.NoHost, match="kraken has no testnet"):
+        hosts.base_url("kraken", "testnet", "/0/private/AddOrder", {})
+    assert hosts.base_url("kraken", "https://127.0.0.1:9", "/0/private/AddOrder", {}) == "https://127.0.0.1:9"
+
+
+def test_a_client_order_id_is_added_without_touching_the_bots_bytes():
+    raw = UnsignedRequest("POST", "/api/v5/trade/order", body=RawBody('{"instId": "BTC-USDT",  "sz": 1.10}'))
+    added = orders.with_param(raw, "clOrdId", "sa1")
+    assert added.body.text == '{"instId": "BTC-USDT",  "sz": 1.10,"clOrdId":"sa1"}'
+    assert orders.param(added, "clOrdId") == "sa1" and orders.param(raw, "clOrdId") is None
+    form = orders.with_param(UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),)), "n", "v")
+    assert form.body == (("symbol", "BTCUSDT"), ("n", "v"))
+    made = {orders.REGISTRY["binance"].make() for _ in range(100)}
+    assert len(made) == 100 and all(len(m) == 32 and m.isalnum() for m in made)
+    assert orders.for_request("binance", UnsignedRequest("POST", "/api/v3/order")) is not None
+    assert orders.for_request("binance", UnsignedRequest("DELETE", "/api/v3/order")) is None
+    assert orders.for_request("htx", UnsignedRequest("POST", "/v1/order/orders/place")) is not None
+    assert orders.for_request("coinbase", UnsignedRequest("POST", "/api/v3/brokerage/orders")) is None
+
+
+def test_lookup_answers_are_read_conservatively():
+    state = orders.REGISTRY["binance"].state
+    assert state(200, b'{"orderId": 1}') == orders.FOUND
+    assert state(400, b'{"code": -2013, "msg": "Order does not exist."}') == orders.ABSENT
+    assert state(400, b'{"code": -1021, "msg": "Timestamp outside recvWindow"}') == orders.UNKNOWN
+    assert state(502, b"<html>") == orders.UNKNOWN
+
+
+def test_tls_is_verified_and_failures_say_whether_the_request_went_out(tmp_path):
+    ca = TestCA(tmp_path)
+    with ExchangeServer(tls=ca) as server:
+        url = server.add(binance_spot(), hmac_credential("binance", "k", "s" * 64))
+        trusted = Transport(SendSettings(ca_file=ca.ca_file, read_timeout_s=0.5, total_timeout_s=2))
+        answer = trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert answer.status == 200 and json.loads(answer.body)["symbols"][0]["symbol"] == "BTCUSDT"
+        assert not {n.lower() for n, _ in answer.headers} & {"connection", "keep-alive", "transfer-encoding"}
+        with pytest.raises(SendFailure) as failed:  # the system store does not know the test CA
+            Transport(SendSettings()).request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert failed.value.kind == "tls" and failed.value.sent is False
+        server.delay("binance", 1.5)
+        with pytest.raises(SendFailure) as failed:
+            trusted.request("POST", url + "/api/v3/order?signature=abc", (), b"")
+        assert failed.value.kind == "timeout" and failed.value.sent is True
+        assert "signature" not in str(failed.value)  # the query (a signature, on HTX) is never shown
+        server.drop("binance")
+        with pytest.raises(SendFailure) as failed:
+            trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+        assert failed.value.kind == "lost" and failed.value.sent is True
+        trusted.close()
+    with pytest.raises(SendFailure) as failed:
+        trusted.request("GET", url + "/api/v3/exchangeInfo", (), b"")
+    assert failed.value.kind == "unreachable" and failed.value.sent is False
+
+
+def test_the_audit_summary_keeps_ids_and_codes_only():
+    body = json.dumps({"code": "0", "data": [{"ordId": "123", "clOrdId": "c", "sCode": "0", "apiKey": "x"}]})
+    assert summary(Answer(200, (), body.encode(), 1.0)) == {"order_id": "123", "exchange_code": "0"}
+    assert summary(Answer(400, (), b'{"code": -2013, "msg": "Order does not exist."}', 1.0)) == \
+        {"exchange_code": "-2013"}
+    assert summary(Answer(502, (), b"<html>bad gateway</html>", 1.0)) == {}
+
+
+class _Exchange:
+    """A transport whose answers are scripted (the sender's decisions are what is tested here; the real
+    transport is tested above and end to end)."""
+
+    def __init__(self, total_timeout_s: float, script):
+        self.settings = SendSettings(total_timeout_s=total_timeout_s)
+        self.script, self.calls = list(script), []
+
+    def request(self, method, url, headers, body):
+        self.calls.append(method)
+        step = self.script.pop(0) if self.script else self.script_last
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def _job(read: bool, client_id: str | None):
+    from agent.send.sender import Job
+    from signing_agent_client.request import SignedRequest
+
+    request = UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),)).validated()
+    return Job(exchange="binance", base_url="https://x", request=request, signed=SignedRequest("POST", "/p"),
+               sign=lambda r: SignedRequest(r.method, "/again"), read=read, client_id=client_id,
+               client_ids=orders.REGISTRY["binance"] if client_id else None)
+
+
+def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was_found():
+    from agent.send.sender import Sender, SendError
+
+    absent = Answer(400, (), b'{"code": -2013, "msg": "Order does not exist."}', 1.0)
+    exchange = _Exchange(15.0, [SendFailure("timeout", True, "x did not answer in time")])
+    exchange.script_last = absent
+    audited = []
+    sender = Sender(exchange, lambda **f: audited.append(f), sleep=lambda s: None)
+    with pytest.raises(SendError) as lost:
+        sender.place(_job(read=False, client_id="sa-1"), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert lost.value.code == "DEADLINE_EXCEEDED" and "'sa-1'" in str(lost.value) and "no order" in str(lost.value)
+    assert exchange.calls == ["POST", "GET", "GET", "GET"]  # one order, three lookups
+    assert audited[-1]["outcome"] == "failed" and audited[-1]["client_order_id"] == "sa-1"
+    # A short budget: no lookup starts past it, and the message does not claim what was not asked.
+    exchange = _Exchange(0.1, [SendFailure("timeout", True, "x did not answer in time")])
+    exchange.script_last = absent
+    with pytest.raises(SendError, match="did not say"):
+        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+            _job(read=False, client_id="sa-2"), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert exchange.calls == ["POST"]
+
+
+def test_a_write_that_never_left_is_unavailable_and_one_without_client_ids_is_not_looked_up():
+    from agent.send.sender import Sender, SendError
+
+    from prometheus_client import CollectorRegistry
+
+    from agent.metrics import Metrics
+
+    registry = CollectorRegistry()
+    exchange = _Exchange(15.0, [SendFailure("unreachable", False, "cannot connect to x")])
+    with pytest.raises(SendError, match="Nothing was placed") as failed:
+        Sender(exchange, lambda **f: None, sleep=lambda s: None, metrics=Metrics(registry)).place(
+            _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert failed.value.code == "UNAVAILABLE" and exchange.calls == ["POST"]
+    sample = registry.get_sample_value("signing_agent_send_total", {"exchange": "binance", "outcome": "unavailable"})
+    assert sample == 1.0
+    exchange = _Exchange(15.0, [SendFailure("lost", True, "the connection to x broke")])
+    with pytest.raises(SendError, match="not send it again") as failed:
+        Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
+            _job(read=False, client_id=None), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
+    assert failed.value.code == "DEADLINE_EXCEEDED" and exchange.calls == ["POST"]
+
+
+def test_https_through_the_outbound_proxy_is_a_tunnel_verified_end_to_end(tmp_path):
+    import select
+    import socket
+    import socketserver
+    import threading
+
+    tunnels: list[str] = []
+
+    class Connect(socketserver.BaseRequestHandler):
+        """An HTTP CONNECT proxy: it relays bytes and never sees the TLS inside."""
+
+        def handle(self) -> None:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += self.request.recv(4096)
+            target = head.split(b" ")[1].decode()
+            tunnels.append(target)
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port))) as upstream:
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                ends = [self.request, upstream]
+                while True:
+                    readable, _, _ = select.select(ends, [], [], 5)
+                    if not readable:
+                        return
+                    for end in readable:
+                        data = end.recv(65536)
+                        if not data:
+                            return
+                        (upstream if end is self.request else self.request).sendall(data)
+
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Connect)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    ca = TestCA(tmp_path)
+    try:
+        with ExchangeServer(tls=ca) as server:
+            url = server.add(binance_spot(), hmac_credential("binance", "k", "s" * 64))
+            via = f"http://127.0.0.1:{proxy.server_address[1]}"
+            answer = Transport(SendSettings(ca_file=ca.ca_file, proxy=via)).request(
+                "GET", url + "/api/v3/exchangeInfo", (), b"")
+            assert answer.status == 200 and tunnels == [url.removeprefix("https://")]
+            with pytest.raises(SendFailure) as failed:  # through the proxy too, an untrusted certificate is refused
+                Transport(SendSettings(proxy=via)).request("GET", url + "/api/v3/exchangeInfo", (), b"")
+            assert failed.value.kind == "tls" and failed.value.sent is False
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_under_a_quorum_a_new_delivery_or_destination_is_a_loosening():
+    from dataclasses import replace
+
+    from agent.quorum import KEY_FIELDS
+
+    base = parse_policy(_policy('delivery = "both"\n')).keys["k"]
+    narrower = KEY_FIELDS["delivery"]
+    assert narrower(base, replace(base, delivery="send")) and narrower(base, replace(base, delivery="sign"))
+    send = replace(base, delivery="send")
+    assert not narrower(send, replace(base, delivery="sign")) and not narrower(send, base)
+    assert not KEY_FIELDS["send_to"](base, replace(base, send_to="https://elsewhere.test"))
