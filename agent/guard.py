@@ -360,23 +360,45 @@ class Guard:
 
         Raises AuditUnavailable when a signature cannot be audited: the caller must not hand it out.
         """
-        d, refusal = decision, decision.refusal
-        outcome = d.outcome
-        rule = d.rule or ("" if d.status == "OK" else d.status.lower())
+        failed = self.record_many([decision])
+        if failed is not None and decision.outcome == "signed":
+            raise failed
+
+    def record_many(self, decisions: "list[Decision]") -> AuditUnavailable | None:
+        """`record` for the decisions of one batch: each its own audit line, the lines appended as one
+        group (one lock, one write), then each decision's alerts and symbols. Returns the
+        AuditUnavailable when the group cannot be written (its signed items must not be handed out;
+        their symbols are not noted), None when it was."""
+        records = [entry for entry in map(self._audit_entry, decisions) if entry is not None]
+        audited = self._audit_append_many(records)
+        for d in decisions:
+            if audited or d.outcome != "signed":
+                self._after(d)
+        if audited:
+            return None
+        return AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
+
+    def _audit_entry(self, d: "Decision") -> tuple[str, dict[str, Any]] | None:
+        """The audit record of D; None when it is not audited (an unauthenticated call over the
+        audit rate: still refused, counted into the next audited line)."""
+        refusal = d.refusal
         extra: dict[str, Any] = {}
         if refusal is not None and refusal.code == UNAUTHENTICATED:
             if not self._buckets.take("audit:unauthenticated", UNAUTHENTICATED_AUDIT_PER_SECOND,
                                       int(UNAUTHENTICATED_AUDIT_PER_SECOND)):
                 with self._lock:
                     self._unaudited += 1
-                return  # still refused; counted into the next audited line, and alerted once a second
+                return None
             with self._lock:
                 extra["unaudited_before"], self._unaudited = self._unaudited, 0
-        audited = self._audit_append("sign", bot=d.bot, key=d.key, exchange=d.exchange, method=d.method, path=d.path,
-                                     symbols=list(d.symbols), decision=outcome, rule=rule, status=d.status,
-                                     latency_ms=d.latency_ms, policy=d.policy_digest[:16], **extra)
-        if not audited and outcome == "signed":
-            raise AuditUnavailable("the audit log cannot be written, so nothing is signed; see the agent log")
+        rule = d.rule or ("" if d.status == "OK" else d.status.lower())
+        return "sign", dict(bot=d.bot, key=d.key, exchange=d.exchange, method=d.method, path=d.path,
+                            symbols=list(d.symbols), decision=d.outcome, rule=rule, status=d.status,
+                            latency_ms=d.latency_ms, policy=d.policy_digest[:16], **extra)
+
+    def _after(self, d: "Decision") -> None:
+        """What follows a decision's audit line: alerts, and the symbols a signed request traded."""
+        refusal = d.refusal
         if refusal is not None:
             kind = ("rate-limit" if refusal.code == RESOURCE_EXHAUSTED else
                     "expired-key" if refusal.rule in ("expired", "key-age", "not-before") else
@@ -386,7 +408,7 @@ class Guard:
         elif d.revoked_key:
             self._alert("revoked-key", bot=d.bot, key=d.key, method=d.method, path=d.path,
                         reason=f"key {d.key!r} is granted but no longer in the token (revoked?)")
-        elif outcome == "signed":
+        elif d.outcome == "signed":
             for symbol in d.symbols:
                 self._note_symbol(d.bot, d.key, symbol)
 
@@ -439,10 +461,14 @@ class Guard:
 
     def _audit_append(self, event: str, **fields: Any) -> bool:
         """Append to the audit; False (logged and alerted, never silent) when it cannot be written."""
-        if self._audit is None:
+        return self._audit_append_many([(event, fields)])
+
+    def _audit_append_many(self, records: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Append RECORDS as one group; False (logged and alerted, never silent) when they cannot be written."""
+        if self._audit is None or not records:
             return True
         try:
-            self._audit.append(event, **fields)
+            self._audit.append_many(records)
         except (OSError, ValueError) as exc:
             error = getattr(exc, "strerror", None) or type(exc).__name__
             self._log.error("audit.write_failed", error=error)

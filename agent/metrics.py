@@ -45,11 +45,25 @@ class Metrics:
                                     ["event"], **kwargs)
 
     def decision(self, *, exchange: str, status: str, rule: str, latency_s: float) -> None:
-        outcome = "signed" if status == "OK" else ("refused" if rule else status.lower())
-        self.signs.labels(exchange=exchange or "-", outcome=outcome).inc()
-        if rule:
-            self.refusals.labels(rule=rule).inc()
-        self.latency.observe(latency_s)
+        self.decisions([(exchange, status, rule, latency_s)])
+
+    def decisions(self, items: list[tuple[str, str, str, float]]) -> None:
+        """Count ITEMS (exchange, status, rule, latency in seconds): each labelled counter is
+        incremented once per distinct label set, so a batch pays the label lookups once, not per item."""
+        signs: dict[tuple[str, str], int] = {}
+        refusals: dict[str, int] = {}
+        observe = self.latency.observe
+        for exchange, status, rule, latency_s in items:
+            outcome = "signed" if status == "OK" else ("refused" if rule else status.lower())
+            slot = (exchange or "-", outcome)
+            signs[slot] = signs.get(slot, 0) + 1
+            if rule:
+                refusals[rule] = refusals.get(rule, 0) + 1
+            observe(latency_s)
+        for (exchange, outcome), count in signs.items():
+            self.signs.labels(exchange=exchange, outcome=outcome).inc(count)
+        for rule, count in refusals.items():
+            self.refusals.labels(rule=rule).inc(count)
 
 
     def sent(self, *, exchange: str, outcome: str, seconds: float) -> None:

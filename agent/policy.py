@@ -44,6 +44,7 @@ alerts, the message to the bot.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -89,6 +90,8 @@ DEFAULT_WARN_AGE_DAYS = 30
 # A signature stays valid for the exchange's receive window after its timestamp (Binance, MEXC,
 # Bybit: up to 60 s). Bounded so that a signature cannot be kept for later use.
 DEFAULT_MAX_RECV_WINDOW_MS = 10_000
+# Copies of [keys."*"] kept per policy (one per label asked for); past this the memo starts afresh.
+DERIVED_KEYS = 4096
 
 
 class PolicyError(Exception):
@@ -135,6 +138,24 @@ class KeyPolicy:
     delivery: str = DEFAULT_DELIVERY  # agent.delivery: "send", "sign" or "both"
     send_to: str = PRODUCTION  # "production", "testnet" or an https:// base URL (agent.send.hosts)
     limits: Limits = NO_LIMITS  # budgets and order rates over time (agent.limits; the state: agent.guardrails)
+    # The endpoint allow-list compiled once per policy load: per method, one regex of every pattern
+    # that method may use (its own and "*"), so a request costs one match, not one per pattern.
+    _matchers: dict[str, re.Pattern[str] | None] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_matchers", {
+            method: _alternation([p.regex for p in self.endpoints if p.method in ("*", method)])
+            for method in (*METHODS, "*")})
+
+    def allows(self, method: str, path: str) -> bool:
+        """Is METHOD PATH in the endpoint allow-list (some pattern matches it whole)?"""
+        matcher = self._matchers.get(method, self._matchers["*"])  # an unknown method: "*" patterns only
+        return matcher is not None and matcher.fullmatch(path) is not None
+
+
+def _alternation(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that matches a whole string where any of REGEXES would (None: no regex, nothing matches)."""
+    return re.compile("|".join(f"(?:{r.pattern})" for r in regexes)) if regexes else None
 
 
 @dataclass(frozen=True)
@@ -156,12 +177,18 @@ class Policy:
     bots: dict[str, BotPolicy]
     digest: str  # SHA-256 of the file's bytes: which policy decided, in the audit
     warnings: tuple[str, ...] = field(default=())
+    # The fallback's copies made so far, by label: built once per policy load, not per request.
+    _derived: dict[str, KeyPolicy] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def for_key(self, label: str) -> KeyPolicy | None:
         found = self.keys.get(label)
         if found is None and self.fallback is not None:
             # The default table, under this key's own name: rates, warnings and messages are per key.
-            return replace(self.fallback, label=label)
+            found = self._derived.get(label)
+            if found is None:
+                if len(self._derived) >= DERIVED_KEYS:  # labels are the caller's choice: bounded
+                    self._derived.clear()
+                found = self._derived[label] = replace(self.fallback, label=label)
         return found
 
     @classmethod
@@ -353,6 +380,8 @@ def check_shape(request: UnsignedRequest) -> None:
     part of the endpoint.
     """
     path = request.path  # sizes, printable text and duplicates within one part: request.validated()
+    if path in _CANONICAL:
+        return
     body_segments = path[1:-1] if path.endswith("/") and len(path) > 1 else path[1:]
     if path != "/":
         for segment in body_segments.split("/"):
@@ -361,6 +390,15 @@ def check_shape(request: UnsignedRequest) -> None:
             if not _SEGMENT.match(segment):
                 raise Refusal("path", f"path {path[:80]!r} has characters outside plain path segments, or a "
                                       "segment starting with '.' (percent-encoding, ';', backslashes... are refused)")
+    if len(_CANONICAL) >= CANONICAL_PATHS:  # paths are the caller's choice: bounded
+        _CANONICAL.clear()
+    _CANONICAL.add(path)
+
+
+# Paths check_shape found canonical (a pure answer about the path alone): a bot's few endpoints are
+# checked once, not per request.
+_CANONICAL: set[str] = set()
+CANONICAL_PATHS = 4096
 
 
 def check_names(names: Iterable[str]) -> None:
@@ -375,7 +413,7 @@ def check_names(names: Iterable[str]) -> None:
 
 
 def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
-    if not any(p.matches(method, path) for p in policy.endpoints):
+    if not policy.allows(method, path):
         raise Refusal("endpoint", f"{method} {path[:120]} is not in key {policy.label!r}'s endpoint allow-list")
 
 
@@ -483,6 +521,17 @@ def check_clock(policy: KeyPolicy, stamps: Iterable[int], now_ms: int) -> None:
                                    "agent's clock)")
 
 
+@functools.lru_cache(maxsize=4096)
+def _created_at(created_iso: str) -> datetime | None:
+    """A key's creation date (UTC when it names no zone), None when unreadable; parsed once per key
+    (a key's date never changes: the cache is a pure function's)."""
+    try:
+        created = datetime.fromisoformat(created_iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else created.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class AgeVerdict:
     warning: str | None  # a key close to its maximum age: alert, but sign
@@ -493,12 +542,9 @@ def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVe
         raise Refusal("not-before", f"key {policy.label!r} may not be used before {policy.not_before:%Y-%m-%dT%H:%M:%SZ}")
     if policy.expires is not None and now >= policy.expires:
         raise Refusal("expired", f"key {policy.label!r} expired on {policy.expires:%Y-%m-%dT%H:%M:%SZ}: rotate it")
-    try:
-        created = datetime.fromisoformat(created_iso.replace("Z", "+00:00"))
-    except ValueError:
-        raise Refusal("key-age", f"key {policy.label!r} has no readable creation date; re-import it") from None
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+    created = _created_at(created_iso)
+    if created is None:
+        raise Refusal("key-age", f"key {policy.label!r} has no readable creation date; re-import it")
     age = now - created
     limit = timedelta(days=policy.max_age_days)
     if age > limit:

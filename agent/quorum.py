@@ -434,6 +434,9 @@ KEY_FIELDS: dict[str, Callable[[KeyPolicy, KeyPolicy], bool]] = {
     # Budgets, order rates, price bands: compared whole for now, so any change needs the threshold
     # (the kill switch, `signing-agent freeze`, is the brake that needs no one).
     "limits": lambda o, n: n.limits == o.limits,
+    # The endpoint allow-list as compiled at load (KeyPolicy.allows): derived from `endpoints`, which
+    # is compared above; compared again here, a narrowing of the list would count as loosening.
+    "_matchers": lambda o, n: True,
 }
 _DELIVERY_MODES = {"send": frozenset({"send"}), "sign": frozenset({"sign"}), "both": frozenset({"send", "sign"})}
 BOT_FIELDS: dict[str, Callable[[BotPolicy, BotPolicy], bool]] = {

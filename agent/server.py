@@ -56,6 +56,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 #   sign    calls carrying a known bot's bearer token, and every call on the mTLS port (its callers
 #           passed a handshake with a certificate from the bots' CA): Sign, SignBatch, Check
 #   watch   health Watch streams of identified bots, at most MAX_WATCH_STREAMS of them
+#   stream  SignStream streams of identified bots, at most MAX_SIGN_STREAMS of them
 #   public  everything else: Check without a credential, and calls without a known bot's token,
 #           which are refused there (UNAUTHENTICATED) exactly as before, only on other threads
 # Whether the token is really a bot's, and what it may do, is still decided by the service on the
@@ -81,6 +82,14 @@ SEND_THREADS = 16
 # Threads beyond MAX_WATCH_STREAMS, so that a Watch over a cap is refused at once instead of
 # queueing behind the streams that fill the lane.
 WATCH_SPARE_THREADS = 2
+# SignStream (bots that keep one stream open and sign as they go) holds a thread for the stream's
+# life too, so streams have their own lane, counted and capped like Watch streams: a bot needs one
+# per process that signs; the lane's threads are on top of the signing threads, so open streams
+# cannot take Sign's. Each stream decides one request at a time (the next ones wait in the HTTP/2
+# flow-control window, unread): its in-flight work is one request.
+MAX_SIGN_STREAMS_PER_BOT = 4
+MAX_SIGN_STREAMS = 16
+SIGN_STREAM_SPARE_THREADS = 2
 
 # -- Transport limits (grpc core; no Python thread is involved in holding a connection) -------------
 # Connections past this are reset by gRPC: the file descriptors stay for the token, the audit log and
@@ -349,24 +358,86 @@ class RequestDeadlines:
 
 
 class _Stream:
-    __slots__ = ("bot", "watcher")
+    __slots__ = ("bot", "context", "watcher")
 
-    def __init__(self, bot: str) -> None:
-        self.bot, self.watcher = bot, None
+    def __init__(self, bot: str, context: grpc.ServicerContext) -> None:
+        self.bot, self.context, self.watcher = bot, context, None
 
 
-class WatchStreams:
-    """grpc.health.v1.Health/Watch for bots: identified as Sign identifies them, at most
-    MAX_WATCH_STREAMS_PER_BOT streams per bot and MAX_WATCH_STREAMS in all, each released when its
-    call ends (the client went away, or the agent is stopping)."""
+class _CappedStreams:
+    """Streams held open for their life (each on a thread of its lane), counted per bot and in all:
+    at most PER_BOT per bot and TOTAL together, each released when its call ends, none taken once
+    the agent is stopping. WHAT names them in refusals, CAP_NAME the caps' constant, INSTEAD what
+    a refused bot can do instead."""
 
-    def __init__(self, health_servicer: health.HealthServicer,
-                 identify: Callable[[grpc.ServicerContext], Caller | Refusal]) -> None:
-        self._health, self._identify = health_servicer, identify
+    what = cap_name = instead = ""
+    per_bot = total = 0
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: set[_Stream] = set()
         self._per_bot: dict[str, int] = {}
         self._closed = False
+
+    def _admit(self, bot: str, context: grpc.ServicerContext) -> _Stream | None:
+        """A stream for BOT, counted until its call ends; the call is aborted when over a cap (or the
+        agent is stopping); None when the call has ended already."""
+        refusal: tuple[grpc.StatusCode, str] | None = None
+        with self._lock:
+            held = self._per_bot.get(bot, 0)
+            if self._closed:
+                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
+            elif held >= self.per_bot:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"bot {bot!r} already holds {held} {self.what} streams, the most one bot may "
+                           f"({self.cap_name}_PER_BOT = {self.per_bot}); end one, or {self.instead}")
+            elif len(self._open) >= self.total:
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{len(self._open)} {self.what} streams are open, the most this agent serves "
+                           f"({self.cap_name} = {self.total}); retry later, or {self.instead}")
+            else:
+                stream = _Stream(bot, context)
+                self._open.add(stream)
+                self._per_bot[bot] = held + 1
+        if refusal is not None:
+            context.abort(*refusal)
+        if not context.add_callback(lambda: self._release(stream)):
+            self._release(stream)  # the call already ended
+            return None
+        return stream
+
+    def _release(self, stream: _Stream) -> None:
+        with self._lock:
+            if stream in self._open:
+                self._open.discard(stream)
+                left = self._per_bot[stream.bot] - 1
+                if left:
+                    self._per_bot[stream.bot] = left
+                else:
+                    del self._per_bot[stream.bot]
+            watcher = stream.watcher
+        if watcher is not None:
+            watcher.close()
+
+    def _close(self) -> list[_Stream]:
+        """Take no more streams; the ones open now."""
+        with self._lock:
+            self._closed = True
+            return list(self._open)
+
+
+class WatchStreams(_CappedStreams):
+    """grpc.health.v1.Health/Watch for bots: identified as Sign identifies them, at most
+    MAX_WATCH_STREAMS_PER_BOT streams per bot and MAX_WATCH_STREAMS in all, each released when its
+    call ends (the client went away, or the agent is stopping)."""
+
+    what, cap_name, instead = "health Watch", "MAX_WATCH_STREAMS", "poll Check"
+    per_bot, total = MAX_WATCH_STREAMS_PER_BOT, MAX_WATCH_STREAMS
+
+    def __init__(self, health_servicer: health.HealthServicer,
+                 identify: Callable[[grpc.ServicerContext], Caller | Refusal]) -> None:
+        super().__init__()
+        self._health, self._identify = health_servicer, identify
 
     @staticmethod
     def unauthenticated(refusal: Refusal) -> str:
@@ -385,27 +456,8 @@ class WatchStreams:
         caller = self._identify(context)
         if not isinstance(caller, Caller):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, self.unauthenticated(caller))
-        bot, refusal = caller.bot, None
-        with self._lock:
-            held = self._per_bot.get(bot, 0)
-            if self._closed:
-                refusal = (grpc.StatusCode.UNAVAILABLE, "the agent is stopping")
-            elif held >= MAX_WATCH_STREAMS_PER_BOT:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"bot {bot!r} already holds {held} health Watch streams, the most one bot may "
-                           f"(MAX_WATCH_STREAMS_PER_BOT = {MAX_WATCH_STREAMS_PER_BOT}); end one, or poll Check")
-            elif len(self._open) >= MAX_WATCH_STREAMS:
-                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"{len(self._open)} health Watch streams are open, the most this agent serves "
-                           f"(MAX_WATCH_STREAMS = {MAX_WATCH_STREAMS}); retry later, or poll Check")
-            else:
-                stream = _Stream(bot)
-                self._open.add(stream)
-                self._per_bot[bot] = held + 1
-        if refusal is not None:
-            context.abort(*refusal)
-        if not context.add_callback(lambda: self._release(stream)):
-            self._release(stream)  # the call already ended
+        stream = self._admit(caller.bot, context)
+        if stream is None:
             return iter(())
         # grpcio's blocking watcher: this thread sends each status change; the health servicer
         # closes it when the call ends, and so does _release (whichever comes first).
@@ -414,26 +466,52 @@ class WatchStreams:
             stream.watcher.close()
         return stream.watcher
 
-    def _release(self, stream: _Stream) -> None:
-        with self._lock:
-            if stream in self._open:
-                self._open.discard(stream)
-                left = self._per_bot[stream.bot] - 1
-                if left:
-                    self._per_bot[stream.bot] = left
-                else:
-                    del self._per_bot[stream.bot]
-            watcher = stream.watcher
-        if watcher is not None:
-            watcher.close()
-
     def close(self) -> None:
         """End every stream (after the last status, NOT_SERVING, is sent) and take no more."""
-        with self._lock:
-            self._closed = True
-            watchers = [s.watcher for s in self._open if s.watcher is not None]
-        for watcher in watchers:
-            watcher.close()
+        for stream in self._close():
+            if stream.watcher is not None:
+                stream.watcher.close()
+
+
+class SignStreams(_CappedStreams):
+    """SignStream for bots (agent.service.SignerService.SignStream does the signing): at most
+    MAX_SIGN_STREAMS_PER_BOT streams per bot and MAX_SIGN_STREAMS in all, each released when its
+    call ends; when the agent stops, every open stream is cancelled, so none holds the grace up."""
+
+    what, cap_name, instead = "SignStream", "MAX_SIGN_STREAMS", "use Sign"
+    per_bot, total = MAX_SIGN_STREAMS_PER_BOT, MAX_SIGN_STREAMS
+
+    def __init__(self, service: SignerService) -> None:
+        super().__init__()
+        self._service = service
+
+    def serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        caller = self._service._caller(context)  # noqa: SLF001 - streams identify callers as Sign does
+        if isinstance(caller, Caller) and self._admit(caller.bot, context) is None:
+            return iter(())  # the call already ended
+        # A caller the headers' token no longer names (credentials reloaded): the service refuses it.
+        return self._service.SignStream(_messages(requests, context), context)
+
+    def close(self) -> None:
+        """Cancel every open stream and take no more (a stream waits for its bot's next request,
+        which would hold the shutdown grace up)."""
+        for stream in self._close():
+            stream.context.cancel()
+
+
+def _messages(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[signer_pb2.SignRequest]:
+    """A stream's messages, parsed here (as `_decoded` parses a unary call's): bytes that are not a
+    SignRequest end the stream with INVALID_ARGUMENT; a stream cancelled (the client went away, the
+    agent stops) ends it quietly."""
+    try:
+        for raw in requests:
+            try:
+                yield signer_pb2.SignRequest.FromString(raw)
+            except DecodeError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"a stream message is not a valid {signer_pb2.SignRequest.DESCRIPTOR.full_name}")
+    except grpc.RpcError:
+        return
 
 
 SIGNER, HEALTH = "/signing_agent.v1.Signer/", "/grpc.health.v1.Health/"
@@ -444,11 +522,13 @@ class Lanes(grpc.GenericRpcHandler):
     thread, before the call has a thread: only a hash and a dict lookup (Guard.identify) per call."""
 
     def __init__(self, *, guard: Guard, service: SignerService, health_servicer: health.HealthServicer,
-                 watches: WatchStreams, deadlines: RequestDeadlines, sign_pool: futures.ThreadPoolExecutor,
-                 watch_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
+                 watches: WatchStreams, streams: SignStreams, deadlines: RequestDeadlines,
+                 sign_pool: futures.ThreadPoolExecutor, watch_pool: futures.ThreadPoolExecutor,
+                 stream_pool: futures.ThreadPoolExecutor, public_pool: futures.ThreadPoolExecutor,
                  transport_identified: bool, send_pool: futures.ThreadPoolExecutor | None = None) -> None:
-        self._guard, self._watches, self._deadlines = guard, watches, deadlines
-        self._watch_pool, self._public_pool = watch_pool, public_pool
+        self._guard, self._watches, self._streams, self._deadlines = guard, watches, streams, deadlines
+        self._watch_pool, self._stream_pool, self._public_pool = watch_pool, stream_pool, public_pool
+        self._service = service
         self._transport_identified = transport_identified
         # method: (request type, implementation, response type)
         self._unary = {
@@ -482,6 +562,17 @@ class Lanes(grpc.GenericRpcHandler):
             return grpc.stream_stream_rpc_method_handler(
                 _on(self._public_pool, lambda requests, context: self._watches.refuse(context)),
                 response_serializer=health_pb2.HealthCheckResponse.SerializeToString)
+        if method == SIGNER + "SignStream":
+            if identified:
+                return grpc.stream_stream_rpc_method_handler(
+                    _on(self._stream_pool, lambda requests, context: self._streams.serve(requests, context)),
+                    response_serializer=signer_pb2.SignResult.SerializeToString)
+            # No known bot: its first message is awaited as a public unary call's is, then refused
+            # (and audited) by the service, which ends the stream.
+            return grpc.stream_stream_rpc_method_handler(
+                _on(self._public_pool, lambda requests, context: self._service.SignStream(
+                    _messages(iter([self._deadlines.read(requests, context, arrived)]), context), context)),
+                response_serializer=signer_pb2.SignResult.SerializeToString)
         if identified:
             return self._signing.get(method)
         found = self._unary.get(method)
@@ -523,8 +614,8 @@ class Servers:
     """The agent's gRPC servers, started and stopped together: the socket's (and plain TCP's), and the
     mTLS port's when there is one. They share the lanes' pools: the capacity above is the agent's."""
 
-    def __init__(self, servers: list[grpc.Server], watches: WatchStreams) -> None:
-        self.servers, self.watches = servers, watches
+    def __init__(self, servers: list[grpc.Server], watches: WatchStreams, streams: SignStreams) -> None:
+        self.servers, self.watches, self.streams = servers, watches, streams
 
     def start(self) -> None:
         for server in self.servers:
@@ -532,6 +623,7 @@ class Servers:
 
     def stop(self, grace: float | None) -> _AllStopped:
         self.watches.close()  # Watch streams never end by themselves: they would hold the grace up
+        self.streams.close()  # nor do SignStream streams
         return _AllStopped([server.stop(grace) for server in self.servers])
 
 
@@ -570,6 +662,9 @@ def build_server(
     sign_pool = futures.ThreadPoolExecutor(max_workers=SIGN_THREADS, thread_name_prefix="sign")
     watch_pool = futures.ThreadPoolExecutor(max_workers=MAX_WATCH_STREAMS + WATCH_SPARE_THREADS,
                                             thread_name_prefix="watch")
+    streams = SignStreams(service)
+    stream_pool = futures.ThreadPoolExecutor(max_workers=MAX_SIGN_STREAMS + SIGN_STREAM_SPARE_THREADS,
+                                             thread_name_prefix="stream")
     public_pool = futures.ThreadPoolExecutor(max_workers=PUBLIC_THREADS, thread_name_prefix="public")
     send_pool = futures.ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
     deadlines = RequestDeadlines()
@@ -580,9 +675,9 @@ def build_server(
         # would get bots' Sign calls refused (RESOURCE_EXHAUSTED) too.
         server = grpc.server(sign_pool, options=options)
         server.add_generic_rpc_handlers((Lanes(
-            guard=guard, service=service, health_servicer=health_servicer, watches=watches, deadlines=deadlines,
-            sign_pool=sign_pool, watch_pool=watch_pool, public_pool=public_pool,
-            transport_identified=transport_identified, send_pool=send_pool),))
+            guard=guard, service=service, health_servicer=health_servicer, watches=watches, streams=streams,
+            deadlines=deadlines, sign_pool=sign_pool, watch_pool=watch_pool, stream_pool=stream_pool,
+            public_pool=public_pool, transport_identified=transport_identified, send_pool=send_pool),))
         return server
 
     server = new_server(transport_identified=False)
@@ -619,7 +714,7 @@ def build_server(
         if port == 0:
             raise ConfigError(f"cannot listen on {target} (address in use?)")
         endpoints.append(target)
-    return Servers(servers, watches), endpoints, health_servicer
+    return Servers(servers, watches, streams), endpoints, health_servicer
 
 
 def serve(keyring: Keyring, config: Config, *, metrics_http: bool = True) -> int:

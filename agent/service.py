@@ -10,6 +10,8 @@ Every outcome maps to a status a bot can act on:
 
 Send (agent.send) decides and signs the same way, then places the request itself and returns the
 exchange's answer; its own failures (exchange unreachable, no answer in time, TLS) are statuses too.
+SignBatch items and SignStream messages are each decided exactly as a Sign call (Sign's delivery
+rules, the guardrails, the same statuses per item); only a batch's sinks are paid once for it.
 
 Every request ends in one Decision record (agent.decision), written to the audit, the metrics, the
 log and the alerts by one function before the answer leaves: a signature that cannot be audited is
@@ -20,15 +22,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 
 import grpc
 
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
-from agent.decision import Decision, emit
+from agent.decision import Decision, emit, emit_batch
 from agent.exchanges import exchange_for
 from agent.guard import Caller, Guard
 from agent.logs import get_logger
@@ -124,15 +126,31 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         if isinstance(caller, Refusal):  # about the caller, not an item: the whole call fails (audited once)
             outcome = self._decide(caller, request.requests[0])
             context.abort(outcome.code, outcome.message)
-        results = []
-        for item in request.requests:
-            outcome = self._decide(caller, item)
-            if isinstance(outcome, Failure):
-                results.append(signer_pb2.SignResult(
-                    refused=signer_pb2.Refusal(code=outcome.code.name, message=outcome.message)))
-            else:
-                results.append(signer_pb2.SignResult(signed=outcome))
-        return signer_pb2.SignBatchResponse(results=results)
+        started = time.perf_counter()
+        made = [self._decision(caller, item) for item in request.requests]
+        shown = emit_batch([decision for decision, _ in made], guard=self._guard, metrics=self._metrics,
+                           log=self._log, bot=caller.bot, latency_ms=_ms_since(started))
+        return signer_pb2.SignBatchResponse(results=[_result(decision.status, decision.message, signed)
+                                                     for decision, (_, signed) in zip(shown, made)])
+
+    def SignStream(self, requests: Iterator[signer_pb2.SignRequest],
+                   context: grpc.ServicerContext) -> Iterator[signer_pb2.SignResult]:
+        """Each message decided as Sign decides it (its own Decision, emitted before its answer is
+        sent), answered in order, one at a time. The caller is identified again whenever the bot
+        credentials were reloaded, so a bot revoked while its stream is open is refused at its next
+        request, and the stream ends (UNAUTHENTICATED, audited as Sign audits it)."""
+        bots: object = None
+        caller: Caller | Refusal | None = None
+        for msg in requests:
+            if self._guard.bots is not bots:
+                bots = self._guard.bots
+                caller = self._caller(context)
+            assert caller is not None
+            decision, signed = self._decision(caller, msg)
+            decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
+            if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
+                context.abort(grpc.StatusCode[decision.status], decision.message)
+            yield _result(decision.status, decision.message, signed)
 
     def Send(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> Any:
         """Decide and sign as Sign does (one Decision, audited before anything leaves), then place the
@@ -195,9 +213,22 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     def _decide(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest,
                 ticket: Ticket | None = None) -> "signer_pb2.SignedRequest | SignedRequest | Failure":
-        """One request, start to end: validate once, admit, find the key, the rules, sign; then one
-        Decision to every sink (agent.decision.emit) before the answer leaves. With a Send TICKET, the
-        signed request itself is returned (for the sender), not its message."""
+        """One request, start to end: decide it, then one Decision to every sink (agent.decision.emit)
+        before the answer leaves. With a Send TICKET, the signed request itself is returned (for the
+        sender), not its message."""
+        decision, signed = self._decision(caller, msg, ticket)
+        decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
+        if decision.status != "OK":
+            return Failure(grpc.StatusCode[decision.status], decision.message)
+        assert signed is not None
+        return signed if ticket is not None else signed_to_proto(signed)
+
+    def _decision(self, caller: Caller | Refusal, msg: signer_pb2.SignRequest,
+                  ticket: Ticket | None = None) -> tuple[Decision, SignedRequest | None]:
+        """Validate once, admit, find the key, the rules (delivery and guardrails among them), sign:
+        the Decision (not yet emitted) and the signed request (None unless signed). Sign, SignBatch
+        and SignStream pass no TICKET (Sign's delivery rules); a batch emits its items' decisions
+        together (agent.decision.emit_batch), the others one by one (emit)."""
         started = time.perf_counter()
         who = {"bot": caller.bot if isinstance(caller, Caller) else "", "key": msg.key, "method": msg.method,
                "path": msg.path}  # as sent: emit() cuts them to size for the sinks
@@ -209,20 +240,19 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             request = self._validated(msg, now_ms)
             policy, key_policy = self._guard.admit(caller, msg.key)
             digest = policy.digest
-            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy, caller.bot, ticket)
-            decision = Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest)
+            exchange, symbols, signed = self._sign(msg.key, request, msg.timestamp_ms, now_ms, key_policy, caller.bot,
+                                                   ticket)
+            return Decision(**who, status="OK", exchange=exchange, symbols=symbols, policy_digest=digest,
+                            latency_ms=_ms_since(started)), signed
         except Refusal as exc:
-            decision = Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest)
+            return Decision(**who, status=exc.code, refusal=exc, message=str(exc), policy_digest=digest,
+                            latency_ms=_ms_since(started)), None
         except Exception as exc:
             code, message = _status_for(exc)
             # Admitted (granted, with a policy) yet NOT_FOUND: the key is gone from the token.
-            decision = Decision(**who, status=code.name, message=message, policy_digest=digest,
-                                revoked_key=bool(digest) and code == grpc.StatusCode.NOT_FOUND)
-        decision = replace(decision, latency_ms=_ms_since(started))
-        decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
-        if decision.status != "OK":
-            return Failure(grpc.StatusCode[decision.status], decision.message)
-        return signed if ticket is not None else signed_to_proto(signed)
+            return Decision(**who, status=code.name, message=message, policy_digest=digest,
+                            revoked_key=bool(digest) and code == grpc.StatusCode.NOT_FOUND,
+                            latency_ms=_ms_since(started)), None
 
     @staticmethod
     def _validated(msg: signer_pb2.SignRequest, now_ms: int) -> UnsignedRequest:
@@ -290,6 +320,13 @@ class SignerService(signer_pb2_grpc.SignerServicer):
     ) -> SignedRequest:
         env = Environment(now_ms=timestamp_ms or now_ms, random_bytes=os.urandom)
         return exchange.scheme.sign(request, TokenCredential(self._keyring, entry, self._nonces), env)
+
+
+def _result(status: str, message: str, signed: SignedRequest | None) -> signer_pb2.SignResult:
+    """One item's answer in a batch or a stream: the signed request, or the refusal's status and message."""
+    if status != "OK" or signed is None:
+        return signer_pb2.SignResult(refused=signer_pb2.Refusal(code=status, message=message))
+    return signer_pb2.SignResult(signed=signed_to_proto(signed))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ ORDER = (
 FIXED_NOW_MS = 1_763_750_000_000
 SIGN_METHOD = "/signing_agent.v1.Signer/Sign"
 BATCH_METHOD = "/signing_agent.v1.Signer/SignBatch"
+STREAM_METHOD = "/signing_agent.v1.Signer/SignStream"
 
 
 def sign_request(label: str) -> signer_pb2.SignRequest:

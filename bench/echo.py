@@ -2,7 +2,8 @@
 
 Same generated code, messages, server options and thread pool as the agent
 (agent.server), on the same kinds of socket; Sign parses the request and returns
-a response the size and shape of the agent's; SignBatch returns one per item.
+a response the size and shape of the agent's; SignBatch returns one per item, SignStream one
+per message.
 What the agent costs beyond this is the agent's own work.
 
     python -m bench.echo --unix PATH [--tcp 127.0.0.1:PORT]     (prints "ready", stops on SIGTERM)
@@ -46,6 +47,12 @@ class Echo(signer_pb2_grpc.SignerServicer):
     ) -> signer_pb2.SignBatchResponse:
         return signer_pb2.SignBatchResponse(
             results=[signer_pb2.SignResult(signed=self._response) for _ in request.requests])
+
+    def SignStream(self, requests, context: grpc.ServicerContext):
+        # Absent from the generated servicer of an agent version without SignStream: then UNIMPLEMENTED.
+        result = signer_pb2.SignResult(signed=self._response)
+        for _ in requests:
+            yield result
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BATCH_METHOD, SIGN_METHOD, emit, sign_request, signing_input, timed_loop
+from bench.common import BATCH_METHOD, SIGN_METHOD, STREAM_METHOD, emit, sign_request, signing_input, timed_loop
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,28 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
     if args.bearer_file:
         metadata = (("authorization", f"Bearer {Path(args.bearer_file).read_text().strip()}"),)
     request = sign_request(args.label)
-    if args.batch:
+    stream = None
+    if args.stream:
+        # One SignStream held open, one request at a time (ping-pong): each call's latency is one
+        # request's round trip on the stream; items are requests, as for unary calls.
+        import queue
+
+        requests: queue.SimpleQueue = queue.SimpleQueue()
+        open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=signer_pb2.SignRequest.SerializeToString,
+                                            response_deserializer=signer_pb2.SignResult.FromString)
+        stream = open_stream(iter(requests.get, None), metadata=metadata)
+
+        burst = max(1, args.batch)  # --batch N with --stream: N requests sent back to back, then N answers
+
+        def call() -> Any:
+            for _ in range(burst):
+                requests.put(request)
+            for _ in range(burst):
+                result = next(stream)
+                if result.WhichOneof("outcome") != "signed" or not (result.signed.path or result.signed.body):
+                    raise RuntimeError(f"refused on the stream: {result.refused.code}: {result.refused.message}")
+            return result.signed
+    elif args.batch:
         call_batch = channel.unary_unary(BATCH_METHOD, request_serializer=signer_pb2.SignBatchRequest.SerializeToString,
                                          response_deserializer=signer_pb2.SignBatchResponse.FromString)
         batch = signer_pb2.SignBatchRequest(requests=[request] * args.batch)
@@ -68,7 +89,9 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
         first = call()
     except grpc.RpcError as exc:
         return {"error": exc.code().name, "details": exc.details() or ""}
-    if args.batch:
+    except RuntimeError as exc:
+        return {"error": "STREAM_REFUSED", "details": str(exc)}
+    if args.batch and not args.stream:
         refused = [r.refused for r in first.results if r.WhichOneof("outcome") == "refused"]
         if len(first.results) != args.batch or refused:
             return {"error": "BATCH_REFUSED", "details": f"{len(first.results)} results; "
@@ -82,6 +105,9 @@ def probe_grpc(args: argparse.Namespace) -> dict[str, Any]:
     lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
     if check is not None and not check(call()):
         return {"error": "BATCH_CHANGED", "details": "a later batch was not fully signed"}
+    if stream is not None:
+        requests.put(None)  # the end of the stream's requests
+        stream.cancel()
     channel.close()
     return _window(lat, calls, wall, args.batch or 1)
 
@@ -150,9 +176,14 @@ def probe_floor(args: argparse.Namespace) -> dict[str, Any]:
             env = Environment(now_ms=time.time_ns() // 1_000_000, random_bytes=os.urandom)
             return scheme.sign(request.validated(), TokenCredential(keyring, e, _ClockNonces()), env)
 
-    lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
+    if args.pkcs11:  # the token call as python-pkcs11 makes it, for comparison with custody's ctypes call
+        with keyring.python_pkcs11_signing():
+            lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
+    else:
+        lat, calls, wall = timed_loop(call, warmup=args.warmup, duration=args.duration, start_at=args.start_at)
+    lean = keyring.lean_token_calls and not args.pkcs11
     keyring.close()
-    return {**out, **_window(lat, calls, wall, 1)}
+    return {**out, **_window(lat, calls, wall, 1), "token_call": "ctypes" if lean else "python-pkcs11"}
 
 
 # -- OpenBao Transit ----------------------------------------------------------------------
@@ -203,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--options", default="[]", help="channel options, JSON list of [name, value]")
     p.add_argument("--label", required=True)
     p.add_argument("--bearer-file")
+    p.add_argument("--stream", action="store_true",
+                   help="requests on one SignStream: one at a time, or with --batch N, N sent before their answers")
     _common(p)
     p = sub.add_parser("floor")
     p.add_argument("--config", required=True)
     p.add_argument("--label", required=True)
     p.add_argument("--mode", choices=("hmac", "sign"), default="hmac")
     p.add_argument("--lookups", action="store_true", help="also time listing, cold, unknown and warm lookups")
+    p.add_argument("--pkcs11", action="store_true", help="sign through python-pkcs11, not custody's ctypes call")
     _common(p)
     p = sub.add_parser("bao")
     p.add_argument("--addr", required=True)

@@ -3,11 +3,13 @@
     python -m bench.run [--quick] [--keys 10000] [--clients 4] [--out bench/results]
 
 Cases (every one MACs the same 109-byte Binance order text, or signs the order it comes from):
-  floor      token HMACs in one process through custody, no RPC; and the agent's in-process
-             work for one request (lookup, scheme, token)
+  floor      token HMACs in one process through custody, no RPC (its ctypes token call, and
+             python-pkcs11's for comparison); and the agent's in-process work for one request
+             (lookup, scheme, token)
   echo       the Signer service with nothing behind it (bench.echo): the transport
   agent      a real `signing-agent serve` in a throw-away deployment: unary Sign over the
-             Unix socket and TCP, one client and several (each its own process), SignBatch
+             Unix socket and TCP, one client and several (each its own process), SignBatch,
+             SignStream (one request at a time, and a batch's worth in flight); the echo likewise
   openbao    an OpenBao dev server's Transit HMAC over a keep-alive HTTP connection, one
              call at a time, several clients, and batch_input at several sizes
   scale      unary Sign by an agent whose token holds 1 key vs one holding --keys keys
@@ -15,7 +17,7 @@ Cases (every one MACs the same 109-byte Binance order text, or signs the order i
              health Watch calls open (with and without credentials), vs without, in alternating rounds
   workers    several clients against `serve --workers N` (when the agent has it), with the
              cores the agent's processes used (and the whole machine's, other tenants included)
-  profile    py-spy samples of the agent thread holding the GIL, under unary and batch load
+  profile    py-spy samples of the agent thread holding the GIL, under unary, batch and stream load
 
 One-client cases run in alternating rounds (echo, agent, openbao, ...), so that a machine
 that slows down meanwhile slows them all. Each call is timed; p50/p99 come from every call.
@@ -45,7 +47,13 @@ from bench.openbao import DEFAULT_MAX_BATCH, OpenBao, free_port
 TARGETS = {
     "agent_unix_p50_vs_echo_unix_p50": ("<=", 1.25),
     "agent_unix_p50_vs_openbao_p50": ("<=", 1.0),
+    # Issue 14: the same latency through a SignStream (no call set-up per request).
+    "agent_stream_p50_vs_openbao_p50": ("<=", 1.0),
+    # Best agent batch or stream / best OpenBao batch_input (first milestone 0.25).
     "agent_batch_vs_openbao_batch_throughput": (">=", 1.0),
+    "agent_unix_4_clients_vs_openbao_4_clients_throughput": (">=", 1.0),
+    # The agent's own work is a fifth of the token's at most.
+    "agent_batch_vs_floor_hmac_throughput": (">=", 0.8),
     "keys_many_vs_1_p50": ("<=", 1.1),
     # Idle connections and Watch streams must not take threads from signing (issue 12 item 4).
     "agent_unix_flooded_p50_vs_idle_p50": ("<=", 2.0),
@@ -125,13 +133,16 @@ class Bench:
 
     def grpc(self, name: str, target: str | list[str], label: str, *, bearer: Path | None, batch: int = 0,
              clients: int = 1, options: list | None = None, duration: float | None = None, meta: dict | None = None,
-             server_pid: int | None = None) -> dict | None:
-        """gRPC clients of TARGET (a list: one client per target)."""
+             server_pid: int | None = None, stream: bool = False) -> dict | None:
+        """gRPC clients of TARGET (a list: one client per target). STREAM: on one SignStream each (BATCH:
+        that many requests sent before their answers are read)."""
 
         def argv(t: str) -> list[str]:
             a = ["grpc", "--target", t, "--label", label, "--batch", str(batch), "--options", json.dumps(options or [])]
             if bearer is not None:
                 a += ["--bearer-file", str(bearer)]
+            if stream:
+                a.append("--stream")
             if batch:
                 a += ["--warmup", str(max(1, min(5, 1000 // batch)))]
             return a
@@ -229,7 +240,7 @@ def _git_commit() -> str:
 
 
 def profile_agent(bench: Bench, agent: AgentProcess, deployment: Deployment, out_dir: Path, *, batch: int = 0,
-                  tag: str = "unary") -> dict[str, Any] | None:
+                  tag: str = "unary", stream: bool = False) -> dict[str, Any] | None:
     """Where the agent's Python time goes while one client calls it: py-spy samples of the thread
     holding the GIL (the agent does one thing at a time in Python, so that is its critical path)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -245,7 +256,8 @@ def profile_agent(bench: Bench, agent: AgentProcess, deployment: Deployment, out
     load = subprocess.Popen([sys.executable, "-m", "bench.probes", "grpc", "--target", agent.unix_target,
                              "--label", deployment.label, "--duration", str(seconds), "--batch", str(batch),
                              "--warmup", "5"]
-                            + (["--bearer-file", str(deployment.bearer_file)] if deployment.bearer_file else []),
+                            + (["--bearer-file", str(deployment.bearer_file)] if deployment.bearer_file else [])
+                            + (["--stream"] if stream else []),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     load.wait(timeout=seconds + 120)
     _, err = spy_proc.communicate(timeout=seconds + 60)
@@ -271,7 +283,8 @@ def profile_agent(bench: Bench, agent: AgentProcess, deployment: Deployment, out
     skip = ("Thread.", "_worker (", "_WorkItem.run", "main (", "<module>", "cmd_serve", "serve (agent/server")
     top = [(f, c) for f, c in inclusive.most_common() if not f.startswith(skip)]
     return {
-        "load": f"one client, {'SignBatch x' + str(batch) if batch else 'unary Sign'}, {seconds} s",
+        "load": f"one client, {'SignBatch x' + str(batch) if batch else 'SignStream' if stream else 'unary Sign'}, "
+                f"{seconds} s",
         "gil_samples": total,
         "file": raw.name,
         "inclusive_pct": {f: share(c) for f, c in top[:30]},
@@ -399,6 +412,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.say(f"    lookups with {extra['keys']} keys: warm {extra['lookup_warm_us']} µs, cold "
                       f"{extra['lookup_cold_us'] / 1000:.1f} ms, unknown label {extra['lookup_unknown_us'] / 1000:.1f} "
                       f"ms; full listing (agent start) {extra['listing_s']} s")
+        extra = bench.probe("floor hmac, 1 key, python-pkcs11", ["floor", "--config", str(one.config), "--label",
+                                                                 one.label, "--pkcs11"], duration=args.duration * 2)
+        bench.report("floor hmac, 1 key, python-pkcs11")
         bench.probe("floor sign in-process, 1 key", ["floor", "--config", str(one.config), "--label", one.label,
                                                      "--mode", "sign"], duration=args.duration * 2)
         bench.report("floor sign in-process, 1 key")
@@ -430,16 +446,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if first and "error" in first:
             raise RuntimeError(f"the agent refused the bench's request: {first['error']}: {first['details']}")
 
+        checked = bench.grpc("_check", agent.unix_target, label, bearer=bearer, duration=0.2, stream=True)
+        bench.cases.pop("_check", None)
+        stream_ok = not (checked and "error" in checked)
+        if not stream_ok:
+            bench.skip(f"SignStream: {checked['error']}: {checked.get('details', '')[:200]}; stream cases not measured")
+
         # -- one client, alternating rounds -------------------------------------------------
-        bench.say(f"one client, unary, {args.rounds} alternating rounds of {args.duration} s each")
+        bench.say(f"one client, unary{' and SignStream' if stream_ok else ''}, {args.rounds} alternating rounds "
+                  f"of {args.duration} s each")
         for _ in range(args.rounds):
             bench.grpc("echo unix", echo_unix, label, bearer=bearer)
             bench.grpc("agent unix", agent.unix_target, label, bearer=bearer)
+            if stream_ok:  # one request at a time on one open stream
+                bench.grpc("echo stream", echo_unix, label, bearer=bearer, stream=True)
+                bench.grpc("agent stream", agent.unix_target, label, bearer=bearer, stream=True)
             bench.grpc("echo tcp", echo_tcp, label, bearer=bearer)
             bench.grpc("agent tcp", agent.tcp_target, label, bearer=bearer)
             if bao:
                 bench.probe("openbao", ["bao", "--addr", bao.addr, "--bao-token-file", str(bao.token_file)])
-        for name in ("echo unix", "agent unix", "echo tcp", "agent tcp") + (("openbao",) if bao else ()):
+        for name in ("echo unix", "agent unix", "echo tcp", "agent tcp") + (
+                ("echo stream", "agent stream") if stream_ok else ()) + (("openbao",) if bao else ()):
             bench.report(name)
 
         # -- several clients --------------------------------------------------------------------
@@ -472,6 +499,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for size in args.batch_sizes:
                 bench.grpc(f"echo SignBatch x{size}", echo_unix, label, bearer=bearer, batch=size, meta={"batch": size})
                 bench.report(f"echo SignBatch x{size}")
+        if stream_ok:  # the largest batch's requests on one stream, all sent before their answers are read
+            size = max(args.batch_sizes)
+            for who, target in (("agent", agent.unix_target), ("echo", echo_unix)):
+                name = f"{who} SignStream x{size} in flight"
+                bench.grpc(name, target, label, bearer=bearer, batch=size, stream=True, meta={"batch": size})
+                bench.report(name)
         if bao:
             for size in args.bao_batch_sizes:
                 name = f"openbao batch_input x{size}"
@@ -503,10 +536,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # -- profile ---------------------------------------------------------------------------
         profile: dict[str, Any] = {}
         if not args.no_profile:
-            loads = [("unary", 0)] + ([("batch", max(args.batch_sizes))] if batch_ok else [])
-            for tag, size in loads:
+            loads = ([("unary", 0, False)] + ([("batch", max(args.batch_sizes), False)] if batch_ok else [])
+                     + ([("stream", 0, True)] if stream_ok else []))
+            for tag, size, streamed in loads:
                 bench.say(f"profile ({tag}): py-spy on the agent, share of the samples holding the GIL")
-                found = profile_agent(bench, agent, one, out_dir, batch=size, tag=tag)
+                found = profile_agent(bench, agent, one, out_dir, batch=size, tag=tag, stream=streamed)
                 if found:
                     profile[tag] = found
                     for f, pct in list(found["inclusive_pct"].items())[:14]:
@@ -544,7 +578,8 @@ def finish(bench: Bench, out_dir: Path, started: float, setup: dict, lookups: di
     c, w = args.clients, args.workers
     best = lambda prefix: max(((n, rate(n)) for n in s if n.startswith(prefix)), key=lambda x: x[1] or 0,  # noqa: E731
                               default=(None, None))
-    best_batch, best_batch_rate = best(("agent SignBatch", "workers: agent SignBatch"))
+    best_batch, best_batch_rate = best(("agent SignBatch", "workers: agent SignBatch", "agent SignStream"))
+    best_stream, best_stream_rate = best("agent SignStream")
     best_bao, best_bao_rate = best("openbao batch_input")
     bao_default_ok = [(n, rate(n)) for n in s if n.startswith("openbao batch_input")
                       and s[n].get("batch", 0) <= DEFAULT_MAX_BATCH]
@@ -555,6 +590,12 @@ def finish(bench: Bench, out_dir: Path, started: float, setup: dict, lookups: di
         "agent_unix_p50_vs_openbao_p50": _ratio(p50("agent unix"), p50("openbao")),
         "agent_tcp_p50_vs_openbao_p50": _ratio(p50("agent tcp"), p50("openbao")),
         "agent_unix_p50_vs_floor_hmac_p50": _ratio(p50("agent unix"), p50("floor hmac, 1 key")),
+        "agent_stream_p50_vs_echo_stream_p50": _ratio(p50("agent stream"), p50("echo stream")),
+        "agent_stream_p50_vs_openbao_p50": _ratio(p50("agent stream"), p50("openbao")),
+        "agent_stream_p50_vs_agent_unix_p50": _ratio(p50("agent stream"), p50("agent unix")),
+        "agent_stream_vs_openbao_batch_throughput": _ratio(best_stream_rate, best_bao_rate),
+        "floor_hmac_ctypes_vs_python_pkcs11_throughput": _ratio(rate("floor hmac, 1 key"),
+                                                                rate("floor hmac, 1 key, python-pkcs11")),
         f"agent_unix_{c}_clients_vs_openbao_{c}_clients_throughput": _ratio(rate(f"agent unix, {c} clients"),
                                                                              rate(f"openbao, {c} clients")),
         "agent_batch_vs_floor_hmac_throughput": _ratio(best_batch_rate, rate("floor hmac, 1 key")),
@@ -593,8 +634,8 @@ def finish(bench: Bench, out_dir: Path, started: float, setup: dict, lookups: di
         },
         "ratios": ratios,
         "targets": targets,
-        "best": {"agent_batch": best_batch, "openbao_batch": best_bao, "openbao_batch_default_limits":
-                 best_bao_default[0]},
+        "best": {"agent_batch": best_batch, "agent_stream": best_stream, "openbao_batch": best_bao,
+                 "openbao_batch_default_limits": best_bao_default[0]},
         "cases": s,
         "lookups": lookups,
         "setup": setup,
@@ -606,7 +647,8 @@ def finish(bench: Bench, out_dir: Path, started: float, setup: dict, lookups: di
     from bench.plot import draw
 
     one_client = [n for n in ("floor hmac, 1 key", "floor sign in-process, 1 key", "echo unix", "echo tcp",
-                              "agent unix", "agent tcp", "openbao", f"scale: agent unix, {args.keys} keys")
+                              "echo stream", "agent unix", "agent tcp", "agent stream", "openbao",
+                              f"scale: agent unix, {args.keys} keys")
                   if n in bench.cases]
     draw(out_dir / "latency.png", {n: bench.cases[n].latencies_us for n in one_client}, s,
          f"signing-agent bench {result['meta']['date']} ({result['meta']['commit']}), "

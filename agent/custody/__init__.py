@@ -15,7 +15,8 @@ description of a key (KeyInfo), never key material.
   store      the key store of wrapped keys: SQLite or PostgreSQL, rows and revocation events
 
 Tools and tests use Keyring's public seam (`session()`, `locked()`, `forget_cached_handles()`,
-`is_cached()`, `recording_searches()`), never its private names (tests/token/test_seams.py).
+`is_cached()`, `recording_searches()`, `lean_token_calls`, `python_pkcs11_signing()`), never its private names
+(tests/token/test_seams.py).
 Names (key labels, API key ids) are checked in agent.names, which the signing path uses
 without loading this package's token code for it.
 """

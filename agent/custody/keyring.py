@@ -286,7 +286,16 @@ class Keyring(WrappedKeys, Provisioning, TokenSession):
             raise CustodyError(f"key {entry.info.label!r} is an {entry.info.key_type} key, not an HMAC key")
         mechanism = HMAC_MECHANISMS[hash_name]
         self._require(mechanism, f"HMAC-{hash_name.upper()}", "this exchange's requests need it; use a token with it")
-        return self._use(entry, lambda handle: handle.sign(message, mechanism=mechanism))
+        return self._use(entry, lambda handle: self._token_sign(handle, mechanism, message))
+
+    def _token_sign(self, handle: Any, mechanism: Mechanism, data: bytes) -> bytes:
+        """DATA signed (or MACed) by HANDLE in the token, under the lock: through the lean ctypes call
+        where the module exports it (agent.custody.tokencall), else through python-pkcs11. Both raise
+        python-pkcs11's exceptions, which `_use` and `_call` handle."""
+        call = self._lean_call()
+        if call is None:
+            return handle.sign(data, mechanism=mechanism)
+        return call.sign(handle.session.handle, handle.handle, mechanism, data)
 
     def sign(self, entry: KeyEntry, message: bytes) -> bytes:
         """Signature of MESSAGE by the private key, computed inside the token.
@@ -299,7 +308,7 @@ class Keyring(WrappedKeys, Provisioning, TokenSession):
             raise CustodyError(f"key {entry.info.label!r} is an HMAC key; it makes MACs, not signatures")
         mechanism, prepare = self._signer(key_type)
         data = prepare(message)
-        return self._use(entry, lambda handle: handle.sign(data, mechanism=mechanism))
+        return self._use(entry, lambda handle: self._token_sign(handle, mechanism, data))
 
     def generated_in_token(self, label: str) -> bool:
         """True when the key was generated inside the token (CKA_LOCAL): revoking it loses it for good,

@@ -26,6 +26,7 @@ from pkcs11 import Attribute, Mechanism
 from pkcs11 import exceptions as p11err
 
 from agent.custody.errors import CustodyError, KeyNotFound, MechanismUnsupported, TokenLoginError, TokenUnavailable
+from agent.custody.tokencall import TokenCall
 
 # Errors after which the session (or the module) must be reopened.
 SESSION_LOST = (
@@ -106,6 +107,10 @@ class TokenSession:
         self._generation = 0
         self._closed = False
         self._mechanisms: frozenset[Any] | None = None  # the token's, read at login
+        # C_SignInit + C_Sign through ctypes for the signing loop (agent.custody.tokencall); None:
+        # the module does not export them, and python-pkcs11 signs.
+        self._token_call: TokenCall | None = None
+        self._pkcs11_only = False  # python_pkcs11_signing() in force
         self._omit: tuple[Attribute, ...] = ()  # attributes the module does not know (V2_40_ATTRIBUTES)
 
     @classmethod
@@ -123,6 +128,7 @@ class TokenSession:
             raise TokenUnavailable("the agent is shutting down")
         if self._lib is None:
             self._lib = load_module(self._config)
+            self._token_call = TokenCall.load(str(self._config.module))
         elif self._reinitialize:
             # After a device loss the module keeps a dead view of the token (SoftHSM2: the slot
             # list fails with CKR_GENERAL_ERROR even once the token is back): start it afresh.
@@ -255,6 +261,27 @@ class TokenSession:
         """
         with self._lock:
             yield
+
+    @property
+    def lean_token_calls(self) -> bool:
+        """Do MACs and signatures go through the ctypes token call (agent.custody.tokencall)? False
+        when the module does not export C_SignInit and C_Sign, or inside `python_pkcs11_signing()`."""
+        return self._lean_call() is not None
+
+    def _lean_call(self) -> TokenCall | None:
+        return None if self._pkcs11_only else self._token_call
+
+    @contextmanager
+    def python_pkcs11_signing(self) -> Iterator[None]:
+        """Sign through python-pkcs11 in the block, as before the ctypes call: for tests that compare
+        the two paths' outputs, and for the bench, which measures both."""
+        with self._lock:
+            self._pkcs11_only = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pkcs11_only = False
 
     @contextmanager
     def session(self) -> Iterator[Any]:

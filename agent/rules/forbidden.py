@@ -197,9 +197,30 @@ def _word_set(path: str) -> set[str]:
     return set(words(path)) | {piece.lower() for piece in _WORD_SPLIT.split(path) if piece}
 
 
+# path_verdict's answers, by (the exchange's rules, path, key): the same path costs the keyword
+# search once, not per request. The rules object is kept in the value and compared by identity, so an
+# id() reused after a record was dropped is never taken for another's. Paths are the caller's choice:
+# bounded, started afresh when full.
+_PATH_VERDICTS: dict[tuple[int, str, str], tuple[object, tuple[str, str, bool] | None]] = {}
+PATH_VERDICTS_SIZE = 4096
+
+
 def path_verdict(exchange: "Exchange", path: str, key: str) -> tuple[str, str, bool] | None:
     """(category, what the path is, whether even a read is refused) when the path is of a forbidden
-    family."""
+    family. A pure function of the exchange's rules and the path: remembered (see _PATH_VERDICTS)."""
+    rules = exchange.rules
+    slot = (id(rules), path, key)
+    known = _PATH_VERDICTS.get(slot)
+    if known is not None and known[0] is rules:
+        return known[1]
+    verdict = _path_verdict(exchange, path, key)
+    if len(_PATH_VERDICTS) >= PATH_VERDICTS_SIZE:
+        _PATH_VERDICTS.clear()
+    _PATH_VERDICTS[slot] = (rules, verdict)
+    return verdict
+
+
+def _path_verdict(exchange: "Exchange", path: str, key: str) -> tuple[str, str, bool] | None:
     exempt = exchange.rules.not_forbidden
     if exempt is not None and exempt.fullmatch(key):
         return None

@@ -428,3 +428,35 @@ def test_any_byte_change_outside_the_head_line_is_detected(position: int, byte: 
 @given(position=st.integers(0, len(_DATA) - 1), byte=st.integers(0, 255))
 def test_any_byte_change_is_detected_against_the_recorded_head(position: int, byte: int):
     assert not verify(_mutate(position, byte), expect_head=sha(_LINES[-1])).ok
+
+
+def test_a_group_append_writes_each_record_as_its_own_chained_line_in_one_write(tmp_path, monkeypatch):
+    import agent.audit
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append("agent.start", version="x")
+    writes: list[bytes] = []
+    real = agent.audit._write_all
+    monkeypatch.setattr(agent.audit, "_write_all", lambda fd, data: (writes.append(data), real(fd, data))[1])
+    log.append_many([("sign", {"key": f"k{i}", "decision": "signed"}) for i in range(5)])
+    log.append("sign", key="after")  # the cache of the group's head is what the next line chains to
+    log.close()
+    assert len(writes) == 2 and writes[0].count(b"\n") == 5
+    lines = path.read_bytes().split(b"\n")[:-1]
+    records = [json.loads(line) for line in lines]
+    assert [r["seq"] for r in records] == list(range(1, 8))
+    assert [r.get("key") for r in records[1:]] == ["k0", "k1", "k2", "k3", "k4", "after"]
+    for before, record in zip(lines, records[1:]):
+        assert record["prev"] == sha(before)
+    report = verify(path)
+    assert report.ok and report.lines == 7 and report.head == sha(lines[-1])
+
+
+def test_a_group_with_one_record_that_cannot_be_encoded_writes_nothing(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    with pytest.raises(ValueError):
+        log.append_many([("sign", {"key": "ok"}), ("sign", {"seq": 1})])  # a reserved name
+    log.close()
+    assert path.read_bytes() == b""

@@ -78,9 +78,9 @@ def evaluations(monkeypatch) -> list[Any]:
     return calls
 
 
-def _order(symbol: str = "BTCUSDT") -> signer_pb2.SignRequest:
+def _order(symbol: str = "BTCUSDT", key: str = "k") -> signer_pb2.SignRequest:
     return signer_pb2.SignRequest(
-        key="k", method="POST", path="/api/v3/order",
+        key=key, method="POST", path="/api/v3/order",
         query=[signer_pb2.Param(name=n, value=v) for n, v in
                (("symbol", symbol), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.01"))])
 
@@ -187,3 +187,121 @@ def test_the_rules_are_a_pure_function_that_keeps_the_age_warning_of_a_later_ref
     refused = evaluate(key_policy, EXCHANGES["binance"], order("ETHUSDT").validated(), **args)
     assert isinstance(refused.refusal, Refusal) and refused.refusal.rule == "symbol"
     assert refused.age_warning == signable.age_warning  # the guard alerts on it, as before the rules refused
+
+
+class BatchSinks(Sinks):
+    """The sinks of a batch: one group of records, one metrics call, log lines."""
+
+    def __init__(self, audit_fails: bool = False) -> None:
+        super().__init__(audit_fails)
+        self.groups: list[list[Decision]] = []
+
+    def record_many(self, decisions: list[Decision]):
+        self.groups.append(list(decisions))
+        return AuditUnavailable("the audit log cannot be written") if self.audit_fails else None
+
+    def decisions(self, items) -> None:
+        self.metrics.append({"items": list(items)})
+
+
+def _batch_decisions() -> list[Decision]:
+    refusal = Refusal("symbol", "not listed")
+    signed = Decision(bot="mm", key="k", method="POST", path="/api/v3/order", status="OK", exchange="binance",
+                      symbols=("BTCUSDT",), latency_ms=0.5)
+    refused = Decision(bot="mm", key="k", method="POST", path="/api/v3/order?x=1", status="PERMISSION_DENIED",
+                       refusal=refusal, message=str(refusal), latency_ms=0.25)
+    return [signed, refused, signed]
+
+
+def test_a_batch_goes_to_each_sink_once_with_a_log_line_per_refusal_and_one_for_the_batch():
+    from agent.decision import emit_batch
+
+    sinks = BatchSinks()
+    shown = emit_batch(_batch_decisions(), guard=sinks, metrics=sinks, log=sinks, bot="mm",  # type: ignore[arg-type]
+                       latency_ms=2.0)
+    assert [d.status for d in shown] == ["OK", "PERMISSION_DENIED", "OK"]
+    assert sinks.groups == [shown] and shown[1].path == "/api/v3/order"  # redacted before any sink
+    assert sinks.metrics == [{"items": [("binance", "OK", "", 0.0005), ("", "PERMISSION_DENIED", "symbol", 0.00025),
+                                        ("binance", "OK", "", 0.0005)]}]
+    assert [event for event, _ in sinks.logs] == ["sign", "sign.batch"]
+    assert sinks.logs[0][1]["rule"] == "symbol" and sinks.logs[0][1]["path"] == "/api/v3/order"
+    assert sinks.logs[1][1] == {"bot": "mm", "items": 3, "signed": 2, "refused": 1, "latency_ms": 2.0}
+
+
+def test_a_batch_whose_audit_group_cannot_be_written_hands_out_none_of_its_signatures():
+    from agent.decision import emit_batch
+
+    sinks = BatchSinks(audit_fails=True)
+    shown = emit_batch(_batch_decisions(), guard=sinks, metrics=sinks, log=sinks, bot="mm",  # type: ignore[arg-type]
+                       latency_ms=2.0)
+    assert [d.status for d in shown] == ["UNAVAILABLE", "PERMISSION_DENIED", "UNAVAILABLE"]
+    assert all(d.outcome == "refused" for d in shown) and "audit" in shown[0].message
+    assert [event for event, _ in sinks.logs] == ["sign", "sign", "sign", "sign.batch"]
+    assert sinks.logs[-1][1]["signed"] == 0 and sinks.logs[-1][1]["refused"] == 3
+
+
+def test_sign_batch_audits_every_item_on_its_own_chained_line_and_charges_each_item_once(tmp_path):
+    from agent.audit import AuditLog, verify
+
+    (tmp_path / "policy.toml").write_text(
+        "[bots.mm]\nkeys = ['k']\n"
+        "[keys.k]\nendpoints = ['POST /api/v3/order']\nsymbols = ['BTCUSDT']\nrate_per_second = 1\nburst = 3\n")
+    (tmp_path / "bots.toml").write_text("")
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    g = Guard(policy_path=tmp_path / "policy.toml", bots_path=tmp_path / "bots.toml", state_dir=tmp_path / "state",
+              audit=audit, alerts=AlertSender(None))
+    try:
+        service = _service(DyingHandles(die=0), g)
+        service._caller = lambda context: Caller("mm")  # type: ignore[method-assign]
+        items = [_order(), _order("ETHUSDT"), _order(), _order(), _order()]
+        reply = service.SignBatch(signer_pb2.SignBatchRequest(requests=items), context=None)
+    finally:
+        g.stop()
+        audit.close()
+    outcomes = [r.WhichOneof("outcome") for r in reply.results]
+    # A burst of 3: the refused symbol takes no rate; the fourth signable item is over it.
+    assert outcomes == ["signed", "refused", "signed", "signed", "refused"]
+    assert reply.results[1].refused.code == "PERMISSION_DENIED" and "symbol" in reply.results[1].refused.message
+    assert reply.results[4].refused.code == "RESOURCE_EXHAUSTED"
+    for result in reply.results:
+        if result.WhichOneof("outcome") == "signed":
+            message, _, signature = result.signed.path.partition("?")[2].rpartition("&signature=")
+            assert signature == hmac.new(SECRET, message.encode(), hashlib.sha256).hexdigest()
+    import json
+
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    signs = [json.loads(line) for line in lines if '"event":"sign"' in line]
+    assert [s["decision"] for s in signs] == ["signed", "refused", "signed", "signed", "refused"]
+    assert [s["rule"] for s in signs] == ["", "symbol", "", "", "rate:key"]
+    assert verify(tmp_path / "audit.jsonl").ok
+
+
+def test_batch_items_and_stream_messages_meet_signs_delivery_rules_and_guardrails(tmp_path):
+    """SignBatch and SignStream decide each item through Sign's pipeline: a key the agent only sends
+    (delivery = "send") is refused on them as on Sign, and the guardrails (here the key's orders
+    per minute) are charged once per item, whichever call carried it."""
+    (tmp_path / "policy.toml").write_text(
+        "[bots.mm]\nkeys = ['k', 'sent']\n"
+        "[keys.k]\nendpoints = ['POST /api/v3/order']\nsymbols = ['BTCUSDT']\nmax_orders_per_minute = 3\n"
+        "[keys.sent]\nendpoints = ['POST /api/v3/order']\ndelivery = 'send'\n")
+    (tmp_path / "bots.toml").write_text("")
+    g = Guard(policy_path=tmp_path / "policy.toml", bots_path=tmp_path / "bots.toml", state_dir=tmp_path / "state",
+              audit=None, alerts=AlertSender(None))
+    try:
+        service = _service(DyingHandles(die=0), g)
+        service._caller = lambda context: Caller("mm")  # type: ignore[method-assign]
+        on_sign = service._decide(Caller("mm"), _order(key="sent"))
+        assert isinstance(on_sign, Failure) and on_sign.code == grpc.StatusCode.PERMISSION_DENIED
+        streamed = list(service.SignStream(iter([_order(key="sent"), _order(), _order()]), context=None))
+        batch = service.SignBatch(signer_pb2.SignBatchRequest(requests=[_order(key="sent"), _order(), _order()]),
+                                  context=None)
+    finally:
+        g.stop()
+    for results in (streamed, list(batch.results)):
+        refused = results[0].refused
+        assert (refused.code, refused.message) == ("PERMISSION_DENIED", on_sign.message)
+        assert "delivery" in refused.message and "call Send" in refused.message
+    assert [r.WhichOneof("outcome") for r in streamed] == ["refused", "signed", "signed"]
+    # Three orders a minute: two on the stream, the batch's first; its second is over (guardrail order-rate).
+    assert [r.WhichOneof("outcome") for r in batch.results] == ["refused", "signed", "refused"]
+    assert batch.results[2].refused.code == "RESOURCE_EXHAUSTED" and "orders per minute" in batch.results[2].refused.message

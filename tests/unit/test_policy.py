@@ -361,3 +361,29 @@ def test_rate_buckets_are_shared_by_processes(tmp_path: Path):
     for p in procs:
         p.join(30)
     assert sum(out.get(timeout=5) for _ in procs) == 10
+
+
+def test_the_compiled_endpoint_matcher_agrees_with_each_pattern_on_its_own():
+    from agent.policy import parse_policy
+
+    patterns = ["POST /api/v3/order", "GET /api/v3/*", "* /sapi/**/status", "DELETE /api/v3/order/*/x"]
+    policy = parse_policy(("[keys.k]\nendpoints = [" + ", ".join(f'"{p}"' for p in patterns) + "]\n").encode())
+    key = policy.for_key("k")
+    paths = ["/api/v3/order", "/api/v3/orders", "/api/v3/a/b", "/sapi/v1/x/status", "/sapi/status", "/api/v3/order/1/x",
+             "/API/v3/order", "/api/v3/order/"]
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        for path in paths:
+            expected = any(p.matches(method, path) for p in key.endpoints)
+            assert key.allows(method, path) == expected, (method, path)
+    assert key.allows("POST", "/api/v3/order") and not key.allows("GET", "/api/v3/order/1/x")
+    assert key.allows("PATCH", "/sapi/v1/x/status") and not key.allows("PATCH", "/api/v3/order")
+    assert not parse_policy(b"[keys.k]\nendpoints = []\n").for_key("k").allows("GET", "/")
+
+
+def test_the_default_key_table_is_copied_once_per_label_under_its_name():
+    from agent.policy import parse_policy
+
+    policy = parse_policy(b'[keys."*"]\nendpoints = ["GET /x"]\nrate_per_second = 2\n')
+    first = policy.for_key("a")
+    assert first.label == "a" and policy.for_key("a") is first and policy.for_key("b").label == "b"
+    assert first.allows("GET", "/x") and not first.allows("POST", "/x")

@@ -20,6 +20,11 @@ client certificate (tls=ClientTls(...)).
 Errors are raised as SigningError subclasses carrying the gRPC status name:
 KeyNotFoundError, InvalidRequestError, AgentUnavailableError, NotAuthenticatedError,
 RefusedError (policy; the message names the rule), RateLimitedError.
+A bot that signs often keeps one stream open instead (about half the round trip of `sign`):
+
+    with SignerClient() as signer, signer.stream() as stream:
+        req = stream.sign("binance-main", "POST", "/api/v3/order", body={...})   # as signer.sign
+
 The asyncio client (grpc.aio) is signing_agent_client.aio.AsyncSignerClient, with the same calls.
 """
 
@@ -32,6 +37,7 @@ from typing import Any, Union
 
 import ipaddress
 import os
+import queue
 import tomllib
 from dataclasses import dataclass
 
@@ -298,14 +304,56 @@ class _Connection:
 
 
 def _batch_results(reply: signer_pb2.SignBatchResponse) -> list[SignedRequest | SigningError]:
-    out: list[SignedRequest | SigningError] = []
-    for result in reply.results:
-        if result.WhichOneof("outcome") == "signed":
-            out.append(_signed(result.signed))
-        else:
-            code = getattr(grpc.StatusCode, result.refused.code, None)
-            out.append(_ERRORS.get(code, SigningError)(result.refused.code, result.refused.message))
-    return out
+    return [_result(result) for result in reply.results]
+
+
+def _result(result: signer_pb2.SignResult) -> SignedRequest | SigningError:
+    """One item of a batch or a stream: its signed request, or the SigningError it was refused with."""
+    if result.WhichOneof("outcome") == "signed":
+        return _signed(result.signed)
+    code = getattr(grpc.StatusCode, result.refused.code, None)
+    return _ERRORS.get(code, SigningError)(result.refused.code, result.refused.message)
+
+
+def _stream_answer(result: Any) -> SignedRequest:
+    """A stream's answer to one request: the signed request, or its refusal raised (as `sign` raises it)."""
+    if result is None:  # the stream ended without answering (the agent stopped): ask again on a new one
+        raise AgentUnavailableError("UNAVAILABLE", "the agent ended the stream; open a new one")
+    answer = _result(result)
+    if isinstance(answer, SigningError):
+        raise answer
+    return answer
+
+
+class SignStream:
+    """One SignStream kept open (SignerClient.stream()): `sign` sends a request and waits for its
+    answer, about half the round trip of a unary Sign. One request at a time: a stream per thread."""
+
+    _END = object()
+
+    def __init__(self, stub: signer_pb2_grpc.SignerStub, metadata: Any) -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # No deadline: the stream lives as long as the bot keeps it; each answer follows its request.
+        self._responses = stub.SignStream(iter(self._requests.get, self._END), metadata=metadata)
+
+    def sign(self, *args: Any, **kwargs: Any) -> SignedRequest:
+        """As SignerClient.sign (the same arguments, those of `sign_request`), on this stream."""
+        self._requests.put(sign_request(*args, **kwargs))
+        try:
+            return _stream_answer(next(self._responses, None))
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def close(self) -> None:
+        """End the stream (the agent sees the end of its requests)."""
+        self._requests.put(self._END)
+        self._responses.cancel()
+
+    def __enter__(self) -> "SignStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SignerClient(_Connection):
@@ -363,6 +411,11 @@ class SignerClient(_Connection):
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return _batch_results(reply)
+
+    def stream(self) -> SignStream:
+        """A SignStream for signing request after request on one open stream (lower latency than
+        `sign` for a bot that signs often); close it, or use it as a context manager."""
+        return SignStream(self._stub, self._metadata)
 
     def close(self) -> None:
         self._channel.close()

@@ -7,7 +7,7 @@ Parameter order is kept everywhere: exchanges sign bytes, and bytes have an orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 MAX_PATH_LEN = 2048
@@ -60,7 +60,8 @@ class UnsignedRequest:
                 raise RequestInvalid("raw body is not valid Unicode")
         elif self.body is not None:
             check_params("body", self.body)
-        return replace(self, checked=True)
+        # Built directly: dataclasses.replace introspects the fields on every call (the signing hot path).
+        return UnsignedRequest(self.method, self.path, self.query, self.body, checked=True)
 
 
 def check_params(where: str, params: Params) -> None:
@@ -81,6 +82,8 @@ def check_params(where: str, params: Params) -> None:
 
 
 def _utf8(text: str) -> bool:
+    if text.isascii():  # a flag of the string, no scan: the usual parameter costs no encoding
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates

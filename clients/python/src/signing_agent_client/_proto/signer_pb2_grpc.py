@@ -44,6 +44,11 @@ class SignerStub:
                 request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
                 response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
                 _registered_method=True)
+        self.SignStream = channel.stream_stream(
+                '/signing_agent.v1.Signer/SignStream',
+                request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+                response_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignResult.FromString,
+                _registered_method=True)
         self.Send = channel.unary_unary(
                 '/signing_agent.v1.Signer/Send',
                 request_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
@@ -77,6 +82,23 @@ class SignerServicer:
         A refused item refuses only itself; the call as a whole fails only when it
         cannot be taken at all: INVALID_ARGUMENT for an empty batch or one of more
         than 1000 items, or a status that applies to the caller (UNAUTHENTICATED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignStream(self, request_iterator, context):
+        """One stream kept open for many requests, for platforms that sign as they go:
+        each SignRequest sent is decided on its own, exactly as a Sign call with the
+        stream's metadata would be (caller, policy, key, nonce, audit line; a key
+        with delivery = "send" is refused, as Sign refuses it), and is answered by
+        one SignResult, in the order sent. A refused request refuses only itself. Half the round trip of a unary call: no call set-up per request.
+        The agent decides one request of a stream at a time (the next waits in the
+        transport's flow-control window); a bot may hold a few streams open at once,
+        the agent a bounded number in all (RESOURCE_EXHAUSTED past either). The
+        stream as a whole fails only for its caller: UNAUTHENTICATED (no or unknown
+        credential, or the bot's credential revoked while it is open), UNAVAILABLE
+        when the agent stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +142,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.SignBatch,
                     request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.FromString,
                     response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.SerializeToString,
+            ),
+            'SignStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SignStream,
+                    request_deserializer=signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.FromString,
+                    response_serializer=signing__agent__client_dot___proto_dot_signer__pb2.SignResult.SerializeToString,
             ),
             'Send': grpc.unary_unary_rpc_method_handler(
                     servicer.Send,
@@ -181,6 +208,33 @@ class Signer:
             '/signing_agent.v1.Signer/SignBatch',
             signing__agent__client_dot___proto_dot_signer__pb2.SignBatchRequest.SerializeToString,
             signing__agent__client_dot___proto_dot_signer__pb2.SignBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/signing_agent.v1.Signer/SignStream',
+            signing__agent__client_dot___proto_dot_signer__pb2.SignRequest.SerializeToString,
+            signing__agent__client_dot___proto_dot_signer__pb2.SignResult.FromString,
             options,
             channel_credentials,
             insecure,
