@@ -9,6 +9,7 @@ description of a key (KeyInfo), never key material.
   session    module loading, login, the one lock, reconnecting, module differences (TokenSession)
   keyring    Keyring: lookup and its handle cache, MACs and signatures, listing; TokenCredential,
              the Credential a scheme signs with
+  tokencall  the signing call: C_SignInit + C_Sign through ctypes on python-pkcs11's handles
   provision  the writes: import, generation in the token, registration, revocation
   master     the master key of wrapped keys and its unwrap template (created with PyKCS11)
   wrapped    wrapped keys: wrap at import, unwrap on first use, the bounded cache of unwrapped objects
