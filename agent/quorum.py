@@ -133,6 +133,14 @@ class Operators:
     def ids(self, names: list[str] | tuple[str, ...]) -> list[str]:
         return [f"{name}:{key_id(self.keys[name])}" for name in names]
 
+    @property
+    def digest(self) -> str:
+        """What the state directory records of the first operator set, to notice it edited later."""
+        return hashlib.sha256(canonical({"operators": self.as_body(), "threshold": self.threshold})).hexdigest()
+
+    def key_ids(self) -> dict[str, str]:
+        return {name: key_id(raw) for name, raw in sorted(self.keys.items())}
+
 
 def generate_operator_key(path: Path) -> bytes:
     """A new Ed25519 key in PATH (PKCS#8 PEM, mode 0600, never overwritten); its raw public key."""
@@ -651,21 +659,58 @@ def _ids(bundle: Bundle, operators: Operators) -> tuple[str, ...]:
                  for a in bundle.approvals)
 
 
-def read_head(state_dir: Path) -> tuple[int, str]:
-    """(version, digest) this agent last applied; (0, GENESIS) when none."""
+@dataclass(frozen=True)
+class Head:
+    """What this agent recorded in its state directory (HEAD_FILE): that it runs under a quorum,
+    with which first operator set, and the last bundle it applied."""
+    version: int
+    digest: str
+    genesis: str | None  # Operators.digest of the first set; None in a file written before it was recorded
+    genesis_ids: dict[str, str]  # name -> key id of the first set, to say what changed
+    genesis_threshold: int | None
+
+
+def read_head(state_dir: Path) -> Head | None:
+    """The recorded head; None when this agent never ran under a quorum."""
     try:
         raw = json.loads((state_dir / HEAD_FILE).read_text(encoding="utf-8"))
-        return int(raw["version"]), str(raw["digest"])
+        return Head(version=int(raw["version"]), digest=str(raw["digest"]), genesis=raw.get("genesis"),
+                    genesis_ids=dict(raw.get("genesis_ids", {})), genesis_threshold=raw.get("genesis_threshold"))
     except FileNotFoundError:
-        return 0, GENESIS
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise QuorumError(f"{state_dir / HEAD_FILE} is unreadable ({type(exc).__name__}): restore it from a "
                           "backup; the agent does not guess which policy version was in force") from None
 
 
-def write_head(state_dir: Path, in_force: InForce) -> None:
-    write_atomically(state_dir / HEAD_FILE, json.dumps({"version": in_force.version, "digest": in_force.digest}) + "\n",
-               replace_existing=True)
+def quorum_recorded(state_dir: Path) -> bool:
+    """True once an agent with this state directory ran under a quorum (even if the file is unreadable)."""
+    return os.path.lexists(state_dir / HEAD_FILE)
+
+
+def write_head(state_dir: Path, in_force: InForce, genesis: Operators) -> None:
+    write_atomically(state_dir / HEAD_FILE, json.dumps({
+        "quorum": True, "version": in_force.version, "digest": in_force.digest, "genesis": genesis.digest,
+        "genesis_ids": genesis.key_ids(), "genesis_threshold": genesis.threshold}) + "\n", replace_existing=True)
+
+
+HOW_OPERATORS_CHANGE = ("operators and the threshold change only by a bundle the threshold in force approves: "
+                        "signing-agent policy propose --set-operator NAME=ed25519:... --drop-operator NAME "
+                        "--threshold N")
+
+
+def genesis_changes(head: Head, genesis: Operators) -> list[str]:
+    """How GENESIS (the config's first operator set) differs from the one HEAD recorded."""
+    if head.genesis is None or head.genesis == genesis.digest:
+        return []
+    now = genesis.key_ids()
+    out = [f"operator {n!r} added" for n in sorted(set(now) - set(head.genesis_ids))]
+    out += [f"operator {n!r} removed" for n in sorted(set(head.genesis_ids) - set(now))]
+    out += [f"operator {n!r} has another key ({head.genesis_ids[n]} -> {now[n]})"
+            for n in sorted(set(now) & set(head.genesis_ids)) if now[n] != head.genesis_ids[n]]
+    if head.genesis_threshold != genesis.threshold:
+        out.append(f"threshold {head.genesis_threshold} -> {genesis.threshold}")
+    return out or ["the operator set's digest differs"]
 
 
 def new_proposal(in_force: InForce, *, policy_text: str, bots_text: str, proposer: str, summary: str,
@@ -689,8 +734,12 @@ class QuorumSource:
     def __init__(self, directory: Path, genesis: Operators, state_dir: Path,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.chain = Chain(BundleDir(directory), genesis)
-        self._state_dir, self._clock = state_dir, clock
+        self._genesis, self._state_dir, self._clock = genesis, state_dir, clock
         self._seen: tuple | None = None
+
+    @property
+    def genesis_digest(self) -> str:
+        return self._genesis.digest
 
     @property
     def policy(self) -> Policy:
@@ -703,7 +752,13 @@ class QuorumSource:
     def start(self) -> list[Event]:
         """Walk the chain to its head. Raises QuorumError (the agent does not start) when the head
         is older than, or differs from, what this agent applied before: the directory was rolled back."""
-        version, digest = read_head(self._state_dir)
+        head = read_head(self._state_dir)
+        if head is not None and (changed := genesis_changes(head, self._genesis)):
+            raise QuorumError(
+                f"[quorum.operators] or threshold in the config is not the first operator set this agent recorded "
+                f"in {self._state_dir / HEAD_FILE} ({'; '.join(changed)}). The config names only the first set; "
+                f"put it back as it was: {HOW_OPERATORS_CHANGE}")
+        version, digest = (head.version, head.digest) if head is not None else (0, GENESIS)
         self._seen = self.chain.dir.fingerprint()
         events = self._replay_recorded(version, digest) if version else []
         events += self.chain.advance(self._clock())
@@ -758,5 +813,6 @@ class QuorumSource:
         return events
 
     def _record(self) -> None:
-        if self.chain.in_force.version:
-            write_head(self._state_dir, self.chain.in_force)
+        # Written from the first start on, before any bundle: from then on this state directory
+        # refuses a config without [quorum] or with another first operator set (agent.server).
+        write_head(self._state_dir, self.chain.in_force, self._genesis)

@@ -62,9 +62,10 @@ def _head(config: Any, quorum: Any) -> Chain:
     genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
     chain = Chain(BundleDir(quorum.bundles), genesis)
     try:
-        through = read_head(config.state_dir)[0]
+        recorded = read_head(config.state_dir)
     except QuorumError:
-        through = 0
+        recorded = None
+    through = recorded.version if recorded is not None else 0
     chain.advance(datetime.now(timezone.utc), trusted_through=through)
     return chain
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.bots import Bots, BotCredential, hash_token
 from agent.policy import BotPolicy, KeyPolicy, parse_policy
 from agent.quorum import (
+    QuorumSource,
     BOT_FIELDS,
     GENESIS,
     KEY_FIELDS,
@@ -555,3 +556,46 @@ def test_approve_signs_only_the_content_it_was_told_about(quorum: Quorum):
     assert done.returncode != 0 and "nothing was signed" in done.stderr, done.stderr
     assert Bundle.read(proposal).approvals == ()
     proposal.unlink()
+
+
+# -- the quorum cannot be dropped or re-based by editing the config (issue 19) ---------------------
+
+
+def test_the_first_operator_set_edited_in_the_config_stops_the_start_and_says_what_changed(tmp_path: Path):
+    first = _source(tmp_path)
+    first.start()  # no bundle yet: the state directory records the quorum and its first operator set
+    recorded = json.loads((tmp_path / "state" / "quorum-head.json").read_text())
+    assert recorded["quorum"] is True and recorded["genesis"] == OPERATORS.digest and recorded["version"] == 0
+    dave = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    for edited, said in ((Operators(OPERATORS.keys, 1), "threshold 2 -> 1"),
+                         (Operators({**OPERATORS.keys, "dave": dave}, 2), "operator 'dave' added"),
+                         (Operators({**OPERATORS.keys, "carol": dave}, 2), "operator 'carol' has another key")):
+        source = QuorumSource(tmp_path / "bundles", edited, tmp_path / "state", clock=lambda: NOW)
+        with pytest.raises(QuorumError, match=said) as refused:
+            source.start()
+        assert "policy propose --set-operator" in str(refused.value)
+    assert _source(tmp_path).start() == []  # the set as recorded starts
+
+
+def test_removing_quorum_from_the_config_stops_the_agent_from_starting(tmp_path_factory: pytest.TempPathFactory):
+    """An operator who can edit only the config cannot turn the quorum off, nor lower its threshold."""
+    env = make_env(tmp_path_factory, "quorum-off")
+    lines = [run_cli(env, "operator", "keygen", name, "--out", str(env.root / f"{name}.key"),
+                     check=True).stdout.split("#")[0].strip() for name in ("alice", "bob")]
+    operators = "[quorum.operators]\n" + "\n".join(lines) + "\n"
+    on = env.write_config("q", extra='[quorum]\nthreshold = 2\nbundles = "bundles"\n' + operators)
+    start_agent(env, on).stop()
+    assert (env.root / "state" / "quorum-head.json").exists()
+    for extra, said in (("", "has no [quorum], but this agent ran under one"),
+                        ('[quorum]\nthreshold = 1\nbundles = "bundles"\n' + operators, "threshold 2 -> 1")):
+        edited = env.write_config("q", extra=extra)
+        agent = start_agent(env, edited, wait=False)
+        assert agent.proc.wait(timeout=30) != 0
+        log = agent.log.read_text()
+        assert said in log and "policy propose --set-operator" in log and "Traceback" not in log, log
+    env.write_config("q", extra='[quorum]\nthreshold = 2\nbundles = "bundles"\n' + operators)
+    start_agent(env, on).stop()
+    starts = [json.loads(line) for line in (env.root / "state" / "audit.jsonl").read_text().splitlines()
+              if '"agent.start"' in line]
+    assert {s["quorum"] for s in starts} == {Operators.parse(
+        dict(line.replace('"', "").split(" = ") for line in lines), 2, where="test").digest}
