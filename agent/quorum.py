@@ -63,6 +63,9 @@ SIGNED_PREFIX = b"signing-agent bundle v1\n"  # domain separation: an approval s
 PUBLIC_PREFIX = "ed25519:"
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_EXPIRY = timedelta(days=30)
+# How far ahead of this host's clock a bundle's `created` may be: the proposer's clock may be a little
+# ahead, but a bundle dated later would stretch MAX_EXPIRY (it counts from `created`).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 HEAD_FILE = "quorum-head.json"
 _BUNDLE_NAME = re.compile(r"v(\d{6,})-([0-9a-f]{16})\.json\Z")
 _BODY_KEYS = {"format", "version", "previous", "created", "expires", "proposer", "summary", "policy", "bots",
@@ -244,6 +247,7 @@ class Bundle:
                 raise QuorumError(f"{source}: body.{name} must be {kind.__name__}")
         if body["version"] < 1 or not re.fullmatch(r"[0-9a-f]{64}", body["previous"]):
             raise QuorumError(f"{source}: version must be >= 1 and previous a SHA-256 digest (hex)")
+        _when(body["created"], source=f"{source}: body.created")
         _when(body["expires"], source=f"{source}: body.expires")
         if not isinstance(approvals, list):
             raise QuorumError(f"{source}: approvals must be a list")
@@ -336,8 +340,27 @@ def contents(bundle: Bundle, *, source: str) -> tuple[Policy, Bots, Operators]:
     return policy, bots, operators
 
 
-def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: bool = True) -> Accepted:
-    """Accept BUNDLE as the successor of IN_FORCE, or raise BundleRefused saying why."""
+def check_fresh(bundle: Bundle, now: datetime) -> None:
+    """BundleRefused unless BUNDLE may be approved or applied NOW: created no later than NOW (give
+    or take MAX_CLOCK_SKEW), not expired, and valid for at most MAX_EXPIRY from its creation."""
+    source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
+    created = _when(bundle.body["created"], source=f"{source}: created")
+    expires = _when(bundle.body["expires"], source=f"{source}: expires")
+    if created > now + MAX_CLOCK_SKEW:
+        raise BundleRefused(f"{source}: created at {bundle.body['created']}, after this host's clock ({_iso(now)}) "
+                            f"by more than {int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes: check the proposer's "
+                            "clock and propose it again")
+    if not created < expires <= created + MAX_EXPIRY:
+        raise BundleRefused(f"{source}: valid from {bundle.body['created']} to {bundle.body['expires']}; a bundle "
+                            f"expires after its creation and within {MAX_EXPIRY.days} days of it: propose it again")
+    if expires <= now:
+        raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
+
+
+def judge(bundle: Bundle, in_force: InForce, now: datetime, *, applied_before: bool = False) -> Accepted:
+    """Accept BUNDLE as the successor of IN_FORCE, or raise BundleRefused saying why. APPLIED_BEFORE:
+    a bundle of the chain this agent recorded; its signatures and approvals are checked again, not
+    its dates (it applied when it was fresh)."""
     source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
     if bundle.version <= in_force.version:
         raise BundleRefused(f"{source}: version {bundle.version} is not newer than v{in_force.version} in force "
@@ -347,8 +370,8 @@ def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: boo
     if bundle.body["previous"] != in_force.digest:
         raise BundleRefused(f"{source}: written against {bundle.body['previous'][:16]}, but "
                             f"{in_force.digest[:16]} (v{in_force.version}) is in force: propose again from it")
-    if check_expiry and _when(bundle.body["expires"], source=source) <= now:
-        raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
+    if not applied_before:
+        check_fresh(bundle, now)
     names = [a.operator for a in bundle.approvals]
     if len(set(names)) != len(names):
         raise BundleRefused(f"{source}: an operator approved twice: one operator is one approval")
@@ -617,7 +640,7 @@ class Chain:
                     unchained.append((seen, item))  # may chain once a bundle before it applies
                     continue
                 try:
-                    accepted = judge(item, self.in_force, now, check_expiry=item.version > trusted_through)
+                    accepted = judge(item, self.in_force, now, applied_before=item.version <= trusted_through)
                 except BundleRefused as exc:
                     self._judged.add(seen)
                     events.append(self._refusal(item, str(exc)))
@@ -791,7 +814,7 @@ class QuorumSource:
         events = []
         for path, bundle in reversed(path_back):
             try:
-                accepted = judge(bundle, self.chain.in_force, self._clock(), check_expiry=False)
+                accepted = judge(bundle, self.chain.in_force, self._clock(), applied_before=True)
             except BundleRefused as exc:
                 raise QuorumError(f"the recorded chain no longer verifies: {exc}") from None
             approvers = _ids(bundle, self.chain.in_force.operators)

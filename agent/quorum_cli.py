@@ -25,6 +25,7 @@ from agent.quorum import (
     Operators,
     QuorumError,
     Bundle,
+    check_fresh,
     diff,
     generate_operator_key,
     judge,
@@ -208,6 +209,7 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
         if bundle.body["previous"] != chain.in_force.digest:
             raise QuorumError(f"the proposal was written against {bundle.body['previous'][:16]}, but v"
                               f"{chain.in_force.version} ({chain.in_force.digest[:16]}) is in force: propose again")
+        check_fresh(bundle, datetime.now(timezone.utc))  # an expired proposal is not signed
         # What is signed, shown first (from the file itself, against what is in force).
         print(diff(chain.in_force.policy_text, bundle.body["policy"], "policy")
               + diff(chain.in_force.bots_text, bundle.body["bots"], "bots"), end="")

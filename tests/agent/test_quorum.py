@@ -599,3 +599,57 @@ def test_removing_quorum_from_the_config_stops_the_agent_from_starting(tmp_path_
               if '"agent.start"' in line]
     assert {s["quorum"] for s in starts} == {Operators.parse(
         dict(line.replace('"', "").split(" = ") for line in lines), 2, where="test").digest}
+
+
+# -- dates: a bundle is for a change now, not one kept for later (issue 19) ------------------------
+
+
+def _dated(in_force: InForce, created: datetime, expires: datetime, *names: str) -> Bundle:
+    body = {**_propose(in_force, BASE_POLICY.replace('"0.5"', '"0.1"')).body,
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"), "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return _approved(Bundle(body=body, approvals=()), *names)
+
+
+def test_a_bundle_created_in_the_future_or_valid_too_long_is_refused_at_load(tmp_path: Path):
+    in_force = _first()
+    ahead = _dated(in_force, NOW + timedelta(minutes=10), NOW + timedelta(hours=1), "alice")
+    with pytest.raises(BundleRefused, match="after this host's clock .* by more than 5 minutes"):
+        judge(ahead, in_force, NOW)
+    skewed = _dated(in_force, NOW + timedelta(minutes=4), NOW + timedelta(hours=1), "alice")
+    assert judge(skewed, in_force, NOW).change == "tightening"  # a proposer's clock a little ahead
+    for created, expires in ((NOW, NOW + timedelta(days=31)), (NOW, NOW - timedelta(minutes=1)),
+                             (NOW - timedelta(days=1), NOW + timedelta(days=30))):
+        with pytest.raises(BundleRefused, match="within 30 days"):
+            judge(_dated(in_force, created, expires, "alice"), in_force, NOW)
+    expired = _dated(in_force, NOW - timedelta(hours=2), NOW - timedelta(hours=1), "alice")
+    with pytest.raises(BundleRefused, match="expired at"):
+        judge(expired, in_force, NOW)
+    # In a directory too: refused, audited as such, the policy in force stays.
+    source = _source(tmp_path)
+    source.chain.dir.publish(_approved(_propose(InForce.genesis(OPERATORS), BASE_POLICY), "alice", "bob"))
+    source.start()
+    source.chain.dir.publish(_dated(source.chain.in_force, NOW + timedelta(hours=1), NOW + timedelta(hours=2),
+                                    "alice"))
+    (refused,) = source.poll()
+    assert refused.decision == "refused" and "after this host's clock" in refused.reason
+    assert source.chain.in_force.version == 1
+
+
+def test_an_expired_proposal_cannot_be_approved_or_published(quorum: Quorum):
+    proposal = quorum.propose(BASE_POLICY.replace('"0.5"', '"0.1"'))
+    made = Bundle.read(proposal)
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    body = {**made.body, "created": past.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires": (past + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    stale = Bundle(body=body, approvals=()).approved_by("alice", load_operator_key(quorum.operators["alice"]))
+    proposal.write_text(stale.to_json())
+    try:
+        done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key",
+                          str(quorum.operators["bob"]), "--digest", stale.digest)
+        assert done.returncode != 0 and "expired at" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert Bundle.read(proposal).approvals == stale.approvals  # nothing was signed
+        published = quorum.cli("policy", "publish", str(proposal))
+        assert published.returncode != 0 and "expired at" in published.stderr, published.stderr
+        assert not list(quorum.bundles.glob(f"v{stale.version:06d}-*.json"))
+    finally:
+        proposal.unlink()
