@@ -14,9 +14,12 @@ files and takes its policy and bot credentials only from **bundles** in a direct
 A bundle is applied only when, against the bundle in force:
   - its version is higher (no rollback to an older, looser policy) and `previous` is the digest
     in force (it chains: it was written against what is in force, not against something else);
-  - it has not expired (an approval is for a change now, not a change kept for later);
+  - it has not expired, was not created ahead of this host's clock (beyond MAX_CLOCK_SKEW) and is
+    valid for at most MAX_EXPIRY from its creation (an approval is for a change now, not a change
+    kept for later);
   - every approval is by a distinct operator of the set in force and verifies (a forged or
     duplicated signature refuses the whole bundle: it is an attack, not a miscount);
+  - its proposer is an operator in force and signed it; that signature is the proposer's approval;
   - it has enough approvals: one when the change only tightens, `threshold` when it loosens
     anything. Which it is, the agent decides by comparing the two policies field by field
     (`loosenings`), not from a label on the proposal; a change that does both is loosening,
@@ -27,7 +30,9 @@ The first operator set and threshold come from the config (`[quorum.operators]`)
 set is what the bundle in force says, and changing it (adding or removing an operator, the
 threshold) is a loosening that needs the threshold of the set in force. The highest version
 applied is recorded in the state directory, so a bundle directory rolled back (bundles deleted
-or replaced) stops the agent from starting instead of loading an older policy.
+or replaced) stops the agent from starting instead of loading an older policy. The same record
+says that this agent runs under a quorum and with which first operator set: a config without
+`[quorum]`, or with another first set, stops the start (editing the config is one person's act).
 
 Limits (the README's security model says the same): root on the agent host holds the token PIN
 and can bypass all of this; the quorum protects against one operator, not against the host.
@@ -357,6 +362,25 @@ def check_fresh(bundle: Bundle, now: datetime) -> None:
         raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
 
 
+def check_proposer(bundle: Bundle, operators: Operators) -> None:
+    """BundleRefused unless BUNDLE's proposer is one of OPERATORS and signed it. The proposer's
+    signature is their approval (`policy propose` signs), so it counts toward the threshold."""
+    source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
+    proposer = bundle.body["proposer"]
+    public = operators.keys.get(proposer)
+    if public is None:
+        raise BundleRefused(f"{source}: proposed by {proposer[:64]!r}, who is not an operator in force "
+                            f"({', '.join(sorted(operators.keys))}): only an operator proposes")
+    signed = [a for a in bundle.approvals if a.operator == proposer]
+    try:
+        if not signed:
+            raise InvalidSignature
+        Ed25519PublicKey.from_public_bytes(public).verify(signed[0].signature, bundle.signed_bytes())
+    except InvalidSignature:
+        raise BundleRefused(f"{source}: not signed by its proposer {proposer[:64]!r} (`policy propose --key` signs "
+                            "it): propose it again") from None
+
+
 def judge(bundle: Bundle, in_force: InForce, now: datetime, *, applied_before: bool = False) -> Accepted:
     """Accept BUNDLE as the successor of IN_FORCE, or raise BundleRefused saying why. APPLIED_BEFORE:
     a bundle of the chain this agent recorded; its signatures and approvals are checked again, not
@@ -385,6 +409,7 @@ def judge(bundle: Bundle, in_force: InForce, now: datetime, *, applied_before: b
         except InvalidSignature:
             raise BundleRefused(f"{source}: the approval by {approval.operator!r} does not verify "
                                 "(forged, or for other content)") from None
+    check_proposer(bundle, in_force.operators)
     try:
         policy, bots, operators = contents(bundle, source=source)
     except QuorumError as exc:

@@ -83,9 +83,12 @@ def _first() -> InForce:
     return judge(bundle, InForce.genesis(OPERATORS), NOW).in_force
 
 
-def _propose(in_force: InForce, policy: str, bots: str = BOTS_TEXT, operators: Operators | None = None) -> Bundle:
-    return new_proposal(in_force, policy_text=policy, bots_text=bots, proposer="alice", summary="test",
-                        expires_in=timedelta(hours=1), now=NOW, operators=operators)
+def _propose(in_force: InForce, policy: str, bots: str = BOTS_TEXT, operators: Operators | None = None,
+             proposer: str = "alice") -> Bundle:
+    """A proposal signed by its proposer, as `policy propose` makes it (that signature is an approval)."""
+    return new_proposal(in_force, policy_text=policy, bots_text=bots, proposer=proposer, summary="test",
+                        expires_in=timedelta(hours=1), now=NOW, operators=operators
+                        ).approved_by(proposer, PRIVATE[proposer])
 
 
 # -- judging one bundle -------------------------------------------------------------------------
@@ -116,11 +119,11 @@ def test_the_first_bundle_needs_the_threshold():
 ])
 def test_a_loosening_needs_the_threshold_and_names_what_widens(edit, what):
     in_force = _first()
-    bundle = _propose(in_force, edit(BASE_POLICY))
+    bundle = _propose(in_force, edit(BASE_POLICY), proposer="carol")
     with pytest.raises(BundleRefused, match="it loosens") as refused:
-        judge(_approved(bundle, "carol"), in_force, NOW)
+        judge(bundle, in_force, NOW)  # the proposer's signature: one approval, not two
     assert what in str(refused.value)
-    assert judge(_approved(bundle, "carol", "alice"), in_force, NOW).change == "loosening"
+    assert judge(_approved(bundle, "alice"), in_force, NOW).change == "loosening"
 
 
 @pytest.mark.parametrize("edit", [
@@ -134,7 +137,7 @@ def test_a_loosening_needs_the_threshold_and_names_what_widens(edit, what):
 ])
 def test_a_tightening_needs_one_operator(edit):
     in_force = _first()
-    accepted = judge(_approved(_propose(in_force, edit(BASE_POLICY)), "carol"), in_force, NOW)
+    accepted = judge(_propose(in_force, edit(BASE_POLICY), proposer="carol"), in_force, NOW)  # carol alone
     assert (accepted.change, accepted.loosenings) == ("tightening", ())
 
 
@@ -142,7 +145,7 @@ def test_a_change_that_tightens_and_loosens_is_a_loosening():
     in_force = _first()
     both = BASE_POLICY.replace('"0.5"', '"0.1"').replace('"ETHUSDT"]', '"ETHUSDT", "PEPEUSDT"]')
     with pytest.raises(BundleRefused, match="symbols"):
-        judge(_approved(_propose(in_force, both), "bob"), in_force, NOW)
+        judge(_propose(in_force, both, proposer="bob"), in_force, NOW)
 
 
 def test_a_bot_credential_added_or_moved_is_a_loosening_and_a_removed_one_a_tightening():
@@ -275,9 +278,10 @@ class Quorum:
     def cli(self, *args: str):
         return run_cli(self.env, *args, config=self.config)
 
-    def propose(self, policy: str, bots: Path | None = None) -> Path:
+    def propose(self, policy: str, bots: Path | None = None, proposer: str = "alice") -> Path:
         (self.env.root / "draft.toml").write_text(policy)
-        args = ["policy", "propose", "--proposer", "alice", "--policy", str(self.env.root / "draft.toml")]
+        args = ["policy", "propose", "--proposer", proposer, "--key", str(self.operators[proposer]),
+                "--policy", str(self.env.root / "draft.toml")]
         if bots is not None:
             args += ["--bots", str(bots)]
         done = self.cli(*args)
@@ -359,8 +363,7 @@ def test_cli_edits_are_drafts_and_say_so(quorum: Quorum):
 
 def test_a_loosening_with_one_approval_is_refused_and_with_two_applies(quorum: Quorum):
     wider = BASE_POLICY.replace('"POST /api/v3/order"]', '"POST /api/v3/order", "GET /api/v3/openOrders"]')
-    proposal = quorum.propose(wider)
-    quorum.approve(proposal, "carol")
+    proposal = quorum.propose(wider, proposer="carol")  # carol's signature as proposer: one approval
     published = quorum.cli("policy", "publish", str(proposal))
     assert published.returncode != 0 and "needs 2 approvals of 3 operators, it has 1" in published.stderr
     # An insider copies it into the directory anyway: the agent refuses it, audits and keeps v1.
@@ -383,8 +386,7 @@ def test_a_loosening_with_one_approval_is_refused_and_with_two_applies(quorum: Q
 def test_one_operator_revokes_a_bot_at_once(quorum: Quorum):
     proposal = quorum.propose(BASE_POLICY.replace('"POST /api/v3/order"]',
                                                   '"POST /api/v3/order", "GET /api/v3/openOrders"]'),
-                              bots=quorum.env.root / "empty-bots.toml")
-    quorum.approve(proposal, "bob")
+                              bots=quorum.env.root / "empty-bots.toml", proposer="bob")  # bob alone
     published = quorum.cli("policy", "publish", str(proposal))
     assert published.returncode == 0 and "tightening" in published.stderr, published.stderr
     wait_until(lambda: quorum.sign(quorum.agent)[0] == grpc.StatusCode.UNAUTHENTICATED,
@@ -470,8 +472,8 @@ def test_an_operator_key_in_the_operators_own_token_approves(tmp_path_factory: p
     config = env.write_config("q", extra=f"[quorum]\nthreshold = 2\n[quorum.operators]\n{alice_line.strip()}\n"
                                          f"{dave_line}\n")
     (env.root / "draft.toml").write_text(BASE_POLICY)
-    proposed = run_cli(env, "policy", "propose", "--proposer", "dave", "--policy", str(env.root / "draft.toml"),
-                       config=config)
+    proposed = run_cli(env, "policy", "propose", "--proposer", "dave", "--token-config", str(own.config),
+                       "--policy", str(env.root / "draft.toml"), config=config)
     assert proposed.returncode == 0, proposed.stderr
     proposal = Path(proposed.stderr.split("written to ")[1].split()[0])
     digest = ("--digest", Bundle.read(proposal).digest)
@@ -554,7 +556,7 @@ def test_approve_signs_only_the_content_it_was_told_about(quorum: Quorum):
     done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key", str(quorum.operators["bob"]),
                       "--digest", told)
     assert done.returncode != 0 and "nothing was signed" in done.stderr, done.stderr
-    assert Bundle.read(proposal).approvals == ()
+    assert Bundle.read(proposal).approvals == swapped.approvals  # the proposer's only
     proposal.unlink()
 
 
@@ -653,3 +655,54 @@ def test_an_expired_proposal_cannot_be_approved_or_published(quorum: Quorum):
         assert not list(quorum.bundles.glob(f"v{stale.version:06d}-*.json"))
     finally:
         proposal.unlink()
+
+
+# -- the proposer is an operator, and signed (issue 19) --------------------------------------------
+
+
+def test_a_bundle_not_signed_by_its_proposer_or_proposed_by_a_non_operator_is_refused():
+    in_force = _first()
+    unsigned = new_proposal(in_force, policy_text=BASE_POLICY.replace('"0.5"', '"0.1"'), bots_text=BOTS_TEXT,
+                            proposer="alice", summary="", expires_in=timedelta(hours=1), now=NOW)
+    with pytest.raises(BundleRefused, match="not signed by its proposer 'alice'"):
+        judge(_approved(unsigned, "bob", "carol"), in_force, NOW)  # the threshold, but not the proposer
+    mallory = new_proposal(in_force, policy_text=BASE_POLICY, bots_text=BOTS_TEXT, proposer="mallory",
+                           summary="", expires_in=timedelta(hours=1), now=NOW)
+    with pytest.raises(BundleRefused, match="proposed by 'mallory', who is not an operator in force"):
+        judge(_approved(mallory, "alice", "bob", "carol"), in_force, NOW)
+    # The proposer's signature is an approval: a tightening needs nothing else.
+    assert judge(_approved(unsigned, "alice"), in_force, NOW).change == "tightening"
+
+
+def test_the_cli_refuses_a_proposal_from_a_non_operator_at_propose_approve_and_publish(quorum: Quorum):
+    (quorum.env.root / "draft.toml").write_text(BASE_POLICY)
+    done = quorum.cli("policy", "propose", "--proposer", "mallory", "--key", str(quorum.operators["alice"]),
+                      "--policy", str(quorum.env.root / "draft.toml"))
+    assert done.returncode != 0 and "'mallory' is not an operator in force" in done.stderr, done.stderr
+    done = quorum.cli("policy", "propose", "--proposer", "bob", "--key", str(quorum.operators["alice"]),
+                      "--policy", str(quorum.env.root / "draft.toml"))
+    assert done.returncode != 0 and "is not 'bob''s key" in done.stderr, done.stderr
+    assert not list((quorum.bundles / "proposals").glob("*.json"))
+    # A proposal written by hand, under a name that is no operator's.
+    made = Bundle.read(quorum.propose(BASE_POLICY))
+    proposal = quorum.bundles / "proposals" / made.file_name
+    forged = Bundle(body={**made.body, "proposer": "mallory"}, approvals=())
+    proposal.unlink()
+    proposal = quorum.bundles / "proposals" / forged.file_name
+    proposal.write_text(forged.to_json())
+    try:
+        done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key",
+                          str(quorum.operators["bob"]), "--digest", forged.digest)
+        assert done.returncode != 0 and "proposed by 'mallory', who is not an operator" in done.stderr, done.stderr
+        assert Bundle.read(proposal).approvals == ()
+        proposal.write_text(_approved_by_files(forged, quorum, "alice", "bob", "carol").to_json())
+        published = quorum.cli("policy", "publish", str(proposal))
+        assert published.returncode != 0 and "who is not an operator" in published.stderr, published.stderr
+    finally:
+        proposal.unlink()
+
+
+def _approved_by_files(bundle: Bundle, quorum: Quorum, *names: str) -> Bundle:
+    for name in names:
+        bundle = bundle.approved_by(name, load_operator_key(quorum.operators[name]))
+    return bundle
