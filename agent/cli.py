@@ -1174,6 +1174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_policy_template)
     p = policy.add_parser("propose", help="[quorum] propose the edited policy and bots files as the next bundle")
     p.add_argument("--proposer", required=True, help="your operator name")
+    p.add_argument("--key", type=Path, help="your operator key file: the proposal is signed (your approval)")
+    p.add_argument("--token-config", type=Path, metavar="FILE",
+                   help="or: a config whose [token] is your own token holding the key (operator keygen --token-config)")
     p.add_argument("--policy", type=Path, help="policy file (default: the config's)")
     p.add_argument("--bots", type=Path, help="bots file (default: the config's)")
     p.add_argument("--summary", default="", help="one line: why")

@@ -14,9 +14,12 @@ files and takes its policy and bot credentials only from **bundles** in a direct
 A bundle is applied only when, against the bundle in force:
   - its version is higher (no rollback to an older, looser policy) and `previous` is the digest
     in force (it chains: it was written against what is in force, not against something else);
-  - it has not expired (an approval is for a change now, not a change kept for later);
+  - it has not expired, was not created ahead of this host's clock (beyond MAX_CLOCK_SKEW) and is
+    valid for at most MAX_EXPIRY from its creation (an approval is for a change now, not a change
+    kept for later);
   - every approval is by a distinct operator of the set in force and verifies (a forged or
     duplicated signature refuses the whole bundle: it is an attack, not a miscount);
+  - its proposer is an operator in force and signed it; that signature is the proposer's approval;
   - it has enough approvals: one when the change only tightens, `threshold` when it loosens
     anything. Which it is, the agent decides by comparing the two policies field by field
     (`loosenings`), not from a label on the proposal; a change that does both is loosening,
@@ -27,7 +30,9 @@ The first operator set and threshold come from the config (`[quorum.operators]`)
 set is what the bundle in force says, and changing it (adding or removing an operator, the
 threshold) is a loosening that needs the threshold of the set in force. The highest version
 applied is recorded in the state directory, so a bundle directory rolled back (bundles deleted
-or replaced) stops the agent from starting instead of loading an older policy.
+or replaced) stops the agent from starting instead of loading an older policy. The same record
+says that this agent runs under a quorum and with which first operator set: a config without
+`[quorum]`, or with another first set, stops the start (editing the config is one person's act).
 
 Limits (the README's security model says the same): root on the agent host holds the token PIN
 and can bypass all of this; the quorum protects against one operator, not against the host.
@@ -63,6 +68,9 @@ SIGNED_PREFIX = b"signing-agent bundle v1\n"  # domain separation: an approval s
 PUBLIC_PREFIX = "ed25519:"
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_EXPIRY = timedelta(days=30)
+# How far ahead of this host's clock a bundle's `created` may be: the proposer's clock may be a little
+# ahead, but a bundle dated later would stretch MAX_EXPIRY (it counts from `created`).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 HEAD_FILE = "quorum-head.json"
 _BUNDLE_NAME = re.compile(r"v(\d{6,})-([0-9a-f]{16})\.json\Z")
 _BODY_KEYS = {"format", "version", "previous", "created", "expires", "proposer", "summary", "policy", "bots",
@@ -132,6 +140,14 @@ class Operators:
 
     def ids(self, names: list[str] | tuple[str, ...]) -> list[str]:
         return [f"{name}:{key_id(self.keys[name])}" for name in names]
+
+    @property
+    def digest(self) -> str:
+        """What the state directory records of the first operator set, to notice it edited later."""
+        return hashlib.sha256(canonical({"operators": self.as_body(), "threshold": self.threshold})).hexdigest()
+
+    def key_ids(self) -> dict[str, str]:
+        return {name: key_id(raw) for name, raw in sorted(self.keys.items())}
 
 
 def generate_operator_key(path: Path) -> bytes:
@@ -236,6 +252,7 @@ class Bundle:
                 raise QuorumError(f"{source}: body.{name} must be {kind.__name__}")
         if body["version"] < 1 or not re.fullmatch(r"[0-9a-f]{64}", body["previous"]):
             raise QuorumError(f"{source}: version must be >= 1 and previous a SHA-256 digest (hex)")
+        _when(body["created"], source=f"{source}: body.created")
         _when(body["expires"], source=f"{source}: body.expires")
         if not isinstance(approvals, list):
             raise QuorumError(f"{source}: approvals must be a list")
@@ -328,8 +345,46 @@ def contents(bundle: Bundle, *, source: str) -> tuple[Policy, Bots, Operators]:
     return policy, bots, operators
 
 
-def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: bool = True) -> Accepted:
-    """Accept BUNDLE as the successor of IN_FORCE, or raise BundleRefused saying why."""
+def check_fresh(bundle: Bundle, now: datetime) -> None:
+    """BundleRefused unless BUNDLE may be approved or applied NOW: created no later than NOW (give
+    or take MAX_CLOCK_SKEW), not expired, and valid for at most MAX_EXPIRY from its creation."""
+    source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
+    created = _when(bundle.body["created"], source=f"{source}: created")
+    expires = _when(bundle.body["expires"], source=f"{source}: expires")
+    if created > now + MAX_CLOCK_SKEW:
+        raise BundleRefused(f"{source}: created at {bundle.body['created']}, after this host's clock ({_iso(now)}) "
+                            f"by more than {int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes: check the proposer's "
+                            "clock and propose it again")
+    if not created < expires <= created + MAX_EXPIRY:
+        raise BundleRefused(f"{source}: valid from {bundle.body['created']} to {bundle.body['expires']}; a bundle "
+                            f"expires after its creation and within {MAX_EXPIRY.days} days of it: propose it again")
+    if expires <= now:
+        raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
+
+
+def check_proposer(bundle: Bundle, operators: Operators) -> None:
+    """BundleRefused unless BUNDLE's proposer is one of OPERATORS and signed it. The proposer's
+    signature is their approval (`policy propose` signs), so it counts toward the threshold."""
+    source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
+    proposer = bundle.body["proposer"]
+    public = operators.keys.get(proposer)
+    if public is None:
+        raise BundleRefused(f"{source}: proposed by {proposer[:64]!r}, who is not an operator in force "
+                            f"({', '.join(sorted(operators.keys))}): only an operator proposes")
+    signed = [a for a in bundle.approvals if a.operator == proposer]
+    try:
+        if not signed:
+            raise InvalidSignature
+        Ed25519PublicKey.from_public_bytes(public).verify(signed[0].signature, bundle.signed_bytes())
+    except InvalidSignature:
+        raise BundleRefused(f"{source}: not signed by its proposer {proposer[:64]!r} (`policy propose --key` signs "
+                            "it): propose it again") from None
+
+
+def judge(bundle: Bundle, in_force: InForce, now: datetime, *, applied_before: bool = False) -> Accepted:
+    """Accept BUNDLE as the successor of IN_FORCE, or raise BundleRefused saying why. APPLIED_BEFORE:
+    a bundle of the chain this agent recorded; its signatures and approvals are checked again, not
+    its dates (it applied when it was fresh)."""
     source = f"bundle v{bundle.version} ({bundle.digest[:16]})"
     if bundle.version <= in_force.version:
         raise BundleRefused(f"{source}: version {bundle.version} is not newer than v{in_force.version} in force "
@@ -339,8 +394,8 @@ def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: boo
     if bundle.body["previous"] != in_force.digest:
         raise BundleRefused(f"{source}: written against {bundle.body['previous'][:16]}, but "
                             f"{in_force.digest[:16]} (v{in_force.version}) is in force: propose again from it")
-    if check_expiry and _when(bundle.body["expires"], source=source) <= now:
-        raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
+    if not applied_before:
+        check_fresh(bundle, now)
     names = [a.operator for a in bundle.approvals]
     if len(set(names)) != len(names):
         raise BundleRefused(f"{source}: an operator approved twice: one operator is one approval")
@@ -354,6 +409,7 @@ def judge(bundle: Bundle, in_force: InForce, now: datetime, *, check_expiry: boo
         except InvalidSignature:
             raise BundleRefused(f"{source}: the approval by {approval.operator!r} does not verify "
                                 "(forged, or for other content)") from None
+    check_proposer(bundle, in_force.operators)
     try:
         policy, bots, operators = contents(bundle, source=source)
     except QuorumError as exc:
@@ -612,7 +668,7 @@ class Chain:
                     unchained.append((seen, item))  # may chain once a bundle before it applies
                     continue
                 try:
-                    accepted = judge(item, self.in_force, now, check_expiry=item.version > trusted_through)
+                    accepted = judge(item, self.in_force, now, applied_before=item.version <= trusted_through)
                 except BundleRefused as exc:
                     self._judged.add(seen)
                     events.append(self._refusal(item, str(exc)))
@@ -654,21 +710,58 @@ def _ids(bundle: Bundle, operators: Operators) -> tuple[str, ...]:
                  for a in bundle.approvals)
 
 
-def read_head(state_dir: Path) -> tuple[int, str]:
-    """(version, digest) this agent last applied; (0, GENESIS) when none."""
+@dataclass(frozen=True)
+class Head:
+    """What this agent recorded in its state directory (HEAD_FILE): that it runs under a quorum,
+    with which first operator set, and the last bundle it applied."""
+    version: int
+    digest: str
+    genesis: str | None  # Operators.digest of the first set; None in a file written before it was recorded
+    genesis_ids: dict[str, str]  # name -> key id of the first set, to say what changed
+    genesis_threshold: int | None
+
+
+def read_head(state_dir: Path) -> Head | None:
+    """The recorded head; None when this agent never ran under a quorum."""
     try:
         raw = json.loads((state_dir / HEAD_FILE).read_text(encoding="utf-8"))
-        return int(raw["version"]), str(raw["digest"])
+        return Head(version=int(raw["version"]), digest=str(raw["digest"]), genesis=raw.get("genesis"),
+                    genesis_ids=dict(raw.get("genesis_ids", {})), genesis_threshold=raw.get("genesis_threshold"))
     except FileNotFoundError:
-        return 0, GENESIS
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise QuorumError(f"{state_dir / HEAD_FILE} is unreadable ({type(exc).__name__}): restore it from a "
                           "backup; the agent does not guess which policy version was in force") from None
 
 
-def write_head(state_dir: Path, in_force: InForce) -> None:
-    write_atomically(state_dir / HEAD_FILE, json.dumps({"version": in_force.version, "digest": in_force.digest}) + "\n",
-               replace_existing=True)
+def quorum_recorded(state_dir: Path) -> bool:
+    """True once an agent with this state directory ran under a quorum (even if the file is unreadable)."""
+    return os.path.lexists(state_dir / HEAD_FILE)
+
+
+def write_head(state_dir: Path, in_force: InForce, genesis: Operators) -> None:
+    write_atomically(state_dir / HEAD_FILE, json.dumps({
+        "quorum": True, "version": in_force.version, "digest": in_force.digest, "genesis": genesis.digest,
+        "genesis_ids": genesis.key_ids(), "genesis_threshold": genesis.threshold}) + "\n", replace_existing=True)
+
+
+HOW_OPERATORS_CHANGE = ("operators and the threshold change only by a bundle the threshold in force approves: "
+                        "signing-agent policy propose --set-operator NAME=ed25519:... --drop-operator NAME "
+                        "--threshold N")
+
+
+def genesis_changes(head: Head, genesis: Operators) -> list[str]:
+    """How GENESIS (the config's first operator set) differs from the one HEAD recorded."""
+    if head.genesis is None or head.genesis == genesis.digest:
+        return []
+    now = genesis.key_ids()
+    out = [f"operator {n!r} added" for n in sorted(set(now) - set(head.genesis_ids))]
+    out += [f"operator {n!r} removed" for n in sorted(set(head.genesis_ids) - set(now))]
+    out += [f"operator {n!r} has another key ({head.genesis_ids[n]} -> {now[n]})"
+            for n in sorted(set(now) & set(head.genesis_ids)) if now[n] != head.genesis_ids[n]]
+    if head.genesis_threshold != genesis.threshold:
+        out.append(f"threshold {head.genesis_threshold} -> {genesis.threshold}")
+    return out or ["the operator set's digest differs"]
 
 
 def new_proposal(in_force: InForce, *, policy_text: str, bots_text: str, proposer: str, summary: str,
@@ -692,8 +785,12 @@ class QuorumSource:
     def __init__(self, directory: Path, genesis: Operators, state_dir: Path,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.chain = Chain(BundleDir(directory), genesis)
-        self._state_dir, self._clock = state_dir, clock
+        self._genesis, self._state_dir, self._clock = genesis, state_dir, clock
         self._seen: tuple | None = None
+
+    @property
+    def genesis_digest(self) -> str:
+        return self._genesis.digest
 
     @property
     def policy(self) -> Policy:
@@ -706,7 +803,13 @@ class QuorumSource:
     def start(self) -> list[Event]:
         """Walk the chain to its head. Raises QuorumError (the agent does not start) when the head
         is older than, or differs from, what this agent applied before: the directory was rolled back."""
-        version, digest = read_head(self._state_dir)
+        head = read_head(self._state_dir)
+        if head is not None and (changed := genesis_changes(head, self._genesis)):
+            raise QuorumError(
+                f"[quorum.operators] or threshold in the config is not the first operator set this agent recorded "
+                f"in {self._state_dir / HEAD_FILE} ({'; '.join(changed)}). The config names only the first set; "
+                f"put it back as it was: {HOW_OPERATORS_CHANGE}")
+        version, digest = (head.version, head.digest) if head is not None else (0, GENESIS)
         self._seen = self.chain.dir.fingerprint()
         events = self._replay_recorded(version, digest) if version else []
         events += self.chain.advance(self._clock())
@@ -739,7 +842,7 @@ class QuorumSource:
         events = []
         for path, bundle in reversed(path_back):
             try:
-                accepted = judge(bundle, self.chain.in_force, self._clock(), check_expiry=False)
+                accepted = judge(bundle, self.chain.in_force, self._clock(), applied_before=True)
             except BundleRefused as exc:
                 raise QuorumError(f"the recorded chain no longer verifies: {exc}") from None
             approvers = _ids(bundle, self.chain.in_force.operators)
@@ -761,5 +864,6 @@ class QuorumSource:
         return events
 
     def _record(self) -> None:
-        if self.chain.in_force.version:
-            write_head(self._state_dir, self.chain.in_force)
+        # Written from the first start on, before any bundle: from then on this state directory
+        # refuses a config without [quorum] or with another first operator set (agent.server).
+        write_head(self._state_dir, self.chain.in_force, self._genesis)

@@ -25,6 +25,8 @@ from agent.quorum import (
     Operators,
     QuorumError,
     Bundle,
+    check_fresh,
+    check_proposer,
     diff,
     generate_operator_key,
     judge,
@@ -62,9 +64,10 @@ def _head(config: Any, quorum: Any) -> Chain:
     genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
     chain = Chain(BundleDir(quorum.bundles), genesis)
     try:
-        through = read_head(config.state_dir)[0]
+        recorded = read_head(config.state_dir)
     except QuorumError:
-        through = 0
+        recorded = None
+    through = recorded.version if recorded is not None else 0
     chain.advance(datetime.now(timezone.utc), trusted_through=through)
     return chain
 
@@ -148,6 +151,10 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
     in_force = chain.in_force
     operators = in_force.operators
     try:
+        proposer_key = operators.keys.get(args.proposer)
+        if proposer_key is None:
+            raise QuorumError(f"--proposer {args.proposer[:64]!r} is not an operator in force "
+                              f"({', '.join(sorted(operators.keys))}): only an operator proposes")
         if args.set_operator or args.drop_operator or args.threshold is not None:
             keys = dict(operators.keys)
             for item in args.set_operator:
@@ -162,27 +169,29 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
             bots_text=_read_text(args.bots or config.bots_file, "bots"), proposer=args.proposer,
             summary=args.summary, expires_in=_duration(args.expires), now=datetime.now(timezone.utc),
             operators=operators)
+        bundle = _signed(args.proposer, args, bundle, proposer_key)  # the proposer's signature is an approval
         widened, needed = _needs(in_force, bundle)
         path = write_atomically(BundleDir(quorum.bundles).proposals / bundle.file_name, bundle.to_json())
     except QuorumError as exc:
         return _fail(exc)
     print(diff(in_force.policy_text, bundle.body["policy"], "policy") + diff(in_force.bots_text, bundle.body["bots"],
                                                                             "bots"), end="")
-    _cli()._audit(config, "policy.propose", version=bundle.version, digest=bundle.digest, proposer=args.proposer,
-                  previous=in_force.digest, change="loosening" if widened else "tightening")
+    _cli()._audit(config, "policy.propose", version=bundle.version, digest=bundle.digest,
+                  proposer=f"{args.proposer}:{key_id(proposer_key)}", previous=in_force.digest,
+                  change="loosening" if widened else "tightening")
     print(f"proposal v{bundle.version} written to {path}", file=sys.stderr)
     print(f"digest {bundle.digest}: give it to the approvers; `policy approve` signs only this content", file=sys.stderr)
-    print(_explain(widened, needed, operators=in_force.operators), file=sys.stderr)
+    print(_explain(widened, needed, operators=in_force.operators, proposer=args.proposer), file=sys.stderr)
     return 0
 
 
-def _explain(widened: list[str], needed: int, *, operators: Operators) -> str:
+def _explain(widened: list[str], needed: int, *, operators: Operators, proposer: str) -> str:
     if widened:
-        return (f"it loosens: {'; '.join(widened)}. It needs {needed} approvals of {len(operators.keys)} operators "
-                "(signing-agent policy approve FILE --operator NAME --key KEYFILE), then: signing-agent policy "
-                "publish FILE")
-    return ("it only tightens: one approval is enough (signing-agent policy approve FILE --operator NAME --key "
-            "KEYFILE), then: signing-agent policy publish FILE")
+        return (f"it loosens: {'; '.join(widened)}. It needs {needed} approvals of {len(operators.keys)} operators; "
+                f"{proposer}'s signature as proposer is the first. Other operators: signing-agent policy approve FILE "
+                "--digest DIGEST --operator NAME --key KEYFILE; then: signing-agent policy publish FILE")
+    return (f"it only tightens: {proposer}'s signature as proposer is the one approval it needs; publish it: "
+            "signing-agent policy publish FILE")
 
 
 def _read_proposal(path: Path) -> Bundle:
@@ -207,10 +216,12 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
         if bundle.body["previous"] != chain.in_force.digest:
             raise QuorumError(f"the proposal was written against {bundle.body['previous'][:16]}, but v"
                               f"{chain.in_force.version} ({chain.in_force.digest[:16]}) is in force: propose again")
+        check_fresh(bundle, datetime.now(timezone.utc))  # an expired proposal is not signed
+        check_proposer(bundle, chain.in_force.operators)  # nor one no operator proposed
         # What is signed, shown first (from the file itself, against what is in force).
         print(diff(chain.in_force.policy_text, bundle.body["policy"], "policy")
               + diff(chain.in_force.bots_text, bundle.body["bots"], "bots"), end="")
-        approved = _approve(args, bundle, public)
+        approved = _signed(args.operator, args, bundle, public)
         widened, needed = _needs(chain.in_force, approved)
         write_atomically(args.proposal, approved.to_json(), replace_existing=True)
     except QuorumError as exc:
@@ -226,8 +237,8 @@ def cmd_policy_approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approve(args: argparse.Namespace, bundle: Bundle, public: bytes) -> Bundle:
-    """BUNDLE approved by the operator's key: a file (--key) or their token (--token-config)."""
+def _signed(operator: str, args: argparse.Namespace, bundle: Bundle, public: bytes) -> Bundle:
+    """BUNDLE approved by OPERATOR's key: a file (--key) or their token (--token-config)."""
     if (args.key is None) == (args.token_config is None):
         raise QuorumError("give --key FILE (a key file) or --token-config FILE (your own token)")
     if args.token_config is not None:
@@ -235,15 +246,15 @@ def _approve(args: argparse.Namespace, bundle: Bundle, public: bytes) -> Bundle:
 
         token = _operator_token(args.token_config)
         with token:
-            key = TokenOperatorKey(token, args.operator)
+            key = TokenOperatorKey(token, operator)
             if _custody_call(key.public_bytes_raw) != public:
-                raise QuorumError(f"the key in token {token.label} is not {args.operator!r}'s "
+                raise QuorumError(f"the key in token {token.label} is not {operator!r}'s "
                                   f"(key id {key_id(public)} is in force)")
-            return _custody_call(bundle.approved_by, args.operator, key)
+            return _custody_call(bundle.approved_by, operator, key)
     key = load_operator_key(args.key)
     if key.public_key().public_bytes_raw() != public:
-        raise QuorumError(f"{args.key} is not {args.operator!r}'s key (key id {key_id(public)} is in force)")
-    return bundle.approved_by(args.operator, key)
+        raise QuorumError(f"{args.key} is not {operator!r}'s key (key id {key_id(public)} is in force)")
+    return bundle.approved_by(operator, key)
 
 
 def cmd_policy_publish(args: argparse.Namespace) -> int:

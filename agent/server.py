@@ -32,7 +32,7 @@ from agent.config import Config, ConfigError
 from agent.firstrun import announce
 from agent.custody import Keyring
 from agent.guard import Caller, Guard
-from agent.quorum import Operators, QuorumSource
+from agent.quorum import HEAD_FILE, HOW_OPERATORS_CHANGE, Operators, QuorumSource, quorum_recorded
 from agent.policy import PolicyError, Refusal
 from agent.logs import get_logger
 from agent.metrics import Metrics, serve_metrics
@@ -176,14 +176,18 @@ def key_vetting(keyring: Keyring) -> Callable[[Any], None]:
 def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
     """Policy, credentials, audit and alerts, as configured. A bad policy file stops the start.
     KEYRING: the token, whose keys' exchanges the policy is checked against (agent.delivery)."""
+    quorum = quorum_source(config)
+    # Whether this start is under a quorum, and which first operator set: the audit shows a host
+    # that started without the quorum it had (its state removed by root).
+    started = {**build_info().as_fields(), "pid": os.getpid(),
+               "quorum": quorum.genesis_digest if quorum is not None else "off"}
     try:
         alerts = AlertSender(config.webhook)
     except ValueError as exc:
         raise ConfigError(f"[alerts] webhook: {exc}") from None
     try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
-                     audit=AuditLog(config.audit_file), alerts=alerts,
-                     started={**build_info().as_fields(), "pid": os.getpid()}, quorum=quorum_source(config),
+                     audit=AuditLog(config.audit_file), alerts=alerts, started=started, quorum=quorum,
                      market=config.market, vet=key_vetting(keyring) if keyring is not None else None,
                      shared_buckets_dsn=_postgres_dsn(config))
     except PolicyError as exc:
@@ -195,6 +199,12 @@ def quorum_source(config: Config) -> QuorumSource | None:
     """The bundle chain, when the config asks for a quorum (agent.quorum)."""
     q = config.quorum
     if q is None:
+        if quorum_recorded(config.state_dir):
+            # Editing the config alone must not drop what k operators decide (README, 'Operator quorum').
+            raise ConfigError(
+                f"{config.path} has no [quorum], but this agent ran under one ({config.state_dir / HEAD_FILE} "
+                "records it): without it, whoever edits policy.toml would decide alone what is signed. Put "
+                f"[quorum] back as it was; {HOW_OPERATORS_CHANGE}")
         return None
     return QuorumSource(q.bundles, Operators.parse(q.operators, q.threshold, where=str(config.path)), config.state_dir)
 

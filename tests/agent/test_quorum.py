@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.bots import Bots, BotCredential, hash_token
 from agent.policy import BotPolicy, KeyPolicy, parse_policy
 from agent.quorum import (
+    QuorumSource,
     BOT_FIELDS,
     GENESIS,
     KEY_FIELDS,
@@ -82,9 +83,12 @@ def _first() -> InForce:
     return judge(bundle, InForce.genesis(OPERATORS), NOW).in_force
 
 
-def _propose(in_force: InForce, policy: str, bots: str = BOTS_TEXT, operators: Operators | None = None) -> Bundle:
-    return new_proposal(in_force, policy_text=policy, bots_text=bots, proposer="alice", summary="test",
-                        expires_in=timedelta(hours=1), now=NOW, operators=operators)
+def _propose(in_force: InForce, policy: str, bots: str = BOTS_TEXT, operators: Operators | None = None,
+             proposer: str = "alice") -> Bundle:
+    """A proposal signed by its proposer, as `policy propose` makes it (that signature is an approval)."""
+    return new_proposal(in_force, policy_text=policy, bots_text=bots, proposer=proposer, summary="test",
+                        expires_in=timedelta(hours=1), now=NOW, operators=operators
+                        ).approved_by(proposer, PRIVATE[proposer])
 
 
 # -- judging one bundle -------------------------------------------------------------------------
@@ -115,11 +119,11 @@ def test_the_first_bundle_needs_the_threshold():
 ])
 def test_a_loosening_needs_the_threshold_and_names_what_widens(edit, what):
     in_force = _first()
-    bundle = _propose(in_force, edit(BASE_POLICY))
+    bundle = _propose(in_force, edit(BASE_POLICY), proposer="carol")
     with pytest.raises(BundleRefused, match="it loosens") as refused:
-        judge(_approved(bundle, "carol"), in_force, NOW)
+        judge(bundle, in_force, NOW)  # the proposer's signature: one approval, not two
     assert what in str(refused.value)
-    assert judge(_approved(bundle, "carol", "alice"), in_force, NOW).change == "loosening"
+    assert judge(_approved(bundle, "alice"), in_force, NOW).change == "loosening"
 
 
 @pytest.mark.parametrize("edit", [
@@ -133,7 +137,7 @@ def test_a_loosening_needs_the_threshold_and_names_what_widens(edit, what):
 ])
 def test_a_tightening_needs_one_operator(edit):
     in_force = _first()
-    accepted = judge(_approved(_propose(in_force, edit(BASE_POLICY)), "carol"), in_force, NOW)
+    accepted = judge(_propose(in_force, edit(BASE_POLICY), proposer="carol"), in_force, NOW)  # carol alone
     assert (accepted.change, accepted.loosenings) == ("tightening", ())
 
 
@@ -141,7 +145,7 @@ def test_a_change_that_tightens_and_loosens_is_a_loosening():
     in_force = _first()
     both = BASE_POLICY.replace('"0.5"', '"0.1"').replace('"ETHUSDT"]', '"ETHUSDT", "PEPEUSDT"]')
     with pytest.raises(BundleRefused, match="symbols"):
-        judge(_approved(_propose(in_force, both), "bob"), in_force, NOW)
+        judge(_propose(in_force, both, proposer="bob"), in_force, NOW)
 
 
 def test_a_bot_credential_added_or_moved_is_a_loosening_and_a_removed_one_a_tightening():
@@ -274,9 +278,10 @@ class Quorum:
     def cli(self, *args: str):
         return run_cli(self.env, *args, config=self.config)
 
-    def propose(self, policy: str, bots: Path | None = None) -> Path:
+    def propose(self, policy: str, bots: Path | None = None, proposer: str = "alice") -> Path:
         (self.env.root / "draft.toml").write_text(policy)
-        args = ["policy", "propose", "--proposer", "alice", "--policy", str(self.env.root / "draft.toml")]
+        args = ["policy", "propose", "--proposer", proposer, "--key", str(self.operators[proposer]),
+                "--policy", str(self.env.root / "draft.toml")]
         if bots is not None:
             args += ["--bots", str(bots)]
         done = self.cli(*args)
@@ -358,8 +363,7 @@ def test_cli_edits_are_drafts_and_say_so(quorum: Quorum):
 
 def test_a_loosening_with_one_approval_is_refused_and_with_two_applies(quorum: Quorum):
     wider = BASE_POLICY.replace('"POST /api/v3/order"]', '"POST /api/v3/order", "GET /api/v3/openOrders"]')
-    proposal = quorum.propose(wider)
-    quorum.approve(proposal, "carol")
+    proposal = quorum.propose(wider, proposer="carol")  # carol's signature as proposer: one approval
     published = quorum.cli("policy", "publish", str(proposal))
     assert published.returncode != 0 and "needs 2 approvals of 3 operators, it has 1" in published.stderr
     # An insider copies it into the directory anyway: the agent refuses it, audits and keeps v1.
@@ -382,8 +386,7 @@ def test_a_loosening_with_one_approval_is_refused_and_with_two_applies(quorum: Q
 def test_one_operator_revokes_a_bot_at_once(quorum: Quorum):
     proposal = quorum.propose(BASE_POLICY.replace('"POST /api/v3/order"]',
                                                   '"POST /api/v3/order", "GET /api/v3/openOrders"]'),
-                              bots=quorum.env.root / "empty-bots.toml")
-    quorum.approve(proposal, "bob")
+                              bots=quorum.env.root / "empty-bots.toml", proposer="bob")  # bob alone
     published = quorum.cli("policy", "publish", str(proposal))
     assert published.returncode == 0 and "tightening" in published.stderr, published.stderr
     wait_until(lambda: quorum.sign(quorum.agent)[0] == grpc.StatusCode.UNAUTHENTICATED,
@@ -469,8 +472,8 @@ def test_an_operator_key_in_the_operators_own_token_approves(tmp_path_factory: p
     config = env.write_config("q", extra=f"[quorum]\nthreshold = 2\n[quorum.operators]\n{alice_line.strip()}\n"
                                          f"{dave_line}\n")
     (env.root / "draft.toml").write_text(BASE_POLICY)
-    proposed = run_cli(env, "policy", "propose", "--proposer", "dave", "--policy", str(env.root / "draft.toml"),
-                       config=config)
+    proposed = run_cli(env, "policy", "propose", "--proposer", "dave", "--token-config", str(own.config),
+                       "--policy", str(env.root / "draft.toml"), config=config)
     assert proposed.returncode == 0, proposed.stderr
     proposal = Path(proposed.stderr.split("written to ")[1].split()[0])
     digest = ("--digest", Bundle.read(proposal).digest)
@@ -553,5 +556,153 @@ def test_approve_signs_only_the_content_it_was_told_about(quorum: Quorum):
     done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key", str(quorum.operators["bob"]),
                       "--digest", told)
     assert done.returncode != 0 and "nothing was signed" in done.stderr, done.stderr
-    assert Bundle.read(proposal).approvals == ()
+    assert Bundle.read(proposal).approvals == swapped.approvals  # the proposer's only
     proposal.unlink()
+
+
+# -- the quorum cannot be dropped or re-based by editing the config (issue 19) ---------------------
+
+
+def test_the_first_operator_set_edited_in_the_config_stops_the_start_and_says_what_changed(tmp_path: Path):
+    first = _source(tmp_path)
+    first.start()  # no bundle yet: the state directory records the quorum and its first operator set
+    recorded = json.loads((tmp_path / "state" / "quorum-head.json").read_text())
+    assert recorded["quorum"] is True and recorded["genesis"] == OPERATORS.digest and recorded["version"] == 0
+    dave = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    for edited, said in ((Operators(OPERATORS.keys, 1), "threshold 2 -> 1"),
+                         (Operators({**OPERATORS.keys, "dave": dave}, 2), "operator 'dave' added"),
+                         (Operators({**OPERATORS.keys, "carol": dave}, 2), "operator 'carol' has another key")):
+        source = QuorumSource(tmp_path / "bundles", edited, tmp_path / "state", clock=lambda: NOW)
+        with pytest.raises(QuorumError, match=said) as refused:
+            source.start()
+        assert "policy propose --set-operator" in str(refused.value)
+    assert _source(tmp_path).start() == []  # the set as recorded starts
+
+
+def test_removing_quorum_from_the_config_stops_the_agent_from_starting(tmp_path_factory: pytest.TempPathFactory):
+    """An operator who can edit only the config cannot turn the quorum off, nor lower its threshold."""
+    env = make_env(tmp_path_factory, "quorum-off")
+    lines = [run_cli(env, "operator", "keygen", name, "--out", str(env.root / f"{name}.key"),
+                     check=True).stdout.split("#")[0].strip() for name in ("alice", "bob")]
+    operators = "[quorum.operators]\n" + "\n".join(lines) + "\n"
+    on = env.write_config("q", extra='[quorum]\nthreshold = 2\nbundles = "bundles"\n' + operators)
+    start_agent(env, on).stop()
+    assert (env.root / "state" / "quorum-head.json").exists()
+    for extra, said in (("", "has no [quorum], but this agent ran under one"),
+                        ('[quorum]\nthreshold = 1\nbundles = "bundles"\n' + operators, "threshold 2 -> 1")):
+        edited = env.write_config("q", extra=extra)
+        agent = start_agent(env, edited, wait=False)
+        assert agent.proc.wait(timeout=30) != 0
+        log = agent.log.read_text()
+        assert said in log and "policy propose --set-operator" in log and "Traceback" not in log, log
+    env.write_config("q", extra='[quorum]\nthreshold = 2\nbundles = "bundles"\n' + operators)
+    start_agent(env, on).stop()
+    starts = [json.loads(line) for line in (env.root / "state" / "audit.jsonl").read_text().splitlines()
+              if '"agent.start"' in line]
+    assert {s["quorum"] for s in starts} == {Operators.parse(
+        dict(line.replace('"', "").split(" = ") for line in lines), 2, where="test").digest}
+
+
+# -- dates: a bundle is for a change now, not one kept for later (issue 19) ------------------------
+
+
+def _dated(in_force: InForce, created: datetime, expires: datetime, *names: str) -> Bundle:
+    body = {**_propose(in_force, BASE_POLICY.replace('"0.5"', '"0.1"')).body,
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"), "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return _approved(Bundle(body=body, approvals=()), *names)
+
+
+def test_a_bundle_created_in_the_future_or_valid_too_long_is_refused_at_load(tmp_path: Path):
+    in_force = _first()
+    ahead = _dated(in_force, NOW + timedelta(minutes=10), NOW + timedelta(hours=1), "alice")
+    with pytest.raises(BundleRefused, match="after this host's clock .* by more than 5 minutes"):
+        judge(ahead, in_force, NOW)
+    skewed = _dated(in_force, NOW + timedelta(minutes=4), NOW + timedelta(hours=1), "alice")
+    assert judge(skewed, in_force, NOW).change == "tightening"  # a proposer's clock a little ahead
+    for created, expires in ((NOW, NOW + timedelta(days=31)), (NOW, NOW - timedelta(minutes=1)),
+                             (NOW - timedelta(days=1), NOW + timedelta(days=30))):
+        with pytest.raises(BundleRefused, match="within 30 days"):
+            judge(_dated(in_force, created, expires, "alice"), in_force, NOW)
+    expired = _dated(in_force, NOW - timedelta(hours=2), NOW - timedelta(hours=1), "alice")
+    with pytest.raises(BundleRefused, match="expired at"):
+        judge(expired, in_force, NOW)
+    # In a directory too: refused, audited as such, the policy in force stays.
+    source = _source(tmp_path)
+    source.chain.dir.publish(_approved(_propose(InForce.genesis(OPERATORS), BASE_POLICY), "alice", "bob"))
+    source.start()
+    source.chain.dir.publish(_dated(source.chain.in_force, NOW + timedelta(hours=1), NOW + timedelta(hours=2),
+                                    "alice"))
+    (refused,) = source.poll()
+    assert refused.decision == "refused" and "after this host's clock" in refused.reason
+    assert source.chain.in_force.version == 1
+
+
+def test_an_expired_proposal_cannot_be_approved_or_published(quorum: Quorum):
+    proposal = quorum.propose(BASE_POLICY.replace('"0.5"', '"0.1"'))
+    made = Bundle.read(proposal)
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    body = {**made.body, "created": past.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires": (past + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    stale = Bundle(body=body, approvals=()).approved_by("alice", load_operator_key(quorum.operators["alice"]))
+    proposal.write_text(stale.to_json())
+    try:
+        done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key",
+                          str(quorum.operators["bob"]), "--digest", stale.digest)
+        assert done.returncode != 0 and "expired at" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert Bundle.read(proposal).approvals == stale.approvals  # nothing was signed
+        published = quorum.cli("policy", "publish", str(proposal))
+        assert published.returncode != 0 and "expired at" in published.stderr, published.stderr
+        assert not list(quorum.bundles.glob(f"v{stale.version:06d}-*.json"))
+    finally:
+        proposal.unlink()
+
+
+# -- the proposer is an operator, and signed (issue 19) --------------------------------------------
+
+
+def test_a_bundle_not_signed_by_its_proposer_or_proposed_by_a_non_operator_is_refused():
+    in_force = _first()
+    unsigned = new_proposal(in_force, policy_text=BASE_POLICY.replace('"0.5"', '"0.1"'), bots_text=BOTS_TEXT,
+                            proposer="alice", summary="", expires_in=timedelta(hours=1), now=NOW)
+    with pytest.raises(BundleRefused, match="not signed by its proposer 'alice'"):
+        judge(_approved(unsigned, "bob", "carol"), in_force, NOW)  # the threshold, but not the proposer
+    mallory = new_proposal(in_force, policy_text=BASE_POLICY, bots_text=BOTS_TEXT, proposer="mallory",
+                           summary="", expires_in=timedelta(hours=1), now=NOW)
+    with pytest.raises(BundleRefused, match="proposed by 'mallory', who is not an operator in force"):
+        judge(_approved(mallory, "alice", "bob", "carol"), in_force, NOW)
+    # The proposer's signature is an approval: a tightening needs nothing else.
+    assert judge(_approved(unsigned, "alice"), in_force, NOW).change == "tightening"
+
+
+def test_the_cli_refuses_a_proposal_from_a_non_operator_at_propose_approve_and_publish(quorum: Quorum):
+    (quorum.env.root / "draft.toml").write_text(BASE_POLICY)
+    done = quorum.cli("policy", "propose", "--proposer", "mallory", "--key", str(quorum.operators["alice"]),
+                      "--policy", str(quorum.env.root / "draft.toml"))
+    assert done.returncode != 0 and "'mallory' is not an operator in force" in done.stderr, done.stderr
+    done = quorum.cli("policy", "propose", "--proposer", "bob", "--key", str(quorum.operators["alice"]),
+                      "--policy", str(quorum.env.root / "draft.toml"))
+    assert done.returncode != 0 and "is not 'bob''s key" in done.stderr, done.stderr
+    assert not list((quorum.bundles / "proposals").glob("*.json"))
+    # A proposal written by hand, under a name that is no operator's.
+    made = Bundle.read(quorum.propose(BASE_POLICY))
+    proposal = quorum.bundles / "proposals" / made.file_name
+    forged = Bundle(body={**made.body, "proposer": "mallory"}, approvals=())
+    proposal.unlink()
+    proposal = quorum.bundles / "proposals" / forged.file_name
+    proposal.write_text(forged.to_json())
+    try:
+        done = quorum.cli("policy", "approve", str(proposal), "--operator", "bob", "--key",
+                          str(quorum.operators["bob"]), "--digest", forged.digest)
+        assert done.returncode != 0 and "proposed by 'mallory', who is not an operator" in done.stderr, done.stderr
+        assert Bundle.read(proposal).approvals == ()
+        proposal.write_text(_approved_by_files(forged, quorum, "alice", "bob", "carol").to_json())
+        published = quorum.cli("policy", "publish", str(proposal))
+        assert published.returncode != 0 and "who is not an operator" in published.stderr, published.stderr
+    finally:
+        proposal.unlink()
+
+
+def _approved_by_files(bundle: Bundle, quorum: Quorum, *names: str) -> Bundle:
+    for name in names:
+        bundle = bundle.approved_by(name, load_operator_key(quorum.operators[name]))
+    return bundle
