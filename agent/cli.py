@@ -324,6 +324,57 @@ def cmd_store_init(args: argparse.Namespace) -> int:
     return 0
 
 
+# Tests only: `store migrate` exits at once, as if killed, after writing this many rows (before destroying
+# the token object of the last one), so that the rerun's recovery is tested from a real cut.
+CRASH_AFTER_ROWS_ENV = "SIGNING_AGENT_TEST_CRASH_AFTER_ROWS"
+
+
+def _crash_hook() -> Any:
+    limit = os.environ.get(CRASH_AFTER_ROWS_ENV, "")
+    if not limit.isdigit():
+        return None
+    written = [0]
+
+    def row_written(_label: str) -> None:
+        written[0] += 1
+        if written[0] >= int(limit):
+            os._exit(137)
+
+    return row_written
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from agent import provision
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one, then run signing-agent store init",
+                       EXIT_CONFIG)
+    _, keyring = _open_keyring(args)
+    counts: dict[str, int] = {}
+
+    def report(m: Any) -> None:
+        counts[m.outcome] = counts.get(m.outcome, 0) + 1
+        print(f"{m.outcome:<13}  {m.label}  {m.reason}", flush=True)
+        if m.outcome in ("migrated", "finished"):
+            _audit(config, "store.migrate", key=m.label)
+
+    with keyring:
+        _custody_errors(provision.migrate_to_store)(keyring, dry_run=args.dry_run, progress=report,
+                                                    row_written=_crash_hook())
+    if not counts:
+        print("no keys in the token")
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    left = counts.get("re-import", 0) + counts.get("conflict", 0)
+    if args.dry_run:
+        print(f"dry run, nothing changed: {summary}" if counts else "dry run, nothing changed")
+        return 0
+    if left:
+        raise CliError(f"{summary}: {left} key(s) were left as they are and need a person (see the lines above)")
+    print(summary or "nothing to migrate")
+    return 0
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from agent import provision
 
@@ -1251,6 +1302,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="store_command", required=True)
     p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store])")
     p.set_defaults(func=cmd_store_init)
+    p = store.add_parser("migrate", help="move the token's extractable HMAC keys into the store, wrapped inside "
+                         "the token; lists the keys that must be re-imported")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
+    p.set_defaults(func=cmd_store_migrate)
 
     token = sub.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"

@@ -57,9 +57,11 @@ class KeyStore(Protocol):
     def head(self) -> int: ...
     def count(self) -> int: ...
     def records(self) -> list[WrappedRecord]: ...
+    def present(self, labels: list[str]) -> set[str]: ...
     def close(self) -> None: ...
 
 
+PRESENT_BATCH = 500  # labels per query of `present` (SQLite allows 32,766 parameters, PostgreSQL 65,535)
 _COLUMNS = "label, exchange, api_key, key_type, created, fingerprint, master, blob, options, header"
 
 
@@ -153,6 +155,17 @@ class _SqlStore:
         with self._tx() as cur:
             cur.execute("SELECT COUNT(*) FROM wrapped_keys")
             return int(cur.fetchone()[0])
+
+    def present(self, labels: list[str]) -> set[str]:
+        """Which of LABELS have a row (one indexed query per PRESENT_BATCH labels, blobs not read)."""
+        found: set[str] = set()
+        for start in range(0, len(labels), PRESENT_BATCH):
+            batch = labels[start:start + PRESENT_BATCH]
+            marks = ", ".join("?" * len(batch))
+            with self._tx() as cur:
+                cur.execute(self._q(f"SELECT label FROM wrapped_keys WHERE label IN ({marks})"), batch)
+                found.update(row[0] for row in cur.fetchall())
+        return found
 
     def records(self) -> list[WrappedRecord]:
         with self._tx() as cur:

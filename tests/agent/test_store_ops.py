@@ -1,0 +1,208 @@
+"""Operations of the wrapped-key store on real SoftHSM2 tokens: `store migrate`, `store init --postgres`, master keys.
+
+Every test has a deployment (token, config, key store) of its own and drives it as an operator would, through
+`signing-agent` processes; what the token then holds is read by short Python processes on that token (a PKCS#11
+module loads once per process, so this process cannot open a second token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from agent.cli import CRASH_AFTER_ROWS_ENV
+from support.deploy import ROOT, Env, make_env, run_cli
+from support.leaks import new_secret
+
+STORE_TABLE = '[store]\nbackend = "sqlite"\nsqlite_file = "state/keys.db"\n'
+MESSAGE = b"symbol=BTCUSDT&side=BUY&timestamp=1700000000000"
+
+# Runs in a process of its own on the deployment's token: CONFIG is argv[1], secrets come on stdin.
+TOKEN_SCRIPT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from pkcs11 import Attribute
+from agent.config import load_config
+from agent.custody import Keyring
+from agent.custody.objects import (account_template, encode_account, encode_metadata, hmac_key_material,
+                                   hmac_key_template, new_info, fingerprint_of, FINGERPRINT_MESSAGE)
+config = load_config(Path(sys.argv[1]))
+with Keyring.open(config.token, store=config.store.open() if config.store else None) as keyring:
+{body}
+"""
+
+# What another tool, or an import made to be moved later, leaves: one of our HMAC keys, sensitive but extractable.
+MAKE_EXTRACTABLE = """
+    import hmac, hashlib
+    for line in sys.stdin.read().split():
+        label, secret = line.split(":")
+        key = secret.encode()
+        fp = fingerprint_of(hmac.new(key, FINGERPRINT_MESSAGE, hashlib.sha256).digest())
+        info = new_info(label, "binance", "AKID-" + label, "hmac", fp, {{}}, None)
+        template = hmac_key_template(label, encode_metadata(info), hmac_key_material(key))
+        template[Attribute.EXTRACTABLE] = True
+        with keyring.session() as session:
+            session.create_object(template)
+            session.create_object(account_template(label, encode_account("AKID-" + label, None)))
+"""
+
+# For each label: where a fresh process finds it, whether the start's listing indexed its token object, its MAC.
+INSPECT = """
+    listed = keyring.list_keys(wrapped=False)
+    out = {{}}
+    for label in sys.argv[2:]:
+        on_token = [k.label for k in listed].count(label)
+        indexed = keyring.is_cached(label)
+        try:
+            entry = keyring.lookup(label)
+        except Exception as exc:
+            out[label] = {{"error": type(exc).__name__, "on_token": on_token}}
+            continue
+        mac = keyring.hmac(entry, {message!r}, "sha256").hex()
+        out[label] = {{"storage": entry.info.storage, "on_token": on_token, "indexed": indexed, "mac": mac}}
+    print(json.dumps(out))
+"""
+
+
+def token_python(env: Env, config, body: str, *args: str, stdin: str = "") -> str:
+    script = TOKEN_SCRIPT.format(root=str(ROOT), body=body.format(message=MESSAGE))
+    proc = subprocess.run([sys.executable, "-c", script, str(config), *args], input=stdin, capture_output=True,
+                          text=True, timeout=60, cwd=env.root)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def inspect(env: Env, config, *labels: str) -> dict:
+    return json.loads(token_python(env, config, INSPECT, *labels))
+
+
+def expected_mac(secret: str) -> str:
+    return hmac.new(secret.encode(), MESSAGE, hashlib.sha256).hexdigest()
+
+
+def outcomes(stdout: str) -> dict[str, str]:
+    """label -> outcome, from `store migrate`'s lines (OUTCOME  LABEL  REASON)."""
+    found = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("migrated", "finished", "would", "stays", "re-import", "conflict"):
+            if parts[0] == "would":
+                found[parts[2]] = f"would {parts[1]}"
+            else:
+                found[parts[1]] = parts[0]
+    return found
+
+
+@pytest.fixture
+def deployment(tmp_path_factory: pytest.TempPathFactory):
+    """A token of its own with a master key, and a config naming a SQLite key store."""
+    env = make_env(tmp_path_factory, "ops")
+    config = env.write_config("ops", extra=STORE_TABLE)
+    run_cli(env, "store", "init", config=config, check=True)
+    return env, config
+
+
+def rows(env: Env) -> dict[str, int]:
+    with sqlite3.connect(env.root / "state" / "keys.db") as db:
+        return dict(db.execute("SELECT label, master FROM wrapped_keys"))
+
+
+def test_migrate_dry_run_lists_what_it_would_do_and_changes_nothing(deployment):
+    env, config = deployment
+    movable = new_secret()
+    token_python(env, config, MAKE_EXTRACTABLE, stdin=f"movable:{movable}\n")
+    run_cli(env, "keys", "import", "--label", "fixed", "--exchange", "binance", "--api-key", "AKID-fixed",
+            stdin=new_secret() + "\n", config=config, check=True)
+    run_cli(env, "keys", "generate", "--label", "ed", "--exchange", "binance", "--type", "ed25519",
+            config=config, check=True)
+    before = inspect(env, config, "movable", "fixed")
+
+    dry = run_cli(env, "store", "migrate", "--dry-run", config=config)
+    assert dry.returncode == 0, dry.stderr
+    assert outcomes(dry.stdout) == {"movable": "would migrate", "fixed": "re-import", "ed": "stays"}
+    assert "import the exchange's secret again with --wrapped" in dry.stdout
+    assert "asymmetric private keys stay token objects" in dry.stdout
+    assert "dry run, nothing changed" in dry.stdout
+    assert rows(env) == {}
+    assert inspect(env, config, "movable", "fixed") == before
+
+
+def test_migrate_wraps_extractable_keys_in_the_token_and_leaves_the_others(deployment):
+    env, config = deployment
+    first, second, fixed = new_secret(), new_secret(24), new_secret()
+    token_python(env, config, MAKE_EXTRACTABLE, stdin=f"k1:{first}\nk2:{second}\n")
+    run_cli(env, "keys", "import", "--label", "fixed", "--exchange", "binance", "--api-key", "AKID-fixed",
+            stdin=fixed + "\n", config=config, check=True)
+
+    done = run_cli(env, "store", "migrate", config=config)
+    # One key must be re-imported by a person: the command says so and fails.
+    assert done.returncode == 1, done.stderr
+    assert outcomes(done.stdout) == {"k1": "migrated", "k2": "migrated", "fixed": "re-import"}
+    assert "1 key(s) were left as they are" in done.stderr
+    assert rows(env) == {"k1": 1, "k2": 1}
+    got = inspect(env, config, "k1", "k2", "fixed")
+    assert got["k1"] == {"storage": "wrapped", "on_token": 0, "indexed": False, "mac": expected_mac(first)}
+    assert got["k2"]["storage"] == "wrapped" and got["k2"]["mac"] == expected_mac(second)
+    assert got["fixed"]["storage"] == "token" and got["fixed"]["mac"] == expected_mac(fixed)
+    listing = json.loads(run_cli(env, "keys", "list", "--json", config=config, check=True).stdout)
+    assert {k["label"]: k["storage"] for k in listing} == {"k1": "wrapped", "k2": "wrapped", "fixed": "token"}
+    assert next(k for k in listing if k["label"] == "k1")["api_key"] == "AKID-k1"
+    audit = (env.root / "state" / "audit.jsonl").read_text()
+    assert audit.count('"store.migrate"') == 2
+
+    again = run_cli(env, "store", "migrate", config=config)
+    assert outcomes(again.stdout) == {"fixed": "re-import"}  # nothing else left to do
+
+
+def test_a_kill_after_a_row_leaves_the_key_usable_from_the_store_and_the_rerun_finishes(deployment):
+    env, config = deployment
+    first, second = new_secret(), new_secret()
+    token_python(env, config, MAKE_EXTRACTABLE, stdin=f"a1:{first}\na2:{second}\n")
+
+    cut = subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "store", "migrate"],
+                         capture_output=True, text=True, timeout=60, cwd=env.root,
+                         env={**os.environ, CRASH_AFTER_ROWS_ENV: "1"})
+    assert cut.returncode == 137, cut.stderr
+    # a1's row is written and its token object not yet destroyed; a2 is untouched.
+    assert rows(env) == {"a1": 1}
+    mid = inspect(env, config, "a1", "a2")
+    # Held twice, a1 resolves to the row, also after the listing that fills the index of token handles.
+    assert mid["a1"] == {"storage": "wrapped", "on_token": 1, "indexed": False, "mac": expected_mac(first)}
+    assert mid["a2"]["storage"] == "token" and mid["a2"]["mac"] == expected_mac(second)
+
+    rerun = run_cli(env, "store", "migrate", config=config)
+    assert rerun.returncode == 0, rerun.stderr
+    assert outcomes(rerun.stdout) == {"a1": "finished", "a2": "migrated"}
+    after = inspect(env, config, "a1", "a2")
+    assert after["a1"] == {"storage": "wrapped", "on_token": 0, "indexed": False, "mac": expected_mac(first)}
+    assert after["a2"] == {"storage": "wrapped", "on_token": 0, "indexed": False, "mac": expected_mac(second)}
+
+
+def test_a_label_held_as_two_different_keys_is_reported_and_both_are_kept(deployment):
+    env, config = deployment
+    stored, on_token = new_secret(), new_secret()
+    run_cli(env, "keys", "import", "--wrapped", "--label", "twice", "--exchange", "binance", "--api-key", "AKID-x",
+            stdin=stored + "\n", config=config, check=True)
+    token_python(env, config, MAKE_EXTRACTABLE, stdin=f"twice:{on_token}\n")
+
+    done = run_cli(env, "store", "migrate", config=config)
+    assert done.returncode == 1
+    assert outcomes(done.stdout) == {"twice": "conflict"}
+    assert "different keys" in done.stdout and "revoke the wrong one" in done.stdout
+    got = inspect(env, config, "twice")["twice"]
+    assert got["on_token"] == 1 and got["storage"] == "wrapped" and got["mac"] == expected_mac(stored)
+
+
+def test_migrate_without_a_store_says_what_to_add(tmp_path_factory: pytest.TempPathFactory):
+    env = make_env(tmp_path_factory, "nostore")
+    done = run_cli(env, "store", "migrate")
+    assert done.returncode == 2
+    assert "has no [store] table" in done.stderr and "Traceback" not in done.stderr
