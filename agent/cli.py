@@ -299,14 +299,25 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
 
 
 def cmd_store_init(args: argparse.Namespace) -> int:
-    """Create the master key (PyKCS11, in this process before anything else loads the module) and the store."""
+    """Create the master key (PyKCS11, in this process before anything else loads the module) and the store's
+    tables: in [store]'s store, or in the one --postgres or --sqlite names (then print the [store] to add)."""
+    from agent.config import StoreConfig, check_dsn
     from agent.custody import CustodyError, KeyExists, TokenLoginError, TokenUnavailable
     from agent.custody.master import create_master_key
+    from agent.toml_schema import Invalid
 
     config = _config(args)
-    if config.store is None:
-        raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\")",
-                       EXIT_CONFIG)
+    store = config.store
+    if args.postgres is not None:
+        try:
+            store = StoreConfig(backend="postgres", sqlite_file=Path(), dsn=check_dsn(args.postgres))
+        except Invalid as exc:
+            raise CliError(f"--postgres {exc}", EXIT_CONFIG) from None
+    elif args.sqlite is not None:
+        store = StoreConfig(backend="sqlite", sqlite_file=args.sqlite.resolve())
+    if store is None:
+        raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\"), "
+                       "or name the store: store init --postgres DSN | --sqlite FILE", EXIT_CONFIG)
     with _opening():
         try:
             create_master_key(config.token)
@@ -317,11 +328,37 @@ def cmd_store_init(args: argparse.Namespace) -> int:
             raise  # _opening's
         except CustodyError as exc:
             raise CliError(str(exc), EXIT_REFUSED) from None
-        config.store.open().close()
-    where = config.store.dsn if config.store.backend == "postgres" else config.store.sqlite_file
-    print(f"key store ready: {config.store.backend} ({where})")
-    _audit(config, "store.init", backend=config.store.backend)
+        _create_store_tables(store)
+    def where(s: Any) -> Any:
+        return s.dsn if s.backend == "postgres" else s.sqlite_file
+
+    print(f"key store ready: {store.backend} ({where(store)})")
+    if config.store is None or (config.store.backend, where(config.store)) != (store.backend, where(store)):
+        value = f'dsn = "{store.dsn}"' if store.backend == "postgres" else f'sqlite_file = "{store.sqlite_file}"'
+        print(f"agents use it once {config.path} has:\n[store]\nbackend = \"{store.backend}\"\n{value}")
+    _audit(config, "store.init", backend=store.backend)
     return 0
+
+
+def _create_store_tables(store: Any) -> None:
+    """STORE's tables (with PostgreSQL, also the nonces and rate buckets agent hosts share)."""
+    if store.backend == "sqlite":
+        try:
+            store.open().close()
+        except OSError as exc:
+            raise CliError(f"cannot create the key store {store.sqlite_file}: {exc.strerror}", EXIT_CONFIG) from None
+        return
+    import psycopg
+
+    from agent.shared_state import create_tables
+
+    try:
+        store.open().close()
+        create_tables(store.dsn)
+    except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CliError(f"the database refused to create the store's tables ({reason}); run store init as a "
+                       "role that may create tables in it, then let the agents' role use them") from None
 
 
 # Tests only: `store migrate` exits at once, as if killed, after writing this many rows (before destroying
@@ -1300,7 +1337,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = sub.add_parser("store", help="the wrapped-key store and the token's master key").add_subparsers(
         dest="store_command", required=True)
-    p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store])")
+    p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store], "
+                         "or the store named here)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--postgres", metavar="DSN", help="create the tables in this PostgreSQL database "
+                       "(host=... dbname=... user=...; no password: libpq reads .pgpass) instead of [store]'s")
+    where.add_argument("--sqlite", metavar="FILE", type=Path, help="create the store in this SQLite file instead")
     p.set_defaults(func=cmd_store_init)
     p = store.add_parser("migrate", help="move the token's extractable HMAC keys into the store, wrapped inside "
                          "the token; lists the keys that must be re-imported")

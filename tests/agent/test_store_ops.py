@@ -206,3 +206,20 @@ def test_migrate_without_a_store_says_what_to_add(tmp_path_factory: pytest.TempP
     done = run_cli(env, "store", "migrate")
     assert done.returncode == 2
     assert "has no [store] table" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_store_init_names_a_sqlite_file_and_says_what_to_put_in_the_config(deployment):
+    env, config = deployment
+    other = env.root / "other" / "keys.db"
+    init = run_cli(env, "store", "init", "--sqlite", str(other), config=config)
+    assert init.returncode == 0, init.stderr
+    assert init.stdout.endswith(f'[store]\nbackend = "sqlite"\nsqlite_file = "{other}"\n')
+    with sqlite3.connect(other) as db:
+        assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {
+            "wrapped_keys", "key_events"}
+    assert other.stat().st_mode & 0o777 == 0o600
+    blocked = env.root / "blocked"
+    blocked.write_text("a file, not a directory")
+    refused = run_cli(env, "store", "init", "--sqlite", str(blocked / "keys.db"), config=config)
+    assert refused.returncode == 2 and "cannot create the key store" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
