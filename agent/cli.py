@@ -361,6 +361,90 @@ def _create_store_tables(store: Any) -> None:
                        "role that may create tables in it, then let the agents' role use them") from None
 
 
+def cmd_store_rotate_master(args: argparse.Namespace) -> int:
+    """A new master key generation for new imports; with --retire-old, destroy the older generations that no
+    row uses. Blobs are not re-wrapped (master.NO_IN_TOKEN_REWRAP): each keeps the generation its row names."""
+    from agent.custody import CustodyError
+    from agent.custody.master import (NO_IN_TOKEN_REWRAP, create_master_key, destroy_master_key,
+                                      master_generations)
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one, then run signing-agent store init", EXIT_CONFIG)
+    with _opening():
+        generations = master_generations(config.token)
+        if not generations:
+            raise CliError(f"token {config.token.label!r} has no master key: run signing-agent store init first")
+        store = config.store.open()
+        try:
+            if args.retire_old:
+                return _retire_old_masters(args, config, store, generations, destroy_master_key)
+            newest = generations[-1]
+            if store.count_by_master().get(newest, 0) == 0:
+                # Also the rerun after a kill that followed the creation: one new generation, never two.
+                print(f"master key generation {newest} wraps no key yet: it stays the one new keys are wrapped "
+                      "under (nothing created)")
+            else:
+                try:
+                    create_master_key(config.token, generation=newest + 1)
+                except CustodyError as exc:
+                    raise CliError(str(exc)) from None
+                newest += 1
+                _audit(config, "store.rotate-master", generation=newest)
+                print(f"created master key generation {newest} in token {config.token.label!r}; new imports and "
+                      "migrations are wrapped under it, and agents use it without a restart")
+            older = {g: n for g, n in store.count_by_master().items() if g != newest}
+            for generation, count in sorted(older.items()):
+                shown = store.labels_under(generation, 20)
+                more = f" and {count - len(shown)} more" if count > len(shown) else ""
+                print(f"generation {generation} still wraps {count} key(s): {', '.join(shown)}{more}")
+            if older:
+                print(f"They keep signing under their generation. Not re-wrapped: {NO_IN_TOKEN_REWRAP}. To move a "
+                      "key, revoke it and import the exchange's secret again with --wrapped; once no key uses a "
+                      "generation, retire it: signing-agent store rotate-master --retire-old")
+        finally:
+            store.close()
+    return 0
+
+
+def _retire_old_masters(args: argparse.Namespace, config: Any, store: Any, generations: list[int],
+                        destroy: Any) -> int:
+    newest, older = generations[-1], generations[:-1]
+    counts = store.count_by_master()
+    used = [g for g in older if counts.get(g, 0)]
+    unused = [g for g in older if not counts.get(g, 0)]
+    if not unused and not used:
+        print(f"the token holds master key generation {newest} only; nothing to retire")
+        return 0
+    if unused:
+        what = (f"master key generation(s) {', '.join(map(str, unused))} wrap no key in {config.store.backend}'s "
+                "store. Destroying them cannot be undone: any copy of a blob wrapped under them (a backup, "
+                "another store using this HSM) becomes useless")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"{what}. Nothing destroyed: standard input is not a terminal, so confirm with --yes",
+                               EXIT_CONFIG)
+            print(f"{what}.", file=sys.stderr)
+            try:
+                answer = input("Type retire to destroy them: ")
+            except EOFError:
+                answer = ""
+            if answer.strip() != "retire":
+                raise CliError("not confirmed; no master key destroyed")
+        for generation in unused:
+            # Read again right before: an import that began before the rotation may have just written a row.
+            if store.count_by_master().get(generation, 0):
+                used.append(generation)
+                continue
+            _custody_errors(destroy)(config.token, generation)
+            _audit(config, "store.retire-master", generation=generation)
+            print(f"destroyed master key generation {generation}")
+    if used:
+        raise CliError(f"master key generation(s) {', '.join(map(str, sorted(used)))} still wrap keys and are kept; "
+                       "run store rotate-master to list them, move or revoke them, then retire again")
+    return 0
+
+
 # Tests only: `store migrate` exits at once, as if killed, after writing this many rows (before destroying
 # the token object of the last one), so that the rerun's recovery is tested from a real cut.
 CRASH_AFTER_ROWS_ENV = "SIGNING_AGENT_TEST_CRASH_AFTER_ROWS"
@@ -1344,6 +1428,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "(host=... dbname=... user=...; no password: libpq reads .pgpass) instead of [store]'s")
     where.add_argument("--sqlite", metavar="FILE", type=Path, help="create the store in this SQLite file instead")
     p.set_defaults(func=cmd_store_init)
+    p = store.add_parser("rotate-master", help="a new master key generation for new keys; --retire-old destroys "
+                         "the generations no key uses (blobs are not re-wrapped: see the README)")
+    p.add_argument("--retire-old", action="store_true",
+                   help="destroy the older master key generations that no row of the store uses")
+    p.add_argument("--yes", action="store_true", help="confirm --retire-old without a terminal (cannot be undone)")
+    p.set_defaults(func=cmd_store_rotate_master)
     p = store.add_parser("migrate", help="move the token's extractable HMAC keys into the store, wrapped inside "
                          "the token; lists the keys that must be re-imported")
     p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")

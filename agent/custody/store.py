@@ -58,6 +58,8 @@ class KeyStore(Protocol):
     def count(self) -> int: ...
     def records(self) -> list[WrappedRecord]: ...
     def present(self, labels: list[str]) -> set[str]: ...
+    def count_by_master(self) -> dict[int, int]: ...
+    def labels_under(self, generation: int, limit: int) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -166,6 +168,19 @@ class _SqlStore:
                 cur.execute(self._q(f"SELECT label FROM wrapped_keys WHERE label IN ({marks})"), batch)
                 found.update(row[0] for row in cur.fetchall())
         return found
+
+    def count_by_master(self) -> dict[int, int]:
+        """Master key generation -> how many rows are wrapped under it."""
+        with self._tx() as cur:
+            cur.execute("SELECT master, COUNT(*) FROM wrapped_keys GROUP BY master")
+            return {int(master): int(n) for master, n in cur.fetchall()}
+
+    def labels_under(self, generation: int, limit: int) -> list[str]:
+        """Up to LIMIT labels, in order, of the rows wrapped under master key GENERATION."""
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT label FROM wrapped_keys WHERE master = ? ORDER BY label LIMIT ?"),
+                        (generation, limit))
+            return [row[0] for row in cur.fetchall()]
 
     def records(self) -> list[WrappedRecord]:
         with self._tx() as cur:

@@ -223,3 +223,153 @@ def test_store_init_names_a_sqlite_file_and_says_what_to_put_in_the_config(deplo
     refused = run_cli(env, "store", "init", "--sqlite", str(blocked / "keys.db"), config=config)
     assert refused.returncode == 2 and "cannot create the key store" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# -- master key rotation ----------------------------------------------------------------------------------------
+
+MASTERS = """
+    from agent.custody.master import MASTER_LABEL, MASTER_ID_PREFIX
+    with keyring.session() as session:
+        ids = [bytes(o[Attribute.ID]) for o in session.get_objects({{Attribute.LABEL: MASTER_LABEL}})]
+    print(json.dumps(sorted(int(i[len(MASTER_ID_PREFIX):]) for i in ids)))
+"""
+
+
+def masters(env: Env, config) -> list[int]:
+    return json.loads(token_python(env, config, MASTERS))
+
+
+def signs_as(client, label: str, secret: str) -> bool:
+    """Does the agent sign a Binance request for LABEL with SECRET's HMAC?"""
+    got = client.sign(label, "GET", "/api/v3/openOrders", query={"symbol": "BTCUSDT"})
+    signed, signature = got.path.split("?", 1)[1].rsplit("&signature=", 1)
+    return hmac.new(secret.encode(), signed.encode(), hashlib.sha256).hexdigest() == signature
+
+
+def import_wrapped(env: Env, config, label: str, secret: str) -> None:
+    run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key",
+            f"AKID-{label}", stdin=secret + "\n", config=config, check=True)
+
+
+def test_rotation_keeps_every_key_signing_and_retires_only_generations_no_key_uses(deployment):
+    from signing_agent_client.client import SignerClient
+
+    from agent.custody.master import NO_IN_TOKEN_REWRAP
+    from support.deploy import start_agent
+
+    env, config = deployment
+    old = new_secret()
+    import_wrapped(env, config, "old", old)
+    agent = start_agent(env, config)
+    try:
+        with SignerClient(agent.target) as client:
+            assert signs_as(client, "old", old)
+
+            rotated = run_cli(env, "store", "rotate-master", config=config)
+            assert rotated.returncode == 0, rotated.stderr
+            assert "created master key generation 2" in rotated.stdout
+            assert "generation 1 still wraps 1 key(s): old" in rotated.stdout
+            assert NO_IN_TOKEN_REWRAP in rotated.stdout and "revoke it and import" in rotated.stdout
+            # Run again (as after a kill that followed the creation): no third generation.
+            again = run_cli(env, "store", "rotate-master", config=config)
+            assert again.returncode == 0 and "generation 2 wraps no key yet" in again.stdout, again.stderr
+            assert masters(env, config) == [1, 2]
+
+            new = new_secret()
+            import_wrapped(env, config, "new", new)
+            assert rows(env) == {"old": 1, "new": 2}
+            # The running agent unwraps each row under the generation it names, the new one included.
+            assert signs_as(client, "new", new) and signs_as(client, "old", old)
+
+            kept = run_cli(env, "store", "rotate-master", "--retire-old", "--yes", config=config)
+            assert kept.returncode == 1 and "generation(s) 1 still wrap keys and are kept" in kept.stderr
+            assert masters(env, config) == [1, 2] and signs_as(client, "old", old)
+
+            run_cli(env, "keys", "revoke", "--label", "old", "--yes", config=config, check=True)
+            unconfirmed = run_cli(env, "store", "rotate-master", "--retire-old", config=config)
+            assert unconfirmed.returncode == 2 and "confirm with --yes" in unconfirmed.stderr
+            assert masters(env, config) == [1, 2]
+            retired = run_cli(env, "store", "rotate-master", "--retire-old", "--yes", config=config)
+            assert retired.returncode == 0 and "destroyed master key generation 1" in retired.stdout, retired.stderr
+            assert masters(env, config) == [2]
+            assert signs_as(client, "new", new)
+    finally:
+        assert agent.stop() == 0, agent.log.read_text()
+    audit = (env.root / "state" / "audit.jsonl").read_text()
+    assert audit.count('"store.rotate-master"') == 1 and audit.count('"store.retire-master"') == 1
+
+
+# What the token allows a PIN holder (and the SO) around a blob: each step's CKR_ code, or OK. PyKCS11, in a process
+# of its own, as master.py creates master keys (python-pkcs11 cannot set CKA_UNWRAP_TEMPLATE).
+MEASURE = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import PyKCS11 as P
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+from agent.config import load_config
+from agent.custody.master import UNWRAPPED_FORCED, _masters
+config = load_config(Path(sys.argv[1]))
+os.environ.update(config.token.env)
+lib = P.PyKCS11Lib(); lib.load(str(config.token.module))
+slot = [s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == config.token.label][0]
+out = {{}}
+def step(name, fn):
+    try:
+        fn(); out[name] = "OK"
+    except P.PyKCS11Error as exc:
+        out[name] = P.CKR[exc.value]
+wrap_pad = P.Mechanism(P.CKM_AES_KEY_WRAP_PAD, None)
+def aes(*extra):
+    return [(P.CKA_CLASS, P.CKO_SECRET_KEY), (P.CKA_KEY_TYPE, P.CKK_AES), (P.CKA_TOKEN, False),
+            (P.CKA_WRAP, True), (P.CKA_UNWRAP, True), *extra]
+secret = [(P.CKA_CLASS, P.CKO_SECRET_KEY), (P.CKA_KEY_TYPE, P.CKK_GENERIC_SECRET), (P.CKA_TOKEN, False),
+          (P.CKA_SIGN, True)]
+value = os.urandom(64)
+sensitive_but_extractable = secret + [(P.CKA_SENSITIVE, True), (P.CKA_EXTRACTABLE, True), (P.CKA_VALUE, value)]
+s = lib.openSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION)
+s.login(config.token.read_pin())
+master = _masters(P, s)[1]
+blob = bytes(s.wrapKey(master, s.createObject(sensitive_but_extractable), wrap_pad))
+forced = [(getattr(P, name), v) for name, v in UNWRAPPED_FORCED.items()]  # as the agent asks
+unwrapped = s.unwrapKey(master, blob, secret + forced, wrap_pad)
+mine = bytes(range(32))
+own_key = s.createObject(aes((P.CKA_VALUE, mine), (P.CKA_SENSITIVE, False)))
+step("unwrap as extractable", lambda: s.unwrapKey(
+    master, blob, secret + [(a, True if a == P.CKA_EXTRACTABLE else v) for a, v in forced], wrap_pad))
+step("make the unwrapped key extractable", lambda: s.setAttributeValue(unwrapped, [(P.CKA_EXTRACTABLE, True)]))
+step("wrap the unwrapped key", lambda: s.wrapKey(own_key, unwrapped, wrap_pad))
+step("user marks a key trusted", lambda: s.generateKey(aes((P.CKA_VALUE_LEN, 32), (P.CKA_TRUSTED, True)),
+                                                        P.Mechanism(P.CKM_AES_KEY_GEN, None)))
+# An extractable key (sensitive or not) goes out under a key of the PIN holder's making, and is read.
+extractable = s.createObject(sensitive_but_extractable)
+out["extractable key read by a PIN holder"] = aes_key_unwrap_with_padding(
+    mine, bytes(s.wrapKey(own_key, extractable, wrap_pad))) == value
+s.logout(); s.closeSession()
+so = lib.openSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION)
+so.login(Path("softhsm/so.pin").read_text().strip(), user_type=P.CKU_SO)
+trusted = aes((P.CKA_VALUE_LEN, 32), (P.CKA_TRUSTED, True), (P.CKA_SENSITIVE, True), (P.CKA_EXTRACTABLE, False))
+step("SO makes a private trusted key", lambda: so.generateKey(trusted + [(P.CKA_PRIVATE, True)],
+                                                              P.Mechanism(P.CKM_AES_KEY_GEN, None)))
+step("SO makes a public trusted key", lambda: so.generateKey(trusted + [(P.CKA_PRIVATE, False)],
+                                                             P.Mechanism(P.CKM_AES_KEY_GEN, None)))
+so.logout(); so.closeSession()
+print(json.dumps(out))
+"""
+
+
+def test_the_token_offers_no_way_to_rewrap_a_blob_that_keeps_its_secret_unreadable(deployment):
+    """The measurements behind NO_IN_TOKEN_REWRAP and behind `store migrate` refusing non-extractable keys."""
+    env, config = deployment
+    proc = subprocess.run([sys.executable, "-c", MEASURE.format(root=str(ROOT)), str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=env.root)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "unwrap as extractable": "CKR_TEMPLATE_INCONSISTENT",  # the master key's unwrap template
+        "make the unwrapped key extractable": "CKR_ATTRIBUTE_READ_ONLY",
+        "wrap the unwrapped key": "CKR_KEY_UNEXTRACTABLE",
+        "user marks a key trusted": "CKR_ATTRIBUTE_READ_ONLY",  # only the SO may set CKA_TRUSTED...
+        "SO makes a private trusted key": "CKR_USER_NOT_LOGGED_IN",  # ...and the SO makes no private objects,
+        "SO makes a public trusted key": "OK",  # only public ones, usable without a PIN
+        "extractable key read by a PIN holder": True,
+    }
