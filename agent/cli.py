@@ -299,14 +299,25 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
 
 
 def cmd_store_init(args: argparse.Namespace) -> int:
-    """Create the master key (PyKCS11, in this process before anything else loads the module) and the store."""
+    """Create the master key (PyKCS11, in this process before anything else loads the module) and the store's
+    tables: in [store]'s store, or in the one --postgres or --sqlite names (then print the [store] to add)."""
+    from agent.config import StoreConfig, check_dsn
     from agent.custody import CustodyError, KeyExists, TokenLoginError, TokenUnavailable
     from agent.custody.master import create_master_key
+    from agent.toml_schema import Invalid
 
     config = _config(args)
-    if config.store is None:
-        raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\")",
-                       EXIT_CONFIG)
+    store = config.store
+    if args.postgres is not None:
+        try:
+            store = StoreConfig(backend="postgres", sqlite_file=Path(), dsn=check_dsn(args.postgres))
+        except Invalid as exc:
+            raise CliError(f"--postgres {exc}", EXIT_CONFIG) from None
+    elif args.sqlite is not None:
+        store = StoreConfig(backend="sqlite", sqlite_file=args.sqlite.resolve())
+    if store is None:
+        raise CliError(f"{config.path} has no [store] table: add one (backend = \"sqlite\" or \"postgres\"), "
+                       "or name the store: store init --postgres DSN | --sqlite FILE", EXIT_CONFIG)
     with _opening():
         try:
             create_master_key(config.token)
@@ -317,10 +328,171 @@ def cmd_store_init(args: argparse.Namespace) -> int:
             raise  # _opening's
         except CustodyError as exc:
             raise CliError(str(exc), EXIT_REFUSED) from None
-        config.store.open().close()
-    where = config.store.dsn if config.store.backend == "postgres" else config.store.sqlite_file
-    print(f"key store ready: {config.store.backend} ({where})")
-    _audit(config, "store.init", backend=config.store.backend)
+        _create_store_tables(store)
+    def where(s: Any) -> Any:
+        return s.dsn if s.backend == "postgres" else s.sqlite_file
+
+    print(f"key store ready: {store.backend} ({where(store)})")
+    if config.store is None or (config.store.backend, where(config.store)) != (store.backend, where(store)):
+        value = f'dsn = "{store.dsn}"' if store.backend == "postgres" else f'sqlite_file = "{store.sqlite_file}"'
+        print(f"agents use it once {config.path} has:\n[store]\nbackend = \"{store.backend}\"\n{value}")
+    _audit(config, "store.init", backend=store.backend)
+    return 0
+
+
+def _create_store_tables(store: Any) -> None:
+    """STORE's tables (with PostgreSQL, also the nonces and rate buckets agent hosts share)."""
+    if store.backend == "sqlite":
+        try:
+            store.open().close()
+        except OSError as exc:
+            raise CliError(f"cannot create the key store {store.sqlite_file}: {exc.strerror}", EXIT_CONFIG) from None
+        return
+    import psycopg
+
+    from agent.shared_state import create_tables
+
+    try:
+        store.open().close()
+        create_tables(store.dsn)
+    except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CliError(f"the database refused to create the store's tables ({reason}); run store init as a "
+                       "role that may create tables in it, then let the agents' role use them") from None
+
+
+def cmd_store_rotate_master(args: argparse.Namespace) -> int:
+    """A new master key generation for new imports; with --retire-old, destroy the older generations that no
+    row uses. Blobs are not re-wrapped (master.NO_IN_TOKEN_REWRAP): each keeps the generation its row names."""
+    from agent.custody import CustodyError
+    from agent.custody.master import (NO_IN_TOKEN_REWRAP, create_master_key, destroy_master_key,
+                                      master_generations)
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one, then run signing-agent store init", EXIT_CONFIG)
+    with _opening():
+        generations = master_generations(config.token)
+        if not generations:
+            raise CliError(f"token {config.token.label!r} has no master key: run signing-agent store init first")
+        store = config.store.open()
+        try:
+            if args.retire_old:
+                return _retire_old_masters(args, config, store, generations, destroy_master_key)
+            newest = generations[-1]
+            if store.count_by_master().get(newest, 0) == 0:
+                # Also the rerun after a kill that followed the creation: one new generation, never two.
+                print(f"master key generation {newest} wraps no key yet: it stays the one new keys are wrapped "
+                      "under (nothing created)")
+            else:
+                try:
+                    create_master_key(config.token, generation=newest + 1)
+                except CustodyError as exc:
+                    raise CliError(str(exc)) from None
+                newest += 1
+                _audit(config, "store.rotate-master", generation=newest)
+                print(f"created master key generation {newest} in token {config.token.label!r}; new imports and "
+                      "migrations are wrapped under it, and agents use it without a restart")
+            older = {g: n for g, n in store.count_by_master().items() if g != newest}
+            for generation, count in sorted(older.items()):
+                shown = store.labels_under(generation, 20)
+                more = f" and {count - len(shown)} more" if count > len(shown) else ""
+                print(f"generation {generation} still wraps {count} key(s): {', '.join(shown)}{more}")
+            if older:
+                print(f"They keep signing under their generation. Not re-wrapped: {NO_IN_TOKEN_REWRAP}. To move a "
+                      "key, revoke it and import the exchange's secret again with --wrapped; once no key uses a "
+                      "generation, retire it: signing-agent store rotate-master --retire-old")
+        finally:
+            store.close()
+    return 0
+
+
+def _retire_old_masters(args: argparse.Namespace, config: Any, store: Any, generations: list[int],
+                        destroy: Any) -> int:
+    newest, older = generations[-1], generations[:-1]
+    counts = store.count_by_master()
+    used = [g for g in older if counts.get(g, 0)]
+    unused = [g for g in older if not counts.get(g, 0)]
+    if not unused and not used:
+        print(f"the token holds master key generation {newest} only; nothing to retire")
+        return 0
+    if unused:
+        what = (f"master key generation(s) {', '.join(map(str, unused))} wrap no key in {config.store.backend}'s "
+                "store. Destroying them cannot be undone: any copy of a blob wrapped under them (a backup, "
+                "another store using this HSM) becomes useless")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"{what}. Nothing destroyed: standard input is not a terminal, so confirm with --yes",
+                               EXIT_CONFIG)
+            print(f"{what}.", file=sys.stderr)
+            try:
+                answer = input("Type retire to destroy them: ")
+            except EOFError:
+                answer = ""
+            if answer.strip() != "retire":
+                raise CliError("not confirmed; no master key destroyed")
+        for generation in unused:
+            # Read again right before: an import that began before the rotation may have just written a row.
+            if store.count_by_master().get(generation, 0):
+                used.append(generation)
+                continue
+            _custody_errors(destroy)(config.token, generation)
+            _audit(config, "store.retire-master", generation=generation)
+            print(f"destroyed master key generation {generation}")
+    if used:
+        raise CliError(f"master key generation(s) {', '.join(map(str, sorted(used)))} still wrap keys and are kept; "
+                       "run store rotate-master to list them, move or revoke them, then retire again")
+    return 0
+
+
+# Tests only: `store migrate` exits at once, as if killed, after writing this many rows (before destroying
+# the token object of the last one), so that the rerun's recovery is tested from a real cut.
+CRASH_AFTER_ROWS_ENV = "SIGNING_AGENT_TEST_CRASH_AFTER_ROWS"
+
+
+def _crash_hook() -> Any:
+    limit = os.environ.get(CRASH_AFTER_ROWS_ENV, "")
+    if not limit.isdigit():
+        return None
+    written = [0]
+
+    def row_written(_label: str) -> None:
+        written[0] += 1
+        if written[0] >= int(limit):
+            os._exit(137)
+
+    return row_written
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from agent import provision
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one, then run signing-agent store init",
+                       EXIT_CONFIG)
+    _, keyring = _open_keyring(args)
+    counts: dict[str, int] = {}
+
+    def report(m: Any) -> None:
+        counts[m.outcome] = counts.get(m.outcome, 0) + 1
+        print(f"{m.outcome:<13}  {m.label}  {m.reason}", flush=True)
+        if m.outcome in ("migrated", "finished"):
+            _audit(config, "store.migrate", key=m.label)
+
+    with keyring:
+        _custody_errors(provision.migrate_to_store)(keyring, dry_run=args.dry_run, progress=report,
+                                                    row_written=_crash_hook())
+    if not counts:
+        print("no keys in the token")
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    left = counts.get("re-import", 0) + counts.get("conflict", 0)
+    if args.dry_run:
+        print(f"dry run, nothing changed: {summary}" if counts else "dry run, nothing changed")
+        return 0
+    if left:
+        raise CliError(f"{summary}: {left} key(s) were left as they are and need a person (see the lines above)")
+    print(summary or "nothing to migrate")
     return 0
 
 
@@ -1262,8 +1434,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = sub.add_parser("store", help="the wrapped-key store and the token's master key").add_subparsers(
         dest="store_command", required=True)
-    p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store])")
+    p = store.add_parser("init", help="create the token's master key (once) and the store's tables ([store], "
+                         "or the store named here)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--postgres", metavar="DSN", help="create the tables in this PostgreSQL database "
+                       "(host=... dbname=... user=...; no password: libpq reads .pgpass) instead of [store]'s")
+    where.add_argument("--sqlite", metavar="FILE", type=Path, help="create the store in this SQLite file instead")
     p.set_defaults(func=cmd_store_init)
+    p = store.add_parser("rotate-master", help="a new master key generation for new keys; --retire-old destroys "
+                         "the generations no key uses (blobs are not re-wrapped: see the README)")
+    p.add_argument("--retire-old", action="store_true",
+                   help="destroy the older master key generations that no row of the store uses")
+    p.add_argument("--yes", action="store_true", help="confirm --retire-old without a terminal (cannot be undone)")
+    p.set_defaults(func=cmd_store_rotate_master)
+    p = store.add_parser("migrate", help="move the token's extractable HMAC keys into the store, wrapped inside "
+                         "the token; lists the keys that must be re-imported")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
+    p.set_defaults(func=cmd_store_migrate)
 
     token = sub.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION"

@@ -213,12 +213,20 @@ class StoreConfig:
         return SqliteKeyStore(self.sqlite_file)
 
 
-def _no_password(dsn: str) -> str:
+def check_dsn(dsn: str) -> str:
+    """DSN, if libpq can read it and it holds no password ([store] dsn, `store init --postgres`)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        fields = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        # libpq's message quotes the string, which may hold a password: not repeated here.
+        raise Invalid("is not a libpq connection string: write host=... dbname=... user=..., "
+                      "or postgresql://user@host/dbname") from None
     # A DSN is shown in `status` and may end up in a process listing or a log: passwords go in
     # ~/.pgpass or PGPASSFILE (libpq reads them), or the server trusts a local socket / a client certificate.
-    lowered = dsn.lower()
-    if "password=" in lowered or ("://" in dsn and "@" in dsn.split("://", 1)[1].split("/", 1)[0]
-                                  and ":" in dsn.split("://", 1)[1].split("@", 1)[0]):
+    if "password" in fields:
         raise Invalid("must not contain a password: put it in a .pgpass file (PGPASSFILE) that libpq reads")
     return dsn
 
@@ -318,7 +326,7 @@ _CONFIG = Schema(
     Field("store", schema=Schema(
         Field("backend", STR, default="", choices=("", "sqlite", "postgres")),
         Field("sqlite_file", TEXT, default="state/keys.db"),
-        Field("dsn", TEXT, convert=_no_password),
+        Field("dsn", TEXT, convert=check_dsn),
         Field("host", TEXT, check=lambda v: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v)),
               expect="a host name: letters, digits, '.', '_', '-' (default: this machine's name)"),
     )),

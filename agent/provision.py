@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agent.custody import InvalidKeyMaterial, KeyExists, KeyInfo, Keyring, validate_secret
+from agent.custody.wrapped import Migration
 from agent.exchanges import Exchange, exchange_for
 from agent.names import validate_api_key
 from agent.schemes import UnknownExchange, UnsupportedKey
@@ -132,6 +133,18 @@ def register(keyring: Keyring, *, label: str, api_key: str, passphrase: str | No
     exchange = exchange_rules(info.exchange)
     _, sign_passphrase = _check(exchange, info.key_type, info.options, passphrase)
     return keyring.register(label, api_key=api_key, passphrase=passphrase, sign_passphrase=sign_passphrase)
+
+
+def migrate_to_store(keyring: Keyring, *, dry_run: bool = False, **hooks: Any) -> list[Migration]:
+    """`store migrate`: the token's HMAC keys into the key store, with the exchange's word on passphrases."""
+
+    def clear_passphrase(info: KeyInfo) -> bool:
+        try:
+            return exchange_rules(info.exchange).passphrase_rule(info.options) == "clear"
+        except InvalidKeyMaterial:
+            return True  # an exchange this version does not know: keep its key where it is
+
+    return keyring.migrate_token_keys(clear_passphrase=clear_passphrase, dry_run=dry_run, **hooks)
 
 
 def public_key_pem(public_key: Any) -> str:

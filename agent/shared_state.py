@@ -52,6 +52,15 @@ def _schema(db: Postgres, ddl: str) -> None:
         cur.execute(ddl)
 
 
+def create_tables(dsn: str) -> None:
+    """The nonce and rate-bucket tables (`store init`), so that agents find them ready."""
+    db = Postgres(dsn)
+    try:
+        _schema(db, NONCE_SCHEMA + BUCKET_SCHEMA)
+    finally:
+        db.close()
+
+
 class PostgresNonces:
     """agent.nonces.NonceStore's contract (`next`), for every host at once."""
 

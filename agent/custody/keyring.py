@@ -33,7 +33,7 @@ from agent.custody.objects import (
 )
 from agent.custody.provision import Provisioning
 from agent.custody.session import HANDLE_GONE, TokenSession, TokenSettings
-from agent.custody.store import KeyStore
+from agent.custody.store import KeyStore, StoreUnavailable
 from agent.custody.wrapped import WrappedKeys
 
 HashName = Literal["sha256", "sha384", "sha512"]
@@ -191,7 +191,15 @@ class Keyring(WrappedKeys, Provisioning, TokenSession):
 
         def listing(session: Any) -> list[tuple[KeyInfo, Any, str | None]]:
             found = self._ours(session)
-            self._index(found)
+            # A label held by the token and the store (a `store migrate` cut short) resolves as lookup
+            # resolves it, to the store's row: so it must not enter the index of token handles.
+            stored: set[str] = set()
+            if self._store is not None:
+                try:
+                    stored = self._store.present([info.label for info, _, _ in found])
+                except StoreUnavailable:
+                    pass  # both copies compute the same MAC (migrate verifies it first): token keys stay usable
+            self._index([item for item in found if item[0].label not in stored])
             return found
 
         keys = [info for info, _, _ in self._call(listing)]

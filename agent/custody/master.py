@@ -15,6 +15,8 @@ wrappers cannot both initialise the module in one process; everything else stays
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from agent.custody.errors import CustodyError, KeyExists, TokenLoginError, TokenUnavailable
@@ -37,17 +39,27 @@ UNWRAPPED_FORCED = {
 }
 
 
+# Why `store rotate-master` re-wraps no blob (measured on SoftHSM2 2.6, tests/agent/test_store_ops.py): the way
+# out of a blob is an unwrap, which the template above makes non-extractable, and the token wraps no
+# non-extractable key, nor lets one be made extractable or copied as such. The standard way round, a wrapping
+# key marked CKA_TRUSTED for keys marked CKA_WRAP_WITH_TRUSTED, needs the SO to set CKA_TRUSTED, and the SO
+# cannot create private objects: a trusted key would be a public one, usable without the PIN and kept
+# unencrypted in the token's files. Loosening the template would let a PIN holder read every secret.
+NO_IN_TOKEN_REWRAP = (
+    "the token cannot re-wrap a blob under another master key without making its secret readable: a blob "
+    "unwraps only into a non-extractable key (the master key's unwrap template), which the token will not wrap "
+    "again, and a CKA_TRUSTED wrapping key can be made only by the SO, as a public object that needs no PIN"
+)
+
+
 def master_id(generation: int) -> bytes:
     return MASTER_ID_PREFIX + str(generation).encode()
 
 
-def create_master_key(config: TokenSettings, *, generation: int = 1) -> bytes:
-    """Generate master key GENERATION in the token (PyKCS11); returns its CKA_ID.
-
-    Refuses when a master key of that generation exists: a second one would make blobs ambiguous.
-    """
+@contextmanager
+def _logged_in(config: TokenSettings) -> Iterator[tuple[Any, Any]]:
+    """(PyKCS11, a logged-in R/W session on the token): for this module's calls, in a process of their own."""
     import PyKCS11
-    from PyKCS11 import LowLevel as ll  # noqa: F401  (PyKCS11 constants live on the package)
 
     for name, value in config.env.items():
         os.environ[name] = value
@@ -65,9 +77,55 @@ def create_master_key(config: TokenSettings, *, generation: int = 1) -> bytes:
             session.login(config.read_pin())
         except PyKCS11.PyKCS11Error as exc:
             raise TokenLoginError(f"token {config.label!r} rejected the PIN ({_reason(exc)})") from None
+        yield PyKCS11, session
+    finally:
+        try:
+            session.logout()
+        except PyKCS11.PyKCS11Error:
+            pass
+        session.closeSession()
+
+
+def _masters(pk: Any, session: Any) -> dict[int, Any]:
+    """Generation -> object handle of every master key in the token."""
+    found = {}
+    for obj in session.findObjects([(pk.CKA_CLASS, pk.CKO_SECRET_KEY), (pk.CKA_LABEL, MASTER_LABEL)]):
+        key_id = bytes(session.getAttributeValue(obj, [pk.CKA_ID], allAsBinary=True)[0])
+        if key_id.startswith(MASTER_ID_PREFIX) and key_id[len(MASTER_ID_PREFIX):].isdigit():
+            found[int(key_id[len(MASTER_ID_PREFIX):])] = obj
+    return found
+
+
+def master_generations(config: TokenSettings) -> list[int]:
+    """The generations of the master keys the token holds, oldest first."""
+    with _logged_in(config) as (pk, session):
+        return sorted(_masters(pk, session))
+
+
+def destroy_master_key(config: TokenSettings, generation: int) -> None:
+    """Destroy master key GENERATION: every blob wrapped under it becomes useless, here and in any copy.
+
+    The caller checks first that no row of the store names it (`store rotate-master --retire-old`).
+    """
+    with _logged_in(config) as (pk, session):
+        handle = _masters(pk, session).get(generation)
+        if handle is None:
+            return
+        try:
+            session.destroyObject(handle)
+        except pk.PyKCS11Error as exc:
+            raise CustodyError(f"token {config.label!r} refused to destroy master key generation {generation} "
+                               f"({_reason(exc)})") from None
+
+
+def create_master_key(config: TokenSettings, *, generation: int = 1) -> bytes:
+    """Generate master key GENERATION in the token (PyKCS11); returns its CKA_ID.
+
+    Refuses when a master key of that generation exists: a second one would make blobs ambiguous.
+    """
+    with _logged_in(config) as (PyKCS11, session):
         key_id = master_id(generation)
-        found = session.findObjects([(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_ID, key_id)])
-        if found:
+        if generation in _masters(PyKCS11, session):
             raise KeyExists(f"token {config.label!r} holds master key generation {generation} already")
         unwrap_template = [(getattr(PyKCS11, name), value) for name, value in UNWRAPPED_FORCED.items()]
         template = [
@@ -96,12 +154,6 @@ def create_master_key(config: TokenSettings, *, generation: int = 1) -> bytes:
         except PyKCS11.PyKCS11Error as exc:
             raise CustodyError(f"token {config.label!r} refused to create the master key ({_reason(exc)})") from None
         return key_id
-    finally:
-        try:
-            session.logout()
-        except PyKCS11.PyKCS11Error:
-            pass
-        session.closeSession()
 
 
 def _slot_of(lib: Any, label: str) -> Any:

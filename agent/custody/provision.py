@@ -328,19 +328,7 @@ class Provisioning:
         """Destroy the key labelled LABEL (all its objects). Running agents refuse it at their next use."""
 
         def destroy(session: Any) -> KeyInfo:
-            found = self._ours(session, label)
-            # The signing object first: from then on the key is unusable, whatever happens next.
-            for _, obj, _ in found:
-                obj.destroy()
-            # Then its public half and account; also when a revoke or import was interrupted
-            # and left them without a key, so that the label can be used again.
-            leftovers = 0
-            for cls in (ObjectClass.PUBLIC_KEY, ObjectClass.DATA):
-                for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
-                    if _left_beside_a_key(obj, cls, label):
-                        obj.destroy()
-                        leftovers += 1
-            self._forget_label(label, exists=False)
+            found, leftovers = self._destroy_token_key(session, label)
             if not found:
                 if leftovers:
                     return KeyInfo(label=label, exchange="", api_key="", key_type="(incomplete)", created="",
@@ -349,3 +337,20 @@ class Provisioning:
             return found[0][0]
 
         return self._call(destroy)
+
+    def _destroy_token_key(self, session: Any, label: str) -> tuple[list[tuple[KeyInfo, Any, str | None]], int]:
+        """Destroy the token objects of key LABEL (under the lock): (the keys found, the leftovers destroyed)."""
+        found = self._ours(session, label)
+        # The signing object first: from then on the key is unusable, whatever happens next.
+        for _, obj, _ in found:
+            obj.destroy()
+        # Then its public half and account; also when a revoke or import was interrupted
+        # and left them without a key, so that the label can be used again.
+        leftovers = 0
+        for cls in (ObjectClass.PUBLIC_KEY, ObjectClass.DATA):
+            for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
+                if _left_beside_a_key(obj, cls, label):
+                    obj.destroy()
+                    leftovers += 1
+        self._forget_label(label, exists=False)
+        return found, leftovers

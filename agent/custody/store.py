@@ -57,9 +57,13 @@ class KeyStore(Protocol):
     def head(self) -> int: ...
     def count(self) -> int: ...
     def records(self) -> list[WrappedRecord]: ...
+    def present(self, labels: list[str]) -> set[str]: ...
+    def count_by_master(self) -> dict[int, int]: ...
+    def labels_under(self, generation: int, limit: int) -> list[str]: ...
     def close(self) -> None: ...
 
 
+PRESENT_BATCH = 500  # labels per query of `present` (SQLite allows 32,766 parameters, PostgreSQL 65,535)
 _COLUMNS = "label, exchange, api_key, key_type, created, fingerprint, master, blob, options, header"
 
 
@@ -153,6 +157,30 @@ class _SqlStore:
         with self._tx() as cur:
             cur.execute("SELECT COUNT(*) FROM wrapped_keys")
             return int(cur.fetchone()[0])
+
+    def present(self, labels: list[str]) -> set[str]:
+        """Which of LABELS have a row (one indexed query per PRESENT_BATCH labels, blobs not read)."""
+        found: set[str] = set()
+        for start in range(0, len(labels), PRESENT_BATCH):
+            batch = labels[start:start + PRESENT_BATCH]
+            marks = ", ".join("?" * len(batch))
+            with self._tx() as cur:
+                cur.execute(self._q(f"SELECT label FROM wrapped_keys WHERE label IN ({marks})"), batch)
+                found.update(row[0] for row in cur.fetchall())
+        return found
+
+    def count_by_master(self) -> dict[int, int]:
+        """Master key generation -> how many rows are wrapped under it."""
+        with self._tx() as cur:
+            cur.execute("SELECT master, COUNT(*) FROM wrapped_keys GROUP BY master")
+            return {int(master): int(n) for master, n in cur.fetchall()}
+
+    def labels_under(self, generation: int, limit: int) -> list[str]:
+        """Up to LIMIT labels, in order, of the rows wrapped under master key GENERATION."""
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT label FROM wrapped_keys WHERE master = ? ORDER BY label LIMIT ?"),
+                        (generation, limit))
+            return [row[0] for row in cur.fetchall()]
 
     def records(self) -> list[WrappedRecord]:
         with self._tx() as cur:

@@ -27,6 +27,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from agent.custody.errors import CustodyError, InvalidKeyMaterial, KeyExists
 from agent.custody.master import MASTER_ID_PREFIX, MASTER_LABEL
 from agent.custody.objects import (
     FINGERPRINT_MESSAGE,
+    HMAC_KEY_PAD_TO,
     KeyInfo,
     decode_metadata,
     fingerprint_of,
@@ -64,6 +66,24 @@ UNWRAPPED_TEMPLATE: dict[Attribute, Any] = {
     Attribute.WRAP: False,
     Attribute.UNWRAP: False,
 }
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `store migrate` did, or would do, with one token key, and why."""
+
+    label: str
+    # migrated | finished (a cut-short migration completed) | would migrate | would finish
+    # | stays (by design) | re-import (cannot be wrapped) | conflict (left as it is, for a person to look at)
+    outcome: str
+    reason: str
+
+
+def _value_len(obj: Any) -> int | None:
+    try:
+        return int(obj[Attribute.VALUE_LEN])
+    except (p11err.AttributeTypeInvalid, p11err.AttributeSensitive):
+        return None  # private keys have none
 
 
 @dataclass
@@ -119,7 +139,9 @@ class WrappedKeys:
 
     def _master(self, session: Any, generation: int | None = None) -> tuple[int, Any]:
         """(generation, handle) of master key GENERATION (None: the newest) in the token."""
-        if not self._masters:
+        if not self._masters or (generation is not None and generation not in self._masters):
+            # Searched again for a generation not seen yet: `store rotate-master` may have made it since.
+            self._masters.clear()
             for obj in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: MASTER_LABEL}):
                 key_id = bytes(obj[Attribute.ID])
                 if key_id.startswith(MASTER_ID_PREFIX) and key_id[len(MASTER_ID_PREFIX):].isdigit():
@@ -237,6 +259,127 @@ class WrappedKeys:
             if self._token_present():  # type: ignore[attr-defined]
                 raise bad_blob from None
             raise
+
+    # -- migration of token objects -------------------------------------------------------
+
+    def migrate_token_keys(self, *, clear_passphrase: Callable[[KeyInfo], bool], dry_run: bool = False,
+                           row_written: Callable[[str], None] | None = None,
+                           progress: Callable[[Migration], None] | None = None) -> list[Migration]:
+        """Move our HMAC token objects into the key store as blobs wrapped inside the token (`store migrate`).
+
+        Per key, in this order: wrap the object under the newest master key and check that the blob, unwrapped
+        as the agent unwraps it, computes the object's MAC; write the row; read the row back and check it the
+        same way; only then destroy the token object and its account. A kill anywhere leaves the key usable:
+        before the row, only the object exists; after it, both hold the same key and lookups take the row
+        (Keyring.lookup, list_keys); a rerun checks such a pair and destroys the object.
+
+        CLEAR_PASSPHRASE(info) says whether the key's stored passphrase is sent in clear (those stay token
+        objects: the store would hold it readable). ROW_WRITTEN(label) runs after each row is committed
+        (the CLI's crash hook for tests); PROGRESS(migration) after each key, as it is done.
+        """
+        store = self._require_store()
+
+        def survey(session: Any) -> list[tuple[KeyInfo, bool, int | None, bool]]:
+            self._master(session)  # no master key: say so before anything else
+            return [(info, passphrase is not None, _value_len(obj), bool(obj[Attribute.EXTRACTABLE]))
+                    for info, obj, passphrase in self._ours(session)]  # type: ignore[attr-defined]
+
+        keys = sorted(self._call(survey), key=lambda k: k[0].label)  # type: ignore[attr-defined]
+        in_store = store.present([info.label for info, *_ in keys])
+        done: list[Migration] = []
+        for info, has_passphrase, value_len, extractable in keys:
+            label = info.label
+            if info.key_type != "hmac":
+                done.append(Migration(label, "stays", "asymmetric private keys stay token objects"))
+            elif label in in_store:
+                done.append(Migration(label, "would finish", "the store has its row already; the token object "
+                                      "would be checked against it and destroyed") if dry_run
+                            else self._finish_migration(label))
+            elif has_passphrase and clear_passphrase(info):
+                done.append(Migration(label, "stays", "its passphrase is sent in clear, and the store would hold "
+                                      "it readable"))
+            elif not info.registered:
+                done.append(Migration(label, "stays", "not registered yet: run keys register first"))
+            elif not extractable:
+                done.append(Migration(label, "re-import", "CKA_EXTRACTABLE is false, so the token will not wrap it "
+                                      "(nothing can take it out, not even wrapped): revoke it and import the "
+                                      "exchange's secret again with --wrapped"))
+            elif value_len is not None and value_len > HMAC_KEY_PAD_TO and value_len % 8:
+                done.append(Migration(label, "re-import", "longer than 64 bytes and not a multiple of 8: SoftHSM2 "
+                                      "would change its MAC when unwrapping (see Limits); it stays a token object"))
+            elif dry_run:
+                done.append(Migration(label, "would migrate", "extractable: wrapped inside the token"))
+            else:
+                done.append(self._migrate_one(label, store, row_written))
+            if progress is not None:
+                progress(done[-1])
+        return done
+
+    def _migrate_one(self, label: str, store: KeyStore, row_written: Callable[[str], None] | None) -> Migration:
+        def wrap(session: Any) -> WrappedRecord | Migration:
+            found = self._ours(session, label)  # type: ignore[attr-defined]
+            if len(found) != 1:
+                return Migration(label, "conflict", f"{len(found)} token keys have this label; revoke and re-import")
+            info, obj, passphrase = found[0]
+            generation, master = self._master(session)
+            try:
+                blob = bytes(master.wrap_key(obj, mechanism=WRAP_MECHANISM))
+            except (p11err.KeyUnextractable, p11err.KeyNotWrappable):
+                return Migration(label, "re-import", "the token refused to wrap it; revoke it and import the "
+                                 "exchange's secret again with --wrapped")
+            mac = self._mac_of(obj)
+            if not hmac.compare_digest(self._mac_of_blob(session, generation, blob), mac):
+                return Migration(label, "conflict", "its blob unwrapped to a key with another MAC; nothing changed")
+            return WrappedRecord(label=label, exchange=info.exchange, api_key=info.api_key, key_type="hmac",
+                                 created=info.created, fingerprint=fingerprint_of(mac), master=generation,
+                                 blob=blob, options=dict(info.options), header=passphrase)
+
+        wrapped = self._call(wrap)  # type: ignore[attr-defined]
+        if isinstance(wrapped, Migration):
+            return wrapped
+        try:
+            store.add(wrapped)
+        except KeyExists:
+            return Migration(label, "conflict", "a row with this label appeared meanwhile (an import?); rerun "
+                             "store migrate to compare the two")
+        if row_written is not None:
+            row_written(label)
+        return self._finish_migration(label, outcome="migrated")
+
+    def _finish_migration(self, label: str, outcome: str = "finished") -> Migration:
+        """The key is in the store and the token: destroy the token's copy if the row computes its MAC."""
+        record = self._require_store().get(label)
+        if record is None:
+            return Migration(label, "conflict", "its row went away meanwhile (revoked?); the token object is kept")
+
+        def check_and_destroy(session: Any) -> Migration:
+            found = self._ours(session, label)  # type: ignore[attr-defined]
+            if len(found) != 1:
+                return Migration(label, "conflict", f"{len(found)} token keys have this label; nothing destroyed")
+            if not hmac.compare_digest(self._mac_of_blob(session, record.master, record.blob),
+                                       self._mac_of(found[0][1])):
+                return Migration(label, "conflict", "the store's row and the token object are different keys; "
+                                 "both kept (the row is the one used): revoke the wrong one")
+            self._destroy_token_key(session, label)  # type: ignore[attr-defined]
+            return Migration(label, outcome, f"wrapped under master key generation {record.master}; "
+                             "the token object is destroyed")
+
+        result = self._call(check_and_destroy)  # type: ignore[attr-defined]
+        self.evict_wrapped([label])
+        return result
+
+    @staticmethod
+    def _mac_of(key: Any) -> bytes:
+        return bytes(key.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC))
+
+    def _mac_of_blob(self, session: Any, generation: int, blob: bytes) -> bytes:
+        """The fingerprint MAC of BLOB unwrapped as the agent unwraps it (the session object is destroyed)."""
+        _, master = self._master(session, generation)
+        unwrapped = self._unwrap_with(master, blob)
+        try:
+            return self._mac_of(unwrapped)
+        finally:
+            unwrapped.destroy()
 
     def _require_store(self) -> KeyStore:
         if self._store is None:

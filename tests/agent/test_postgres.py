@@ -147,6 +147,8 @@ def test_an_unreachable_database_is_unavailable_then_recovers(cluster: Cluster, 
 @pytest.mark.parametrize("dsn_text, message", [
     ("host=db dbname=s user=u password=hunter2", "must not contain a password"),
     ("postgresql://u:hunter2@db/s", "must not contain a password"),
+    ("postgresql://u@db/s?password=hunter2", "must not contain a password"),
+    ("host=db hunter2", "is not a libpq connection string"),
 ])
 def test_a_password_in_the_dsn_is_refused(env: Env, dsn_text: str, message: str):
     from agent.config import ConfigError, load_config
@@ -308,3 +310,45 @@ def test_the_audit_shipper_follows_rotations_and_outages_and_never_ships_twice(c
     (report,) = verify_all(dsn)
     assert (report.host, report.lines, report.problems) == ("h1", 12, [])
     assert report.head == verify(path).head  # the database's chain ends where the file does
+
+
+def test_store_init_names_a_database_and_creates_every_table_agents_use(env: Env, dsn: str, label: str):
+    bare = env.write_config("init-pg")  # no [store] table: the command names the database
+    init = run_cli(env, "store", "init", "--postgres", dsn, config=bare)
+    assert init.returncode == 0, init.stderr
+    assert f"key store ready: postgres ({dsn})" in init.stdout
+    snippet = init.stdout[init.stdout.index("[store]"):]
+    assert snippet == f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
+    with psycopg.connect(dsn) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets"}
+    # The printed [store] is all a config needs: a wrapped import lands in that database.
+    config = env.write_config("init-pg-used", extra=snippet)
+    run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-i",
+            stdin=new_secret() + "\n", config=config, check=True)
+    assert PostgresKeyStore(dsn, create=False).get(label).master >= 1
+    again = run_cli(env, "store", "init", "--postgres", dsn, config=config)  # idempotent; config names it already
+    assert again.returncode == 0 and "holds a master key already" in again.stdout and "[store]" not in again.stdout
+
+
+@pytest.mark.parametrize("dsn_text, code, message", [
+    ("host=db dbname=s password=hunter2", 2, "--postgres must not contain a password"),
+    ("dbname hunter2", 2, "--postgres is not a libpq connection string"),
+    ("host=/nonexistent-socket-dir dbname=s connect_timeout=1", 4, "the key store database is unreachable"),
+])
+def test_store_init_refuses_a_database_it_cannot_use_with_a_clear_message(env: Env, dsn_text: str, code: int,
+                                                                            message: str):
+    init = run_cli(env, "store", "init", "--postgres", dsn_text, config=env.write_config("init-bad"))
+    assert init.returncode == code and message in init.stderr, init.stderr
+    assert "hunter2" not in init.stdout + init.stderr and "Traceback" not in init.stderr
+
+
+def test_store_init_as_a_role_that_may_not_create_tables_says_so(env: Env, cluster: Cluster, dsn: str):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS reader")
+        conn.execute("CREATE ROLE reader LOGIN")
+    as_reader = dsn.replace("user=signing", "user=reader")
+    init = run_cli(env, "store", "init", "--postgres", as_reader, config=env.write_config("init-reader"))
+    assert init.returncode == 1, init.stderr
+    assert "the database refused to create the store's tables (permission denied" in init.stderr
+    assert "Traceback" not in init.stderr
