@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.bots import Bots, BotsFileError, parse_bots
+from agent.limits import Budget, Limits
 from agent.names import NAME_RE
 from agent.policy import BotPolicy, KeyPolicy, Policy, PolicyError, parse_policy
 
@@ -487,9 +488,7 @@ KEY_FIELDS: dict[str, Callable[[KeyPolicy, KeyPolicy], bool]] = {
     # narrower only when the new modes are among the old ("both" to "send" tightens, "sign" to "send" not).
     "delivery": lambda o, n: _DELIVERY_MODES[n.delivery] <= _DELIVERY_MODES[o.delivery],
     "send_to": lambda o, n: n.send_to == o.send_to,  # another destination is never narrower
-    # Budgets, order rates, price bands: compared whole for now, so any change needs the threshold
-    # (the kill switch, `signing-agent freeze`, is the brake that needs no one).
-    "limits": lambda o, n: n.limits == o.limits,
+    "limits": lambda o, n: not _widened(o.limits, n.limits, LIMIT_FIELDS),
     # The endpoint allow-list as compiled at load (KeyPolicy.allows): derived from `endpoints`, which
     # is compared above; compared again here, a narrowing of the list would count as loosening.
     "_matchers": lambda o, n: True,
@@ -500,7 +499,37 @@ BOT_FIELDS: dict[str, Callable[[BotPolicy, BotPolicy], bool]] = {
     "keys": lambda o, n: "*" in o.keys or ("*" not in n.keys and n.keys <= o.keys),
     "rate_per_second": lambda o, n: _at_most(o.rate_per_second, n.rate_per_second),
     "burst": lambda o, n: _at_most(o.burst, n.burst),
-    "limits": lambda o, n: n.limits == o.limits,
+    "limits": lambda o, n: not _widened(o.limits, n.limits, LIMIT_FIELDS),
+}
+
+
+def _budgets_narrower(old: tuple[Budget, ...], new: tuple[Budget, ...]) -> bool:
+    """Every window OLD had is still there and no higher; a window added only narrows."""
+    limit_by_window = {b.seconds: b.limit for b in new}
+    return all(b.seconds in limit_by_window and limit_by_window[b.seconds] <= b.limit for b in old)
+
+
+def _per_symbol_narrower(old: Any, new: Any, narrower: Callable[[Any, Any], bool]) -> bool:
+    """Per-symbol limits, "*" standing for each symbol not named: compared for what each symbol gets,
+    so a symbol's own limit removed is narrower only when the "*" limit it falls back to is."""
+    for symbol in set(old) | set(new) | {"*"}:
+        before, after = old.get(symbol, old.get("*")), new.get(symbol, new.get("*"))
+        if before is not None and (after is None or not narrower(before, after)):
+            return False
+    return True
+
+
+# The guardrails (agent.limits), each on its own: a limit raised or removed widens, one lowered or
+# added narrows (a ceiling; for the volume floor the other way round).
+LIMIT_FIELDS: dict[str, Callable[[Limits, Limits], bool]] = {
+    "max_notional": lambda o, n: _budgets_narrower(o.max_notional, n.max_notional),
+    "max_notional_per_symbol": lambda o, n: _per_symbol_narrower(o.max_notional_per_symbol,
+                                                                 n.max_notional_per_symbol, _budgets_narrower),
+    "max_orders_per_minute": lambda o, n: _at_most(o.max_orders_per_minute, n.max_orders_per_minute),
+    "max_orders_per_minute_per_symbol": lambda o, n: _per_symbol_narrower(
+        o.max_orders_per_minute_per_symbol, n.max_orders_per_minute_per_symbol, lambda a, b: b <= a),
+    "price_band_pct": lambda o, n: _at_most(o.price_band_pct, n.price_band_pct),
+    "min_quote_volume_24h": lambda o, n: _at_least(o.min_quote_volume_24h, n.min_quote_volume_24h),
 }
 
 
@@ -509,9 +538,20 @@ def _widened(old: Any, new: Any, table: dict[str, Callable[[Any, Any], bool]]) -
     for f in fields(old):
         compare = table.get(f.name)
         narrower = compare(old, new) if compare is not None else getattr(old, f.name) == getattr(new, f.name)
-        if not narrower:
+        if narrower:
+            continue
+        if isinstance(getattr(old, f.name), Limits):  # say which guardrail: limits.max_notional, ...
+            out.extend(f"{f.name}.{inner}" for inner in _widened(getattr(old, f.name), getattr(new, f.name),
+                                                                 LIMIT_FIELDS))
+        else:
             out.append(f.name)
     return out
+
+
+def _ways_in(bots: Bots) -> set[tuple[str, str, str]]:
+    """(bot, kind, hash) of each credential: each one is a way in for that bot."""
+    return ({(c.name, "token", digest) for digest, c in bots.by_token.items()}
+            | {(c.name, "mTLS certificate", digest) for digest, c in bots.by_cert.items()})
 
 
 def loosenings(in_force: InForce, policy: Policy, bots: Bots, operators: Operators) -> list[str]:
@@ -540,12 +580,10 @@ def loosenings(in_force: InForce, policy: Policy, bots: Bots, operators: Operato
             out.append(f"bots.{name} is new")
         else:
             out.extend(f"bots.{name}.{f}" for f in _widened(was, bot, BOT_FIELDS))
-    before_credentials = set(in_force.bots.by_token) | set(in_force.bots.by_cert)
-    old_owner = {**{h: c.name for h, c in in_force.bots.by_token.items()},
-                 **{h: c.name for h, c in in_force.bots.by_cert.items()}}
-    for digest, credential in [*bots.by_token.items(), *bots.by_cert.items()]:
-        if digest not in before_credentials or old_owner[digest] != credential.name:
-            out.append(f"a credential for bot {credential.name!r}")
+    # Compared as (bot, kind, hash): a token hash now given as a certificate fingerprint, or moved
+    # to another bot, is a new way in; only removing credentials narrows.
+    for name, kind, digest in sorted(_ways_in(bots) - _ways_in(in_force.bots)):
+        out.append(f"a credential for bot {name!r}: a new {kind} ({digest[:16]})")
     return out
 
 

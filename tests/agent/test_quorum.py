@@ -22,15 +22,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings, strategies as st
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.bots import Bots, BotCredential, hash_token
+from agent.limits import Limits
 from agent.policy import BotPolicy, KeyPolicy, parse_policy
 from agent.quorum import (
     QuorumSource,
     BOT_FIELDS,
     GENESIS,
     KEY_FIELDS,
+    LIMIT_FIELDS,
     Bundle,
     BundleDir,
     BundleRefused,
@@ -203,6 +206,7 @@ def test_every_policy_field_has_a_comparison():
     (fail closed); this test asks the author to say how it narrows instead."""
     assert {f.name for f in dataclasses.fields(KeyPolicy)} == set(KEY_FIELDS)
     assert {f.name for f in dataclasses.fields(BotPolicy)} == set(BOT_FIELDS)
+    assert {f.name for f in dataclasses.fields(Limits)} == set(LIMIT_FIELDS)
 
 
 def test_a_quorum_config_that_cannot_work_stops_at_load(tmp_path: Path):
@@ -706,3 +710,155 @@ def _approved_by_files(bundle: Bundle, quorum: Quorum, *names: str) -> Bundle:
     for name in names:
         bundle = bundle.approved_by(name, load_operator_key(quorum.operators[name]))
     return bundle
+
+
+# -- credentials and guardrails, compared as what they let in (issue 19) --------------------------
+
+
+def _bot(name: str, kind: str, digest: str) -> str:
+    return f'[bots.{name}]\n{kind} = "{digest}"\ncreated = "2026-12-01T00:00:00Z"\n'
+
+
+@pytest.mark.parametrize("bots_text, said", [
+    (_bot("mm", "cert_sha256", "a" * 64), "a new mTLS certificate (aaaaaaaaaaaaaaaa)"),  # same hash, other kind
+    (_bot("mm", "token_sha256", "b" * 64), "a new token (bbbbbbbbbbbbbbbb)"),
+    (_bot("mm2", "token_sha256", "a" * 64), "a credential for bot 'mm2'"),  # moved to another bot
+    (BOTS_TEXT + _bot("mm2", "cert_sha256", "c" * 64), "a credential for bot 'mm2': a new mTLS certificate"),
+])
+def test_a_new_way_in_for_a_bot_is_a_loosening(bots_text: str, said: str):
+    in_force = _first()
+    with pytest.raises(BundleRefused, match="it loosens") as refused:
+        judge(_propose(in_force, BASE_POLICY, bots_text), in_force, NOW)
+    assert said in str(refused.value)
+
+
+def test_removing_credentials_only_narrows():
+    two = BOTS_TEXT + _bot("mm2", "cert_sha256", "c" * 64)
+    in_force = judge(_approved(_propose(_first(), BASE_POLICY, two), "bob"), _first(), NOW).in_force
+    for fewer in (BOTS_TEXT, _bot("mm2", "cert_sha256", "c" * 64), ""):
+        assert judge(_propose(in_force, BASE_POLICY, fewer), in_force, NOW).change == "tightening"
+
+
+GUARDED = BASE_POLICY.replace("rate_per_second = 50\n", 'rate_per_second = 50\nmax_notional = { "24h" = "250000" }\n'
+                                                      "max_orders_per_minute = 300\n").replace(
+    "rate_per_second = 20\n", '''rate_per_second = 20
+max_notional = { "1m" = "2000", "1h" = "20000" }
+max_notional_per_symbol = { BTCUSDT = { "1h" = "5000" }, "*" = { "1h" = "1000" } }
+max_orders_per_minute = 120
+max_orders_per_minute_per_symbol = { BTCUSDT = 30 }
+price_band_pct = "2"
+min_quote_volume_24h = "1000000"
+''')
+
+
+@pytest.mark.parametrize("old, new, widened", [
+    ('"1m" = "2000", "1h"', '"1m" = "2001", "1h"', "keys.bn-1.limits.max_notional"),  # one window raised
+    ('"1m" = "2000", "1h"', '"1h"', "keys.bn-1.limits.max_notional"),  # a window removed
+    ('"1m" = "2000", "1h"', '"1m" = "1999", "1h"', None),  # lowered
+    ('"1m" = "2000", "1h"', '"1s" = "10", "1m" = "2000", "1h"', None),  # a window added
+    ('BTCUSDT = { "1h" = "5000" }, ', "", None),  # BTCUSDT falls back to "*": 1000 a hour, lower
+    ('"*" = { "1h" = "1000" }', '"*" = { "1h" = "1000" }, ETHUSDT = { "1h" = "1001" }',
+     "keys.bn-1.limits.max_notional_per_symbol"),  # above what "*" gave it
+    ('"*" = { "1h" = "1000" }', '"*" = { "1h" = "999" }, ETHUSDT = { "1h" = "999" }', None),
+    ("max_orders_per_minute = 120", "max_orders_per_minute = 121", "keys.bn-1.limits.max_orders_per_minute"),
+    ("max_orders_per_minute = 120\n", "", "keys.bn-1.limits.max_orders_per_minute"),
+    ("max_orders_per_minute = 120", "max_orders_per_minute = 60", None),
+    ("{ BTCUSDT = 30 }", "{ BTCUSDT = 30, ETHUSDT = 5 }", None),
+    ("{ BTCUSDT = 30 }", "{ ETHUSDT = 30 }", "keys.bn-1.limits.max_orders_per_minute_per_symbol"),
+    ('price_band_pct = "2"', 'price_band_pct = "2.5"', "keys.bn-1.limits.price_band_pct"),
+    ('price_band_pct = "2"', 'price_band_pct = "1"', None),
+    ('min_quote_volume_24h = "1000000"', 'min_quote_volume_24h = "999999"', "keys.bn-1.limits.min_quote_volume_24h"),
+    ('min_quote_volume_24h = "1000000"\n', "", "keys.bn-1.limits.min_quote_volume_24h"),
+    ('min_quote_volume_24h = "1000000"', 'min_quote_volume_24h = "2000000"', None),
+    ('max_notional = { "24h" = "250000" }', 'max_notional = { "24h" = "250001" }', "bots.mm.limits.max_notional"),
+    ("max_orders_per_minute = 300\n", "", "bots.mm.limits.max_orders_per_minute"),
+    ("max_orders_per_minute = 300", "max_orders_per_minute = 299", None),
+])
+def test_guardrails_are_compared_one_by_one(old: str, new: str, widened: str | None):
+    genesis = InForce.genesis(OPERATORS)
+    in_force = judge(_approved(_propose(genesis, GUARDED), "bob"), genesis, NOW).in_force
+    assert GUARDED.count(old) == 1
+    found = loosenings(in_force, parse_policy(GUARDED.replace(old, new).encode(), source="t"), in_force.bots,
+                       OPERATORS)
+    assert found == ([widened] if widened else []), found
+
+
+def test_adding_guardrails_where_there_were_none_narrows():
+    in_force = _first()
+    assert judge(_propose(in_force, GUARDED), in_force, NOW).change == "tightening"
+    back = judge(_approved(_propose(in_force, GUARDED), "bob"), in_force, NOW).in_force
+    with pytest.raises(BundleRefused, match="limits.price_band_pct"):
+        judge(_propose(back, BASE_POLICY), back, NOW)  # every guardrail removed
+
+
+# A property: random edits of a key's guardrails, each known to widen or narrow its own field; the
+# change is a loosening exactly when one widens, and names each field that does.
+_WINDOWS_ = ("1m", "1h", "24h")
+_SYMBOLS_ = ("BTCUSDT", "ETHUSDT")
+_amounts = st.integers(min_value=2, max_value=10**6)
+_window_table = st.dictionaries(st.sampled_from(_WINDOWS_), _amounts, min_size=1)
+_GUARDRAILS = st.fixed_dictionaries({}, optional={
+    "max_notional": _window_table,
+    "max_notional_per_symbol": st.dictionaries(st.sampled_from(_SYMBOLS_), _window_table, min_size=1),
+    "max_orders_per_minute": st.integers(min_value=2, max_value=10**4),
+    "max_orders_per_minute_per_symbol": st.dictionaries(st.sampled_from(_SYMBOLS_),
+                                                        st.integers(min_value=2, max_value=10**4), min_size=1),
+    "price_band_pct": st.integers(min_value=2, max_value=50),
+    "min_quote_volume_24h": _amounts,
+})
+FLOORS = {"min_quote_volume_24h"}  # higher is narrower; every other guardrail is a ceiling
+
+
+def _render(guardrails: dict) -> str:
+    """BASE_POLICY with GUARDRAILS in bn-1's table: amounts as decimal strings, order rates as integers."""
+    def value(name: str, v) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f'"{k}" = {value(name, x)}' for k, x in v.items()) + " }"
+        return str(v) if name.startswith("max_orders_per_minute") else f'"{v}"'
+
+    lines = "".join(f"{name} = {value(name, v)}\n" for name, v in guardrails.items())
+    return BASE_POLICY.replace("rate_per_second = 20\n", "rate_per_second = 20\n" + lines)
+
+
+def _edit(draw, name: str, value) -> tuple[object, bool | None]:
+    """VALUE edited one way (None: removed) and whether that widens; (value, None): left alone."""
+    op = draw(st.sampled_from(("keep", "raise", "lower", "remove") if value is not None else ("keep", "add")))
+    ceiling = name not in FLOORS
+    if op == "keep":
+        return value, None
+    if op == "remove":
+        return None, True
+    if op == "add":
+        return draw(_GUARDRAILS.filter(lambda g: name in g))[name], False
+    up = op == "raise"
+    widens = up if ceiling else not up
+
+    def moved(n: int) -> int:
+        return n + draw(st.integers(1, 50)) if up else n - draw(st.integers(1, n - 1))  # bands stay <= 100
+
+    if isinstance(value, int):
+        return moved(value), widens
+    edited = {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+    outer = draw(st.sampled_from(sorted(edited)))
+    if isinstance(edited[outer], dict):  # a symbol's windows: move one of them
+        inner = draw(st.sampled_from(sorted(edited[outer])))
+        edited[outer][inner] = moved(edited[outer][inner])
+    else:
+        edited[outer] = moved(edited[outer])
+    return edited, widens
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=_GUARDRAILS, data=st.data())
+def test_random_guardrail_edits_are_a_loosening_whenever_one_widens(old: dict, data):
+    in_force = InForce(version=1, digest="1" * 64, operators=OPERATORS,
+                       policy=parse_policy(_render(old).encode(), source="old"), bots=Bots.of([]))
+    new, expected = {}, set()
+    for name in LIMIT_FIELDS:
+        value, widens = _edit(data.draw, name, old.get(name))
+        if value is not None:
+            new[name] = value
+        if widens:
+            expected.add(f"keys.bn-1.limits.{name}")
+    found = loosenings(in_force, parse_policy(_render(new).encode(), source="new"), Bots.of([]), OPERATORS)
+    assert set(found) == expected, (old, new)
