@@ -445,6 +445,63 @@ def _retire_old_masters(args: argparse.Namespace, config: Any, store: Any, gener
     return 0
 
 
+def cmd_store_backup(args: argparse.Namespace) -> int:
+    from agent.custody.backup import USELESS_WITHOUT_THE_HSM, write_backup
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: there is no key store to back up", EXIT_CONFIG)
+    with _opening():
+        store = config.store.open()
+        try:
+            by_master = _custody_errors(write_backup)(store, args.out)
+        finally:
+            store.close()
+    generations = ", ".join(f"{g} ({n} keys)" for g, n in sorted(by_master.items())) or "none"
+    print(f"wrote {sum(by_master.values())} wrapped key(s) to {args.out} (mode 0600); master key generations: "
+          f"{generations}")
+    print(f"Note: {USELESS_WITHOUT_THE_HSM}.")
+    _audit(config, "store.backup", file=str(args.out), keys=sum(by_master.values()))
+    return 0
+
+
+def cmd_store_restore(args: argparse.Namespace) -> int:
+    from agent.custody.backup import USELESS_WITHOUT_THE_HSM, read_backup
+
+    config = _config(args)
+    if config.store is None:
+        raise CliError(f"{config.path} has no [store] table: add one, then run signing-agent store init", EXIT_CONFIG)
+    records = _custody_errors(read_backup)(args.file)
+    _, keyring = _open_keyring(args)
+    with keyring:
+        store = keyring.store
+        labels = [r.label for r in records]
+        existing = _custody_errors(store.present)(labels)
+        if existing and not args.replace:
+            shown = ", ".join(sorted(existing)[:20]) + (" ..." if len(existing) > 20 else "")
+            raise CliError(f"{len(existing)} label(s) of the backup exist in the key store: {shown}. Nothing was "
+                           "restored; revoke them first, or give --replace to overwrite them with the backup's rows")
+        on_token = {info.label for info in _custody_errors(keyring.list_keys)(wrapped=False)} & set(labels)
+        unusable = _custody_errors(keyring.unusable_blobs)([r for r in records if r.label not in on_token])
+        for label in sorted(on_token):
+            print(f"not restored  {label}  a token object holds this label; revoke it first")
+        for label, reason in sorted(unusable.items()):
+            print(f"not restored  {label}  {reason}")
+        restoring = [r for r in records if r.label not in on_token and r.label not in unusable]
+        if restoring:
+            _custody_errors(store.restore)(restoring, replace=args.replace)
+            keyring.evict_wrapped([r.label for r in restoring])
+    for record in restoring:
+        _audit(config, "store.restore", key=record.label, fingerprint=record.fingerprint, master=record.master)
+    print(f"restored {len(restoring)} of {len(records)} wrapped key(s) from {args.file}"
+          + (f" ({len(existing)} replaced)" if existing else ""))
+    left = len(records) - len(restoring)
+    if left:
+        raise CliError(f"{left} key(s) of the backup were not restored (see the lines above). Keys wrapped under a "
+                       f"master key this token does not hold need that HSM: {USELESS_WITHOUT_THE_HSM}")
+    return 0
+
+
 # Tests only: `store migrate` exits at once, as if killed, after writing this many rows (before destroying
 # the token object of the last one), so that the rerun's recovery is tested from a real cut.
 CRASH_AFTER_ROWS_ENV = "SIGNING_AGENT_TEST_CRASH_AFTER_ROWS"
@@ -1447,6 +1504,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="destroy the older master key generations that no row of the store uses")
     p.add_argument("--yes", action="store_true", help="confirm --retire-old without a terminal (cannot be undone)")
     p.set_defaults(func=cmd_store_rotate_master)
+    p = store.add_parser("backup", help="write the key store's rows (wrapped blobs) to a file, mode 0600; useless "
+                         "without the HSM holding their master key")
+    p.add_argument("--out", required=True, type=Path, help="the backup file to create (never overwritten)")
+    p.set_defaults(func=cmd_store_backup)
+    p = store.add_parser("restore", help="restore a store backup: each blob must unwrap under a master key of "
+                         "this token; existing labels are refused unless --replace")
+    p.add_argument("file", type=Path, help="a file written by store backup")
+    p.add_argument("--replace", action="store_true", help="overwrite the rows of labels the store has already")
+    p.set_defaults(func=cmd_store_restore)
     p = store.add_parser("migrate", help="move the token's extractable HMAC keys into the store, wrapped inside "
                          "the token; lists the keys that must be re-imported")
     p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")

@@ -59,6 +59,7 @@ class KeyStore(Protocol):
     def records(self) -> list[WrappedRecord]: ...
     def present(self, labels: list[str]) -> set[str]: ...
     def count_by_master(self) -> dict[int, int]: ...
+    def restore(self, records: list[WrappedRecord], *, replace: bool) -> None: ...
     def labels_under(self, generation: int, limit: int) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -130,6 +131,20 @@ class _SqlStore:
                                 [(r.label,) for r in records])
         except self.DUPLICATE:
             raise KeyExists("a label of the batch exists in the key store already; nothing was added") from None
+
+    def restore(self, records: list[WrappedRecord], *, replace: bool) -> None:
+        """Write RECORDS (`store restore`) in one transaction: all or none. A label present already refuses them
+        all (KeyExists), unless REPLACE: then its row is overwritten, and agents drop what they unwrapped of it."""
+        upsert = " ON CONFLICT (label) DO UPDATE SET " + ", ".join(
+            f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:]) if replace else ""
+        try:
+            with self._tx() as cur:
+                cur.executemany(self._q(f"INSERT INTO wrapped_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                                        + upsert), [_values(r) for r in records])
+                cur.executemany(self._q("INSERT INTO key_events (label, kind) VALUES (?, 'restore')"),
+                                [(r.label,) for r in records])
+        except self.DUPLICATE:
+            raise KeyExists("a restored label exists in the key store already; nothing was restored") from None
 
     def revoke(self, label: str) -> WrappedRecord | None:
         """Delete the key's row (its blob with it) and record the event, in one transaction."""

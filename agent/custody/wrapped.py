@@ -368,6 +368,23 @@ class WrappedKeys:
         self.evict_wrapped([label])
         return result
 
+    def unusable_blobs(self, records: list[WrappedRecord]) -> dict[str, str]:
+        """Label -> why, for each of RECORDS whose blob this token cannot use as the agent would: no master key
+        of its generation here, a blob that does not unwrap, or a key whose fingerprint is not the row's."""
+        def check(session: Any) -> dict[str, str]:
+            bad = {}
+            for record in records:
+                try:
+                    got = fingerprint_of(self._mac_of_blob(session, record.master, record.blob))
+                except CustodyError as exc:
+                    bad[record.label] = str(exc)
+                    continue
+                if not hmac.compare_digest(got, record.fingerprint):
+                    bad[record.label] = "its blob unwraps to a key whose fingerprint is not the row's"
+            return bad
+
+        return self._call(check)  # type: ignore[attr-defined]
+
     @staticmethod
     def _mac_of(key: Any) -> bytes:
         return bytes(key.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC))

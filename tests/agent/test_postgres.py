@@ -352,3 +352,30 @@ def test_store_init_as_a_role_that_may_not_create_tables_says_so(env: Env, clust
     assert init.returncode == 1, init.stderr
     assert "the database refused to create the store's tables (permission denied" in init.stderr
     assert "Traceback" not in init.stderr
+
+
+def test_backup_of_a_postgres_store_restores_into_sqlite_and_back_over_existing_rows(env: Env, dsn: str, label: str):
+    pg_config = _host_config(env, "backup-pg", dsn)
+    run_cli(env, "store", "init", config=pg_config, check=True)
+    run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-b",
+            stdin=new_secret() + "\n", config=pg_config, check=True)
+    original = PostgresKeyStore(dsn, create=False).get(label)
+    out = env.root / f"{label}.json"
+    run_cli(env, "store", "backup", "--out", str(out), config=pg_config, check=True)
+
+    sqlite_config = env.write_config("backup-sqlite", extra=f'[store]\nbackend = "sqlite"\nsqlite_file = "state/{label}.db"\n')
+    into_sqlite = run_cli(env, "store", "restore", str(out), config=sqlite_config)
+    assert into_sqlite.returncode == 0 and "restored 1 of 1" in into_sqlite.stdout, into_sqlite.stderr
+
+    # Back into the database, over its own row: the upsert replaces it in place and records the event.
+    store = PostgresKeyStore(dsn, create=False)
+    try:
+        head = store.head()
+        refused = run_cli(env, "store", "restore", str(out), config=pg_config)
+        assert refused.returncode == 1 and "Nothing was restored" in refused.stderr
+        replaced = run_cli(env, "store", "restore", "--replace", str(out), config=pg_config)
+        assert replaced.returncode == 0 and "(1 replaced)" in replaced.stdout, replaced.stderr
+        assert store.get(label) == original
+        assert store.events_since(head)[0] == [label]
+    finally:
+        store.close()

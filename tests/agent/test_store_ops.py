@@ -373,3 +373,91 @@ def test_the_token_offers_no_way_to_rewrap_a_blob_that_keeps_its_secret_unreadab
         "SO makes a public trusted key": "OK",  # only public ones, usable without a PIN
         "extractable key read by a PIN holder": True,
     }
+
+
+# -- backup and restore -----------------------------------------------------------------------------------------
+
+
+def test_backup_and_restore_bring_back_keys_that_sign_as_before(deployment):
+    from agent.custody.backup import USELESS_WITHOUT_THE_HSM
+
+    env, config = deployment
+    secrets = {"b1": new_secret(), "b2": new_secret(20)}
+    for label, secret in secrets.items():
+        import_wrapped(env, config, label, secret)
+    out = env.root / "backup.json"
+    backup = run_cli(env, "store", "backup", "--out", str(out), config=config)
+    assert backup.returncode == 0, backup.stderr
+    assert "wrote 2 wrapped key(s)" in backup.stdout and "generations: 1 (2 keys)" in backup.stdout
+    assert USELESS_WITHOUT_THE_HSM in backup.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert [r["label"] for r in json.loads(out.read_text())["rows"]] == ["b1", "b2"]
+    again = run_cli(env, "store", "backup", "--out", str(out), config=config)
+    assert again.returncode == 1 and "exists; give another --out" in again.stderr
+    assert not list(env.root.glob(".backup.json.partial-*"))
+
+    # Into an empty store on the same HSM: every key signs as before.
+    fresh = env.write_config("fresh", extra='[store]\nbackend = "sqlite"\nsqlite_file = "state/fresh.db"\n')
+    restored = run_cli(env, "store", "restore", str(out), config=fresh)
+    assert restored.returncode == 0, restored.stderr
+    assert "restored 2 of 2 wrapped key(s)" in restored.stdout
+    got = inspect(env, fresh, "b1", "b2")
+    assert {label: (g["storage"], g["mac"]) for label, g in got.items()} == {
+        label: ("wrapped", expected_mac(secret)) for label, secret in secrets.items()}
+
+    # Labels present already: refused, nothing written, unless --replace.
+    run_cli(env, "keys", "revoke", "--label", "b1", "--yes", config=fresh, check=True)
+    other = new_secret()
+    import_wrapped(env, fresh, "b1", other)
+    refused = run_cli(env, "store", "restore", str(out), config=fresh)
+    assert refused.returncode == 1 and "2 label(s) of the backup exist in the key store: b1, b2" in refused.stderr
+    assert inspect(env, fresh, "b1")["b1"]["mac"] == expected_mac(other)
+    replaced = run_cli(env, "store", "restore", "--replace", str(out), config=fresh)
+    assert replaced.returncode == 0 and "(2 replaced)" in replaced.stdout, replaced.stderr
+    assert inspect(env, fresh, "b1")["b1"]["mac"] == expected_mac(secrets["b1"])
+
+
+def test_restore_refuses_blobs_this_token_cannot_unwrap_and_restores_the_rest(deployment, tmp_path_factory):
+    env, config = deployment
+    mine = new_secret()
+    import_wrapped(env, config, "mine", mine)
+    # Another HSM's store: its blob names master key generation 1 too, but of a key this token does not hold.
+    elsewhere = make_env(tmp_path_factory, "elsewhere")
+    other_config = elsewhere.write_config("ops", extra=STORE_TABLE)
+    run_cli(elsewhere, "store", "init", config=other_config, check=True)
+    import_wrapped(elsewhere, other_config, "foreign", new_secret())
+    theirs = elsewhere.root / "theirs.json"
+    run_cli(elsewhere, "store", "backup", "--out", str(theirs), config=other_config, check=True)
+    ours = env.root / "ours.json"
+    run_cli(env, "store", "backup", "--out", str(ours), config=config, check=True)
+    combined = json.loads(ours.read_text())
+    combined["rows"] += json.loads(theirs.read_text())["rows"]
+    future = dict(combined["rows"][0], label="future", master=7)  # a generation this token never had
+    combined["rows"].append(future)
+    mixed = env.root / "mixed.json"
+    mixed.write_text(json.dumps(combined))
+
+    fresh = env.write_config("fresh2", extra='[store]\nbackend = "sqlite"\nsqlite_file = "state/fresh2.db"\n')
+    done = run_cli(env, "store", "restore", str(mixed), config=fresh)
+    assert done.returncode == 1
+    assert "not restored  foreign  a wrapped key's blob does not unwrap under this token's master key" in done.stdout
+    assert "not restored  future  the key is wrapped under master key generation 7" in done.stdout
+    assert "restored 1 of 3" in done.stdout and "useless without the HSM holding its master key" in done.stderr
+    assert inspect(env, fresh, "mine")["mine"]["mac"] == expected_mac(mine)
+    with sqlite3.connect(env.root / "state" / "fresh2.db") as db:
+        assert [r[0] for r in db.execute("SELECT label FROM wrapped_keys")] == ["mine"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "is not a key store backup (not JSON)"),
+    ('{"format": "something else"}', "is not a key store backup"),
+    ('{"format": "signing-agent key store backup", "version": 9, "rows": []}', "backup of version 9"),
+    ('{"format": "signing-agent key store backup", "version": 1, "rows": [{"label": "x"}]}', "row 1 is malformed"),
+])
+def test_restore_refuses_a_file_that_is_not_a_backup_and_writes_nothing(deployment, content: str, message: str):
+    env, config = deployment
+    bad = env.root / "bad.json"
+    bad.write_text(content)
+    done = run_cli(env, "store", "restore", str(bad), config=config)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and rows(env) == {}
