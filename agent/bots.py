@@ -9,7 +9,9 @@ Each bot has its own credential, and the agent stores only what verifies it:
 The credentials file (`bots.toml`, mode 0600) is written only by `signing-agent bots ...`,
 atomically (temporary file, fsync, rename), and the running agent reloads it within a
 second of a change: revoking a bot is removing its entry. What each bot may do (which keys,
-how fast) is policy, in the policy file, not here.
+how fast) is policy, in the policy file, not here. With `[store] backend = "postgres"` the same
+credentials live in the database the agent hosts share instead (agent.bots_db); BotsFile here and
+agent.bots_db.PostgresBots are the two registries the CLI writes through.
 
     [bots.mm-1]
     token_sha256 = "9f2c..."
@@ -42,7 +44,11 @@ TOKEN_PREFIX = "sa1_"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
-class BotsFileError(Exception):
+class BotsError(Exception):
+    """A change to the bot credentials was refused; the message says why and what to do."""
+
+
+class BotsFileError(BotsError):
     """The credentials file is unreadable or malformed; the message says where."""
 
 
@@ -56,11 +62,16 @@ class BotCredential:
 
 @dataclass(frozen=True)
 class Bots:
-    """The credentials in force: lookups by token hash and by certificate fingerprint."""
+    """The credentials in force: lookups by token hash and by certificate fingerprint.
+
+    UNAVAILABLE, when set, says why no credential can be trusted right now (the database holding them
+    has not answered within its stale bound: agent.bots_db); the guard then refuses every caller with it.
+    """
 
     by_token: dict[str, BotCredential]
     by_cert: dict[str, BotCredential]
     names: tuple[str, ...]
+    unavailable: str | None = None
 
     @classmethod
     def of(cls, credentials: list[BotCredential]) -> "Bots":
@@ -205,6 +216,21 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+BOT_EXISTS = "bot {name!r} exists; revoke it first to issue a new credential"
+CERT_TAKEN = "this certificate already identifies another bot"
+
+
+def new_credential(name: str, cert_pem: bytes | None) -> tuple[BotCredential, str | None]:
+    """A new credential for bot NAME, and its bearer token (None for a certificate bot): what
+    `bots add` registers, whichever registry holds it. The token exists only in what this returns."""
+    validate_bot_name(name)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if cert_pem is not None:
+        return BotCredential(name, None, cert_fingerprint(cert_pem), created), None
+    token = new_token()
+    return BotCredential(name, hash_token(token), None, created), token
+
+
 def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None,
             deliver: Callable[[str], None] | None = None) -> str | None:
     """Add a bot; returns its new bearer token (shown once), or None for a certificate bot.
@@ -212,28 +238,16 @@ def add_bot(path: Path, name: str, *, cert_pem: bytes | None = None,
     DELIVER, when given, receives the new token before the bots file is written: if it raises
     (the token file cannot be written), the bot is not registered and the exception propagates.
     """
-    validate_bot_name(name)
+    credential, token = new_credential(name, cert_pem)
     with _locked(path):
-        return _add(path, name, cert_pem, deliver)
-
-
-def _add(path: Path, name: str, cert_pem: bytes | None, deliver: Callable[[str], None] | None = None) -> str | None:
-    current = _current(path)
-    if any(c.name == name for c in current):
-        raise BotsFileError(f"bot {name!r} exists; revoke it first to issue a new credential")
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    token = None
-    if cert_pem is not None:
-        fingerprint = cert_fingerprint(cert_pem)
-        if any(c.cert_sha256 == fingerprint for c in current):
-            raise BotsFileError("this certificate already identifies another bot")
-        credential = BotCredential(name, None, fingerprint, created)
-    else:
-        token = new_token()
-        credential = BotCredential(name, hash_token(token), None, created)
-        if deliver is not None:
+        current = _current(path)
+        if any(c.name == name for c in current):
+            raise BotsFileError(BOT_EXISTS.format(name=name))
+        if credential.cert_sha256 and any(c.cert_sha256 == credential.cert_sha256 for c in current):
+            raise BotsFileError(CERT_TAKEN)
+        if token is not None and deliver is not None:
             deliver(token)
-    _write_atomically(path, _render([*current, credential]))
+        _write_atomically(path, _render([*current, credential]))
     return token
 
 
@@ -247,3 +261,24 @@ def revoke_bot(path: Path, name: str) -> None:
 
 def list_bots(path: Path) -> list[BotCredential]:
     return _current(path)
+
+
+class BotsFile:
+    """The bots file as a registry (the CLI's `bots add/list/revoke`), beside agent.bots_db.PostgresBots."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def add(self, name: str, *, cert_pem: bytes | None = None,
+            deliver: Callable[[str], None] | None = None) -> str | None:
+        return add_bot(self.path, name, cert_pem=cert_pem, deliver=deliver)
+
+    def revoke(self, name: str) -> None:
+        revoke_bot(self.path, name)
+
+    def list(self) -> list[BotCredential]:
+        return list_bots(self.path)
+
+    def close(self) -> None:
+        pass

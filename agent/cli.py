@@ -794,8 +794,32 @@ class StagedTokenFile:
             self.tmp = None
 
 
+@contextlib.contextmanager
+def _bots_registry(config, file_error: int = EXIT_REFUSED):
+    """Where bot credentials are written and read (agent.bots_db.open_registry): the bots file, or the
+    database the hosts share. Its refusals are exit 1 (a malformed file: FILE_ERROR), a database that
+    does not answer exit 4."""
+    from agent.bots import BotsError, BotsFileError
+    from agent.bots_db import open_registry
+    from agent.custody.store import StoreUnavailable
+
+    registry = None
+    try:
+        registry = open_registry(config)
+        yield registry
+    except StoreUnavailable as exc:
+        raise CliError(f"{exc}; nothing was changed", EXIT_UNAVAILABLE) from None
+    except BotsFileError as exc:
+        raise CliError(str(exc), file_error) from None
+    except BotsError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if registry is not None:
+            registry.close()
+
+
 def cmd_bots_add(args: argparse.Namespace) -> int:
-    from agent.bots import BotsFileError, add_bot, revoke_bot, validate_bot_name
+    from agent.bots import BotsFileError, validate_bot_name
 
     config = _config(args)
     try:
@@ -814,25 +838,23 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
     if args.token_file is not None:
         staged = StagedTokenFile(args.token_file, force=args.force)
         staged.check()  # before anything is registered
-    try:
-        token = add_bot(config.bots_file, args.name, cert_pem=cert,
-                        deliver=staged.write if staged is not None else None)
-    except BotsFileError as exc:
-        if staged is not None:
-            staged.discard()
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        if staged is not None:
-            staged.discard()
-        where = exc.filename or (staged.path if staged is not None else config.bots_file)
-        raise CliError(f"cannot write {where}: {exc.strerror or exc}; bot {args.name!r} was not added") from None
-    if staged is not None:
+    with _bots_registry(config) as registry:
         try:
-            staged.commit()
-        except OSError as exc:
-            staged.discard()
-            revoke_bot(config.bots_file, args.name)  # all or nothing: nobody holds that token
-            raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
+            token = registry.add(args.name, cert_pem=cert, deliver=staged.write if staged is not None else None)
+        except BaseException as exc:
+            if staged is not None:
+                staged.discard()
+            if isinstance(exc, OSError):
+                where = exc.filename or (staged.path if staged is not None else config.bots_file)
+                raise CliError(f"cannot write {where}: {exc.strerror or exc}; bot {args.name!r} was not added") from None
+            raise
+        if staged is not None:
+            try:
+                staged.commit()
+            except OSError as exc:
+                staged.discard()
+                registry.revoke(args.name)  # all or nothing: nobody holds that token
+                raise CliError(f"cannot write {staged.path}: {exc.strerror or exc}; bot {args.name!r} was not added")
     _audit(config, "bot.add", bot=args.name, credential="certificate" if cert else "token",
            **({"draft": True} if config.quorum else {}))
     if token is None:
@@ -850,15 +872,11 @@ def cmd_bots_add(args: argparse.Namespace) -> int:
 
 
 def cmd_bots_list(args: argparse.Namespace) -> int:
-    from agent.bots import BotsFileError, list_bots
-
     config = _config(args)
-    try:
-        bots = list_bots(config.bots_file)
-    except BotsFileError as exc:
-        raise CliError(str(exc), EXIT_CONFIG) from None
+    with _bots_registry(config, file_error=EXIT_CONFIG) as registry:
+        bots, where = registry.list(), registry.where
     if not bots:
-        print(f"no bots in {config.bots_file} (add one: signing-agent bots add NAME)")
+        print(f"no bots in {where} (add one: signing-agent bots add NAME)")
     for bot in bots:
         kind = "certificate " + (bot.cert_sha256 or "")[:16] if bot.cert_sha256 else "token"
         print(f"{bot.name}  {kind}  created {bot.created}")
@@ -866,18 +884,33 @@ def cmd_bots_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bots_revoke(args: argparse.Namespace) -> int:
-    from agent.bots import BotsFileError, revoke_bot
-
     config = _config(args)
-    try:
-        revoke_bot(config.bots_file, args.name)
-    except BotsFileError as exc:
-        raise CliError(str(exc)) from None
+    with _bots_registry(config) as registry:
+        registry.revoke(args.name)
     _audit(config, "bot.revoke", bot=args.name, **({"draft": True} if config.quorum else {}))
     if config.quorum is not None:
         _draft_notice(config, f"revoking bot {args.name!r}")
         return 0
-    print(f"bot {args.name!r} revoked; running agents refuse its credential within a second")
+    everywhere = "on every host " if config.bots_in_database else ""
+    print(f"bot {args.name!r} revoked; running agents {everywhere}refuse its credential within a second")
+    return 0
+
+
+def cmd_bots_import_file(args: argparse.Namespace) -> int:
+    """Move a bots file into the database the hosts share, once (agent.bots_db.PostgresBots.import_file)."""
+    config = _config(args)
+    if not config.bots_in_database:
+        raise CliError("bots import-file moves a bots file into the PostgreSQL database the agent hosts share: it "
+                       f"needs [store] backend = \"postgres\" in {config.path} (without it, the agent reads "
+                       f"{config.bots_file} itself)", EXIT_CONFIG)
+    path = args.file or config.bots_file
+    with _bots_registry(config) as registry:
+        added, present = registry.import_file(path)
+    _audit(config, "bot.import", file=str(path), bots=added, already=present)
+    print(f"imported {len(added)} bot(s) from {path} into the database" +
+          (f" ({len(present)} were there already, unchanged)" if present else "") +
+          f"; every agent host on it accepts them within a second. The file is no longer read: remove it "
+          "(and its copies on the other hosts)")
     return 0
 
 
@@ -1103,7 +1136,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     from agent.audit import read_head
-    from agent.bots import BotsFileError, list_bots
     from agent.policy import PolicyError, load_policy
 
     config = _config(args)
@@ -1119,10 +1151,12 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                            "unregistered": sum(1 for k in keys if not k.registered)}
     except CliError as exc:
         status["token"] = {"label": config.token.label, "up": False, "problem": str(exc)}
+    where = {"database": config.store.dsn} if config.bots_in_database else {"file": str(config.bots_file)}
     try:
-        status["bots"] = {"file": str(config.bots_file), "count": len(list_bots(config.bots_file))}
-    except BotsFileError as exc:
-        status["bots"] = {"file": str(config.bots_file), "problem": str(exc)}
+        with _bots_registry(config) as registry:
+            status["bots"] = {**where, "count": len(registry.list())}
+    except CliError as exc:
+        status["bots"] = {**where, "problem": str(exc)}
     try:
         policy = load_policy(config.policy_file)
         status["policy"] = {"file": str(config.policy_file), "sha256": policy.digest, "keys": len(policy.keys),
@@ -1164,7 +1198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"token:   {t['label']!r} " + (f"up, {t['keys']} keys" + (f" ({t['unregistered']} unregistered)"
                                                                        if t["unregistered"] else "")
                                           if t["up"] else f"unreachable: {t['problem']}"))
-    print(f"bots:    {b.get('count', 'unreadable')} in {b['file']}" + (f": {b['problem']}" if "problem" in b else ""))
+    where = f"the database ({b['database']})" if "database" in b else b["file"]
+    print(f"bots:    {b.get('count', 'unreadable')} in {where}" + (f": {b['problem']}" if "problem" in b else ""))
     print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
                                        if "sha256" in p else f"refused: {p['problem']}")
           + (" [a draft: with [quorum] the published bundle is in force]" if "quorum" in status else ""))
@@ -1375,6 +1410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = bots.add_parser("revoke", help="remove a bot's credential; running agents refuse it within a second")
     p.add_argument("name")
     p.set_defaults(func=cmd_bots_revoke)
+    p = bots.add_parser("import-file", help="[store] postgres: move a bots file into the database, once "
+                        "(all or none; a credential revoked there is refused)")
+    p.add_argument("--file", type=Path, help="the bots file (default: the config's [policy] bots_file)")
+    p.set_defaults(func=cmd_bots_import_file)
 
     policy = sub.add_parser("policy", help="check a policy file, print a safe starting policy").add_subparsers(
         dest="policy_command", required=True, metavar="ACTION"

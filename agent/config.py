@@ -187,6 +187,11 @@ class Config:
     market: MarketSettings = MarketSettings()  # the tickers price bands and thin markets read (agent.market)
     store: StoreConfig | None = None  # wrapped keys' store; None: token objects only
 
+    @property
+    def bots_in_database(self) -> bool:
+        """Bot credentials live in the PostgreSQL database the hosts share (agent.bots_db), not in bots_file."""
+        return self.store is not None and self.store.backend == "postgres"
+
 
 @dataclass(frozen=True)
 class QuorumConfig:
@@ -199,7 +204,7 @@ class QuorumConfig:
 class StoreConfig:
     """[store]: where wrapped keys (and, with PostgreSQL, the state agent hosts share) live."""
 
-    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets, the audit)
+    backend: str  # "sqlite" (one host) | "postgres" (several hosts: keys, nonces, rate buckets, bots, the audit)
     sqlite_file: Path
     dsn: str | None = None
     host: str = ""  # this host's name in the shared audit (agent.audit_ship): one per audit chain
@@ -358,6 +363,15 @@ def load_config(path: Path | None = None) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{path}: [server] tcp: {exc}") from None
     audit_file = resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl"))
+    store = _store(c["store"], resolve, path, audit_file)
+    quorum = _quorum(c["quorum"], resolve, path)
+    if quorum is not None and store is not None and store.backend == "postgres":
+        # Two sources of bot credentials, and `bots add` would not know which one to write.
+        raise ConfigError(
+            f"{path}: [quorum] and [store] backend = \"postgres\" cannot be combined: with a quorum, bot credentials "
+            "come only from the bundles operators approved (a directory per host); with PostgreSQL they live in the "
+            "database the hosts share. Keep [quorum] with backend = \"sqlite\", or remove [quorum] to manage bots "
+            "in the database (signing-agent bots ...)")
     return Config(
         path=path,
         token=TokenConfig(
@@ -377,10 +391,10 @@ def load_config(path: Path | None = None) -> Config:
         webhook=c["alerts"]["webhook"],
         metrics_listen=c["metrics"]["listen"],
         send=_send_settings(c["send"], resolve),
-        quorum=_quorum(c["quorum"], resolve, path),
+        quorum=quorum,
         market=MarketSettings(ttl=c["market"]["ttl_ms"] / 1000, stale=c["market"]["stale_ms"] / 1000,
                               timeout=c["market"]["timeout_ms"] / 1000, urls=c["market"]["urls"]),
-        store=_store(c["store"], resolve, path, audit_file),
+        store=store,
     )
 
 

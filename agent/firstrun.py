@@ -15,7 +15,9 @@ from agent.config import Config
 
 def next_steps(config: Config, key_count: int) -> list[str]:
     """The steps still missing before a bot can get a signature (empty: none)."""
-    from agent.bots import BotsFileError, list_bots
+    from agent.bots import BotsError
+    from agent.bots_db import open_registry
+    from agent.custody.store import StoreUnavailable
     from agent.policy import PolicyError, load_policy
 
     steps = []
@@ -23,8 +25,12 @@ def next_steps(config: Config, key_count: int) -> list[str]:
         steps.append("put a key in the token: make import-key LABEL=binance-main EXCHANGE=binance API_KEY=<id> "
                      "< secret.txt (or make generate-key LABEL=... EXCHANGE=... TYPE=ed25519, then make register-key)")
     try:
-        no_bots = not list_bots(config.bots_file)
-    except BotsFileError:
+        registry = open_registry(config)
+        try:
+            no_bots = not registry.list()
+        finally:
+            registry.close()
+    except (BotsError, StoreUnavailable):
         no_bots = False  # the agent's own log says what is wrong with it
     if no_bots:
         steps.append("add a bot: .venv/bin/signing-agent bots add mm-1 --token-file <its directory>/agent.token")

@@ -2,7 +2,7 @@
 
 `agent.policy` decides from what it is given (pure); the guard holds what changes while the
 agent runs: the current policy and bot credentials (re-read within RELOAD_INTERVAL of a
-change to either file, or at once on SIGHUP; a bad file is rejected and the old one stays),
+change to either file, or polled from PostgreSQL by agent.bots_db.BotsWatch, or at once on SIGHUP; a bad file is rejected and the old one stays),
 rate buckets, the symbols each key has traded, and the alert throttle. The service asks it
 who is calling (`identify`), whether a request may be signed (`admit`, then `check` once the
 key's exchange is known: the rules themselves are agent.policy.evaluate, pure; the guard adds
@@ -42,6 +42,7 @@ from agent.quorum import QuorumError
 from signing_agent_client.request import UnsignedRequest
 
 if TYPE_CHECKING:
+    from agent.bots_db import BotsWatch
     from agent.quorum import Event, QuorumSource
     from agent.decision import Decision
     from agent.exchanges.record import Exchange
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 RELOAD_INTERVAL = 0.25  # revocation (of a bot, or of a key in the policy) is in force within a second
 UNAUTHENTICATED = "UNAUTHENTICATED"
+UNAVAILABLE = "UNAVAILABLE"
 # A symbol is "new" to a key for this long after its first signed request; bursts on new symbols alert.
 NEW_SYMBOL_SECONDS = 3600
 BURST_WINDOW = 10.0
@@ -150,6 +152,7 @@ class Guard:
         vet: Callable[[Policy], None] | None = None,
         market: "MarketSettings | None" = None,
         shared_buckets_dsn: str | None = None,
+        shared_bots: "BotsWatch | None" = None,
     ) -> None:
         # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
         # token); raises PolicyError to refuse a policy at start and on reload, as a parse error would.
@@ -161,6 +164,8 @@ class Guard:
         # With a quorum, policy and credentials come only from bundles k operators approved
         # (agent.quorum); the two files are then drafts for `policy propose`, never read here.
         self._quorum = quorum
+        # Several hosts: credentials from the database they share (agent.bots_db), polled on its own thread.
+        self._shared_bots = shared_bots
         bundle_events = []
         if quorum is not None:
             try:
@@ -170,10 +175,11 @@ class Guard:
             self.policy, self.bots = quorum.policy, quorum.bots
         else:
             self.policy: Policy = load_policy(policy_path)  # PolicyError at start: the agent does not start
-            try:
-                self.bots: Bots = load_bots(bots_path)
-            except BotsFileError as exc:
-                raise PolicyError(str(exc)) from None
+            if shared_bots is None:
+                try:
+                    self.bots = load_bots(bots_path)
+                except BotsFileError as exc:
+                    raise PolicyError(str(exc)) from None
         self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets: Any = SharedBuckets(state_dir / "rates.bin")
@@ -203,14 +209,36 @@ class Guard:
 
     # -- live reload ------------------------------------------------------------------
 
+    @property
+    def bots(self) -> Bots:
+        """The credentials in force. A new object at every change, so a caller identified once (a stream)
+        can tell when to identify it again."""
+        shared = self._shared_bots
+        return self._bots if shared is None else shared.current()
+
+    @bots.setter
+    def bots(self, bots: Bots) -> None:
+        self._bots = bots
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
         self._thread.start()
+        if self._shared_bots is not None:
+            self._shared_bots.start(self._shared_bots_changed)
+
+    def _shared_bots_changed(self, changed: list[str], reason: str) -> None:
+        # The names that changed, not every name: a platform's database holds many bots, and each change
+        # would otherwise copy all of them into every host's audit.
+        count = len(self.bots.names)
+        self._log.info("bots.reloaded", bots=count, changed=changed[:100])
+        self._audit_append("bots.reload", decision="applied", count=count, changed=changed, reason=reason)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        if self._shared_bots is not None:
+            self._shared_bots.stop()
         self._symbols.flush()
         self._alerts.close()
         self.guardrails.close()
@@ -256,7 +284,7 @@ class Guard:
                     self._log.warning("policy.warning", detail=warning)
                 self._log.info("policy.reloaded", digest=policy.digest, keys=len(policy.keys), bots=len(policy.bots))
                 self._audit_append("policy.reload", decision="applied", digest=policy.digest, reason=reason)
-        if not only_changed or self._bots_file.changed():
+        if self._shared_bots is None and (not only_changed or self._bots_file.changed()):
             try:
                 bots = load_bots(self._bots_file.path)
             except BotsFileError as exc:
@@ -289,6 +317,8 @@ class Guard:
     def identify(self, bearer: str | None, cert_sha256: str | None) -> Caller:
         """The bot behind a bearer token or a verified client certificate (its SHA-256 fingerprint)."""
         bots = self.bots
+        if bots.unavailable is not None:
+            raise Refusal("bots-database", bots.unavailable, UNAVAILABLE)
         if cert_sha256 is not None:
             found = bots.by_certificate(cert_sha256)
             if found is not None:

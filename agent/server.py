@@ -186,13 +186,31 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
     except ValueError as exc:
         raise ConfigError(f"[alerts] webhook: {exc}") from None
     try:
+        shared_bots = shared_bots_watch(config)
+    except Exception:
+        alerts.close()
+        raise
+    try:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts, started=started, quorum=quorum,
                      market=config.market, vet=key_vetting(keyring) if keyring is not None else None,
-                     shared_buckets_dsn=_postgres_dsn(config))
+                     shared_buckets_dsn=_postgres_dsn(config), shared_bots=shared_bots)
     except PolicyError as exc:
         alerts.close()
+        if shared_bots is not None:
+            shared_bots.stop()
         raise ConfigError(str(exc)) from None
+
+
+def shared_bots_watch(config: Config):
+    """The bot credentials of the database the hosts share (agent.bots_db), when they live there; None: the
+    bots file (or a quorum's bundles). Raises StoreUnavailable when the database does not answer."""
+    if not config.bots_in_database:
+        return None
+    from agent.bots_db import BotsWatch
+
+    assert config.store is not None and config.store.dsn is not None
+    return BotsWatch(config.store.dsn, ignored_file=config.bots_file)
 
 
 def quorum_source(config: Config) -> QuorumSource | None:

@@ -232,6 +232,9 @@ def _run(base: Path, keys: int, seconds: float, repeat: int, backend: str, big: 
     small = d.root / "small.toml"
     small.write_text(config_text.replace('socket = "run/agent.sock"', 'socket = "run/small.sock"')
                      + _store_table(small_spec))
+    if backend == "postgres":  # bot credentials live in each database then (agent.bots_db): the bench bot's too
+        d.cli("bots", "import-file")
+        d.cli("--config", str(small), "bots", "import-file")
     result: dict[str, Any] = {"keys": keys, "machine_cores": os.cpu_count(), "store": backend}
     result["fill_1"] = _child("fill", str(small), small_spec, "1")
     print(f"filling {keys} wrapped keys ({backend}) ...", file=sys.stderr)

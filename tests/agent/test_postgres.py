@@ -180,6 +180,8 @@ def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, clus
     configs = [_host_config(env, f"host{i}", dsn) for i in range(3)]
     init = run_cli(env, "store", "init", config=configs[0])
     assert init.returncode == 0, init.stderr
+    moved = run_cli(env, "bots", "import-file", config=configs[0])  # the test bot: credentials live in the database
+    assert moved.returncode == 0, moved.stderr
     secret = new_secret(64)
     import base64
     kraken_secret = base64.b64encode(secret.encode()).decode()

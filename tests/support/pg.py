@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,23 @@ class Cluster:
 
     def stop(self) -> None:
         self.pg_ctl("-m", "fast", "stop")
+
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """The server stops answering without closing anything (SIGSTOP to every process of the cluster), as
+        a database host that hangs or a network that drops packets: clients wait, no error comes back."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend after this
+        pids = [postmaster]
+        try:
+            children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+            for pid in map(int, children):
+                os.kill(pid, signal.SIGSTOP)
+                pids.append(pid)
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
     def new_database(self) -> str:
         import psycopg
