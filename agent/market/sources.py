@@ -24,13 +24,24 @@ class TickerFormatError(Exception):
 
 
 @dataclass(frozen=True)
+class Quote:
+    """What a ticker answer says: the last trade, the 24 h volume in the quote currency, and the top of
+    the book (best bid and ask) where the exchange's ticker carries it (None where it does not)."""
+
+    last: Decimal
+    quote_volume_24h: Decimal | None
+    bid: Decimal | None
+    ask: Decimal | None
+
+
+@dataclass(frozen=True)
 class Source:
     market: str  # the name in [market] urls, and in messages
     default_url: str  # the exchange's public API host
     path: str
     symbol_param: str
-    # (the decoded JSON answer, the symbol asked for) -> (last price, 24 h volume in the quote currency)
-    parse: Callable[[Any, str], tuple[Decimal, Decimal | None]]
+    # (the decoded JSON answer, the symbol asked for) -> what the ticker says
+    parse: Callable[[Any, str], Quote]
 
 
 def _number(value: Any, what: str) -> Decimal:
@@ -38,6 +49,12 @@ def _number(value: Any, what: str) -> Decimal:
     if number is None:
         raise TickerFormatError(f"{what} is not a decimal number")
     return number
+
+
+def _book(value: Any) -> Decimal | None:
+    """A best bid or ask: a positive decimal, or None (an empty book side is sent as "" or 0)."""
+    number = decimal(value)
+    return number if number is not None and number > 0 else None
 
 
 def _same_symbol(got: Any, symbol: str) -> None:
@@ -49,7 +66,8 @@ def _binance(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(answer, dict):
         raise TickerFormatError("not a JSON object")
     _same_symbol(answer.get("symbol"), symbol)
-    return _number(answer.get("lastPrice"), "lastPrice"), _number(answer.get("quoteVolume"), "quoteVolume")
+    return Quote(_number(answer.get("lastPrice"), "lastPrice"), _number(answer.get("quoteVolume"), "quoteVolume"),
+                 _book(answer.get("bidPrice")), _book(answer.get("askPrice")))
 
 
 def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
@@ -57,7 +75,9 @@ def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(data, dict):
         raise TickerFormatError("no data (code is not 200000)")
     _same_symbol(data.get("symbol"), symbol)
-    return _number(data.get("last"), "last"), _number(data.get("volValue"), "volValue")
+    # /market/stats: buy is the best bid, sell the best ask.
+    return Quote(_number(data.get("last"), "last"), _number(data.get("volValue"), "volValue"),
+                 _book(data.get("buy")), _book(data.get("sell")))
 
 
 def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
@@ -69,14 +89,17 @@ def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     last = _number(t.get("last"), "last")
     # volCcy24h is in the quote currency for spot, in the base currency (coins) for derivatives.
     volume = _number(t.get("volCcy24h"), "volCcy24h")
-    return last, volume if t.get("instType") == "SPOT" else volume * last
+    return Quote(last, volume if t.get("instType") == "SPOT" else volume * last, _book(t.get("bidPx")),
+                 _book(t.get("askPx")))
 
 
 def _gate(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(answer, list) or len(answer) != 1 or not isinstance(answer[0], dict):
         raise TickerFormatError("not a list of one ticker")
     _same_symbol(answer[0].get("currency_pair"), symbol)
-    return _number(answer[0].get("last"), "last"), _number(answer[0].get("quote_volume"), "quote_volume")
+    t = answer[0]
+    return Quote(_number(t.get("last"), "last"), _number(t.get("quote_volume"), "quote_volume"),
+                 _book(t.get("highest_bid")), _book(t.get("lowest_ask")))
 
 
 SOURCES: dict[str, Source] = {s.market: s for s in (

@@ -25,17 +25,20 @@ def recorded(market: str) -> dict[str, Any]:
     return json.loads((VECTORS / f"{market}.json").read_text())
 
 
-def _fill(market: str, shape: Any, symbol: str, price: str, volume: str) -> Any:
-    """The recorded answer with SYMBOL, PRICE and VOLUME (quote currency) where the exchange puts them."""
+def _fill(market: str, shape: Any, symbol: str, price: str, volume: str, bid: str, ask: str) -> Any:
+    """The recorded answer with SYMBOL, PRICE, VOLUME (quote currency) and the top of the book (BID, ASK)
+    where the exchange puts them (a ticker without a book, as Binance USD-M's, keeps none)."""
     answer = copy.deepcopy(shape)
-    if market in ("binance", "binanceusdm", "binanceus"):
+    if market in ("binance", "binanceus"):
+        answer.update(symbol=symbol, lastPrice=price, quoteVolume=volume, bidPrice=bid, askPrice=ask)
+    elif market == "binanceusdm":
         answer.update(symbol=symbol, lastPrice=price, quoteVolume=volume)
     elif market == "kucoin":
-        answer["data"].update(symbol=symbol, last=price, volValue=volume)
+        answer["data"].update(symbol=symbol, last=price, volValue=volume, buy=bid, sell=ask)
     elif market == "okx":
-        answer["data"][0].update(instId=symbol, last=price, volCcy24h=volume)
+        answer["data"][0].update(instId=symbol, last=price, volCcy24h=volume, bidPx=bid, askPx=ask)
     elif market == "gate":
-        answer[0].update(currency_pair=symbol, last=price, quote_volume=volume)
+        answer[0].update(currency_pair=symbol, last=price, quote_volume=volume, highest_bid=bid, lowest_ask=ask)
     else:
         raise KeyError(market)
     return answer
@@ -44,7 +47,7 @@ def _fill(market: str, shape: Any, symbol: str, price: str, volume: str) -> Any:
 class Tickers:
     def __init__(self, server: ExchangeServer, *markets: str) -> None:
         self.server = server
-        self.quotes: dict[tuple[str, str], tuple[str, str]] = {}
+        self.quotes: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         self.asked: list[tuple[str, str]] = []  # (market, symbol) of every ticker request, in order
         self.markets = markets
         for market in markets:
@@ -66,8 +69,10 @@ class Tickers:
             return _fill(market, shape, symbol, *quote)
         return answer
 
-    def set(self, market: str, symbol: str, *, price: str, quote_volume: str) -> None:
-        self.quotes[(market, symbol)] = (price, quote_volume)
+    def set(self, market: str, symbol: str, *, price: str, quote_volume: str, bid: str | None = None,
+            ask: str | None = None) -> None:
+        """The ticker of SYMBOL: a book at the last PRICE unless BID or ASK say otherwise."""
+        self.quotes[(market, symbol)] = (price, quote_volume, bid or price, ask or price)
 
     def config(self, *, ttl_ms: int = 200, stale_ms: int = 1500) -> str:
         urls = "".join(f'{market} = "{self.server.url(market)}"\n' for market in self.markets)

@@ -22,8 +22,11 @@ def test_each_recorded_ticker_shape_reads_as_documented(market: str):
     assert (vector["request"]["path"], vector["request"]["symbol_param"]) == (source.path, source.symbol_param)
     symbol = {"binance": "BNBBTC", "binanceus": "BNBBTC", "binanceusdm": "BTCUSDT", "kucoin": "BTC-USDT",
               "okx": "BTC-USDT", "gate": "BTC_USDT"}[market]
-    price, volume = source.parse(vector["response"], symbol)
-    assert (price, volume) == (Decimal(vector["price"]), Decimal(vector["quote_volume_24h"]))
+    quote = source.parse(vector["response"], symbol)
+    assert (quote.last, quote.quote_volume_24h) == (Decimal(vector["price"]), Decimal(vector["quote_volume_24h"]))
+    # The top of the book, where the ticker carries it: a market order is priced there.
+    book = [None if vector[side] is None else Decimal(vector[side]) for side in ("bid", "ask")]
+    assert [quote.bid, quote.ask] == book
     with pytest.raises(TickerFormatError):  # an answer about another symbol is never used
         source.parse(vector["response"], "OTHERUSDT")
     with pytest.raises(TickerFormatError):
@@ -33,7 +36,8 @@ def test_each_recorded_ticker_shape_reads_as_documented(market: str):
 def test_okx_derivative_volume_is_converted_to_the_quote_currency():
     answer = json.loads(json.dumps(recorded("okx")["response"]))
     answer["data"][0].update(instType="SWAP", instId="BTC-USDT-SWAP", last="50000", volCcy24h="10")
-    assert SOURCES["okx"].parse(answer, "BTC-USDT-SWAP") == (Decimal(50000), Decimal(500000))
+    quote = SOURCES["okx"].parse(answer, "BTC-USDT-SWAP")
+    assert (quote.last, quote.quote_volume_24h) == (Decimal(50000), Decimal(500000))
 
 
 @pytest.mark.parametrize("exchange, path, market", [
