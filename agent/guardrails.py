@@ -112,14 +112,15 @@ class Guardrails:
         for a buy, the best bid for a sell: Ticker.fill_price), so that a budget counts it."""
         rule = ("thin-market" if limits.min_quote_volume_24h is not None
                 else "price-band" if limits.price_band_pct is not None else "notional-budget")
-        market = market_for(exchange.id, verdict.view.key if verdict.view is not None else "")
+        view = verdict.view
+        market = market_for(exchange.id, view.key, view.fields().text("category")) if view is not None else None
         if market is None:
             if not limits.needs_market:
                 raise Refusal(rule, f"a market order by quantity on key {label!r}, which has a notional budget, "
                                     f"and this version reads no {exchange.name} ticker to price it: send a limit "
                                     "price, or size the order in the quote asset")
             raise Refusal(rule, f"key {label!r} has {_market_settings(limits)}, but this version has no ticker "
-                                f"source for {exchange.name} {verdict.view.path[:80] if verdict.view else ''}: "
+                                f"source for {exchange.name} {view.path[:80] if view else ''}: "
                                 "remove them from the key's policy to trade there")
         priced = []
         for order in orders:

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Mapping
-from urllib.parse import urlencode
+from urllib.parse import quote as percent_encode, urlencode
 
 from agent.market.sources import SOURCES, Quote, TickerFormatError, market_for
 
@@ -109,14 +109,17 @@ class Market:
     def _fetch(self, market: str, symbol: str) -> Ticker:
         source = SOURCES[market]
         base = self._settings.urls.get(market, source.default_url).rstrip("/")
-        url = f"{base}{source.path}?{urlencode({source.symbol_param: symbol})}"
+        spelled = source.spell(symbol)
+        path = source.path.replace("{symbol}", percent_encode(spelled, safe=""))
+        query = urlencode(source.params + (((source.symbol_param, spelled),) if source.symbol_param else ()))
+        url = f"{base}{path}?{query}" if query else f"{base}{path}"
         request = urllib.request.Request(url, headers={"Accept": "application/json",
                                                        "User-Agent": "signing-agent-market/1"})
         with urllib.request.urlopen(request, timeout=self._settings.timeout) as answer:  # noqa: S310 (http(s) only)
             body = answer.read(MAX_ANSWER + 1)
         if len(body) > MAX_ANSWER:
             raise TickerFormatError("the answer is too large")
-        quote = source.parse(json.loads(body), symbol)
+        quote = source.parse(json.loads(body, parse_float=Decimal), symbol)  # HTX sends numbers: exact
         if quote.last <= 0:
             raise TickerFormatError("the last price is not positive")
         return Ticker(market, symbol, quote.last, quote.quote_volume_24h, self._clock(), quote.bid, quote.ask)
