@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter, deque
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -97,53 +98,83 @@ class Guardrails:
         if not orders:
             return
         key_limits, bot_limits = key_policy.limits, (bot.limits if bot is not None else None)
-        if key_limits.needs_market:
-            self._against_market(label, key_limits, exchange, verdict, orders)
+        budgets = key_limits.budgets or (bot_limits is not None and bot_limits.budgets)
+        if key_limits.needs_market or (budgets and any(_market_priced(o) for o in orders)):
+            orders = self._against_market(label, key_limits, budgets, exchange, verdict, orders)
         self._order_rate(label, bot_name, key_limits, bot_limits, orders)
         self._charge(label, bot_name, key_limits, bot_limits, orders, now)
         self._patterns.note(label, bot_name, orders)
 
-    def _against_market(self, label: str, limits: Limits, exchange: "Exchange", verdict: "Verdict",
-                        orders: tuple) -> None:
-        """Thin markets, then price bands, against the ticker of the market each order goes to."""
-        rule = "thin-market" if limits.min_quote_volume_24h is not None else "price-band"
-        market = market_for(exchange.id, verdict.view.key if verdict.view is not None else "")
+    def _against_market(self, label: str, limits: Limits, budgets: bool, exchange: "Exchange", verdict: "Verdict",
+                        orders: tuple) -> tuple:
+        """Thin markets, then price bands, against the ticker of the market each order goes to; and the
+        orders again, each market order by quantity priced where it would start to fill (the best ask
+        for a buy, the best bid for a sell: Ticker.fill_price), so that a budget counts it."""
+        rule = ("thin-market" if limits.min_quote_volume_24h is not None
+                else "price-band" if limits.price_band_pct is not None else "notional-budget")
+        view = verdict.view
+        market = market_for(exchange.id, view.key, view.fields().text("category")) if view is not None else None
         if market is None:
+            if not limits.needs_market:
+                raise Refusal(rule, f"a market order by quantity on key {label!r}, which has a notional budget, "
+                                    f"and this version reads no {exchange.name} ticker to price it: send a limit "
+                                    "price, or size the order in the quote asset")
             raise Refusal(rule, f"key {label!r} has {_market_settings(limits)}, but this version has no ticker "
-                                f"source for {exchange.name} {verdict.view.path[:80] if verdict.view else ''}: "
+                                f"source for {exchange.name} {view.path[:80] if view else ''}: "
                                 "remove them from the key's policy to trade there")
+        priced = []
         for order in orders:
+            if not limits.needs_market and not _market_priced(order):
+                priced.append(order)  # a budget alone reads the market only to price market orders
+                continue
             if not order.symbol:
                 raise Refusal(rule, f"an order without a readable symbol; key {label!r} checks orders against "
                                     "the market: send the symbol once")
             try:
                 ticker = self.market.ticker(market, order.symbol)
             except NoTicker as exc:
-                raise Refusal(rule, f"{exc}: orders on {order.symbol} are refused until the agent can read the "
-                                    "market again (retry later)") from None
+                send = ("send a limit price, or size the order in the quote asset, or retry later"
+                        if rule == "notional-budget" else "retry later")
+                raise Refusal(rule, f"{exc}: orders on {order.symbol} that need the market are refused until the "
+                                    f"agent can read it again ({send})") from None
             floor = limits.min_quote_volume_24h
             if floor is not None and (ticker.quote_volume_24h is None or ticker.quote_volume_24h < floor):
                 raise Refusal("thin-market", f"{order.symbol} traded {_plain(ticker.quote_volume_24h or Decimal(0))} "
                                              f"in 24 h on {market}, under key {label!r}'s min_quote_volume_24h of "
                                              f"{_plain(floor)}: a market this thin is moved by the orders themselves")
+            fill = None
+            if order.price is None and order.order_type == "market":
+                if order.side is None:
+                    raise Refusal(rule, f"a market order on {order.symbol} whose side could not be read (field "
+                                        f"'side'): key {label!r} prices market orders by the side of the book "
+                                        "they take; send the side, or a limit order")
+                fill = ticker.fill_price(order.side)
+                if order.base_sized and order.quantity is not None:
+                    order = replace(order, price=fill)
             band = limits.price_band_pct
             if band is not None:
-                self._band(label, band, market, ticker.price, order)
+                self._band(label, band, market, ticker.price, order, fill)
+            priced.append(order)
+        return tuple(priced)
 
     @staticmethod
-    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any) -> None:
-        if order.price is None or order.side is None:
-            raise Refusal("price-band", f"an order on {order.symbol} without a readable limit price and side: key "
-                                        f"{label!r} has price_band_pct, so send a limit order (price, side); a "
-                                        "market order cannot be held to a band")
+    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any, fill: Decimal | None) -> None:
+        """A limit price, or where a market order would fill, against the last price."""
+        price = order.price if fill is None else fill
+        if price is None or order.side is None:
+            raise Refusal("price-band", f"an order on {order.symbol} whose {_missing(order)} could not be read: "
+                                        f"key {label!r} has price_band_pct, so send a limit order with its price "
+                                        "and side, or a market order with its side")
         high, low = last * (1 + band / 100), last * (1 - band / 100)
-        if (order.side == "buy" and order.price > high) or (order.side == "sell" and order.price < low):
+        if (order.side == "buy" and price > high) or (order.side == "sell" and price < low):
             where = "above" if order.side == "buy" else "below"
             limit = high if order.side == "buy" else low
-            raise Refusal("price-band", f"a {order.side} at {_plain(order.price)} on {order.symbol} is more than "
-                                        f"{_plain(band)} % {where} the last price {_plain(last)} on {market}: key "
-                                        f"{label!r}'s price_band_pct; send a price no {'higher' if where == 'above' else 'lower'} "
-                                        f"than {_plain(limit)}")
+            what = (f"a {order.side} at {_plain(price)}" if fill is None else
+                    f"a market {order.side}, which would fill from the best {'ask' if order.side == 'buy' else 'bid'} "
+                    f"{_plain(price)},")
+            raise Refusal("price-band", f"{what} on {order.symbol} is more than {_plain(band)} % {where} the last "
+                                        f"price {_plain(last)} on {market}: key {label!r}'s price_band_pct; send a "
+                                        f"limit order no {'higher' if where == 'above' else 'lower'} than {_plain(limit)}")
 
     def _stale(self, market: str, symbol: str, why: str) -> None:
         self._alert("ticker-stale", rule="price-band", symbol=symbol,
@@ -270,11 +301,30 @@ def _market_settings(limits: Limits) -> str:
                         if value is not None)
 
 
+def _market_priced(order: Any) -> bool:
+    """A market order by quantity: its notional is the quantity at the price the ticker gives."""
+    return order.price is None and order.order_type == "market" and order.base_sized and order.quantity is not None
+
+
+def _missing(order: Any) -> str:
+    """The fields of ORDER the guardrails needed and could not read, for a person."""
+    missing = [name for name, value in (("side", order.side), ("limit price", order.price),
+                                         ("order type", order.order_type)) if value is None]
+    if order.order_type == "market":
+        missing.remove("limit price")  # a market order has none; it is priced by the ticker
+    return " and ".join(missing) or "size"
+
+
 def _unreadable(label: str, order: Any) -> str:
     what = (f"a {order.side} " if order.side else "an ") + f"order on {order.symbol or 'an unreadable symbol'}"
     if order.quantity is not None and order.price is None:
-        return (f"{what} has a quantity but no limit price, so its notional cannot be counted against key "
-                f"{label!r}'s notional budget (max_notional): send a limit price, or size it in the quote asset "
-                "(quoteOrderQty, funds); market orders by quantity are refused while a budget is set")
+        if order.order_type == "market" and not order.base_sized:
+            return (f"{what} is a market order sized in contracts or lots, which a ticker price does not turn into "
+                    f"a notional for key {label!r}'s notional budget (max_notional): send a limit price, or size it "
+                    "in the quote asset")
+        return (f"{what} has a quantity but its {_missing(order)} could not be read, so its notional cannot be "
+                f"counted against key {label!r}'s notional budget (max_notional): send a limit price (or a market "
+                "order the agent can price: a plain market type with its side), or size it in the quote asset "
+                "(quoteOrderQty, funds)")
     return (f"{what} has no size the budget can count (key {label!r} has max_notional): send a base quantity with "
             "a limit price, or a quote amount")

@@ -26,11 +26,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Mapping
-from urllib.parse import urlencode
+from urllib.parse import quote as percent_encode, urlencode
 
-from agent.market.sources import SOURCES, TickerFormatError, market_for
+from agent.market.sources import SOURCES, Quote, TickerFormatError, market_for
 
-__all__ = ["Market", "MarketSettings", "NoTicker", "SOURCES", "Ticker", "market_for"]
+__all__ = ["Market", "MarketSettings", "NoTicker", "Quote", "SOURCES", "Ticker", "market_for"]
 
 MAX_ENTRIES = 10_000  # distinct (market, symbol) pairs kept; past this the cache starts afresh
 MAX_ANSWER = 1 << 20  # bytes read from a ticker answer
@@ -51,6 +51,15 @@ class Ticker:
     price: Decimal  # the last trade
     quote_volume_24h: Decimal | None
     fetched: float  # monotonic seconds
+    bid: Decimal | None = None  # the best bid and ask, where the exchange's ticker shows them
+    ask: Decimal | None = None
+
+    def fill_price(self, side: str) -> Decimal:
+        """Where a market order on SIDE starts to fill: the best ask for a buy, the best bid for a sell,
+        the price it meets on the book (the last trade is history, the spread can be wide on a thin
+        market). The last price where the ticker shows no book."""
+        book = self.ask if side == "buy" else self.bid
+        return book if book is not None else self.price
 
 
 class NoTicker(Exception):
@@ -100,17 +109,20 @@ class Market:
     def _fetch(self, market: str, symbol: str) -> Ticker:
         source = SOURCES[market]
         base = self._settings.urls.get(market, source.default_url).rstrip("/")
-        url = f"{base}{source.path}?{urlencode({source.symbol_param: symbol})}"
+        spelled = source.spell(symbol)
+        path = source.path.replace("{symbol}", percent_encode(spelled, safe=""))
+        query = urlencode(source.params + (((source.symbol_param, spelled),) if source.symbol_param else ()))
+        url = f"{base}{path}?{query}" if query else f"{base}{path}"
         request = urllib.request.Request(url, headers={"Accept": "application/json",
                                                        "User-Agent": "signing-agent-market/1"})
         with urllib.request.urlopen(request, timeout=self._settings.timeout) as answer:  # noqa: S310 (http(s) only)
             body = answer.read(MAX_ANSWER + 1)
         if len(body) > MAX_ANSWER:
             raise TickerFormatError("the answer is too large")
-        price, volume = source.parse(json.loads(body), symbol)
-        if price <= 0:
+        quote = source.parse(json.loads(body, parse_float=Decimal), symbol)  # HTX sends numbers: exact
+        if quote.last <= 0:
             raise TickerFormatError("the last price is not positive")
-        return Ticker(market, symbol, price, volume, self._clock())
+        return Ticker(market, symbol, quote.last, quote.quote_volume_24h, self._clock(), quote.bid, quote.ask)
 
 
 def _why(exc: Exception) -> str:

@@ -24,13 +24,26 @@ class TickerFormatError(Exception):
 
 
 @dataclass(frozen=True)
+class Quote:
+    """What a ticker answer says: the last trade, the 24 h volume in the quote currency, and the top of
+    the book (best bid and ask) where the exchange's ticker carries it (None where it does not)."""
+
+    last: Decimal
+    quote_volume_24h: Decimal | None
+    bid: Decimal | None
+    ask: Decimal | None
+
+
+@dataclass(frozen=True)
 class Source:
     market: str  # the name in [market] urls, and in messages
     default_url: str  # the exchange's public API host
-    path: str
-    symbol_param: str
-    # (the decoded JSON answer, the symbol asked for) -> (last price, 24 h volume in the quote currency)
-    parse: Callable[[Any, str], tuple[Decimal, Decimal | None]]
+    path: str  # "{symbol}" in it: the symbol goes in the path (percent-encoded), not the query
+    symbol_param: str  # "" when the symbol is in the path
+    # (the decoded JSON answer, the symbol asked for) -> what the ticker says
+    parse: Callable[[Any, str], Quote]
+    params: tuple[tuple[str, str], ...] = ()  # sent with every request (Bybit's category)
+    spell: Callable[[str], str] = str  # the order's symbol (upper-cased by the rules) as this endpoint takes it
 
 
 def _number(value: Any, what: str) -> Decimal:
@@ -38,6 +51,12 @@ def _number(value: Any, what: str) -> Decimal:
     if number is None:
         raise TickerFormatError(f"{what} is not a decimal number")
     return number
+
+
+def _book(value: Any) -> Decimal | None:
+    """A best bid or ask: a positive decimal, or None (an empty book side is sent as "" or 0)."""
+    number = decimal(value)
+    return number if number is not None and number > 0 else None
 
 
 def _same_symbol(got: Any, symbol: str) -> None:
@@ -49,7 +68,8 @@ def _binance(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(answer, dict):
         raise TickerFormatError("not a JSON object")
     _same_symbol(answer.get("symbol"), symbol)
-    return _number(answer.get("lastPrice"), "lastPrice"), _number(answer.get("quoteVolume"), "quoteVolume")
+    return Quote(_number(answer.get("lastPrice"), "lastPrice"), _number(answer.get("quoteVolume"), "quoteVolume"),
+                 _book(answer.get("bidPrice")), _book(answer.get("askPrice")))
 
 
 def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
@@ -57,7 +77,9 @@ def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(data, dict):
         raise TickerFormatError("no data (code is not 200000)")
     _same_symbol(data.get("symbol"), symbol)
-    return _number(data.get("last"), "last"), _number(data.get("volValue"), "volValue")
+    # /market/stats: buy is the best bid, sell the best ask.
+    return Quote(_number(data.get("last"), "last"), _number(data.get("volValue"), "volValue"),
+                 _book(data.get("buy")), _book(data.get("sell")))
 
 
 def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
@@ -69,14 +91,87 @@ def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     last = _number(t.get("last"), "last")
     # volCcy24h is in the quote currency for spot, in the base currency (coins) for derivatives.
     volume = _number(t.get("volCcy24h"), "volCcy24h")
-    return last, volume if t.get("instType") == "SPOT" else volume * last
+    return Quote(last, volume if t.get("instType") == "SPOT" else volume * last, _book(t.get("bidPx")),
+                 _book(t.get("askPx")))
 
 
 def _gate(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
     if not isinstance(answer, list) or len(answer) != 1 or not isinstance(answer[0], dict):
         raise TickerFormatError("not a list of one ticker")
     _same_symbol(answer[0].get("currency_pair"), symbol)
-    return _number(answer[0].get("last"), "last"), _number(answer[0].get("quote_volume"), "quote_volume")
+    t = answer[0]
+    return Quote(_number(t.get("last"), "last"), _number(t.get("quote_volume"), "quote_volume"),
+                 _book(t.get("highest_bid")), _book(t.get("lowest_ask")))
+
+
+def _bybit(answer: Any, symbol: str) -> Quote:
+    result = answer.get("result") if isinstance(answer, dict) and answer.get("retCode") == 0 else None
+    tickers = result.get("list") if isinstance(result, dict) else None
+    if not isinstance(tickers, list) or len(tickers) != 1 or not isinstance(tickers[0], dict):
+        raise TickerFormatError("no single ticker in result.list (retCode is not 0)")
+    t = tickers[0]
+    _same_symbol(t.get("symbol"), symbol)
+    # turnover24h is in the quote coin for spot and linear contracts alike.
+    return Quote(_number(t.get("lastPrice"), "lastPrice"), _number(t.get("turnover24h"), "turnover24h"),
+                 _book(t.get("bid1Price")), _book(t.get("ask1Price")))
+
+
+def _bitget(answer: Any, symbol: str) -> Quote:
+    data = answer.get("data") if isinstance(answer, dict) and answer.get("code") == "00000" else None
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
+        raise TickerFormatError("no single ticker in data (code is not 00000)")
+    t = data[0]
+    _same_symbol(t.get("symbol"), symbol)
+    return Quote(_number(t.get("lastPr"), "lastPr"), _number(t.get("quoteVolume"), "quoteVolume"),
+                 _book(t.get("bidPr")), _book(t.get("askPr")))
+
+
+def _htx(answer: Any, symbol: str) -> Quote:
+    tick = answer.get("tick") if isinstance(answer, dict) and answer.get("status") == "ok" else None
+    if not isinstance(tick, dict):
+        raise TickerFormatError("no tick (status is not ok)")
+    # The answer names its symbol in the channel: market.<symbol>.detail.merged.
+    _same_symbol(str(answer.get("ch", "")).removeprefix("market.").removesuffix(".detail.merged"), symbol)
+    bid, ask = tick.get("bid"), tick.get("ask")  # [price, size]
+    # vol is the quote currency's 24 h turnover (amount is the base currency's).
+    return Quote(_number(tick.get("close"), "close"), _number(tick.get("vol"), "vol"),
+                 _book(bid[0] if isinstance(bid, list) and bid else None),
+                 _book(ask[0] if isinstance(ask, list) and ask else None))
+
+
+def _cryptocom(answer: Any, symbol: str) -> Quote:
+    result = answer.get("result") if isinstance(answer, dict) and answer.get("code") == 0 else None
+    data = result.get("data") if isinstance(result, dict) else None
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
+        raise TickerFormatError("no single ticker in result.data (code is not 0)")
+    t = data[0]
+    _same_symbol(t.get("i"), symbol)
+    # a: last, b: best bid, k: best ask, vv: 24 h value traded (the quote currency; USD for perpetuals).
+    return Quote(_number(t.get("a"), "a"), _number(t.get("vv"), "vv"), _book(t.get("b")), _book(t.get("k")))
+
+
+def _kraken(answer: Any, symbol: str) -> Quote:
+    result = answer.get("result") if isinstance(answer, dict) and answer.get("error") == [] else None
+    # Kraken names the pair its own way in the answer (XBTUSD -> XXBTZUSD): one pair asked, one answered.
+    if not isinstance(result, dict) or len(result) != 1:
+        raise TickerFormatError("no single pair in result (error is not empty)")
+    t = next(iter(result.values()))
+    try:
+        last, volume, vwap = t["c"][0], t["v"][1], t["p"][1]  # last trade; 24 h base volume and its VWAP
+        bid, ask = t["b"][0], t["a"][0]
+    except (KeyError, IndexError, TypeError):
+        raise TickerFormatError("a ticker without c, v, p, a or b") from None
+    return Quote(_number(last, "c"), _number(volume, "v") * _number(vwap, "p"), _book(bid), _book(ask))
+
+
+def _coinbase(answer: Any, symbol: str) -> Quote:
+    if not isinstance(answer, dict):
+        raise TickerFormatError("not a JSON object")
+    _same_symbol(answer.get("product_id"), symbol)
+    # volume_24h is in the base currency: times the price, the quote currency. The product answer shows
+    # no book: a market order is priced at the last trade.
+    price = _number(answer.get("price"), "price")
+    return Quote(price, _number(answer.get("volume_24h"), "volume_24h") * price, None, None)
 
 
 SOURCES: dict[str, Source] = {s.market: s for s in (
@@ -86,16 +181,37 @@ SOURCES: dict[str, Source] = {s.market: s for s in (
     Source("kucoin", "https://api.kucoin.com", "/api/v1/market/stats", "symbol", _kucoin),
     Source("okx", "https://www.okx.com", "/api/v5/market/ticker", "instId", _okx),
     Source("gate", "https://api.gateio.ws", "/api/v4/spot/tickers", "currency_pair", _gate),
+    Source("bybit", "https://api.bybit.com", "/v5/market/tickers", "symbol", _bybit, (("category", "spot"),)),
+    Source("bybitlinear", "https://api.bybit.com", "/v5/market/tickers", "symbol", _bybit, (("category", "linear"),)),
+    Source("mexc", "https://api.mexc.com", "/api/v3/ticker/24hr", "symbol", _binance),
+    Source("bitget", "https://api.bitget.com", "/api/v2/spot/market/tickers", "symbol", _bitget),
+    Source("htx", "https://api.huobi.pro", "/market/detail/merged", "symbol", _htx, spell=str.lower),
+    Source("cryptocom", "https://api.crypto.com", "/exchange/v1/public/get-tickers", "instrument_name", _cryptocom),
+    Source("kraken", "https://api.kraken.com", "/0/public/Ticker", "pair", _kraken),
+    Source("coinbase", "https://api.coinbase.com", "/api/v3/brokerage/market/products/{symbol}", "", _coinbase),
 )}
 
 
-def market_for(exchange_id: str, key: str) -> str | None:
+def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
     """The market (a SOURCES name) an order on EXCHANGE_ID to path KEY trades on; None when this version
-    has no ticker source for it (COIN-M, options, KuCoin and Gate futures...)."""
+    has no ticker source for it (COIN-M, options, futures counted in contracts...). CATEGORY is Bybit's
+    (spot, linear...), which its orders carry in the body where other exchanges use the path."""
     if exchange_id == "binance":
         return "binanceusdm" if key.startswith("/fapi/") else "binance" if key.startswith(("/api/", "/sapi/")) else None
     if exchange_id == "kucoin":
         return None if "/futures/" in key else "kucoin"
     if exchange_id == "gate":
         return "gate" if key.startswith("/api/v4/spot/") else None
-    return exchange_id if exchange_id in ("binanceusdm", "binanceus", "okx") else None
+    if exchange_id == "bybit":
+        return {"spot": "bybit", "linear": "bybitlinear"}.get(category)
+    if exchange_id == "mexc":
+        return "mexc" if key.startswith("/api/v3/") else None  # contract orders: /api/v1/private/...
+    if exchange_id == "bitget":
+        return "bitget" if key.startswith(("/api/v2/spot/", "/api/spot/")) else None
+    if exchange_id == "htx":
+        return "htx" if key.startswith(("/v1/order/", "/v2/algo-orders")) else None  # spot: not the contract APIs
+    if exchange_id == "kraken":
+        return "kraken" if key.startswith("/0/private/") else None
+    if exchange_id == "coinbase":
+        return "coinbase" if key.startswith("/api/v3/brokerage/orders") else None
+    return exchange_id if exchange_id in ("binanceusdm", "binanceus", "okx", "cryptocom") else None

@@ -22,11 +22,16 @@ class OrderFacts:
     quantity: Decimal | None  # absolute value (Bitfinex and Gate futures sizes carry a sign)
     quote_quantity: Decimal | None
     # The limit price, set only by readers whose QUANTITY times it is the order's notional in the quote
-    # currency (base-sized orders; None for contracts, lots, and exchanges not read for it yet): the
+    # currency (base-sized orders; None for contracts, lots, and exchanges not read for it): the
     # notional budgets (agent.guardrails) fail closed without it. SIDE: "buy" or "sell", where read.
-    # Orders compare by symbol and size (what the size caps read); price and side are checked on their own.
+    # ORDER_TYPE: "limit" (a price the order will not cross) or "market" (fills at the book), None when
+    # the reader cannot tell (a stop, an algorithm, an unknown type). BASE_SIZED: QUANTITY is in the
+    # base asset, so a reference price (the ticker's, for a market order) times it is the notional.
+    # Orders compare by symbol and size (what the size caps read); the rest is checked on its own.
     price: Decimal | None = field(default=None, compare=False)
     side: str | None = field(default=None, compare=False)
+    order_type: str | None = field(default=None, compare=False)
+    base_sized: bool = field(default=False, compare=False)
 
     @property
     def notional(self) -> Decimal | None:

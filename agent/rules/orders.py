@@ -21,6 +21,9 @@ nothing, on exchanges that sign the path) are not orders.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Iterable
+
 from agent.rules.facts import OrderFacts
 from agent.rules.view import AMBIGUOUS, Fields, View, decimal, maybe_json, members, objects
 
@@ -70,6 +73,37 @@ def sized(symbol: str | None, value: object, unit: str) -> OrderFacts:
     if unit == QUOTE:
         return OrderFacts(symbol, None, number)
     return OrderFacts(symbol, number, number)
+
+
+def traded(symbol: str | None, value: object, unit: str, *, price: object = None, side: str | None = None,
+           order_type: str | None = None) -> OrderFacts:
+    """sized(), with what the guardrails read: the limit price, the side and the order type. Only for
+    sizes whose BASE unit is the base asset (spot, margin, linear contracts counted in coins), never
+    contracts or lots: there BASE x price is the notional, and a market order is priced by the ticker.
+    A size in BOTH units is priced too: its notional is then the larger reading (agent.rules.facts)."""
+    facts = sized(symbol, value, unit)
+    return OrderFacts(facts.symbol, facts.quantity, facts.quote_quantity, price_of(price), side,
+                      order_type, base_sized=True)
+
+
+def price_of(value: object) -> Decimal | None:
+    """A limit price: a positive plain decimal. A signed one is unread: Kraken reads "+5" and "-5" as
+    offsets from the market, and no exchange takes a negative price."""
+    if isinstance(value, str) and value.strip().startswith(("+", "-")):
+        return None
+    price = decimal(value)
+    return price if price is not None and price > 0 else None
+
+
+def side_of(text: str) -> str | None:
+    """'buy' or 'sell' from a side field as Fields.text gives it; None for anything else (unread)."""
+    return text if text in ("buy", "sell") else None
+
+
+def type_of(text: str, limit: Iterable[str] = ("limit",), market: Iterable[str] = ("market",)) -> str | None:
+    """'limit' or 'market' from an order type field (Fields.text), by the exchange's names for each;
+    None for any other type (stops, algorithms, an unknown spelling): the guardrails then need a price."""
+    return "limit" if text in limit else "market" if text in market else None
 
 
 def fields_of(obj: dict) -> Fields:

@@ -19,7 +19,9 @@ from agent.budgets import Ledgers
 from agent.limits import Budget
 from agent.workers import worker_socket
 from support.deploy import Env, make_env, run_cli, start_agent, write_bots
+from support.exchange_server import ExchangeServer
 from support.leaks import new_secret, register_secret
+from support.tickers import Tickers
 from test_guardrails import Receiver, read_audit, refused, sign_at
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +85,10 @@ def order(symbol: str = "BTCUSDT", quantity: str = "0.01", price: str | None = "
 class Workers:
     def __init__(self, env: Env, receiver: Receiver) -> None:
         self.env, self.receiver = env, receiver
-        self.config = env.write_config("gt", extra=f'[alerts]\nwebhook = "{receiver.url}"\n')
+        # Market orders under a budget are priced by Binance's ticker: the local exchange serves it.
+        self.exchange = ExchangeServer()
+        self.tickers = Tickers(self.exchange, "binance")
+        self.config = env.write_config("gt", extra=f'[alerts]\nwebhook = "{receiver.url}"\n' + self.tickers.config())
         self.audit = env.root / "state" / "audit.jsonl"
         self.state = env.root / "state"
 
@@ -125,6 +130,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory):
     yield d
     assert d.agent.stop() == 0, d.agent.log.read_text()
     d.receiver.server.shutdown()
+    d.exchange.close()
 
 
 def signed(result) -> None:
@@ -276,11 +282,22 @@ def test_a_notional_budget_holds_across_workers_and_names_its_window(dep: Worker
     dep.receiver.wait_for(lambda a: a.get("rule") == "notional-budget" and a.get("key") == "bn-budget")
 
 
-def test_a_budget_refuses_what_it_cannot_count(dep: Workers):
-    # A market order by quantity has no price to count: refused while a budget is set (fail closed).
+def test_a_budget_prices_market_orders_by_the_ticker_and_refuses_what_it_cannot_count(dep: Workers):
+    # A market order by quantity counts at the best ask of Binance's own ticker: 0.01 x 3010 = 30.1,
+    # here over the 1m budget already spent by the test above.
+    dep.tickers.set("binance", "ETHUSDT", price="3000", quote_volume="1", bid="2990", ask="3010")
     details = refused(dep.call("bn-budget", "POST", "/api/v3/order", order(symbol="ETHUSDT", price=None)),
                       grpc.StatusCode.PERMISSION_DENIED, "notional-budget")
-    assert "no limit price" in details and "quoteOrderQty" in details
+    assert "1m notional budget" in details and "adds 30.1" in details
+    # Without a fresh ticker it cannot be counted: refused, saying what to send (fail closed).
+    details = refused(dep.call("bn-budget", "POST", "/api/v3/order", order(symbol="BTCUSDT", price=None)),
+                      grpc.StatusCode.PERMISSION_DENIED, "notional-budget")
+    assert "no fresh binance ticker for BTCUSDT" in details and "send a limit price" in details
+    # A stop-loss becomes a market order later, at a price nobody knows now: refused, naming what is unread.
+    stop = (("symbol", "ETHUSDT"), ("side", "SELL"), ("type", "STOP_LOSS"), ("quantity", "1"), ("stopPrice", "2000"))
+    details = refused(dep.call("bn-budget", "POST", "/api/v3/order", stop), grpc.StatusCode.PERMISSION_DENIED,
+                      "notional-budget")
+    assert "limit price and order type could not be read" in details
     # The same order sized in the quote asset is counted (and here over the 1m budget already spent).
     market_quote = (("symbol", "ETHUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quoteOrderQty", "10"))
     assert "1m notional budget" in refused(dep.call("bn-budget", "POST", "/api/v3/order", market_quote),

@@ -19,13 +19,20 @@ from support.tickers import Tickers, recorded
 def test_each_recorded_ticker_shape_reads_as_documented(market: str):
     vector = recorded(market)
     source = SOURCES[market]
-    assert (vector["request"]["path"], vector["request"]["symbol_param"]) == (source.path, source.symbol_param)
-    symbol = {"binance": "BNBBTC", "binanceus": "BNBBTC", "binanceusdm": "BTCUSDT", "kucoin": "BTC-USDT",
-              "okx": "BTC-USDT", "gate": "BTC_USDT"}[market]
-    price, volume = source.parse(vector["response"], symbol)
-    assert (price, volume) == (Decimal(vector["price"]), Decimal(vector["quote_volume_24h"]))
-    with pytest.raises(TickerFormatError):  # an answer about another symbol is never used
-        source.parse(vector["response"], "OTHERUSDT")
+    request = vector["request"]
+    assert (request["path"], request["symbol_param"], tuple(map(tuple, request["params"]))) == (
+        source.path, source.symbol_param, source.params)
+    symbol = vector["symbol"].upper()  # as the rules read an order's symbol; the source spells it its way
+    assert source.spell(symbol) == vector["symbol"]
+    answer = json.loads(json.dumps(vector["response"]), parse_float=Decimal)  # as Market reads an answer
+    quote = source.parse(answer, symbol)
+    assert (quote.last, quote.quote_volume_24h) == (Decimal(vector["price"]), Decimal(vector["quote_volume_24h"]))
+    # The top of the book, where the ticker carries it: a market order is priced there.
+    book = [None if vector[side] is None else Decimal(vector[side]) for side in ("bid", "ask")]
+    assert [quote.bid, quote.ask] == book
+    if market != "kraken":  # Kraken answers under its own name for the pair (XXBTZUSD): one pair asked, one read
+        with pytest.raises(TickerFormatError):  # an answer about another symbol is never used
+            source.parse(answer, "OTHERUSDT")
     with pytest.raises(TickerFormatError):
         source.parse({"code": -1121, "msg": "Invalid symbol."}, symbol)
 
@@ -33,17 +40,50 @@ def test_each_recorded_ticker_shape_reads_as_documented(market: str):
 def test_okx_derivative_volume_is_converted_to_the_quote_currency():
     answer = json.loads(json.dumps(recorded("okx")["response"]))
     answer["data"][0].update(instType="SWAP", instId="BTC-USDT-SWAP", last="50000", volCcy24h="10")
-    assert SOURCES["okx"].parse(answer, "BTC-USDT-SWAP") == (Decimal(50000), Decimal(500000))
+    quote = SOURCES["okx"].parse(answer, "BTC-USDT-SWAP")
+    assert (quote.last, quote.quote_volume_24h) == (Decimal(50000), Decimal(500000))
 
 
 @pytest.mark.parametrize("exchange, path, market", [
     ("binance", "/api/v3/order", "binance"), ("binance", "/fapi/v1/order", "binanceusdm"),
     ("binance", "/dapi/v1/order", None), ("binanceusdm", "/fapi/v1/order", "binanceusdm"),
     ("kucoin", "/api/v1/hf/orders", "kucoin"), ("kucoinfutures", "/api/v1/orders", None),
-    ("gate", "/api/v4/spot/orders", "gate"), ("gate", "/api/v4/futures/usdt/orders", None), ("kraken", "/0/private/addorder", None),
+    ("gate", "/api/v4/spot/orders", "gate"), ("gate", "/api/v4/futures/usdt/orders", None),
+    ("kraken", "/0/private/addorder", "kraken"), ("mexc", "/api/v3/order", "mexc"),
+    ("mexc", "/api/v1/private/order/submit", None), ("bitget", "/api/v2/spot/trade/place-order", "bitget"),
+    ("bitget", "/api/v2/mix/order/place-order", None), ("htx", "/v1/order/orders/place", "htx"),
+    ("htx", "/linear-swap-api/v1/swap_cross_order", None), ("cryptocom", "/exchange/v1/private/create-order", "cryptocom"),
+    ("coinbase", "/api/v3/brokerage/orders", "coinbase"), ("deribit", "/api/v2/private/buy", None),
+    ("gemini", "/v1/order/new", None),
 ])
 def test_each_order_is_checked_against_the_market_it_goes_to(exchange, path, market):
     assert market_for(exchange, path) == market
+
+
+@pytest.mark.parametrize("category, market", [("spot", "bybit"), ("linear", "bybitlinear"), ("inverse", None),
+                                              ("option", None), ("", None)])
+def test_a_bybit_order_goes_to_the_market_of_its_category(category, market):
+    # Bybit puts spot and linear orders on one path; the body's category says which ticker prices them.
+    assert market_for("bybit", "/v5/order/create", category) == market
+
+
+@pytest.mark.parametrize("market", sorted(SOURCES))
+def test_each_source_reads_its_exchange_over_http(market: str):
+    # The request as the exchange takes it (path, query, the symbol spelled its way), the answer in its
+    # recorded shape, through Market's fetch: what a deployment does, against the local exchange.
+    symbol = recorded(market)["symbol"].upper()
+    with ExchangeServer() as server:
+        tickers = Tickers(server, market)
+        tickers.set(market, symbol, price="50000", quote_volume="900000000", bid="49990", ask="50010")
+        ticker = Market(MarketSettings(urls={market: server.url(market)})).ticker(market, symbol)
+        assert (ticker.price, ticker.quote_volume_24h) == (Decimal(50000), Decimal(900000000))
+        book = (ticker.bid, ticker.ask)
+        assert book == ((None, None) if market in ("binanceusdm", "coinbase") else (Decimal(49990), Decimal(50010)))
+        (received,) = [r for r in server.log if r.exchange == market]
+        source = SOURCES[market]
+        assert received.http.path == source.path.replace("{symbol}", source.spell(symbol))
+        assert received.params == dict(source.params) | ({source.symbol_param: source.spell(symbol)}
+                                                         if source.symbol_param else {})
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import batch, fields_of
+from agent.rules.orders import batch, fields_of, side_of, type_of
 from agent.rules.view import Fields, View, form_body
 
 # Account and position settings, reached by parameters alone as the path is not signed.
@@ -99,26 +99,31 @@ def orders(v: View) -> list[OrderFacts]:
     return out
 
 
+# Types with a limit price the order will not cross; MARKET fills at the book. The stop and
+# take-profit market types trigger a market order later, at a price nobody knows now: unread (None).
+_LIMIT_TYPES = ("limit", "limit_maker", "stop_loss_limit", "take_profit_limit", "stop", "take_profit")
+
+
 def _binance_order(f: Fields, inherited: str | None) -> list[OrderFacts]:
     symbol = f.symbol("symbol") or inherited
     quote = f.number("quoteOrderQty")
     # quantity x price is the notional in the quote asset (spot, margin, USD-M); COIN-M and options count
     # contracts, where it over-counts (a contract is worth far less than the price), never under. The path
     # is not signed, so it cannot tell them apart anyway. Order lists price each leg (workingPrice...).
-    side = _side(f.text("side"))
+    side = side_of(f.text("side"))
     sizes = [name for name in f.names() if name.endswith("quantity")]
     if not sizes:
-        return [OrderFacts(symbol, None, quote, f.number("price"), side)]
+        return [OrderFacts(symbol, None, quote, f.number("price"), side, _type(f, ""))]
     out = []
     for i, name in enumerate(sizes):
         leg = name.removesuffix("quantity")  # "", "working", "pending"
         out.append(OrderFacts(symbol, f.number(name), quote if i == 0 else None, f.number(leg + "price"),
-                              _side(f.text(leg + "side")) or side))
+                              side_of(f.text(leg + "side")) or side, _type(f, leg), base_sized=True))
     return out
 
 
-def _side(text: str) -> str | None:
-    return text if text in ("buy", "sell") else None
+def _type(f: Fields, leg: str) -> str | None:
+    return type_of(f.text(leg + "type"), limit=_LIMIT_TYPES)
 
 
 RULES = Rules(

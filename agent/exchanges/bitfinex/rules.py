@@ -7,8 +7,8 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, sized
-from agent.rules.view import Fields, View, json_body, maybe_json
+from agent.rules.orders import BASE, traded
+from agent.rules.view import Fields, View, decimal, json_body, maybe_json
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
 EXPLICIT = (
@@ -46,10 +46,22 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+# The order type without its "EXCHANGE " prefix (exchange wallet) -> where its limit price is. A stop's
+# 'price' is its trigger, so only STOP LIMIT's price_aux_limit bounds its fills; the market kinds are
+# unread prices.
+_BITFINEX_LIMIT = {"limit": "price", "fok": "price", "ioc": "price", "stop limit": "price_aux_limit"}
+
+
 def _bitfinex_order(f: Fields, amend: bool) -> OrderFacts:
     # A 'delta' changes the amount by an offset from a size the request does not show.
     amount = None if amend and f.has("delta") else f.get("amount")
-    return sized(f.symbol("symbol"), amount, BASE)
+    # The amount's sign is the side: positive buys, negative sells. An update does not restate the type.
+    text = str(amount).strip() if decimal(amount) is not None else ""
+    side = None if amend or not text else "sell" if text.startswith("-") else "buy"
+    kind = f.text("type").removeprefix("exchange ")
+    order_type = "limit" if kind in _BITFINEX_LIMIT else "market" if kind == "market" else None
+    price = f.get(_BITFINEX_LIMIT[kind]) if order_type == "limit" else None
+    return traded(f.symbol("symbol"), amount, BASE, price=price, side=side, order_type=order_type)
 
 
 RULES = Rules(

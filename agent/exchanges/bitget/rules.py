@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, decimal, json_body
 
 PARAM_RULES = (
@@ -63,22 +63,30 @@ def orders(v: View) -> list[OrderFacts]:
     if spec is None or v.method != "POST":
         return []
     kind, size, lists = spec
+    triggered = kind == "plan" or any(word in v.key for word in ("plan", "tpsl", "trailstop", "strategy"))
     top = v.fields()
     objs = batch(v, top, *lists) if lists or isinstance(v.body, list) else None
     fields = [fields_of(o) for o in objs] if objs is not None else [top]
     out = []
     for f in fields:
         symbol = f.symbol("symbol") or top.symbol("symbol")
+        # Sizes are in the base coin everywhere (futures too). Plan, TP/SL, trailing and strategy orders
+        # trigger later, at a price not known now: not priced (a budget refuses them, fail closed).
+        side, order_type = side_of(f.text("side")), type_of(f.text("orderType"))
+        price = f.get("price") if order_type != "market" else None
         if kind == "amend":
             if f.has(size) or f.has("newQty"):
-                out.append(sized(symbol, first_of(f, size, "newQty"), BASE))
+                new_size = first_of(f, size, "newQty")
+                out.append(sized(symbol, new_size, BASE) if triggered
+                           else traded(symbol, new_size, BASE, price=first_of(f, "newPrice", "price")))
         elif kind == "margin":
             out.append(OrderFacts(symbol, decimal(first_of(f, "baseSize", "baseQuantity")),
-                                  decimal(first_of(f, "quoteSize", "quoteAmount"))))
-        elif kind == "base":
-            out.append(sized(symbol, f.get(size), BASE))
+                                  decimal(first_of(f, "quoteSize", "quoteAmount")), decimal(price), side,
+                                  order_type, base_sized=True))
         else:
-            out.append(sized(symbol, f.get(size), _bitget_unit(kind, f, top)))
+            unit = BASE if kind == "base" else _bitget_unit(kind, f, top)
+            out.append(sized(symbol, f.get(size), unit) if triggered
+                       else traded(symbol, f.get(size), unit, price=price, side=side, order_type=order_type))
     return out
 
 

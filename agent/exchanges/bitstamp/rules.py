@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, sized
+from agent.rules.orders import BASE, BOTH, QUOTE, sized, traded
 from agent.rules.view import View, form_body
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -46,13 +46,16 @@ def orders(v: View) -> list[OrderFacts]:
     side, kind, pair = match.groups()
     symbol = pair.upper()
     unit = BASE
+    # /buy/<pair>/ is a limit order (price); /buy/market/ and /buy/instant/ fill at the book.
+    order_type = "limit" if kind is None else "market"
     if kind == "instant":
         if side == "buy":
             unit = QUOTE  # an instant buy spends an amount of the counter currency
         elif top.has("amount_in_counter"):
             flag = top.text("amount_in_counter")
             unit = QUOTE if flag in ("true", "1") else BASE if flag in ("false", "0") else BOTH
-    return [sized(symbol, top.get("amount"), unit)]
+    return [traded(symbol, top.get("amount"), unit, price=top.get("price") if kind is None else None, side=side,
+                   order_type=order_type)]
 
 
 RULES = Rules(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 _POSITION = r"/(?:v5|(?:contract|unified)/v3/private(?:/copytrading)?)/position/"
@@ -97,12 +97,18 @@ def _bybit_order(f: Fields, top: Fields, inherited: str | None) -> OrderFacts:
         return sized(symbol, f.get("qty"), BOTH)
     category, order_type, side = holder.text("category"), f.text("orderType"), f.text("side")
     if order_type != "market" or category not in ("spot", ""):
-        return sized(symbol, f.get("qty"), BASE)
-    unit = {"quotecoin": QUOTE, "basecoin": BASE}.get(f.text("marketUnit")) if f.has("marketUnit") else None
-    if unit is None and not f.has("marketUnit") and category == "spot":
-        # Bybit: a spot market buy is sized in the quote coin unless marketUnit says otherwise.
-        unit = QUOTE if side == "buy" else BASE if side == "sell" else BOTH
-    return sized(symbol, f.get("qty"), unit or BOTH)
+        unit = BASE
+    else:
+        unit = {"quotecoin": QUOTE, "basecoin": BASE}.get(f.text("marketUnit")) if f.has("marketUnit") else None
+        if unit is None and not f.has("marketUnit") and category == "spot":
+            # Bybit: a spot market buy is sized in the quote coin unless marketUnit says otherwise.
+            unit = QUOTE if side == "buy" else BASE if side == "sell" else BOTH
+        unit = unit or BOTH
+    if category not in ("spot", "linear"):  # inverse contracts count USD, options contracts: not priced
+        return sized(symbol, f.get("qty"), unit)
+    # Spot and linear (USDT, USDC) contracts count the base coin: qty x price is the notional.
+    return traded(symbol, f.get("qty"), unit, price=f.get("price") if order_type != "market" else None,
+                  side=side_of(side), order_type=type_of(order_type))
 
 
 RULES = Rules(

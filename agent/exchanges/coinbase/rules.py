@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, sized
+from agent.rules.orders import BASE, price_of, side_of, sized
 from agent.rules.view import View, decimal, json_body, maybe_json
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -35,9 +35,17 @@ def orders(v: View) -> list[OrderFacts]:
         symbol = top.symbol("product_id")
         config = maybe_json(top.get("order_configuration"))
         kinds = [value for value in config.values() if isinstance(value, dict)] if isinstance(config, dict) else []
+        config = config if kinds else {}
         if not kinds:
             return [OrderFacts(symbol, None, None)]
-        return [OrderFacts(symbol, decimal(k.get("base_size")), decimal(k.get("quote_size"))) for k in kinds]
+        side = side_of(top.text("side"))
+        # The configuration's name says the type (market_market_ioc, limit_limit_gtc, stop_limit_stop_limit_gtc,
+        # sor_limit_ioc...); a limit kind's limit_price bounds every fill, stop kinds included.
+        return [OrderFacts(symbol, decimal(k.get("base_size")), decimal(k.get("quote_size")),
+                           price_of(k.get("limit_price")), side,
+                           "market" if name.startswith("market_") else "limit" if "limit_price" in k else None,
+                           base_sized=True)
+                for name, k in config.items() if isinstance(k, dict)]
     if v.key == "/api/v3/brokerage/orders/edit" and top.has("size"):
         return [sized(top.symbol("product_id"), top.get("size"), BASE)]
     return []

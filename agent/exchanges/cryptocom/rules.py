@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads
-from agent.rules.orders import BASE, batch, fields_of, sized
+from agent.rules.orders import BASE, batch, fields_of, price_of, side_of, sized, type_of
 from agent.rules.view import Fields, View, json_body
 
 # Read endpoints (path keys, fullmatch), whatever the method.
@@ -37,7 +37,11 @@ def orders(v: View) -> list[OrderFacts]:
 
 
 def _cryptocom_order(f: Fields) -> OrderFacts:
-    return OrderFacts(f.symbol("instrument_name"), f.number("quantity"), f.number("notional"))
+    # LIMIT and the *_LIMIT stops hold their limit in 'price'; MARKET and the market stops fill at the book.
+    order_type = type_of(f.text("type"), limit=("limit", "stop_limit", "take_profit_limit"))
+    return OrderFacts(f.symbol("instrument_name"), f.number("quantity"), f.number("notional"),
+                      price_of(f.get("price")) if order_type == "limit" else None, side_of(f.text("side")),
+                      order_type, base_sized=True)
 
 
 RULES = Rules(

@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -63,10 +63,13 @@ def _gate_spot(f: Fields, inherited: str | None) -> OrderFacts:
     if unsure(f, "type", "side"):
         return sized(symbol, f.get("amount"), BOTH)
     # Gate: a market buy's amount is the quote to spend; limit orders (the default type) are in base.
-    order_type = f.text("type") or "limit"
-    if order_type == "market" and f.text("side") == "buy":
-        return sized(symbol, f.get("amount"), QUOTE)
-    return sized(symbol, f.get("amount"), BASE if order_type in ("limit", "market") else BOTH)
+    order_type, side = f.text("type") or "limit", side_of(f.text("side"))
+    if order_type == "market" and side == "buy":
+        unit = QUOTE
+    else:
+        unit = BASE if order_type in ("limit", "market") else BOTH
+    return traded(symbol, f.get("amount"), unit, price=f.get("price") if order_type != "market" else None,
+                  side=side, order_type=type_of(order_type))
 
 
 RULES = Rules(

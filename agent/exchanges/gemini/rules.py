@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, sized
+from agent.rules.orders import BASE, side_of, traded
 from agent.rules.view import View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -33,7 +33,9 @@ def orders(v: View) -> list[OrderFacts]:
     if v.key != "/v1/order/new":
         return []
     top = v.fields()
-    return [sized(top.symbol("symbol"), top.get("amount"), BASE)]
+    # Gemini takes limit orders only ("exchange limit", and its stop-limit): the price bounds every fill.
+    return [traded(top.symbol("symbol"), top.get("amount"), BASE, price=top.get("price"),
+                   side=side_of(top.text("side")), order_type="limit")]
 
 
 RULES = Rules(

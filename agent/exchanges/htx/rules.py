@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -59,8 +59,12 @@ def _htx_spot(f: Fields) -> OrderFacts:
     symbol = f.symbol("symbol")
     if unsure(f, "type"):
         return sized(symbol, f.get("amount"), BOTH)
-    # HTX: a buy-market order's amount is the quote to spend.
-    return sized(symbol, f.get("amount"), QUOTE if f.text("type") == "buy-market" else BASE)
+    # HTX: the type is "<side>-<kind>" (buy-limit, sell-market, buy-ioc, buy-limit-maker, buy-stop-limit...);
+    # a buy-market order's amount is the quote to spend.
+    side, _, kind = f.text("type").partition("-")
+    order_type = type_of(kind, limit=("limit", "ioc", "limit-maker", "limit-fok", "stop-limit", "stop-limit-fok"))
+    return traded(symbol, f.get("amount"), QUOTE if f.text("type") == "buy-market" else BASE,
+                  price=f.get("price") if order_type == "limit" else None, side=side_of(side), order_type=order_type)
 
 
 def _htx_contract(f: Fields) -> OrderFacts:

@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import FORM, JSON, Fields, View
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -48,13 +48,22 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+# Kraken's ordertype, and where its limit price is: 'price' for limit and iceberg, 'price2' for the
+# stop and take-profit limits ('price' is their trigger). The market-triggering kinds are unread.
+_KRAKEN_LIMIT = {"limit": "price", "iceberg": "price", "stop-loss-limit": "price2", "take-profit-limit": "price2"}
+
+
 def _kraken_order(f: Fields, inherited: str | None) -> OrderFacts:
     symbol = f.symbol("pair") or inherited
     if unsure(f, "oflags"):
         return sized(symbol, f.get("volume"), BOTH)
     flags = {flag.strip() for flag in f.text("oflags").split(",")}
-    # viqc: "volume in quote currency".
-    return sized(symbol, f.get("volume"), QUOTE if "viqc" in flags else BASE)
+    # viqc: "volume in quote currency". The side is 'type'. An edit carries neither side nor type, and
+    # its 'price' may be a stop's trigger: unread.
+    order_type = type_of(f.text("ordertype"), limit=_KRAKEN_LIMIT)
+    price = f.get(_KRAKEN_LIMIT[f.text("ordertype")]) if order_type == "limit" else None
+    return traded(symbol, f.get("volume"), QUOTE if "viqc" in flags else BASE, price=price,
+                  side=side_of(f.text("type")), order_type=order_type)
 
 
 RULES = Rules(

@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, decimal, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -52,18 +52,20 @@ def orders(v: View) -> list[OrderFacts]:
 
 def _kucoin_order(f: Fields, inherited: str | None, uta: bool, futures: bool) -> OrderFacts:
     symbol = f.symbol("symbol") or inherited
+    side, order_type = side_of(f.text("side")), type_of(f.text("type") or "limit")  # KuCoin's default: limit
     if uta:
         if unsure(f, "sizeUnit"):
             return sized(symbol, f.get("size"), BOTH)
         unit = {"baseccy": BASE, "unit": BASE, "quoteccy": QUOTE}.get(f.text("sizeUnit"), BOTH)
-        return sized(symbol, f.get("size"), unit)
+        if futures or f.text("sizeUnit") == "unit":  # lots of a multiplier the request does not carry
+            return sized(symbol, f.get("size"), unit)
+        return traded(symbol, f.get("size"), unit, price=f.get("price"), side=side, order_type=order_type)
     # Classic: size (base, or lots for futures) or qty (base); funds or valueQty (quote). The price makes
     # a notional only where size is in the base asset (spot, margin): a futures lot is worth a
     # contract multiplier the request does not carry, so futures notionals are read from valueQty only.
-    side = f.text("side") if f.text("side") in ("buy", "sell") else None
     price = None if futures else f.number("price")
     return OrderFacts(symbol, decimal(first_of(f, "size", "qty")), decimal(first_of(f, "funds", "valueQty")),
-                      price, side)
+                      price, side, order_type, base_sized=not futures)
 
 
 RULES = Rules(

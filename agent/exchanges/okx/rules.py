@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, sized, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -45,7 +45,15 @@ def orders(v: View) -> list[OrderFacts]:
         if size == "newsz" and not f.has(size):
             continue  # an amend of the price only
         symbol = f.symbol("instId") or f.symbol("sprdId")
-        out.append(sized(symbol, f.get(size), _okx_unit(f, symbol) if size == "sz" else BASE))
+        unit = _okx_unit(f, symbol) if size == "sz" else BASE
+        if symbol is not None and symbol.count("-") == 1 and v.key != "/api/v5/trade/order-algo":
+            # A spot or margin pair (BTC-USDT): sizes in coins, priced by px (newPx for an amend).
+            # Derivatives count contracts, and algo orders trigger later at a price not known now.
+            price = f.get("px" if size == "sz" else "newpx")
+            out.append(traded(symbol, f.get(size), unit, price=price, side=side_of(f.text("side")),
+                              order_type=type_of(f.text("ordType"), limit=_OKX_LIMIT_TYPES)))
+        else:
+            out.append(sized(symbol, f.get(size), unit))
     return out
 
 

@@ -1,0 +1,144 @@
+"""Market orders under a notional budget or a price band (agent.guardrails): priced at the top of the
+book the exchange's own ticker shows (the best ask for a buy, the best bid for a sell), so a market
+order by quantity counts price x quantity against the budget; refused, naming what to send, only when
+no fresh ticker exists or the order's side or type cannot be read. Real Guardrails, ledgers in a
+temporary state dir, the ticker from the local exchange server (never the internet)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.exchanges import exchange_for
+from agent.guardrails import Guardrails
+from agent.market import MarketSettings, Ticker
+from agent.policy import Refusal, evaluate, parse_policy
+from agent.rates import SharedBuckets
+from signing_agent_client.request import RawBody, UnsignedRequest
+from support.exchange_server import ExchangeServer
+from support.tickers import Tickers
+
+POLICY = b"""
+[bots.b]
+keys = ["budget", "band", "okx-budget"]
+[keys.budget]
+endpoints = ["POST /api/v3/order", "POST /dapi/v1/order"]
+max_notional = { "1h" = "1000" }
+[keys.band]
+endpoints = ["POST /api/v3/order"]
+price_band_pct = "2"
+[keys.okx-budget]
+endpoints = ["POST /api/v5/trade/order"]
+max_notional = { "1h" = "1000" }
+"""
+
+
+class Rig:
+    def __init__(self, state: Path, server: ExchangeServer) -> None:
+        self.policy = parse_policy(POLICY)
+        self.tickers = Tickers(server, "binance", "okx")
+        self.guard = Guardrails(state, buckets=SharedBuckets(state / "rates.bin"),
+                                market=MarketSettings(ttl=0.2, stale=1.0, timeout=0.5,
+                                                      urls={m: server.url(m) for m in ("binance", "okx")}))
+
+    def check(self, key: str, exchange: str, method: str, path: str, body) -> None:
+        """Raise the guardrails' Refusal, or charge the order (the rules must pass first)."""
+        verdict = evaluate(self.policy.keys[key], exchange_for(exchange),
+                           UnsignedRequest(method, path, body=body).validated(), created="2026-12-01T00:00:00Z",
+                           timestamp_ms=0, now_ms=int(time.time() * 1000))
+        assert verdict.refusal is None, verdict.refusal
+        self.guard.check(bot=self.policy.bots["b"], bot_name="b", key_policy=self.policy.keys[key],
+                         exchange=exchange_for(exchange), verdict=verdict, now=time.time())
+
+    def used(self, key: str) -> Decimal:
+        return self.guard.used(f"key:{key}", self.policy.keys[key].limits, time.time())["1h"]
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    with ExchangeServer() as server:
+        r = Rig(tmp_path, server)
+        yield r
+        r.guard.close()
+
+
+def binance_market(side: str, quantity: str, symbol: str = "BTCUSDT"):
+    return (("symbol", symbol), ("side", side), ("type", "MARKET"), ("quantity", quantity))
+
+
+def test_a_market_buy_counts_at_the_best_ask_and_a_sell_at_the_best_bid(rig: Rig):
+    rig.tickers.set("binance", "BTCUSDT", price="50000", quote_volume="1", bid="49900", ask="50100")
+    rig.check("budget", "binance", "POST", "/api/v3/order", binance_market("BUY", "0.01"))
+    assert rig.used("budget") == Decimal("501.00")  # 0.01 x the ask 50100, not the last 50000
+    rig.check("budget", "binance", "POST", "/api/v3/order", binance_market("SELL", "0.005"))
+    assert rig.used("budget") == Decimal("750.50")  # + 0.005 x the bid 49900
+    with pytest.raises(Refusal) as refused:  # 0.01 x 50100 more would pass 1000
+        rig.check("budget", "binance", "POST", "/api/v3/order", binance_market("BUY", "0.01"))
+    assert refused.value.rule == "notional-budget" and "adds 501" in str(refused.value)
+
+
+def test_an_okx_market_sell_by_base_size_counts_at_the_bid(rig: Rig):
+    rig.tickers.set("okx", "ETH-USDT", price="3000", quote_volume="1", bid="2990", ask="3010")
+    body = RawBody('{"instId":"ETH-USDT","tdMode":"cash","side":"sell","ordType":"market","sz":"0.1"}')
+    rig.check("okx-budget", "okx", "POST", "/api/v5/trade/order", body)
+    assert rig.used("okx-budget") == Decimal("299.0")
+
+
+def test_a_market_order_with_no_fresh_ticker_is_refused_naming_what_to_send(rig: Rig):
+    with pytest.raises(Refusal) as refused:  # the exchange does not know the symbol: no ticker at all
+        rig.check("budget", "binance", "POST", "/api/v3/order", binance_market("BUY", "1", "NOSUCHUSDT"))
+    assert refused.value.rule == "notional-budget"
+    assert "no fresh binance ticker for NOSUCHUSDT" in str(refused.value)
+    assert "send a limit price, or size the order in the quote asset" in str(refused.value)
+    assert rig.used("budget") == 0
+    # A limit order needs no ticker under a budget alone: it is counted at its own price.
+    rig.check("budget", "binance", "POST", "/api/v3/order",
+              (("symbol", "NOSUCHUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"),
+               ("quantity", "2"), ("price", "10")))
+    assert rig.used("budget") == 20
+
+
+def test_a_market_order_on_an_exchange_without_a_ticker_source_is_refused(rig: Rig):
+    # Binance COIN-M has no ticker source in this version; under a budget its market order cannot be priced.
+    with pytest.raises(Refusal) as refused:
+        rig.check("budget", "binance", "POST", "/dapi/v1/order", binance_market("BUY", "1", "BTCUSD_PERP"))
+    assert refused.value.rule == "notional-budget" and "reads no Binance ticker" in str(refused.value)
+    assert "send a limit price" in str(refused.value)
+
+
+def test_a_market_order_whose_side_or_type_cannot_be_read_is_refused_naming_the_field(rig: Rig):
+    rig.tickers.set("binance", "BTCUSDT", price="50000", quote_volume="1")
+    with pytest.raises(Refusal) as refused:  # STOP_LOSS: a market order later, at an unknown price
+        rig.check("budget", "binance", "POST", "/api/v3/order",
+                  (("symbol", "BTCUSDT"), ("side", "SELL"), ("type", "STOP_LOSS"), ("quantity", "0.01"),
+                   ("stopPrice", "45000")))
+    assert refused.value.rule == "notional-budget"
+    assert "its limit price and order type could not be read" in str(refused.value)
+    with pytest.raises(Refusal) as refused:  # no side: which side of the book it takes is unknown
+        rig.check("budget", "binance", "POST", "/api/v3/order", (("symbol", "BTCUSDT"), ("type", "MARKET"),
+                                                                 ("quantity", "0.01")))
+    assert refused.value.rule == "notional-budget" and "(field 'side')" in str(refused.value)
+    assert rig.used("budget") == 0
+
+
+def test_a_market_order_is_held_to_the_band_where_it_would_fill(rig: Rig):
+    # A thin book: the last trade at 50000, the best ask 10 % above it. A market buy would pay the ask.
+    rig.tickers.set("binance", "BTCUSDT", price="50000", quote_volume="1", bid="49950", ask="55000")
+    with pytest.raises(Refusal) as refused:
+        rig.check("band", "binance", "POST", "/api/v3/order", binance_market("BUY", "0.01"))
+    message = str(refused.value)
+    assert refused.value.rule == "price-band"
+    assert "a market buy, which would fill from the best ask 55000," in message and "no higher than 51000" in message
+    # The sell side of the same book is inside the band: signed.
+    rig.check("band", "binance", "POST", "/api/v3/order", binance_market("SELL", "0.01"))
+
+
+def test_a_ticker_without_a_book_prices_at_the_last_trade():
+    # Binance USD-M's 24 h ticker shows no bid or ask (tests/vectors/tickers/binanceusdm.json).
+    ticker = Ticker("binanceusdm", "BTCUSDT", Decimal("50000"), None, 0.0)
+    assert (ticker.fill_price("buy"), ticker.fill_price("sell")) == (Decimal("50000"), Decimal("50000"))
+    booked = Ticker("binance", "BTCUSDT", Decimal("50000"), None, 0.0, bid=Decimal("49990"), ask=Decimal("50010"))
+    assert (booked.fill_price("buy"), booked.fill_price("sell")) == (Decimal("50010"), Decimal("49990"))
