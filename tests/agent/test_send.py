@@ -386,12 +386,12 @@ def test_a_ccxt_htx_bot_in_send_mode_places_its_order_with_the_body_the_policy_r
     import ccxt
 
     from signing_agent_client.ccxt_bridge import agent_exchange
-    from test_ccxt_bots import _market
+    from support.ccxt_calls import unified_market
 
     _, _, server, client, _ = deployment
     before = len(server.received("htx"))
     exchange = agent_exchange("htx", "htx", client=client, send=True, config={"enableRateLimit": False})
-    exchange.set_markets([_market(exchange, "htx")])
+    exchange.set_markets([unified_market(exchange, "htx")])
     order = exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 50000)
     seen = _private(server, "htx", before)
     placed = [r for r in seen if r.http.path == "/v1/order/orders/place"]
