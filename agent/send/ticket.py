@@ -5,7 +5,8 @@ unsigned what the key's policy restricts (a policy that says so is refused when 
 catches a key imported later, or one that takes the `[keys."*"]` table).
 Send: refused for a sign-only key; the host is resolved (NoHost: FAILED_PRECONDITION before anything
 is signed); an order on an exchange that takes a client order id gets one (the bot's, kept, or a new
-one), before the rules read the request, so the policy and the audit see what is sent.
+one), before the rules read the request, so the policy and the audit see what is sent; a bot's id of a
+form the exchange does not take is INVALID_ARGUMENT (agent.send.orders).
 """
 
 from __future__ import annotations
@@ -60,10 +61,14 @@ class Ticket:
         self.base_url = hosts.base_url(exchange.id, key_policy.send_to, request.path, entry.info.options)
         rules = orders.for_request(exchange.id, request)
         if rules is not None:
-            self.client_id = orders.param(request, rules.param)
-            if self.client_id is None:
-                self.client_id = rules.make()
-                request = orders.with_param(request, rules.param, self.client_id).validated()
-            self.client_ids = rules
+            given = orders.param(request, rules.param)
+            if given is not None:
+                self.client_id = rules.checked(exchange.name, given)
+            else:
+                made = rules.make()
+                request = orders.with_param(request, rules.param, made).validated()
+                # A body the id cannot be added to (a batch of several orders) goes as it is, unreconciled.
+                self.client_id = made if orders.param(request, rules.param) == made else None
+            self.client_ids = rules if self.client_id is not None else None
         self.exchange, self.entry, self.request = exchange, entry, request
         return request
