@@ -304,3 +304,24 @@ def test_under_a_quorum_a_new_delivery_or_destination_is_a_loosening():
     send = replace(base, delivery="send")
     assert not narrower(send, replace(base, delivery="sign")) and not narrower(send, base)
     assert not KEY_FIELDS["send_to"](base, replace(base, send_to="https://elsewhere.test"))
+
+
+def test_the_exchanges_rate_limit_answers_are_read_as_documented_and_odd_values_ignored():
+    from agent.send.exchange_limits import IP, KEY, ORDERS, spent
+
+    now = 1_000_000_050.0  # 30 s into a minute (1_000_000_020 is a whole minute)
+    weight = spent("binance", 200, [("x-mbx-used-weight-1m", "6000")], "GET", "/api/v3/account", now)
+    assert [(s.scope, round(s.wait_s)) for s in weight] == [(IP, 30)]
+    assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", "5999")], "GET", "/api/v3/account", now) == []
+    # USD-M has its own limits under the same header names.
+    assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", "2400")], "GET", "/fapi/v2/account", now)[0].scope == IP
+    orders = spent("binance", 200, [("X-MBX-ORDER-COUNT-10S", "100")], "POST", "/api/v3/order", now)
+    assert orders[0].scope == ORDERS and 0 < orders[0].wait_s <= 10
+    assert spent("okx", 429, [("Retry-After", "2")], "POST", "/api/v5/trade/order", now)[0].scope == KEY
+    assert spent("binance", 418, [("Retry-After", "120")], "GET", "/api/v3/account", now)[0].scope == IP
+    for odd in ("nan", "inf", "-5", "", "1e400", "abc"):
+        assert spent("okx", 429, [("Retry-After", odd)], "GET", "/x", now) == []
+        assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", odd)], "GET", "/api/v3/account", now) == []
+    past = str(int((now - 1) * 1000))
+    assert spent("bybit", 200, [("X-Bapi-Limit-Status", "0"), ("X-Bapi-Limit-Reset-Timestamp", past)], "POST",
+                 "/v5/order/create", now) == []
