@@ -159,7 +159,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent does not send requests (no [send] "
                                                                "transport); call Sign")
         caller = self._caller(context)
-        ticket = Ticket(SEND, hold=self._sender.hold_left)
+        ticket = Ticket(SEND, holds=self._sender.holds)
         outcome = self._decide(caller, request, ticket)
         if isinstance(outcome, Failure):
             context.abort(outcome.code, outcome.message)

@@ -13,18 +13,29 @@ Neither of the last two is "not placed": an exchange may still act on a request 
 before the lookup. The bot is told the client order id so it can look again, or send the order
 again WITH that id (the exchange refuses a second order with an id it already has).
 
-An exchange is listed here only where its documentation names the parameter, its lookup and its
-"no such order" answer; elsewhere a lost order's answer is DEADLINE_EXCEEDED, not re-sent.
+An exchange is listed here only where its documentation names the parameter and a way to find the
+order by it; elsewhere a lost order's answer is DEADLINE_EXCEEDED, not re-sent. The lookup's answer is
+called ABSENT only where the exchange documents its "no such order" answer; elsewhere (and where an
+order that is no longer open is not found by its client id, as on Gate) anything but the order is UNKNOWN.
+Coinbase has no read by client order id: its documented answer to an order whose client_order_id it
+already has is that order, not a second one, so its lookup is the same order, signed afresh.
+
+A bot's own id is kept when it has the form the exchange documents (FORM), else refused
+(INVALID_ARGUMENT) before anything is signed: an id the exchange would refuse, or one that could not be
+looked up, defeats the point. Where the exchange documents no form (Bitget, MEXC, Coinbase), the
+agent's bound is letters, digits, '_' and '-', at most 64 (ccxt's ids fit): a lookup may carry the id
+in a signed query or path, where other characters are refused or ambiguous.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from signing_agent_client.request import RawBody, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, UnsignedRequest
 
 FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
 
@@ -36,6 +47,16 @@ class ClientIds:
     make: Callable[[], str]  # a fresh id in the exchange's alphabet and length
     lookup: Callable[[UnsignedRequest, str], UnsignedRequest]  # the read of the order by its id
     state: Callable[[int, bytes], str]  # FOUND, ABSENT or UNKNOWN from the lookup's answer
+    valid: re.Pattern[str]  # the ids the exchange takes (fullmatch)
+    form: str  # VALID in words, for the refusal of a bot's id
+
+    def checked(self, exchange_name: str, client_id: object) -> str:
+        """CLIENT_ID (the bot's) when the exchange takes it; RequestInvalid naming the form if not."""
+        if isinstance(client_id, str) and self.valid.fullmatch(client_id):
+            return client_id
+        shown = repr(client_id)[:70]
+        raise RequestInvalid(f"{self.param} {shown} is not a client order id {exchange_name} takes ({self.form}): "
+                             f"send one of that form, or none (the agent then makes one)")
 
 
 def _hex_id(prefix: str, length: int) -> Callable[[], str]:
@@ -50,20 +71,35 @@ def _json(body: bytes) -> object:
         return None
 
 
-def param(request: UnsignedRequest, name: str) -> str | None:
-    """The value of parameter NAME in REQUEST's query, form body or top-level JSON body."""
+def _json_order(text: str) -> dict | None:
+    """The order of a JSON body: its top-level object, or the one object of a one-element array (OKX's
+    batch-orders with one order, which ccxt's create_order sends)."""
+    parsed = _json(text.encode())
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    return parsed if isinstance(parsed, dict) else None
+
+
+def param(request: UnsignedRequest, name: str) -> object:
+    """The value of parameter NAME in REQUEST's query, form body or JSON body (_json_order), None if absent.
+    A JSON value is returned as it is (not always a string)."""
     for n, v in request.query:
         if n == name:
             return v
     body = request.body
     if isinstance(body, RawBody):
-        parsed = _json(body.text.encode())
-        value = parsed.get(name) if isinstance(parsed, dict) else None
-        return value if isinstance(value, str) else None
+        order = _json_order(body.text)
+        return order.get(name) if order is not None else None
     for n, v in body or ():
         if n == name:
             return v
     return None
+
+
+def text_param(request: UnsignedRequest, name: str) -> str:
+    """Parameter NAME as text, "" when absent or not a string (for building a lookup)."""
+    value = param(request, name)
+    return value if isinstance(value, str) else ""
 
 
 def with_param(request: UnsignedRequest, name: str, value: str) -> UnsignedRequest:
@@ -72,7 +108,7 @@ def with_param(request: UnsignedRequest, name: str, value: str) -> UnsignedReque
     if isinstance(body, RawBody):
         parsed = _json(body.text.encode()) if body.text.strip() else {}
         if not isinstance(parsed, dict):
-            return request  # not an object: left as the bot sent it (the rules read it as it is)
+            return request  # not an object (a batch): left as the bot sent it; the caller sees no id in it
         # Added as text before the closing brace: the bot's bytes stay as they were (no number or
         # spacing rewritten by a JSON round trip), and the rules read the result as usual.
         text = body.text.strip() or "{}"
@@ -89,7 +125,7 @@ def with_param(request: UnsignedRequest, name: str, value: str) -> UnsignedReque
 
 
 def _binance_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
-    symbol = param(request, "symbol") or ""
+    symbol = text_param(request, "symbol")
     return UnsignedRequest("GET", request.path, query=(("symbol", symbol), ("origClientOrderId", client_id)))
 
 
@@ -104,29 +140,31 @@ def _binance_state(status: int, body: bytes) -> str:
 
 def _okx_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
     return UnsignedRequest("GET", "/api/v5/trade/order",
-                           query=(("instId", param(request, "instId") or ""), ("clOrdId", client_id)))
+                           query=(("instId", text_param(request, "instId")), ("clOrdId", client_id)))
 
 
 def _okx_state(status: int, body: bytes) -> str:
     parsed = _json(body)
     if not isinstance(parsed, dict):
         return UNKNOWN
-    if status == 200 and parsed.get("code") == "0" and parsed.get("data"):
+    data = parsed.get("data")
+    if status == 200 and parsed.get("code") == "0" and isinstance(data, list) and data and isinstance(data[0], dict):
         return FOUND
     return ABSENT if parsed.get("code") == "51603" else UNKNOWN  # "Order does not exist"
 
 
 def _bybit_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
     return UnsignedRequest("GET", "/v5/order/realtime",
-                           query=(("category", param(request, "category") or ""), ("orderLinkId", client_id)))
+                           query=(("category", text_param(request, "category")), ("orderLinkId", client_id)))
 
 
 def _bybit_state(status: int, body: bytes) -> str:
     parsed = _json(body)
     if status != 200 or not isinstance(parsed, dict) or parsed.get("retCode") != 0:
         return UNKNOWN
-    found = (parsed.get("result") or {}).get("list")
-    return FOUND if found else ABSENT if found == [] else UNKNOWN
+    result = parsed.get("result")
+    found = result.get("list") if isinstance(result, dict) else None
+    return FOUND if isinstance(found, list) and found else ABSENT if found == [] else UNKNOWN
 
 
 def _htx_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
@@ -142,17 +180,91 @@ def _htx_state(status: int, body: bytes) -> str:
     return ABSENT if parsed.get("err-code") == "base-record-invalid" else UNKNOWN  # "record invalid"
 
 
-_BINANCE = ClientIds(places=frozenset({("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")}),
-                     param="newClientOrderId", make=_hex_id("sa", 32), lookup=_binance_lookup,
-                     state=_binance_state)
+def _kucoin_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    if request.path == "/api/v1/hf/orders":
+        return UnsignedRequest("GET", f"/api/v1/hf/orders/client-order/{client_id}",
+                               query=(("symbol", text_param(request, "symbol")),))
+    return UnsignedRequest("GET", f"/api/v1/order/client-order/{client_id}")
+
+
+def _kucoin_state(status: int, body: bytes) -> str:
+    parsed = _json(body)
+    found = status == 200 and isinstance(parsed, dict) and parsed.get("code") == "200000" and isinstance(
+        parsed.get("data"), dict) and parsed["data"].get("id")
+    return FOUND if found else UNKNOWN
+
+
+def _gate_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    # Gate reads an order by its `text` in place of its id (GET /spot/orders/{order_id}).
+    return UnsignedRequest("GET", f"/api/v4/spot/orders/{client_id}",
+                           query=(("currency_pair", text_param(request, "currency_pair")),))
+
+
+def _gate_state(status: int, body: bytes) -> str:
+    # ORDER_NOT_FOUND is not ABSENT: Gate finds an order by its text only while it is open.
+    parsed = _json(body)
+    return FOUND if status == 200 and isinstance(parsed, dict) and parsed.get("id") else UNKNOWN
+
+
+def _bitget_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    return UnsignedRequest("GET", "/api/v2/spot/trade/orderInfo", query=(("clientOid", client_id),))
+
+
+def _bitget_state(status: int, body: bytes) -> str:
+    parsed = _json(body)
+    ok = status == 200 and isinstance(parsed, dict) and parsed.get("code") == "00000"
+    return FOUND if ok and isinstance(parsed.get("data"), list) and parsed["data"] else UNKNOWN
+
+
+def _mexc_state(status: int, body: bytes) -> str:
+    parsed = _json(body)
+    return FOUND if status == 200 and isinstance(parsed, dict) and "orderId" in parsed else UNKNOWN
+
+
+def _coinbase_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    # The same order again: Coinbase answers an order whose client_order_id it has with that order
+    # ("the order will not be created and the order corresponding with that ID will be returned").
+    return request
+
+
+def _coinbase_state(status: int, body: bytes) -> str:
+    parsed = _json(body)
+    if status != 200 or not isinstance(parsed, dict) or parsed.get("success") is not True:
+        return UNKNOWN
+    placed = parsed.get("success_response")
+    return FOUND if isinstance(placed, dict) and placed.get("order_id") else UNKNOWN
+
+
+def _form(alphabet: str, words: str, longest: int, prefix: str = "") -> tuple[re.Pattern[str], str]:
+    lead = f"{prefix!r} then " if prefix else ""
+    return re.compile(f"{re.escape(prefix)}[{alphabet}]{{1,{longest}}}"), f"{lead}1-{longest} {words}"
+
+
+_ALNUM = ("A-Za-z0-9", "letters or digits")
+_DASHED = ("A-Za-z0-9_-", "letters, digits, '_' or '-'")
+_UNDOCUMENTED = _form(*_DASHED, 64)  # the agent's bound where the exchange documents none (module docstring)
+_BINANCE = ClientIds(frozenset({("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")}), "newClientOrderId",
+                     _hex_id("sa", 32), _binance_lookup, _binance_state,
+                     *_form("A-Za-z0-9.:/_-", "letters, digits or '.:/_-'", 36))
 REGISTRY: dict[str, ClientIds] = {
     "binance": _BINANCE, "binanceusdm": _BINANCE, "binanceus": _BINANCE,
-    "okx": ClientIds(places=frozenset({("POST", "/api/v5/trade/order")}), param="clOrdId",
-                     make=_hex_id("sa", 32), lookup=_okx_lookup, state=_okx_state),
-    "htx": ClientIds(places=frozenset({("POST", "/v1/order/orders/place")}), param="client-order-id",
-                     make=_hex_id("sa", 32), lookup=_htx_lookup, state=_htx_state),
-    "bybit": ClientIds(places=frozenset({("POST", "/v5/order/create")}), param="orderLinkId",
-                       make=_hex_id("sa", 36), lookup=_bybit_lookup, state=_bybit_state),
+    # OKX: ccxt's create_order sends one order as a batch
+    "okx": ClientIds(frozenset({("POST", "/api/v5/trade/order"), ("POST", "/api/v5/trade/batch-orders")}),
+                     "clOrdId", _hex_id("sa", 32), _okx_lookup, _okx_state, *_form(*_ALNUM, 32)),
+    "htx": ClientIds(frozenset({("POST", "/v1/order/orders/place")}), "client-order-id", _hex_id("sa", 32),
+                     _htx_lookup, _htx_state, *_form(*_DASHED, 64)),
+    "bybit": ClientIds(frozenset({("POST", "/v5/order/create")}), "orderLinkId", _hex_id("sa", 36),
+                       _bybit_lookup, _bybit_state, *_form(*_DASHED, 36)),
+    "kucoin": ClientIds(frozenset({("POST", "/api/v1/orders"), ("POST", "/api/v1/hf/orders")}), "clientOid",
+                        _hex_id("sa", 32), _kucoin_lookup, _kucoin_state, *_form(*_DASHED, 40)),
+    "gate": ClientIds(frozenset({("POST", "/api/v4/spot/orders")}), "text", _hex_id("t-sa", 30), _gate_lookup,
+                      _gate_state, *_form("A-Za-z0-9_.-", "letters, digits or '_.-'", 28, prefix="t-")),
+    "bitget": ClientIds(frozenset({("POST", "/api/v2/spot/trade/place-order")}), "clientOid", _hex_id("sa", 32),
+                        _bitget_lookup, _bitget_state, *_UNDOCUMENTED),
+    "mexc": ClientIds(frozenset({("POST", "/api/v3/order")}), "newClientOrderId", _hex_id("sa", 32),
+                      _binance_lookup, _mexc_state, *_UNDOCUMENTED),
+    "coinbase": ClientIds(frozenset({("POST", "/api/v3/brokerage/orders")}), "client_order_id", _hex_id("sa", 32),
+                          _coinbase_lookup, _coinbase_state, *_UNDOCUMENTED),
 }
 
 

@@ -21,12 +21,12 @@ the audit, and never anything of the signature.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.send.exchange_limits import Holds, spent
 from agent.send.orders import ABSENT, FOUND, ClientIds
 from agent.send.transport import Answer, SendFailure, Transport
 from signing_agent_client.request import SignedRequest, UnsignedRequest
@@ -35,11 +35,6 @@ READ_ATTEMPTS = 3
 BACKOFF_S = (0.2, 0.6)  # before the second and third attempt of a read
 MAX_RETRY_AFTER_S = 2.0  # a longer Retry-After is the bot's to wait, not a signing thread's
 LOOKUP_DELAYS_S = (0.2, 0.5, 1.0)  # before each lookup of a lost order: the exchange may be slow to list it
-# The exchange's own limit, fed back: after a 429 (or Binance's 418 ban) whose Retry-After is handed to
-# the bot, the key's further Sends are refused (RESOURCE_EXHAUSTED, rule rate:exchange) until it has
-# passed, so that bots hammering a limited key do not get its IP banned. Bounded, as a clock in a
-# header is the exchange's, not the operator's.
-MAX_HOLD_S = 300.0
 # Retries and lookups start only within this many total_timeout_ms of the first attempt, so that a
 # Send ends within about 2.5 of them (the last attempt runs to its own timeout): under the client's
 # deadline (signing_agent_client.client.SEND_TIMEOUT, 45 s) with the default 15 s.
@@ -83,19 +78,9 @@ class Sender:
         self._budget_s = BUDGET_TOTALS * transport.settings.total_timeout_s
         self._audit = audit  # (event fields) -> None: Guard.record_send
         self._sleep = sleep
-        self._holds: dict[tuple[str, str], float] = {}  # (exchange, key label) -> monotonic time it ends
-        self._lock = threading.Lock()
-
-    def hold_left(self, exchange: str, label: str) -> float:
-        """Seconds until the exchange's last Retry-After for this key has passed (0: none)."""
-        with self._lock:
-            until = self._holds.get((exchange, label))
-            if until is None:
-                return 0.0
-            left = until - time.monotonic()
-            if left <= 0:
-                del self._holds[(exchange, label)]
-            return max(0.0, left)
+        # The exchange's own limits, fed back (agent.send.exchange_limits): the budgets its answers say
+        # are spent, refused at admission (Ticket.admit, rule rate:exchange) until they renew.
+        self.holds = Holds()
 
     def place(self, job: Job, who: dict[str, str]) -> Delivered:
         started = time.monotonic()
@@ -112,12 +97,9 @@ class Sender:
             raise
         answer = delivered.answer
         self._count(job, "reconciled" if delivered.reconciled else _status_class(answer.status), started)
-        wait = _retry_after(answer) if answer.status in (418, 429) else None
-        if wait:
-            with self._lock:
-                if len(self._holds) > 10_000:  # bounded: labels come from the policy, but stay safe
-                    self._holds.clear()
-                self._holds[(job.exchange, who["key"])] = time.monotonic() + min(wait, MAX_HOLD_S)
+        method, path = job.request.method, job.request.path
+        self.holds.record(job.exchange, who["key"], job.base_url, method, path,
+                          spent(job.exchange, answer.status, answer.headers, method, path))
         self._audit(**who, exchange=job.exchange, outcome="answered", http_status=answer.status,
                     client_order_id=delivered.client_id or "", reconciled=delivered.reconciled,
                     elapsed_ms=answer.elapsed_ms, **summary(answer))

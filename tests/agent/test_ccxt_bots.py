@@ -17,6 +17,7 @@ import pytest
 from signing_agent_client.ccxt_bridge import BRIDGES, agent_exchange
 from signing_agent_client.client import SignerClient
 from support.agent_io import capture, sent
+from support.ccxt_calls import MARKETS, unified_market
 from support.deploy import Env, run_cli
 from support.leaks import new_secret, register_secret
 
@@ -141,18 +142,6 @@ def test_ccxt_bot_through_the_agent_sends_what_plain_ccxt_sends(
 # PERMISSION_DENIED); the private calls load_markets makes are signed; the order is signed and verifies
 # as the exchange would verify it (tests/exchange_server.verify: every exchange's HMAC is modelled).
 
-# exchange -> (market id, market type, quote, amount): a synthetic market in ccxt's unified shape.
-MARKETS = {
-    "binance": ("BTCUSDT", "spot", "USDT", 0.001), "binanceus": ("BTCUSDT", "spot", "USDT", 0.001),
-    "binanceusdm": ("BTCUSDT", "swap", "USDT", 0.001), "bitfinex": ("tBTCUSD", "spot", "USD", 0.001),
-    "bitget": ("BTCUSDT", "spot", "USDT", 0.001), "bitstamp": ("btcusd", "spot", "USD", 0.001),
-    "bybit": ("BTCUSDT", "spot", "USDT", 0.001), "coinbase": ("BTC-USD", "spot", "USD", 0.001),
-    "cryptocom": ("BTC_USD", "spot", "USD", 0.001), "deribit": ("BTC-PERPETUAL", "swap", "USD", 10),
-    "gate": ("BTC_USDT", "spot", "USDT", 0.001), "gemini": ("btcusd", "spot", "USD", 0.001),
-    "htx": ("btcusdt", "spot", "USDT", 0.001), "kraken": ("XBTUSD", "spot", "USD", 0.001),
-    "kucoin": ("BTC-USDT", "spot", "USDT", 0.001), "kucoinfutures": ("XBTUSDTM", "swap", "USDT", 1),
-    "mexc": ("BTCUSDT", "spot", "USDT", 0.001), "okx": ("BTC-USDT", "spot", "USDT", 0.001),
-}
 # Private answers ccxt cannot do without before it places the order (HTX: the spot account's id).
 ANSWERS = {"/v1/account/accounts": {"status": "ok", "data": [{"id": 123, "type": "spot", "subtype": "",
                                                                "state": "working"}]}}
@@ -164,22 +153,6 @@ def test_every_exchange_with_a_ccxt_class_has_a_ccxt_bot_here():
     # Binance TR has no ccxt class, so no ccxt bot: its template is checked by test_policy.py only.
     with_ccxt = {name for name, record in EXCHANGES.items() if record.ccxt_id}
     assert {c[0] for c in CASES} == set(MARKETS) == with_ccxt == set(BRIDGES) and "binancetr" not in with_ccxt
-
-
-def _market(exchange, exchange_id: str) -> dict:
-    market_id, kind, quote, _ = MARKETS[exchange_id]
-    swap = kind == "swap"
-    tick = exchange.precisionMode == ccxt.TICK_SIZE
-    return {
-        "id": market_id, "symbol": f"BTC/{quote}" + (f":{quote}" if swap else ""), "base": "BTC", "quote": quote,
-        "settle": quote if swap else None, "baseId": "BTC", "quoteId": quote, "settleId": quote if swap else None,
-        "type": kind, "spot": not swap, "swap": swap, "future": False, "option": False, "margin": False,
-        "contract": swap, "linear": True if swap else None, "inverse": False if swap else None,
-        "contractSize": 1 if swap else None, "active": True,
-        "precision": {"amount": 0.0001 if tick else 8, "price": 0.01 if tick else 5},
-        "limits": {"amount": {"min": 0.0001}, "price": {}, "cost": {}, "leverage": {}},
-        "info": {"orderTypes": ["LIMIT", "MARKET"], "altname": market_id, "wsname": "XBT/USD"},
-    }
 
 
 def _despite_empty_answers(call, *args) -> None:
@@ -259,7 +232,7 @@ def test_a_ccxt_bot_with_the_template_policy_loads_markets_and_places_an_order(t
         _despite_empty_answers(exchange.load_markets)
         loaded = [(s["method"], urlsplit(s["url"]).path) for s in sent if s["private"]]
         assert loaded == LOAD_MARKETS_PRIVATE.get(exchange_id, []), exchange_id
-        exchange.set_markets([_market(exchange, exchange_id)])
+        exchange.set_markets([unified_market(exchange, exchange_id)])
         symbol = exchange.symbols[0]
         amount = MARKETS[exchange_id][3]
         _despite_empty_answers(exchange.create_order, symbol, "limit", "buy", amount, 50000)

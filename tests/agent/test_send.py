@@ -212,15 +212,20 @@ def test_a_lost_answer_to_an_accepted_order_is_reconciled_without_a_second_order
     assert len(orders) == placed_before + 1 and all(r.verdict.ok for r in seen)
 
 
-def test_a_slow_answer_to_an_order_without_client_ids_is_not_sent_again(deployment):
+def test_a_slow_answer_to_a_write_without_client_ids_is_not_sent_again(deployment):
     _, _, server, client, _ = deployment
-    before = len(server.received("coinbase"))
-    server.delay("coinbase", 2.0)  # over read_timeout_ms = 1000
+    client.send("bn", "POST", "/api/v3/order", body={
+        "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
+        "price": "50000", "newClientOrderId": "bot-cancel-1"})
+    before = len(server.received("binance"))
+    server.delay("binance", 2.0)  # over read_timeout_ms = 1000
+    # A cancel is a write the agent has no lookup for: never sent twice, the bot is told to check.
     with pytest.raises(OutcomeUnknownError, match="not send it again") as refused:
-        client.send("cb", "POST", "/api/v3/brokerage/orders", body=json.dumps({**CB_ORDER, "client_order_id": "cb-2"}))
+        client.send("bn", "DELETE", "/api/v3/order", query={"symbol": "BTCUSDT", "origClientOrderId": "bot-cancel-1"})
     assert refused.value.code == "DEADLINE_EXCEEDED"
     time.sleep(1.5)  # the exchange finishes the slow one
-    assert len(_private(server, "coinbase", before)) == 1
+    assert [r.http.method for r in _private(server, "binance", before)] == ["DELETE"]
+    assert server._families["binance"][0].orders["bot-cancel-1"]["status"] == "CANCELED"
 
 
 def test_htx_a_lost_answer_is_reconciled_and_a_late_order_is_never_called_absent_and_resent(deployment):
@@ -386,12 +391,12 @@ def test_a_ccxt_htx_bot_in_send_mode_places_its_order_with_the_body_the_policy_r
     import ccxt
 
     from signing_agent_client.ccxt_bridge import agent_exchange
-    from test_ccxt_bots import _market
+    from support.ccxt_calls import unified_market
 
     _, _, server, client, _ = deployment
     before = len(server.received("htx"))
     exchange = agent_exchange("htx", "htx", client=client, send=True, config={"enableRateLimit": False})
-    exchange.set_markets([_market(exchange, "htx")])
+    exchange.set_markets([unified_market(exchange, "htx")])
     order = exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 50000)
     seen = _private(server, "htx", before)
     placed = [r for r in seen if r.http.path == "/v1/order/orders/place"]

@@ -70,3 +70,34 @@ def ccxt_calls(exchange_id: str, market: dict, options: dict | None = None):
 
 
 Calls = Callable[..., list[UnsignedRequest]]
+
+
+# exchange -> (market id, market type, quote, amount): a synthetic market in ccxt's unified shape.
+MARKETS = {
+    "binance": ("BTCUSDT", "spot", "USDT", 0.001), "binanceus": ("BTCUSDT", "spot", "USDT", 0.001),
+    "binanceusdm": ("BTCUSDT", "swap", "USDT", 0.001), "bitfinex": ("tBTCUSD", "spot", "USD", 0.001),
+    "bitget": ("BTCUSDT", "spot", "USDT", 0.001), "bitstamp": ("btcusd", "spot", "USD", 0.001),
+    "bybit": ("BTCUSDT", "spot", "USDT", 0.001), "coinbase": ("BTC-USD", "spot", "USD", 0.001),
+    "cryptocom": ("BTC_USD", "spot", "USD", 0.001), "deribit": ("BTC-PERPETUAL", "swap", "USD", 10),
+    "gate": ("BTC_USDT", "spot", "USDT", 0.001), "gemini": ("btcusd", "spot", "USD", 0.001),
+    "htx": ("btcusdt", "spot", "USDT", 0.001), "kraken": ("XBTUSD", "spot", "USD", 0.001),
+    "kucoin": ("BTC-USDT", "spot", "USDT", 0.001), "kucoinfutures": ("XBTUSDTM", "swap", "USDT", 1),
+    "mexc": ("BTCUSDT", "spot", "USDT", 0.001), "okx": ("BTC-USDT", "spot", "USDT", 0.001),
+}
+
+
+def unified_market(exchange, exchange_id: str) -> dict:
+    """EXCHANGE_ID's one synthetic market (MARKETS) as ccxt EXCHANGE holds it after load_markets."""
+    market_id, kind, quote, _ = MARKETS[exchange_id]
+    swap = kind == "swap"
+    tick = exchange.precisionMode == TICK_SIZE
+    return {
+        "id": market_id, "symbol": f"BTC/{quote}" + (f":{quote}" if swap else ""), "base": "BTC", "quote": quote,
+        "settle": quote if swap else None, "baseId": "BTC", "quoteId": quote, "settleId": quote if swap else None,
+        "type": kind, "spot": not swap, "swap": swap, "future": False, "option": False, "margin": False,
+        "contract": swap, "linear": True if swap else None, "inverse": False if swap else None,
+        "contractSize": 1 if swap else None, "active": True,
+        "precision": {"amount": 0.0001 if tick else 8, "price": 0.01 if tick else 5},
+        "limits": {"amount": {"min": 0.0001}, "price": {}, "cost": {}, "leverage": {}},
+        "info": {"orderTypes": ["LIMIT", "MARKET"], "altname": market_id, "wsname": "XBT/USD"},
+    }

@@ -22,8 +22,12 @@ signature), the host the real exchange answers on (`host`: what a TLS certificat
 send-mode agent would connect to), and its routes: (METHOD, path) -> a `Route` holding the recorded
 response shape (a JSON value, or a function of the `Received` request for answers that echo it) and
 whether the route is private (signature checked). Each family gets its own listening port, so paths of
-two exchanges never clash; `server.url(exchange)` is its base URL. Add a family with a function like
-`binance_spot()` below; add a route with `family.route("GET", "/api/v3/openOrders", [])`.
+two exchanges never clash; `server.url(exchange)` is its base URL. The families below: binance_spot()
+(also MEXC spot), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(), gate_spot()
+and bitget_spot(), each with its order placement, amend and cancel where ccxt calls them, and its read of
+an order by client order id. Add a route with `family.route("GET", "/api/v3/openOrders", [])`; a path
+ending in `/{id}` matches any last segment (an order id in the path). `family.headers` go on every
+answer (the exchange's rate-limit headers, for a test).
 
 Failure hooks, for the bot's retry and timeout paths (each applies to the next TIMES matching
 requests, then is gone): `fail(exchange, status, headers=..., body=...)` (a 429 with Retry-After, a
@@ -265,16 +269,35 @@ class Family:
     not_found: tuple[int, Any] = (404, {"error": "no such endpoint"})
     # Orders accepted, by client order id (in the order they came): lookups read it, tests count it.
     orders: dict[str, dict] = field(default_factory=dict)
+    # Headers on every answer of this family (a test sets the exchange's rate-limit headers here).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def route(self, method: str, path: str, response: Answer, *, private: bool = True, status: int = 200) -> "Family":
+        """PATH may end in a segment `{id}`, which matches any one segment (the order id in the path)."""
         self.routes[(method, path)] = Route(response, private, status)
         return self
 
+    def find(self, method: str, path: str) -> Route | None:
+        found = self.routes.get((method, path))
+        if found is None:
+            head, _, last = path.rpartition("/")
+            found = self.routes.get((method, head + "/{id}")) if last else None
+        return found
 
-def binance_spot() -> Family:
+    def order_by_id(self, order_id: str) -> tuple[str, dict] | None:
+        """(client order id, order) of the order the exchange numbered ORDER_ID."""
+        return next(((cid, o) for cid, o in self.orders.items() if o.get("_id") == order_id), None)
+
+    def next_id(self) -> str:
+        return str(7_000_000 + len(self.orders))
+
+
+def binance_spot(exchange: str = "binance", host: str = "api.binance.com") -> Family:
     """Binance spot (also what ccxt's load_markets, fetch_balance and create_order call), with response
     shapes as Binance's REST documentation (spot, /api/v3) shows them. Orders are kept by
-    newClientOrderId, and GET /api/v3/order finds one by origClientOrderId (-2013 when there is none)."""
+    newClientOrderId, and GET /api/v3/order finds one by origClientOrderId (-2013 when there is none);
+    DELETE /api/v3/order cancels one. MEXC spot copies these paths and shapes:
+    binance_spot("mexc", "api.mexc.com")."""
     btcusdt = {
         "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
         "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
@@ -305,11 +328,19 @@ def binance_spot() -> Family:
         found = family.orders.get(req.params.get("origClientOrderId", ""))
         return found if found is not None else Reply(400, {"code": -2013, "msg": "Order does not exist."})
 
+    def cancel(req: Received) -> Any:
+        found = family.orders.get(req.params.get("origClientOrderId", ""))
+        if found is None:
+            return Reply(400, {"code": -2011, "msg": "Unknown order sent."})
+        if req.status == 200:
+            found["status"] = "CANCELED"
+        return {**found, "origClientOrderId": found["clientOrderId"], "status": "CANCELED"}
+
     account = {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
                "canDeposit": True, "accountType": "SPOT", "permissions": ["SPOT"],
                "balances": [{"asset": "BTC", "free": "0.50000000", "locked": "0.00000000"},
                             {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"}]}
-    family = (Family("binance", "api.binance.com",
+    family = (Family(exchange, host,
                      unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
                      not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
               .route("GET", "/api/v3/exchangeInfo", lambda _: {"timezone": "UTC", "serverTime": int(time.time() * 1000),
@@ -317,6 +348,7 @@ def binance_spot() -> Family:
               .route("GET", "/api/v3/account", account)
               .route("POST", "/api/v3/order", order)
               .route("GET", "/api/v3/order", lookup)
+              .route("DELETE", "/api/v3/order", cancel)
               .route("GET", "/api/v3/openOrders", []))
     return family
 
@@ -357,12 +389,17 @@ def htx_spot() -> Family:
 
 def coinbase_advanced() -> Family:
     """Coinbase Advanced Trade (api.coinbase.com), CDP keys: a JWT per request (see _verify_jwt). The
-    body is read as JSON, as Coinbase reads it: the JWT does not cover it."""
+    body is read as JSON, as Coinbase reads it: the JWT does not cover it. An order whose client_order_id
+    it already has is answered with that order and not placed again, as Coinbase documents."""
 
     def create(req: Received) -> dict:
         body = json.loads(req.http.body or "{}")
-        order_id = f"11111111-0000-0000-0000-{len(family.orders):012d}"
-        if req.status == 200:
+        known = family.orders.get(body.get("client_order_id", ""))
+        if known is not None:  # documented: "the order corresponding with that ID will be returned instead"
+            body, order_id = known, known["order_id"]
+        else:
+            order_id = f"11111111-0000-0000-0000-{len(family.orders):012d}"
+        if req.status == 200 and known is None:
             family.orders[body.get("client_order_id", order_id)] = {**body, "order_id": order_id}
         return {"success": True, "success_response": {
             "order_id": order_id, "product_id": body.get("product_id"), "side": body.get("side"),
@@ -374,6 +411,262 @@ def coinbase_advanced() -> Family:
               .route("GET", "/api/v3/brokerage/accounts", {"accounts": [], "has_next": False, "cursor": "",
                                                           "size": 0})
               .route("POST", "/api/v3/brokerage/orders", create))
+    return family
+
+
+def _json_body(req: Received) -> Any:
+    try:
+        return json.loads(req.http.body or "{}")
+    except ValueError:
+        return {}
+
+
+def _keep(family: Family, req: Received, client_id: str, order: dict) -> dict:
+    """ORDER, numbered and kept under CLIENT_ID when the request was accepted (not a fault's answer)."""
+    order = {**order, "_id": family.next_id()}
+    if req.status == 200:
+        family.orders[client_id or order["_id"]] = order
+    return order
+
+
+def okx_spot() -> Family:
+    """OKX v5 (www.okx.com): place (one order, or a batch as ccxt's create_order sends), amend, cancel,
+    and the read by clOrdId (51603 "Order does not exist" when there is none), in OKX's response shapes."""
+
+    def ack(order: dict, code: str = "0") -> dict:
+        return {"clOrdId": order.get("clOrdId", ""), "ordId": order["_id"], "tag": order.get("tag", ""),
+                "ts": str(int(time.time() * 1000)), "sCode": code, "sMsg": "Order placed" if code == "0" else ""}
+
+    def place(req: Received) -> dict:
+        body = _json_body(req)
+        placed = [_keep(family, req, o.get("clOrdId", ""), {**o, "state": "live"})
+                  for o in (body if isinstance(body, list) else [body])]
+        return {"code": "0", "msg": "", "data": [ack(o) for o in placed], "inTime": "", "outTime": ""}
+
+    def change(state: str | None) -> Callable[[Received], Any]:
+        def answer(req: Received) -> Any:
+            body = _json_body(req)
+            found = (family.orders.get(body.get("clOrdId", "")) if body.get("clOrdId")
+                     else (family.order_by_id(str(body.get("ordId"))) or (None, None))[1])
+            if found is None:
+                return {"code": "1", "msg": "", "data": [{"clOrdId": "", "ordId": "", "sCode": "51603",
+                                                          "sMsg": "Order does not exist"}]}
+            if req.status == 200:
+                found.update({"sz": body.get("newSz", found.get("sz")), "px": body.get("newPx", found.get("px"))})
+                found["state"] = state or found["state"]
+            return {"code": "0", "msg": "", "data": [{**ack(found), "reqId": body.get("reqId", "")}]}
+        return answer
+
+    def lookup(req: Received) -> Any:
+        found = family.orders.get(req.params.get("clOrdId", ""))
+        if found is None:
+            return {"code": "51603", "msg": "Order does not exist", "data": []}
+        return {"code": "0", "msg": "", "data": [{
+            "instId": found.get("instId"), "ordId": found["_id"], "clOrdId": found.get("clOrdId", ""),
+            "tag": found.get("tag", ""), "px": found.get("px", ""), "sz": found.get("sz"),
+            "ordType": found.get("ordType"), "side": found.get("side"), "tdMode": found.get("tdMode"),
+            "state": found["state"], "accFillSz": "0", "avgPx": "", "fee": "0", "feeCcy": "USDT",
+            "cTime": str(int(time.time() * 1000)), "uTime": str(int(time.time() * 1000))}]}
+
+    family = (Family("okx", "www.okx.com", unauthorized=(401, {"msg": "Invalid Sign", "code": "50113"}),
+                     not_found=(404, {"msg": "Not Found", "code": "50000"}))
+              .route("POST", "/api/v5/trade/order", place)
+              .route("POST", "/api/v5/trade/batch-orders", place)
+              .route("POST", "/api/v5/trade/amend-order", change(None))
+              .route("POST", "/api/v5/trade/cancel-order", change("canceled"))
+              .route("GET", "/api/v5/trade/order", lookup))
+    return family
+
+
+def bybit_spot() -> Family:
+    """Bybit v5 (api.bybit.com), spot: create, amend, cancel, and GET /v5/order/realtime by orderLinkId
+    (an empty list when there is none), in Bybit's response shapes."""
+
+    def result(data: Any, code: int = 0, message: str = "OK") -> dict:
+        return {"retCode": code, "retMsg": message, "result": data, "retExtInfo": {},
+                "time": int(time.time() * 1000)}
+
+    def create(req: Received) -> dict:
+        body = _json_body(req)
+        order = _keep(family, req, body.get("orderLinkId", ""), {**body, "orderStatus": "New"})
+        return result({"orderId": order["_id"], "orderLinkId": body.get("orderLinkId", "")})
+
+    def change(status: str | None) -> Callable[[Received], Any]:
+        def answer(req: Received) -> Any:
+            body = _json_body(req)
+            found = (family.orders.get(body.get("orderLinkId", "")) if body.get("orderLinkId")
+                     else (family.order_by_id(str(body.get("orderId"))) or (None, None))[1])
+            if found is None:
+                return result({}, 110001, "Order does not exist.")
+            if req.status == 200:
+                found.update({k: body[k] for k in ("qty", "price") if k in body})
+                found["orderStatus"] = status or found["orderStatus"]
+            return result({"orderId": found["_id"], "orderLinkId": found.get("orderLinkId", "")})
+        return answer
+
+    def realtime(req: Received) -> dict:
+        found = family.orders.get(req.params.get("orderLinkId", ""))
+        listed = [] if found is None else [{
+            "orderId": found["_id"], "orderLinkId": found.get("orderLinkId", ""), "symbol": found.get("symbol"),
+            "price": found.get("price", "0"), "qty": found.get("qty"), "side": found.get("side"),
+            "orderType": found.get("orderType"), "orderStatus": found["orderStatus"], "cumExecQty": "0",
+            "cumExecValue": "0", "avgPrice": "", "timeInForce": "GTC", "createdTime": str(int(time.time() * 1000)),
+            "updatedTime": str(int(time.time() * 1000))}]
+        return result({"category": req.params.get("category", "spot"), "list": listed, "nextPageCursor": ""})
+
+    family = (Family("bybit", "api.bybit.com", unauthorized=(401, {"retCode": 10004, "retMsg": "error sign!",
+                                                                  "result": {}, "retExtInfo": {}, "time": 0}),
+                     not_found=(404, {"retCode": 10000, "retMsg": "Not Found"}))
+              .route("POST", "/v5/order/create", create)
+              .route("POST", "/v5/order/amend", change(None))
+              .route("POST", "/v5/order/cancel", change("Cancelled"))
+              .route("GET", "/v5/order/realtime", realtime))
+    return family
+
+
+def kucoin_spot() -> Family:
+    """KuCoin spot (api.kucoin.com): POST /api/v1/orders, the HF amend ccxt's edit_order calls, cancel by
+    order id, and the read by clientOid, in KuCoin's response shapes."""
+
+    def place(req: Received) -> dict:
+        body = _json_body(req)
+        order = _keep(family, req, body.get("clientOid", ""), {**body, "isActive": True})
+        return {"code": "200000", "data": {"orderId": order["_id"]}}
+
+    def alter(req: Received) -> Any:
+        body = _json_body(req)
+        known = (family.orders.get(body.get("clientOid", "")) if body.get("clientOid")
+                 else (family.order_by_id(str(body.get("orderId"))) or (None, None))[1])
+        if known is None:
+            return Reply(404, {"code": "400100", "msg": "The order does not exist."})
+        if req.status == 200:
+            known.update({"size": body.get("newSize", known.get("size")), "price": body.get("newPrice", known.get("price"))})
+        return {"code": "200000", "data": {"newOrderId": known["_id"], "clientOid": known.get("clientOid", "")}}
+
+    def cancel(req: Received) -> Any:
+        order_id = req.http.path.rsplit("/", 1)[1]
+        known = family.order_by_id(order_id)
+        if known is None:
+            return Reply(404, {"code": "400100", "msg": "The order does not exist."})
+        if req.status == 200:
+            known[1]["isActive"] = False
+        return {"code": "200000", "data": {"cancelledOrderIds": [order_id]}}
+
+    def lookup(req: Received) -> Any:
+        found = family.orders.get(req.http.path.rsplit("/", 1)[1])
+        if found is None:
+            return Reply(404, {"code": "400100", "msg": "The order does not exist."})
+        return {"code": "200000", "data": {
+            "id": found["_id"], "symbol": found.get("symbol"), "opType": "DEAL", "type": found.get("type"),
+            "side": found.get("side"), "price": found.get("price"), "size": found.get("size"), "dealSize": "0",
+            "dealFunds": "0", "fee": "0", "feeCurrency": "USDT", "timeInForce": "GTC", "isActive": found["isActive"],
+            "cancelExist": not found["isActive"], "clientOid": found.get("clientOid"),
+            "createdAt": int(time.time() * 1000)}}
+
+    family = (Family("kucoin", "api.kucoin.com", unauthorized=(401, {"code": "400005", "msg": "Invalid KC-API-SIGN"}),
+                     not_found=(404, {"code": "404000", "msg": "Not Found"}))
+              .route("POST", "/api/v1/orders", place)
+              .route("POST", "/api/v1/hf/orders/alter", alter)
+              .route("DELETE", "/api/v1/orders/{id}", cancel)
+              .route("GET", "/api/v1/order/client-order/{id}", lookup))
+    return family
+
+
+def gate_spot() -> Family:
+    """Gate v4 spot (api.gateio.ws): place, cancel, and the read of an order by id or by its `text`
+    (ORDER_NOT_FOUND when there is none), in Gate's order shape. (Its amend is a PATCH, which the agent
+    does not take.)"""
+
+    def shown(order: dict) -> dict:
+        now = int(time.time() * 1000)
+        return {"id": order["_id"], "text": order.get("text", ""), "currency_pair": order.get("currency_pair"),
+                "type": order.get("type", "limit"), "account": order.get("account", "spot"), "side": order.get("side"),
+                "amount": order.get("amount"), "price": order.get("price"), "time_in_force": "gtc",
+                "left": order.get("amount"), "filled_total": "0", "fee": "0", "fee_currency": "BTC",
+                "status": order["status"], "create_time_ms": now, "update_time_ms": now}
+
+    def place(req: Received) -> dict:
+        body = _json_body(req)
+        return shown(_keep(family, req, body.get("text", ""), {**body, "status": "open"}))
+
+    def by_id(req: Received) -> dict | None:
+        key = req.http.path.rsplit("/", 1)[1]
+        return family.orders.get(key) or (family.order_by_id(key) or (None, None))[1]
+
+    def read(req: Received) -> Any:
+        found = by_id(req)
+        return shown(found) if found else Reply(404, {"label": "ORDER_NOT_FOUND", "message": "Order not found"})
+
+    def cancel(req: Received) -> Any:
+        found = by_id(req)
+        if found is None:
+            return Reply(404, {"label": "ORDER_NOT_FOUND", "message": "Order not found"})
+        if req.status == 200:
+            found["status"] = "cancelled"
+        return shown({**found, "status": "cancelled"})
+
+    family = (Family("gate", "api.gateio.ws",
+                     unauthorized=(401, {"label": "INVALID_SIGNATURE", "message": "Signature mismatch"}),
+                     not_found=(404, {"label": "NOT_FOUND", "message": "Not found"}))
+              .route("POST", "/api/v4/spot/orders", place)
+              .route("GET", "/api/v4/spot/orders/{id}", read)
+              .route("DELETE", "/api/v4/spot/orders/{id}", cancel))
+    return family
+
+
+def bitget_spot() -> Family:
+    """Bitget v2 spot (api.bitget.com): place, cancel-replace (ccxt's edit_order), cancel, and the read
+    by clientOid, in Bitget's response shapes."""
+
+    def answer(data: Any) -> dict:
+        return {"code": "00000", "msg": "success", "requestTime": int(time.time() * 1000), "data": data}
+
+    def place(req: Received) -> dict:
+        body = _json_body(req)
+        order = _keep(family, req, body.get("clientOid", ""), {**body, "status": "live"})
+        return answer({"orderId": order["_id"], "clientOid": body.get("clientOid", "")})
+
+    def known(body: dict) -> dict | None:
+        if body.get("clientOid"):
+            return family.orders.get(body["clientOid"])
+        return (family.order_by_id(str(body.get("orderId"))) or (None, None))[1]
+
+    def replace_order(req: Received) -> Any:
+        body = _json_body(req)
+        old = known(body)
+        if old is None:
+            return Reply(400, {"code": "43001", "msg": "The order does not exist", "data": None})
+        if req.status == 200:
+            old["status"] = "cancelled"
+        new = _keep(family, req, body.get("newClientOid", ""), {**old, **body, "clientOid": body.get("newClientOid", ""),
+                                                                "status": "live"})
+        return answer({"orderId": new["_id"], "clientOid": new.get("clientOid", ""), "success": "success", "msg": None})
+
+    def cancel(req: Received) -> Any:
+        found = known(_json_body(req))
+        if found is None:
+            return Reply(400, {"code": "43001", "msg": "The order does not exist", "data": None})
+        if req.status == 200:
+            found["status"] = "cancelled"
+        return answer({"orderId": found["_id"], "clientOid": found.get("clientOid", "")})
+
+    def info(req: Received) -> dict:
+        found = family.orders.get(req.params.get("clientOid", ""))
+        now = str(int(time.time() * 1000))
+        return answer([] if found is None else [{
+            "userId": "1", "symbol": found.get("symbol"), "orderId": found["_id"], "clientOid": found.get("clientOid"),
+            "price": found.get("price"), "size": found.get("size"), "orderType": found.get("orderType"),
+            "side": found.get("side"), "status": found["status"], "priceAvg": "0", "baseVolume": "0",
+            "quoteVolume": "0", "enterPointSource": "API", "feeDetail": "", "orderSource": "normal",
+            "cTime": now, "uTime": now}])
+
+    family = (Family("bitget", "api.bitget.com",
+                     unauthorized=(400, {"code": "40009", "msg": "sign signature error", "data": None}),
+                     not_found=(404, {"code": "40404", "msg": "Request URL NOT FOUND", "data": None}))
+              .route("POST", "/api/v2/spot/trade/place-order", place)
+              .route("POST", "/api/v2/spot/trade/cancel-replace-order", replace_order)
+              .route("POST", "/api/v2/spot/trade/cancel-order", cancel)
+              .route("GET", "/api/v2/spot/trade/orderInfo", info))
     return family
 
 
@@ -537,7 +830,7 @@ class ExchangeServer:
         fault = self._take_fault(exchange)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        route = family.routes.get((http.method, http.path))
+        route = family.find(http.method, http.path)
         verdict = verify(exchange, http, credential) if route is not None and route.private else None
         private = route is not None and route.private
         if fault is not None and fault.status is not None:
@@ -547,7 +840,7 @@ class ExchangeServer:
         elif verdict is not None and not verdict.ok:
             (status, body), headers = family.unauthorized, {}
         else:
-            status, headers, body = route.status, {}, route.response
+            status, headers, body = route.status, dict(family.headers), route.response
         received = Received(exchange, http, private, verdict, status)
         if callable(body):  # an answer that echoes the request (an order's id, symbol, side...)
             body = body(received)
@@ -587,7 +880,7 @@ class ExchangeServer:
                 except (ConnectionError, ssl.SSLError):  # the client gave up waiting (a delay hook): as it may
                     self.close_connection = True
 
-            do_GET = do_POST = do_PUT = do_DELETE = _serve
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the log is `owner.log`
                 pass

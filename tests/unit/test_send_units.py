@@ -16,7 +16,7 @@ from agent.send.sender import summary
 from agent.send.transport import Answer, SendFailure, SendSettings, Transport
 from support.exchange_server import ExchangeServer, TestCA, binance_spot
 from support.reference import hmac_credential
-from signing_agent_client.request import RawBody, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, UnsignedRequest
 
 RESTRICTED = 'symbols = ["btcusdt"]\nmax_order = { btcusdt = "0.01" }\n'
 
@@ -99,7 +99,25 @@ def test_a_client_order_id_is_added_without_touching_the_bots_bytes():
     assert orders.for_request("binance", UnsignedRequest("POST", "/api/v3/order")) is not None
     assert orders.for_request("binance", UnsignedRequest("DELETE", "/api/v3/order")) is None
     assert orders.for_request("htx", UnsignedRequest("POST", "/v1/order/orders/place")) is not None
-    assert orders.for_request("coinbase", UnsignedRequest("POST", "/api/v3/brokerage/orders")) is None
+    assert orders.for_request("coinbase", UnsignedRequest("POST", "/api/v3/brokerage/orders")) is not None
+    assert orders.for_request("kraken", UnsignedRequest("POST", "/0/private/AddOrder")) is None
+
+
+@pytest.mark.parametrize("exchange", sorted(orders.REGISTRY))
+def test_every_id_the_agent_makes_has_the_exchanges_form_and_the_form_refuses_others(exchange: str):
+    rules = orders.REGISTRY[exchange]
+    made = {rules.make() for _ in range(50)}
+    assert len(made) == 50 and all(rules.valid.fullmatch(m) for m in made)
+    for bad in ("", "a b", "x" * 65, "a&b=c", "é", 12):
+        with pytest.raises(RequestInvalid, match=rf"{rules.param} .* is not a client order id X takes"):
+            rules.checked("X", bad)
+
+
+def test_a_one_order_batch_is_read_and_a_longer_one_gets_no_id():
+    one = UnsignedRequest("POST", "/api/v5/trade/batch-orders", body=RawBody('[{"instId":"BTC-USDT","clOrdId":"a1"}]'))
+    assert orders.param(one, "clOrdId") == "a1" and orders.text_param(one, "instId") == "BTC-USDT"
+    two = UnsignedRequest("POST", "/api/v5/trade/batch-orders", body=RawBody('[{"instId":"A"},{"instId":"B"}]'))
+    assert orders.with_param(two, "clOrdId", "sa1") == two and orders.param(two, "instId") is None
 
 
 def test_lookup_answers_are_read_conservatively():
@@ -108,6 +126,17 @@ def test_lookup_answers_are_read_conservatively():
     assert state(400, b'{"code": -2013, "msg": "Order does not exist."}') == orders.ABSENT
     assert state(400, b'{"code": -1021, "msg": "Timestamp outside recvWindow"}') == orders.UNKNOWN
     assert state(502, b"<html>") == orders.UNKNOWN
+    # Gate finds an order by its text only while it is open: its "not found" is not "never placed".
+    gate = orders.REGISTRY["gate"].state
+    assert gate(200, b'{"id": "7", "text": "t-sa1"}') == orders.FOUND
+    assert gate(404, b'{"label": "ORDER_NOT_FOUND", "message": "Order not found"}') == orders.UNKNOWN
+    coinbase = orders.REGISTRY["coinbase"].state
+    assert coinbase(200, b'{"success": true, "success_response": {"order_id": "o1"}}') == orders.FOUND
+    assert coinbase(200, b'{"success": false, "error_response": {"error": "INSUFFICIENT_FUND"}}') == orders.UNKNOWN
+    for exchange, rules in orders.REGISTRY.items():  # no answer, however odd, breaks a lookup
+        for body in (b"<html>", b"[]", b"null", b'{"data": 1, "result": [], "code": "0"}',
+                     b'{"retCode": 0, "result": [1]}', b'{"code": "200000", "data": [1]}'):
+            assert rules.state(200, body) in (orders.UNKNOWN, orders.ABSENT), (exchange, body)
 
 
 def test_tls_is_verified_and_failures_say_whether_the_request_went_out(tmp_path):
@@ -275,3 +304,24 @@ def test_under_a_quorum_a_new_delivery_or_destination_is_a_loosening():
     send = replace(base, delivery="send")
     assert not narrower(send, replace(base, delivery="sign")) and not narrower(send, base)
     assert not KEY_FIELDS["send_to"](base, replace(base, send_to="https://elsewhere.test"))
+
+
+def test_the_exchanges_rate_limit_answers_are_read_as_documented_and_odd_values_ignored():
+    from agent.send.exchange_limits import IP, KEY, ORDERS, spent
+
+    now = 1_000_000_050.0  # 30 s into a minute (1_000_000_020 is a whole minute)
+    weight = spent("binance", 200, [("x-mbx-used-weight-1m", "6000")], "GET", "/api/v3/account", now)
+    assert [(s.scope, round(s.wait_s)) for s in weight] == [(IP, 30)]
+    assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", "5999")], "GET", "/api/v3/account", now) == []
+    # USD-M has its own limits under the same header names.
+    assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", "2400")], "GET", "/fapi/v2/account", now)[0].scope == IP
+    orders = spent("binance", 200, [("X-MBX-ORDER-COUNT-10S", "100")], "POST", "/api/v3/order", now)
+    assert orders[0].scope == ORDERS and 0 < orders[0].wait_s <= 10
+    assert spent("okx", 429, [("Retry-After", "2")], "POST", "/api/v5/trade/order", now)[0].scope == KEY
+    assert spent("binance", 418, [("Retry-After", "120")], "GET", "/api/v3/account", now)[0].scope == IP
+    for odd in ("nan", "inf", "-5", "", "1e400", "abc"):
+        assert spent("okx", 429, [("Retry-After", odd)], "GET", "/x", now) == []
+        assert spent("binance", 200, [("X-MBX-USED-WEIGHT-1M", odd)], "GET", "/api/v3/account", now) == []
+    past = str(int((now - 1) * 1000))
+    assert spent("bybit", 200, [("X-Bapi-Limit-Status", "0"), ("X-Bapi-Limit-Reset-Timestamp", past)], "POST",
+                 "/v5/order/create", now) == []
