@@ -210,7 +210,7 @@ def test_a_ccxt_bot_with_the_template_policy_loads_markets_and_places_an_order(t
     from support.exchange_readers import Http
     from support.exchange_server import verify
     from support.reference import hmac_credential
-    from test_client_package import LOAD_MARKETS_PRIVATE
+    from support.ccxt_calls import LOAD_MARKETS_PRIVATE
 
     agent, keys = templated
     label, api_key, secret, passphrase = keys[exchange_id]

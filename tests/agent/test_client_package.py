@@ -13,6 +13,7 @@ from pathlib import Path
 import ccxt
 import pytest
 
+from support.ccxt_calls import LOAD_MARKETS_PRIVATE
 from support.deploy import Env, run_cli
 from support.leaks import new_secret
 from signing_agent_client import (
@@ -179,15 +180,6 @@ def test_dry_run_sync_and_async_return_the_signed_request_without_the_network(en
     assert request["url"] == "https://api.binance.com/api/v3/order" and "&signature=" in request["body"]
     with pytest.raises(DryRun):
         raise DryRun(request)
-
-
-# Private calls ccxt 4.5's load_markets still makes with the bridge's options (no option turns them off):
-# reads that the templates of these exchanges allow (test_ccxt_bots.py runs every exchange under its template).
-LOAD_MARKETS_PRIVATE = {
-    "coinbase": [("GET", "/api/v3/brokerage/transaction_summary")],
-    "kucoin": [("GET", "/api/v3/margin/symbols"), ("GET", "/api/v1/isolated/symbols")],
-    "kucoinfutures": [("GET", "/api/v3/margin/symbols"), ("GET", "/api/v1/isolated/symbols")],
-}
 
 
 @pytest.mark.parametrize("exchange_id", sorted(BRIDGES))

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 import pytest
 
-from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2
 from support.deploy import Env, make_env, run_cli, start_agent, write_bots
+from support.agent_calls import Receiver, read_audit, refused, sign_at
 from support.leaks import new_secret, register_secret
 
 ALICE = register_secret(f"sa1_alice_{secrets.token_urlsafe(24)}")
@@ -75,37 +74,6 @@ ORDER = (("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("timeInForc
 WITHDRAW_PARAMS = (("coin", "USDT"), ("address", "TXYZattacker"), ("amount", "1000"), ("network", "TRX"))
 
 
-class Receiver:
-    """A webhook receiver on loopback: keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.alerts: list[dict] = []
-        received = self.alerts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, predicate, timeout: float = 5.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for alert in list(self.alerts):
-                if predicate(alert):
-                    return alert
-            time.sleep(0.02)
-        raise AssertionError(f"no matching alert among {[a.get('kind') for a in self.alerts]}")
-
-
 class Deployment:
     def __init__(self, env: Env, receiver: Receiver) -> None:
         self.env, self.receiver = env, receiver
@@ -127,21 +95,6 @@ class Deployment:
         return read_audit(self.audit)
 
 
-def sign_at(target: str, msg: signer_pb2.SignRequest, token: str | None):
-    """(status, details, signed reply or None) of one Sign call to TARGET as the bot holding TOKEN."""
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=metadata, timeout=10)
-        except grpc.RpcError as exc:
-            return exc.code(), exc.details(), None
-    return grpc.StatusCode.OK, "", reply
-
-
-def read_audit(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory):
     env = make_env(tmp_path_factory, "guard")
@@ -158,14 +111,6 @@ def dep(tmp_path_factory: pytest.TempPathFactory):
     yield d
     assert d.agent.stop() == 0, d.agent.log.read_text()
     receiver.server.shutdown()
-
-
-def refused(result, code: grpc.StatusCode, rule: str) -> str:
-    got_code, details, reply = result
-    assert reply is None, "a refused request must not be signed"
-    assert got_code == code, (got_code, details)
-    assert f"'{rule}" in details, details  # "refused by rule 'forbidden:withdrawal': ..."
-    return details
 
 
 def last_decision(dep: Deployment, key: str) -> dict:

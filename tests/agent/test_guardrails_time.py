@@ -22,7 +22,7 @@ from support.deploy import Env, make_env, run_cli, start_agent, write_bots
 from support.exchange_server import ExchangeServer
 from support.leaks import new_secret, register_secret
 from support.tickers import Tickers
-from test_guardrails import Receiver, read_audit, refused, sign_at
+from support.agent_calls import Receiver, read_audit, refused, sign_at
 
 pytestmark = pytest.mark.e2e
 

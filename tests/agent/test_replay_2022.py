@@ -24,7 +24,7 @@ from agent.workers import worker_socket
 from support.deploy import make_env, run_cli, start_agent, write_bots
 from support.leaks import new_secret, register_secret
 from support.exchange_server import ExchangeServer
-from test_guardrails import Receiver
+from support.agent_calls import Receiver
 from support.tickers import Tickers
 
 pytestmark = pytest.mark.e2e

@@ -101,3 +101,12 @@ def unified_market(exchange, exchange_id: str) -> dict:
         "limits": {"amount": {"min": 0.0001}, "price": {}, "cost": {}, "leverage": {}},
         "info": {"orderTypes": ["LIMIT", "MARKET"], "altname": market_id, "wsname": "XBT/USD"},
     }
+
+
+# Private calls ccxt 4.5's load_markets still makes with the bridge's options (no option turns them off):
+# reads that the templates of these exchanges allow (tests/agent/test_ccxt_bots.py runs every exchange under its template).
+LOAD_MARKETS_PRIVATE = {
+    "coinbase": [("GET", "/api/v3/brokerage/transaction_summary")],
+    "kucoin": [("GET", "/api/v3/margin/symbols"), ("GET", "/api/v1/isolated/symbols")],
+    "kucoinfutures": [("GET", "/api/v3/margin/symbols"), ("GET", "/api/v1/isolated/symbols")],
+}

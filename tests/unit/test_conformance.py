@@ -241,3 +241,4 @@ def test_signed_request_never_carries_the_secret(exchange_id):
         assert secret not in repr(signed)
         key = EXCHANGES[exchange_id].hmac_key(secret.encode())
         assert key.hex() not in repr(signed)  # nor the key bytes it decodes to (Kraken)
+
