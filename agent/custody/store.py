@@ -102,6 +102,14 @@ class _SqlStore:
         raise NotImplementedError
         yield
 
+    @contextmanager
+    def _write_tx(self) -> Iterator[Any]:
+        """A transaction that appends key_events: writers must commit in the order of their sequence
+        numbers, or a poller that has read event 11 never sees event 10 committed after it (a revocation
+        missed for good). SQLite has one writer at a time; PostgreSQL takes a lock first (below)."""
+        with self._tx() as cur:
+            yield cur
+
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.PARAM)
 
@@ -113,7 +121,7 @@ class _SqlStore:
 
     def add(self, record: WrappedRecord) -> None:
         try:
-            with self._tx() as cur:
+            with self._write_tx() as cur:
                 cur.execute(self._q(f"INSERT INTO wrapped_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                             _values(record))
                 cur.execute(self._q("INSERT INTO key_events (label, kind) VALUES (?, 'add')"), (record.label,))
@@ -124,7 +132,7 @@ class _SqlStore:
     def add_many(self, records: list[WrappedRecord]) -> None:
         """Add RECORDS in one transaction (bulk loads, restores); any label already present refuses them all."""
         try:
-            with self._tx() as cur:
+            with self._write_tx() as cur:
                 cur.executemany(self._q(f"INSERT INTO wrapped_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                                 [_values(r) for r in records])
                 cur.executemany(self._q("INSERT INTO key_events (label, kind) VALUES (?, 'add')"),
@@ -138,7 +146,7 @@ class _SqlStore:
         upsert = " ON CONFLICT (label) DO UPDATE SET " + ", ".join(
             f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:]) if replace else ""
         try:
-            with self._tx() as cur:
+            with self._write_tx() as cur:
                 cur.executemany(self._q(f"INSERT INTO wrapped_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                                         + upsert), [_values(r) for r in records])
                 cur.executemany(self._q("INSERT INTO key_events (label, kind) VALUES (?, 'restore')"),
@@ -148,7 +156,7 @@ class _SqlStore:
 
     def revoke(self, label: str) -> WrappedRecord | None:
         """Delete the key's row (its blob with it) and record the event, in one transaction."""
-        with self._tx() as cur:
+        with self._write_tx() as cur:
             cur.execute(self._q(f"DELETE FROM wrapped_keys WHERE label = ? RETURNING {_COLUMNS}"), (label,))
             row = cur.fetchone()
             if row is None:
@@ -269,6 +277,13 @@ class PostgresKeyStore(_SqlStore):
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         with self._db.tx() as cur:
+            yield cur
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Any]:
+        with self._db.tx() as cur:
+            # Held to commit: the next writer draws its event number only after this one's is visible.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('signing-agent key events', 0))")
             yield cur
 
     def close(self) -> None:

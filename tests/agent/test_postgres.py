@@ -381,3 +381,23 @@ def test_backup_of_a_postgres_store_restores_into_sqlite_and_back_over_existing_
         assert store.events_since(head)[0] == [label]
     finally:
         store.close()
+
+
+def test_key_event_writers_commit_in_event_order(dsn: str):
+    """A poller that has read event N must never meet event N-1 later (a revocation missed for good):
+    writers draw their event number only once the writer before them has committed."""
+    store = PostgresKeyStore(dsn)
+    try:
+        store.add(_record("first"))
+        head = store.head()
+        with psycopg.connect(dsn) as held:  # a writer mid-transaction, as the store's own writers lock
+            held.execute("SELECT pg_advisory_xact_lock(hashtextextended('signing-agent key events', 0))")
+            writer = threading.Thread(target=store.revoke, args=("first",))
+            writer.start()
+            time.sleep(0.3)
+            assert writer.is_alive() and store.head() == head  # waiting, its event not drawn yet
+            held.rollback()
+        writer.join(timeout=5)
+        assert not writer.is_alive() and store.head() > head and store.get("first") is None
+    finally:
+        store.close()
