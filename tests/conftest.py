@@ -115,3 +115,22 @@ def agent(env: Env):
     a = start_agent(env, env.config)
     yield a
     assert a.stop() == 0, a.log.read_text()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A throw-away PostgreSQL cluster (support/pg.py), one per test module that asks for it."""
+    from support.pg import remove_cluster, start_cluster
+
+    c = start_cluster()
+    yield c
+    remove_cluster(c)
+
+
+@pytest.fixture
+def dsn(cluster) -> str:
+    """A fresh database in the module's cluster."""
+    return cluster.new_database()

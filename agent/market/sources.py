@@ -59,12 +59,19 @@ def _book(value: Any) -> Decimal | None:
     return number if number is not None and number > 0 else None
 
 
+def _only_ticker(items: Any, missing: str) -> dict:
+    """The one ticker of a list that must hold exactly one (a single symbol was asked); MISSING says why not."""
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise TickerFormatError(missing)
+    return items[0]
+
+
 def _same_symbol(got: Any, symbol: str) -> None:
     if not isinstance(got, str) or got.upper() != symbol.upper():
         raise TickerFormatError("the ticker names another symbol")
 
 
-def _binance(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
+def _binance(answer: Any, symbol: str) -> Quote:
     if not isinstance(answer, dict):
         raise TickerFormatError("not a JSON object")
     _same_symbol(answer.get("symbol"), symbol)
@@ -72,7 +79,7 @@ def _binance(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
                  _book(answer.get("bidPrice")), _book(answer.get("askPrice")))
 
 
-def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
+def _kucoin(answer: Any, symbol: str) -> Quote:
     data = answer.get("data") if isinstance(answer, dict) and answer.get("code") == "200000" else None
     if not isinstance(data, dict):
         raise TickerFormatError("no data (code is not 200000)")
@@ -82,11 +89,9 @@ def _kucoin(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
                  _book(data.get("buy")), _book(data.get("sell")))
 
 
-def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
+def _okx(answer: Any, symbol: str) -> Quote:
     data = answer.get("data") if isinstance(answer, dict) and answer.get("code") == "0" else None
-    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
-        raise TickerFormatError("no single ticker in data (code is not 0)")
-    t = data[0]
+    t = _only_ticker(data, "no single ticker in data (code is not 0)")
     _same_symbol(t.get("instId"), symbol)
     last = _number(t.get("last"), "last")
     # volCcy24h is in the quote currency for spot, in the base currency (coins) for derivatives.
@@ -95,11 +100,9 @@ def _okx(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
                  _book(t.get("askPx")))
 
 
-def _gate(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
-    if not isinstance(answer, list) or len(answer) != 1 or not isinstance(answer[0], dict):
-        raise TickerFormatError("not a list of one ticker")
-    _same_symbol(answer[0].get("currency_pair"), symbol)
-    t = answer[0]
+def _gate(answer: Any, symbol: str) -> Quote:
+    t = _only_ticker(answer, "not a list of one ticker")
+    _same_symbol(t.get("currency_pair"), symbol)
     return Quote(_number(t.get("last"), "last"), _number(t.get("quote_volume"), "quote_volume"),
                  _book(t.get("highest_bid")), _book(t.get("lowest_ask")))
 
@@ -107,9 +110,7 @@ def _gate(answer: Any, symbol: str) -> tuple[Decimal, Decimal | None]:
 def _bybit(answer: Any, symbol: str) -> Quote:
     result = answer.get("result") if isinstance(answer, dict) and answer.get("retCode") == 0 else None
     tickers = result.get("list") if isinstance(result, dict) else None
-    if not isinstance(tickers, list) or len(tickers) != 1 or not isinstance(tickers[0], dict):
-        raise TickerFormatError("no single ticker in result.list (retCode is not 0)")
-    t = tickers[0]
+    t = _only_ticker(tickers, "no single ticker in result.list (retCode is not 0)")
     _same_symbol(t.get("symbol"), symbol)
     # turnover24h is in the quote coin for spot and linear contracts alike.
     return Quote(_number(t.get("lastPrice"), "lastPrice"), _number(t.get("turnover24h"), "turnover24h"),
@@ -118,9 +119,7 @@ def _bybit(answer: Any, symbol: str) -> Quote:
 
 def _bitget(answer: Any, symbol: str) -> Quote:
     data = answer.get("data") if isinstance(answer, dict) and answer.get("code") == "00000" else None
-    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
-        raise TickerFormatError("no single ticker in data (code is not 00000)")
-    t = data[0]
+    t = _only_ticker(data, "no single ticker in data (code is not 00000)")
     _same_symbol(t.get("symbol"), symbol)
     return Quote(_number(t.get("lastPr"), "lastPr"), _number(t.get("quoteVolume"), "quoteVolume"),
                  _book(t.get("bidPr")), _book(t.get("askPr")))
@@ -142,9 +141,7 @@ def _htx(answer: Any, symbol: str) -> Quote:
 def _cryptocom(answer: Any, symbol: str) -> Quote:
     result = answer.get("result") if isinstance(answer, dict) and answer.get("code") == 0 else None
     data = result.get("data") if isinstance(result, dict) else None
-    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
-        raise TickerFormatError("no single ticker in result.data (code is not 0)")
-    t = data[0]
+    t = _only_ticker(data, "no single ticker in result.data (code is not 0)")
     _same_symbol(t.get("i"), symbol)
     # a: last, b: best bid, k: best ask, vv: 24 h value traded (the quote currency; USD for perpetuals).
     return Quote(_number(t.get("a"), "a"), _number(t.get("vv"), "vv"), _book(t.get("b")), _book(t.get("k")))

@@ -18,24 +18,7 @@ import pytest
 from agent.bots_db import POLL_SECONDS, STALE_SECONDS, BotsWatch, PostgresBots
 from support.deploy import PERMISSIVE_POLICY, TEST_BOT, Env, run_cli, start_agent, write_bots
 from support.leaks import new_secret, register_secret
-from support.pg import Cluster, remove_cluster, start_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster()
-    yield c
-    remove_cluster(c)
-
-
-@pytest.fixture
-def dsn(cluster: Cluster) -> str:
-    return cluster.new_database()
-
-
-def _host(env: Env, name: str, dsn: str, policy: Path | None = None) -> Path:
-    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n[state]\ndir = "state-{name}"\n'
-                                        + (f'[policy]\nfile = "{policy.name}"\n' if policy is not None else ""))
+from support.pg import Cluster, host_config
 
 
 def _import_key(env: Env, config: Path, label: str) -> None:
@@ -67,7 +50,7 @@ def test_a_bot_added_on_one_host_signs_on_the_other_and_a_revocation_holds_on_bo
     policy = env.root / f"policy-{label}.toml"
     policy.write_text(PERMISSIVE_POLICY + '\n[bots.carol]\nkeys = ["*"]\n')
     hosts = [f"{label}-a", f"{label}-b"]
-    configs = [_host(env, h, dsn, policy) for h in hosts]
+    configs = [host_config(env, h, dsn, policy) for h in hosts]
     moved = run_cli(env, "bots", "import-file", config=configs[0])  # the deployment's bots.toml: the test bot
     assert moved.returncode == 0 and "imported 1 bot(s)" in moved.stdout, moved.stderr
     _import_key(env, configs[0], label)
@@ -123,7 +106,7 @@ def test_credentials_outlive_a_silent_database_by_the_stale_bound_only_then_reco
     from signing_agent_client.client import AgentUnavailableError, NotAuthenticatedError, SignerClient
 
     host = f"{label}-h"
-    config = _host(env, host, dsn)
+    config = host_config(env, host, dsn)
     assert run_cli(env, "bots", "import-file", config=config).returncode == 0
     _import_key(env, config, label)
     agent = start_agent(env, config)
@@ -203,7 +186,7 @@ def test_the_credentials_in_force_are_a_new_object_at_each_change_and_only_then(
 
 
 def test_import_file_moves_a_bots_file_once_all_or_none(env: Env, dsn: str, label: str, tmp_path: Path):
-    config = _host(env, f"{label}-i", dsn)
+    config = host_config(env, f"{label}-i", dsn)
     bots_file = tmp_path / "bots.toml"
     first, second = _token(), _token()
     write_bots(bots_file, {"mm-1": first, "mm-2": second})
@@ -256,7 +239,7 @@ def test_import_file_moves_a_bots_file_once_all_or_none(env: Env, dsn: str, labe
 def test_bots_commands_say_when_the_database_does_not_answer(env: Env, label: str, tmp_path: Path):
     socket_dir = tmp_path / "no-server"
     socket_dir.mkdir()
-    config = _host(env, f"{label}-down", f"host={socket_dir} port=5 dbname=x user=signing")
+    config = host_config(env, f"{label}-down", f"host={socket_dir} port=5 dbname=x user=signing")
     for args in (("add", "nobody"), ("list",), ("revoke", "nobody"), ("import-file",)):
         proc = run_cli(env, "bots", *args, config=config)
         assert proc.returncode == 4, (args, proc.stderr)

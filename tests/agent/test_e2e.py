@@ -13,25 +13,14 @@ import subprocess
 import sys
 import time
 
-import ccxt
 import pytest
 
 from signing_agent_client.client import InvalidRequestError, KeyNotFoundError, SignerClient
-from support.deploy import Env, make_env, run_cli, start_agent
+from support.deploy import Env, import_key, make_env, run_cli, start_agent
+from support.reference import ccxt_binance
 from support.leaks import new_secret
 
 pytestmark = pytest.mark.e2e
-
-
-def import_key(env: Env, label: str, secret: str, api_key: str = "AKID-e2e", exchange: str = "binance"):
-    return run_cli(env, "keys", "import", "--label", label, "--exchange", exchange, "--api-key", api_key,
-                   stdin=secret + "\n")
-
-
-def ccxt_binance(secret: str, api_key: str, now_ms: int):
-    ex = ccxt.binance({"apiKey": api_key, "secret": secret, "options": {"recvWindow": None}})
-    ex.nonce = lambda: now_ms
-    return ex
 
 
 ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",

@@ -22,19 +22,7 @@ from agent.shared_state import PostgresBuckets, PostgresNonces
 from agent.rates import SharedBuckets
 from support.deploy import ROOT, Env, run_cli, start_agent
 from support.leaks import new_secret
-from support.pg import Cluster, remove_cluster, start_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster()
-    yield c
-    remove_cluster(c)
-
-
-@pytest.fixture
-def dsn(cluster: Cluster) -> str:
-    return cluster.new_database()
+from support.pg import Cluster, host_config
 
 
 def _record(label: str) -> WrappedRecord:
@@ -169,15 +157,10 @@ def test_postgres_without_a_dsn_is_refused(env: Env):
 # -- agents as hosts -------------------------------------------------------------------------------
 
 
-def _host_config(env: Env, name: str, dsn: str):
-    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nhost = "{name}"\n'
-                                         f'[state]\ndir = "state-{name}"\n')
-
-
 def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, cluster: Cluster, dsn: str, label: str):
     from signing_agent_client.client import KeyNotFoundError, SignerClient, AgentUnavailableError
 
-    configs = [_host_config(env, f"host{i}", dsn) for i in range(3)]
+    configs = [host_config(env, f"host{i}", dsn) for i in range(3)]
     init = run_cli(env, "store", "init", config=configs[0])
     assert init.returncode == 0, init.stderr
     moved = run_cli(env, "bots", "import-file", config=configs[0])  # the test bot: credentials live in the database
@@ -357,7 +340,7 @@ def test_store_init_as_a_role_that_may_not_create_tables_says_so(env: Env, clust
 
 
 def test_backup_of_a_postgres_store_restores_into_sqlite_and_back_over_existing_rows(env: Env, dsn: str, label: str):
-    pg_config = _host_config(env, "backup-pg", dsn)
+    pg_config = host_config(env, "backup-pg", dsn)
     run_cli(env, "store", "init", config=pg_config, check=True)
     run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-b",
             stdin=new_secret() + "\n", config=pg_config, check=True)

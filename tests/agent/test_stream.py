@@ -9,7 +9,6 @@ import json
 import signal
 import time
 
-import ccxt
 import pytest
 
 from agent.server import MAX_SIGN_STREAMS_PER_BOT
@@ -22,25 +21,14 @@ from signing_agent_client.client import (
     SignerClient,
     SigningError,
 )
-from support.deploy import TEST_BOT, TEST_BOT_TOKEN, Env, make_env, run_cli, start_agent, write_bots
+from support.deploy import TEST_BOT, TEST_BOT_TOKEN, Env, import_key, make_env, start_agent, write_bots
+from support.reference import ccxt_binance
 from support.leaks import new_secret
 
 pytestmark = pytest.mark.e2e
 
 ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
          "price": "50000", "newClientOrderId": "stream-1"}
-
-
-def import_key(env: Env, label: str, secret: str, api_key: str = "AKID-e2e", exchange: str = "binance"):
-    return run_cli(env, "keys", "import", "--label", label, "--exchange", exchange, "--api-key", api_key,
-                   stdin=secret + "\n")
-
-
-def ccxt_binance(secret: str, api_key: str, now_ms: int):
-    """ccxt's own Binance signer with its clock pinned: what the agent's answer must equal."""
-    ex = ccxt.binance({"apiKey": api_key, "secret": secret, "options": {"recvWindow": None}})
-    ex.nonce = lambda: now_ms
-    return ex
 
 
 def _sign_lines(env: Env) -> list[dict]:

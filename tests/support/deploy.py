@@ -176,3 +176,8 @@ def load_keyring(env: Env):
     from agent.custody import Keyring
 
     return Keyring.open(load_config(env.config).token)
+
+
+def import_key(env: Env, label: str, secret: str, api_key: str = "AKID-e2e", exchange: str = "binance"):
+    return run_cli(env, "keys", "import", "--label", label, "--exchange", exchange, "--api-key", api_key,
+                   stdin=secret + "\n")

@@ -103,3 +103,12 @@ def remove_cluster(cluster: Cluster) -> None:
     except subprocess.CalledProcessError:
         pass  # stopped already
     shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def host_config(env, name: str, dsn: str, policy: Path | None = None) -> Path:
+    """An agent host's config (support.deploy.Env) on the shared database DSN: its own state directory and
+    audit chain name (NAME), and POLICY's file if given."""
+    return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nhost = "{name}"\n'
+                                        f'[state]\ndir = "state-{name}"\n'
+                                        + (f'[policy]\nfile = "{policy.name}"\n' if policy is not None else ""))
+

@@ -107,3 +107,12 @@ def recording(cred):
 
     cred.mac, cred.sign = recording_mac, recording_sign
     return cred, messages
+
+
+def ccxt_binance(secret: str, api_key: str, now_ms: int):
+    """ccxt's own Binance signer with its clock pinned: what the agent's answer must equal."""
+    import ccxt
+
+    ex = ccxt.binance({"apiKey": api_key, "secret": secret, "options": {"recvWindow": None}})
+    ex.nonce = lambda: now_ms
+    return ex
