@@ -107,7 +107,7 @@ deps: $(VENV)/.installed softhsm
 # (A .venv made before the lock, with pip's own packages in it, is made anew.)
 $(VENV)/.installed: pyproject.toml uv.lock $(TOOLS)/.uv
 	test -e $(VENV)/.uv-managed || { rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && touch $(VENV)/.uv-managed; }
-	$(UV_SYNC) --quiet --extra dev --no-install-project
+	$(UV_SYNC) --quiet --extra dev --no-install-workspace
 	$(UV_SYNC) --quiet --extra dev
 	touch $@
 
