@@ -371,6 +371,16 @@ def _key_policy(label: str, v: dict, where: Where, warnings: list[str]) -> KeyPo
 _SEGMENT = re.compile(r"[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*\Z")
 
 
+def check_method(exchange: Exchange, request: UnsignedRequest) -> None:
+    """Refuse a method the exchange's API does not use (its record's Rules.methods): PATCH is signed only
+    where the exchange documents an endpoint taking it, so a signature is never made for a method the
+    exchange's server would route elsewhere or that no rule here was written for."""
+    if request.method not in exchange.rules.methods:
+        takes = ", ".join(exchange.rules.methods)
+        raise RequestInvalid(f"method {request.method} is not a method {exchange.name}'s API uses (it takes {takes}): "
+                             "send the method the exchange documents for this endpoint")
+
+
 def check_shape(request: UnsignedRequest) -> None:
     """Refuse a path that could make the exchange see another endpoint than the policy saw.
 
@@ -401,15 +411,21 @@ _CANONICAL: set[str] = set()
 CANONICAL_PATHS = 4096
 
 
-def check_names(names: Iterable[str]) -> None:
-    """Parameter names (query, form and raw bodies alike) must be unique, case-insensitively."""
-    seen: set[str] = set()
-    for name in names:
+def check_names(params: Iterable[tuple[str, object]]) -> None:
+    """Parameter names (query, form and raw bodies alike) must be unique, case-insensitively: where a name
+    is given twice the exchange reads one and the policy might read the other. The one repeat allowed is
+    the same name, spelled alike, with the same text value (ccxt sends Gate's PATCH amend parameters in
+    both the query and the body): whichever the exchange reads, it is the value the policy read."""
+    seen: dict[str, tuple[str, object]] = {}
+    for name, value in params:
         folded = name.casefold()
-        if folded in seen:
+        first = seen.get(folded)
+        if first is None:
+            seen[folded] = (name, value)
+        elif not (first[0] == name and isinstance(value, str) and first[1] == value):
             raise Refusal("duplicate-parameter", f"parameter {name[:40]!r} appears more than once "
-                                                 "(in the query and the body, or in another letter case)")
-        seen.add(folded)
+                                                 "(in the query and the body, or in another letter case) "
+                                                 "with another value or spelling: send it once")
 
 
 def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
@@ -596,10 +612,11 @@ def evaluate(
     read: View | None = None
     facts: RequestFacts | None = None
     try:
+        check_method(exchange, request)
         check_shape(request)
         read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
         params = read.params
-        check_names(name for name, _ in params)
+        check_names(params)
         facts = facts_of(read)
         refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
         if refused:  # every category the request falls in must be allowed, not only the first

@@ -52,6 +52,7 @@ from agent.schemes import (
     UnsignedRequest,
     UnsupportedKey,
 )
+from signing_agent_client.request import METHODS
 
 if TYPE_CHECKING:
     from agent.custody.keyring import KeyEntry
@@ -267,7 +268,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             validate_label(msg.key)
         except InvalidName as exc:
             raise RequestInvalid(f"key: {exc}") from None
-        return request_from_proto(msg).validated()  # the shape every exchange shares
+        # The shape every exchange shares; the key's exchange narrows the methods (agent.policy.check_method).
+        return request_from_proto(msg).validated(METHODS)
 
     def _sign(
         self, label: str, request: UnsignedRequest, timestamp_ms: int, now_ms: int, key_policy: KeyPolicy, bot: str = "",

@@ -23,7 +23,7 @@ from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import CATEGORIES, Explicit, ParamRule, Reads, UnboundNote
 from agent.rules.view import BodyFormat, View
 from agent.schemes.context import KEY_TYPES
-from signing_agent_client.request import METHODS
+from signing_agent_client.request import COMMON_METHODS, METHODS
 from agent.schemes.spec import PassphraseRule, Scheme, UnsupportedKey
 
 OrderReader = Callable[[View], list[OrderFacts]]
@@ -72,6 +72,10 @@ class Rules:
     param_rules: tuple[ParamRule, ...]  # forbidden endpoints' mandatory parameters, on any path
     settings_rules: tuple[ParamRule, ...]  # account-settings parameters, tried after every other rule
     param_methods: frozenset[str] | None  # the methods parameter rules apply to (Bybit: POST); None: all
+    # The HTTP methods the exchange's API uses (COMMON_METHODS, and PATCH only where the exchange
+    # documents it: Gate's spot amend). The policy refuses any other before reading the request, naming
+    # these, and the scheme validates with them, so a method the exchange never serves is never signed.
+    methods: tuple[str, ...]
     # Why every signature of this exchange is also a login that mints a session token (Deribit: the
     # header signature verifies as public/auth client_signature), making every request of the
     # `session-token` category as well as its own; None where no signature can be used so.
@@ -230,5 +234,8 @@ def _check_rules(r: Rules) -> None:
     if r.param_methods is not None and not (isinstance(r.param_methods, frozenset) and r.param_methods
                                             and r.param_methods <= set(METHODS)):
         refuse("param_methods", "must be a non-empty frozenset of methods, or None (all)")
+    if not (_tuple_of(r.methods, str) and r.methods[:len(COMMON_METHODS)] == COMMON_METHODS
+            and set(r.methods) <= set(METHODS)):
+        refuse("methods", f"must be COMMON_METHODS, then any more of {', '.join(METHODS)} the exchange uses")
     if any(rule.category not in CATEGORIES for rule in r.explicit):
         refuse("explicit", "must name categories of agent.rules.CATEGORIES")

@@ -33,7 +33,19 @@ MAX_HOLD_S = 300.0
 MAX_HOLDS = 10_000  # bounded: labels and paths come from policies and bots, but stay safe
 
 # REQUEST_WEIGHT and ORDERS in GET /api/v3/exchangeInfo (spot) and /fapi/v1/exchangeInfo (USD-M), by
-# path prefix: the headers' names are the same on both, the limits are not.
+# path prefix: the headers' names are the same on both, the limits are not. Checked against what Binance
+# publishes (developers.binance.com; its binance-spot-api-docs repository):
+#   spot   REQUEST_WEIGHT 6000 per MINUTE 1 (enums.md, "Rate limiters"; rest-api limits' exchangeInfo
+#          sample); ORDERS 100 per SECOND 10 (faqs/order_count_decrement.md, "Spot Unfilled Order Count
+#          Rules") and 200000 per DAY 1 (the ORDERS sample of the same enums). ORDERS counts *unfilled*
+#          orders: a fill takes one off the count, so X-MBX-ORDER-COUNT-* is the count now, and holding
+#          while it is at the limit is right. Older samples (50 per 10 s, 160000 a day, 1200 weight) are
+#          superseded.
+#   USD-M  REQUEST_WEIGHT 2400 per MINUTE 1 (the futures docs' rateLimits samples); ORDERS 1200 per
+#          MINUTE 1 and 300 per SECOND 10 (the /fapi/v1/exchangeInfo sample).
+# Binance says the live configuration may differ from the samples: where a limit is lower, the weight's
+# 429 carries Retry-After and holds the sends; the order count's 429 (-1015 "Too many new orders") is
+# documented without Retry-After, so there the bot sees the exchange's answer and no hold is made.
 BINANCE_LIMITS: dict[str, dict[str, int]] = {
     "/api/": {"USED-WEIGHT-1M": 6000, "ORDER-COUNT-10S": 100, "ORDER-COUNT-1D": 200_000},
     "/fapi/": {"USED-WEIGHT-1M": 2400, "ORDER-COUNT-10S": 300, "ORDER-COUNT-1M": 1200},

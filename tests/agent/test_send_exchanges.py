@@ -8,7 +8,7 @@ What must hold (issue 20):
   anything is signed; one the agent makes if the bot sent none), and a dropped answer after an
   accepted order is reconciled by that id without a second order;
 * a ccxt bot in send mode places, amends and cancels orders with its ordinary code, and ccxt parses
-  the exchange's answers (OKX, Bybit, KuCoin, Bitget; Gate places and cancels: its amend is a PATCH).
+  the exchange's answers (OKX, Bybit, KuCoin, Bitget, Gate: its amend is a PATCH).
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def test_okx_and_bybit_lookups_use_their_documented_reads(deployment):
         assert found == answer.client_order_id
 
 
-# ccxt bots: place, amend, cancel. Gate's amend is a PATCH, a method the agent does not sign.
+# ccxt bots: place, amend, cancel. Gate's amend is a PATCH (the one exchange here whose API uses it).
 CCXT_FLOWS = ["okx", "bybit", "kucoin", "gate", "bitget"]
 
 
@@ -230,16 +230,29 @@ def test_a_ccxt_bot_places_amends_and_cancels_orders_in_send_mode(deployment, ex
     orders = _orders(server, exchange_id)
     assert placed["id"] and any(o["_id"] == placed["id"] for o in orders.values())
     current = placed["id"]
-    if exchange_id != "gate":
-        edited = exchange.edit_order(current, symbol, "limit", "buy", 0.02, 51000)
-        assert edited["id"]
-        current = edited["id"]  # Bitget's cancel-replace gives the order a new id
-        kept = next(o for o in orders.values() if o["_id"] == current)
-        assert "0.02" in json.dumps(kept)
+    edited = exchange.edit_order(current, symbol, "limit", "buy", 0.02, 51000)
+    assert edited["id"]
+    current = edited["id"]  # Bitget's cancel-replace gives the order a new id
+    kept = next(o for o in orders.values() if o["_id"] == current)
+    assert "0.02" in json.dumps(kept)
     cancelled = exchange.cancel_order(current, symbol)
     assert cancelled["id"] == current or cancelled["info"]
     final = next(o for o in orders.values() if o["_id"] == current)
     assert next(v for k, v in final.items() if k in ("state", "orderStatus", "isActive", "status")) in (
         "canceled", "Cancelled", False, "cancelled")
     seen = [r for r in server.received(exchange_id)[before:] if r.private]
-    assert len(seen) >= (2 if exchange_id == "gate" else 3) and all(r.verdict.ok for r in seen)
+    assert len(seen) >= 3 and all(r.verdict.ok for r in seen)
+    if exchange_id == "gate":
+        assert any(r.http.method == "PATCH" for r in seen)
+
+
+def test_a_patch_is_refused_for_an_exchange_whose_api_never_uses_it(deployment):
+    # Only Gate's API takes PATCH (its spot amend, above): for any other exchange the agent refuses it
+    # before signing or sending, naming the methods that exchange takes.
+    _, server, client = deployment
+    before = len(server.received("okx"))
+    with pytest.raises(InvalidRequestError, match=r"method PATCH is not a method OKX's API uses \(it takes GET, POST, "
+                                                  r"PUT, DELETE\)") as refused:
+        client.send("okx", "PATCH", "/api/v5/trade/amend-order", body='{"instId":"BTC-USDT","newSz":"1"}')
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert len(server.received("okx")) == before

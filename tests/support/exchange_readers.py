@@ -148,9 +148,14 @@ def _join(*parts: list | Refused) -> list | Refused:
         if isinstance(part, Refused):
             return part
         out.extend(part)
-    names = [name for name, _ in out]
-    if len(set(names)) != len(names):
-        return Refused("a parameter sent twice")
+    # A name sent twice is ambiguous (which one the server reads is not documented), unless both say the
+    # same text: then whichever it reads is that value (ccxt sends Gate's PATCH amend fields in the query
+    # and the body, and Gate takes it).
+    first: dict[str, object] = {}
+    for name, value in out:
+        if name in first and not (isinstance(value, str) and first[name] == value):
+            return Refused("a parameter sent twice")
+        first.setdefault(name, value)
     return out
 
 

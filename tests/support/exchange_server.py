@@ -573,9 +573,8 @@ def kucoin_spot() -> Family:
 
 
 def gate_spot() -> Family:
-    """Gate v4 spot (api.gateio.ws): place, cancel, and the read of an order by id or by its `text`
-    (ORDER_NOT_FOUND when there is none), in Gate's order shape. (Its amend is a PATCH, which the agent
-    does not take.)"""
+    """Gate v4 spot (api.gateio.ws): place, amend (PATCH, as ccxt's edit_order sends it), cancel, and the
+    read of an order by id or by its `text` (ORDER_NOT_FOUND when there is none), in Gate's order shape."""
 
     def shown(order: dict) -> dict:
         now = int(time.time() * 1000)
@@ -605,11 +604,23 @@ def gate_spot() -> Family:
             found["status"] = "cancelled"
         return shown({**found, "status": "cancelled"})
 
+    def amend(req: Received) -> Any:
+        # PATCH /spot/orders/{order_id}: amount and/or price change in place (the order keeps its id and
+        # text), answered with the order as Gate shows it. ccxt sends the fields in the query and the body.
+        found = by_id(req)
+        if found is None:
+            return Reply(404, {"label": "ORDER_NOT_FOUND", "message": "Order not found"})
+        change = {k: v for k, v in {**req.params, **_json_body(req)}.items() if k in ("amount", "price")}
+        if req.status == 200:
+            found.update(change)
+        return shown({**found, **change})
+
     family = (Family("gate", "api.gateio.ws",
                      unauthorized=(401, {"label": "INVALID_SIGNATURE", "message": "Signature mismatch"}),
                      not_found=(404, {"label": "NOT_FOUND", "message": "Not found"}))
               .route("POST", "/api/v4/spot/orders", place)
               .route("GET", "/api/v4/spot/orders/{id}", read)
+              .route("PATCH", "/api/v4/spot/orders/{id}", amend)
               .route("DELETE", "/api/v4/spot/orders/{id}", cancel))
     return family
 

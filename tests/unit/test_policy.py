@@ -21,6 +21,7 @@ from agent.policy import (
     check_clock,
     check_endpoint,
     check_key_dates,
+    check_method,
     check_names,
     check_orders,
     check_recv_window,
@@ -32,7 +33,7 @@ from agent.exchanges import EXCHANGES
 from agent.policy_templates import default_policy
 from agent.rules import OrderFacts, inspect
 from agent.rules.view import view
-from signing_agent_client.request import RawBody, UnsignedRequest
+from signing_agent_client.request import RawBody, RequestInvalid, UnsignedRequest
 
 BASE = b"""
 [bots.b1]
@@ -112,8 +113,22 @@ def test_canonical_paths_pass(path: str):
 ])
 def test_names_repeated_across_parts_or_letter_case_are_refused(exchange: str, request_: UnsignedRequest):
     with pytest.raises(Refusal) as caught:
-        check_names(name for name, _ in view(EXCHANGES[exchange], request_).params)
+        check_names(view(EXCHANGES[exchange], request_).params)
     assert caught.value.rule == "duplicate-parameter"
+
+
+def test_a_name_repeated_with_the_same_text_value_is_one_parameter():
+    # ccxt's Gate amend: the same fields in the query and the JSON body. The exchange reads either, and
+    # both say the same, so nothing is ambiguous; another spelling or value, or a non-text value, is.
+    query = (("currency_pair", "BTC_USDT"), ("amount", "0.02"))
+    check_names(view(EXCHANGES["gate"], UnsignedRequest(
+        "PATCH", "/api/v4/spot/orders/1", query, RawBody('{"currency_pair":"BTC_USDT","amount":"0.02"}'))).params)
+    for body in ('{"currency_pair":"BTC_USDT","amount":"2"}', '{"currency_pair":"BTC_USDT","AMOUNT":"0.02"}',
+                 '{"currency_pair":"BTC_USDT","amount":0.02}'):
+        with pytest.raises(Refusal, match="send it once") as caught:
+            check_names(view(EXCHANGES["gate"], UnsignedRequest("PATCH", "/api/v4/spot/orders/1", query,
+                                                                  RawBody(body))).params)
+        assert caught.value.rule == "duplicate-parameter"
 
 
 NOW = 1_800_000_000_000
@@ -234,6 +249,21 @@ def test_the_guard_refuses_an_order_without_a_readable_symbol_on_a_key_with_a_sy
         assert check("open", order) == ()  # no symbol list: nothing to check the order against
     finally:
         guard.stop()
+
+
+def test_patch_is_signed_only_where_the_exchange_uses_it():
+    # Gate amends a spot order with PATCH /api/v4/spot/orders/{id}; no other exchange here uses PATCH,
+    # so a PATCH for one of them is refused naming the methods it takes, before any rule reads it.
+    amend = UnsignedRequest("PATCH", "/api/v4/spot/orders/123", (("currency_pair", "BTC_USDT"),), RawBody('{"amount":"1"}'))
+    check_method(EXCHANGES["gate"], amend)
+    users = sorted(e for e, record in EXCHANGES.items() if "PATCH" in record.rules.methods)
+    assert users == ["gate"]
+    for exchange in sorted(set(EXCHANGES) - {"gate"}):
+        with pytest.raises(RequestInvalid, match=rf"method PATCH is not a method {EXCHANGES[exchange].name}'s API "
+                                                 r"uses \(it takes GET, POST, PUT, DELETE\): send the method"):
+            check_method(EXCHANGES[exchange], UnsignedRequest("PATCH", "/api/v3/order", (), None))
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            check_method(EXCHANGES[exchange], UnsignedRequest(method, "/api/v3/order", (), None))
 
 
 def test_receive_windows_are_bounded():

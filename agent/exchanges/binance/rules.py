@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
 from agent.rules.orders import batch, fields_of, side_of, type_of
@@ -131,6 +132,6 @@ RULES = Rules(
     body_format=form_body, json_rpc=None, symbol_params=frozenset({"symbol", "symbols", "pair"}),
     path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
-    param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None,
+    param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, param_rule
 from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, side_of, sized, traded, type_of, unsure
@@ -109,6 +110,6 @@ RULES = Rules(
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol", "symbols"}),
     path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=(), not_forbidden=None,
-    param_rules=PARAM_RULES, settings_rules=(), param_methods=None,
+    param_rules=PARAM_RULES, settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads
 from agent.rules.orders import BASE, batch, fields_of, price_of, side_of, sized, type_of
@@ -49,6 +50,6 @@ RULES = Rules(
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"instrument_name"}),
     path_symbols=(), read_orders=orders, reads=READS,
     explicit=(), not_forbidden=None,
-    param_rules=(), settings_rules=(), param_methods=None,
+    param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,
 )

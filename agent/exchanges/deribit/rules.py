@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
 from agent.rules.orders import BASE, batch, fields_of, sized
@@ -58,6 +59,6 @@ RULES = Rules(
     body_format=json_body, json_rpc="/api/v2", symbol_params=frozenset({"instrument_name"}),
     path_symbols=(), read_orders=orders, reads=Reads(get=False, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
-    param_rules=(), settings_rules=(), param_methods=None,
+    param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=DERIBIT_LOGIN,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
 from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
@@ -77,6 +78,6 @@ RULES = Rules(
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"currency_pair", "contract", "market"}),
     path_symbols=PATH_SYMBOLS, read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
-    param_rules=(), settings_rules=(), param_methods=None,
+    param_rules=(), settings_rules=(), param_methods=None, methods=(*COMMON_METHODS, "PATCH"),
     signature_is_login=None,
 )

@@ -24,6 +24,7 @@ import hashlib
 
 from agent.schemes.context import Credential, Environment
 from agent.schemes.encoding import json_body_text, unencoded_query, urlencode
+from agent.exchanges.gate.rules import RULES
 from signing_agent_client.request import RequestInvalid, SignedRequest, UnsignedRequest
 
 PATH_PREFIX = "/api/v4/"
@@ -49,7 +50,7 @@ def _signed_query(query: tuple[tuple[str, str], ...]) -> str:
 
 class GateScheme:
     def sign(self, request: UnsignedRequest, key: Credential, env: Environment) -> SignedRequest:
-        request = request.validated()
+        request = request.validated(RULES.methods)  # PATCH: Gate's spot amend
         if not request.path.startswith(PATH_PREFIX):
             raise RequestInvalid(
                 f"Gate paths are the full path sent and signed, starting with {PATH_PREFIX} "

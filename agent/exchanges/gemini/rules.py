@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
 from agent.rules.orders import BASE, side_of, traded
@@ -43,6 +44,6 @@ RULES = Rules(
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
     path_symbols=(), read_orders=orders, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
-    param_rules=(), settings_rules=(), param_methods=None,
+    param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,
 )

@@ -7,6 +7,7 @@ from decimal import Decimal
 from agent.exchanges.binance.rules import orders as binance_orders
 from agent.exchanges.mexc.scheme import CONTRACT_PREFIX
 from agent.exchanges.record import Rules
+from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
 from agent.rules.orders import BASE, batch, fields_of, sized
@@ -84,6 +85,6 @@ RULES = Rules(
     body_format=body_format, json_rpc=None, symbol_params=frozenset({"symbol", "symbols"}),
     path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
-    param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None,
+    param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,
 )

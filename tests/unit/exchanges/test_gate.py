@@ -176,3 +176,25 @@ def test_bridge_body_is_byte_for_byte():
     unsigned = bridge.unsign(placeholder, built, ["private", "futures"])
     assert unsigned.request.body == RawBody(built["body"])
     assert json.loads(built["body"])["size"] == 2  # a JSON number, which parameter pairs cannot carry
+
+
+def test_the_spot_amend_patch_equals_ccxt_and_no_other_exchange_signs_patch():
+    # ccxt's edit_order on a spot market: PATCH /spot/orders/{order_id} with the fields in the query and
+    # the same JSON in the body (gate.sign). Gate's scheme signs it as ccxt does, from the request the
+    # bridge rebuilds out of ccxt's; every other exchange's scheme refuses PATCH (its API never uses it).
+    from agent.exchanges import EXCHANGES
+
+    secret = gate_secret()
+    params = {"order_id": "7000001", "currency_pair": "BTC_USDT", "account": "spot", "amount": "0.02",
+              "price": "51000"}
+    expected = ccxt_gate(secret, NOW_MS).sign("orders/{order_id}", ["private", "spot"], "PATCH", dict(params))
+    placeholder = ccxt.gate(dict(bridge.PLACEHOLDER))
+    placeholder.milliseconds = lambda: NOW_MS
+    built = placeholder.sign("orders/{order_id}", ["private", "spot"], "PATCH", dict(params))
+    unsigned = bridge.unsign(placeholder, built, ["private", "spot"])
+    assert unsigned.request.method == "PATCH" and unsigned.request.path == "/api/v4/spot/orders/7000001"
+    assert_equals_ccxt(sign(unsigned.request, secret), expected)
+    for exchange_id, record in EXCHANGES.items():
+        if exchange_id != "gate":
+            with pytest.raises(RequestInvalid, match=r"method 'PATCH' is not one of GET, POST, PUT, DELETE"):
+                record.scheme.sign(UnsignedRequest("PATCH", "/api/v3/order"), credential(secret), fixed_environment(NOW_MS))

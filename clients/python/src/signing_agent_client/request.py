@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("GET", "POST", "PUT", "DELETE")
+# The methods every exchange's API uses, and the default of `validated()`: a scheme refuses any other.
+COMMON_METHODS = ("GET", "POST", "PUT", "DELETE")
+# Every method some exchange's API uses (Gate amends a spot order with PATCH). Which of them an exchange
+# takes is its record's (agent.exchanges.record.Rules.methods); its scheme validates with that.
+METHODS = (*COMMON_METHODS, "PATCH")
 MAX_PATH_LEN = 2048
 MAX_PARAMS = 256
 MAX_NAME_LEN = 128
@@ -42,12 +46,13 @@ class UnsignedRequest:
     # Set on the copy validated() returns, so a request checked by the service is not checked again.
     checked: bool = field(default=False, compare=False, repr=False)
 
-    def validated(self) -> "UnsignedRequest":
-        """Check the shape common to all exchanges; raise RequestInvalid naming the problem."""
+    def validated(self, methods: tuple[str, ...] = COMMON_METHODS) -> "UnsignedRequest":
+        """Check the shape common to all exchanges, with a method of METHODS (the exchange's: PATCH only
+        where it uses it); raise RequestInvalid naming the problem."""
+        if self.method not in methods:  # checked every time: a request validated for another exchange's methods
+            raise RequestInvalid(f"method {self.method[:16]!r} is not one of {', '.join(methods)}")
         if self.checked:
             return self
-        if self.method not in METHODS:
-            raise RequestInvalid(f"method {self.method[:16]!r} is not one of {', '.join(METHODS)}")
         if not self.path.startswith("/") or len(self.path) > MAX_PATH_LEN:
             raise RequestInvalid("path must start with '/' and be at most 2048 characters")
         if any(c in self.path for c in "?#") or not self.path.isprintable() or " " in self.path:
