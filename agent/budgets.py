@@ -57,7 +57,7 @@ class Overspent:
     used: Decimal  # before this request
 
 
-def _bucket_seconds(budget: Budget) -> int:
+def bucket_seconds(budget: Budget) -> int:
     return max(1, budget.seconds // BUCKETS)
 
 
@@ -158,7 +158,7 @@ class Ledgers:
 
 def _first_bucket(budget: Budget, now: float) -> tuple[int, int]:
     """(bucket width, the oldest bucket index still overlapping the window ending NOW)."""
-    width = _bucket_seconds(budget)
+    width = bucket_seconds(budget)
     return width, int((now - budget.seconds) // width)
 
 

@@ -183,13 +183,16 @@ class Guard:
         self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets: Any = SharedBuckets(state_dir / "rates.bin")
-        if shared_buckets_dsn is not None:  # several hosts: key, bot and order rates in PostgreSQL (agent.shared_state)
-            from agent.shared_state import PostgresBuckets
+        ledgers = None
+        if shared_buckets_dsn is not None:
+            # Several hosts: key, bot and order rates, and notional budgets, in PostgreSQL (agent.shared_state).
+            from agent.shared_state import PostgresBuckets, PostgresLedgers
 
             self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
+            ledgers = PostgresLedgers(shared_buckets_dsn)
         # Freezes, market checks, order rates, budgets (agent.guardrails).
         self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
-                                     audit=self._audit_append)
+                                     audit=self._audit_append, ledgers=ledgers)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}

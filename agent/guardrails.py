@@ -17,7 +17,8 @@ has passed every rule of agent.policy.evaluate (and the key's request rate), in 
                                         charged last so that a refusal by any rule spends nothing
 
 State lives in the state dir, shared by every worker: the freeze file (polled with the policy), the
-order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets).
+order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets). With several hosts on one
+PostgreSQL ([store] backend = "postgres") the buckets and ledgers live there instead (agent.shared_state).
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ if TYPE_CHECKING:
     from agent.exchanges.record import Exchange
     from agent.policy import BotPolicy, KeyPolicy, Verdict
     from agent.rates import SharedBuckets
+    from agent.shared_state import PostgresLedgers
 
 
 class Guardrails:
     def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
                  alert: Callable[..., None] = lambda kind, **fields: None,
-                 audit: Callable[..., bool] = lambda event, **fields: True) -> None:
+                 audit: Callable[..., bool] = lambda event, **fields: True,
+                 ledgers: "Ledgers | PostgresLedgers | None" = None) -> None:
         self._state_dir = state_dir
         self._buckets = buckets  # the guard's, shared by every worker through the state dir
         self._alert = alert
@@ -55,7 +58,8 @@ class Guardrails:
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
-        self._ledgers = Ledgers(state_dir)
+        # The notional ledgers: this state dir's files, or the database several hosts share.
+        self._ledgers = ledgers if ledgers is not None else Ledgers(state_dir)
 
     # -- the freeze file, polled with the policy (Guard._watch) ---------------------------------------
 
