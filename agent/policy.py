@@ -411,21 +411,24 @@ _CANONICAL: set[str] = set()
 CANONICAL_PATHS = 4096
 
 
-def check_names(params: Iterable[tuple[str, object]]) -> None:
+def check_names(params: Iterable[tuple[str, object]], query_pairs: int) -> None:
     """Parameter names (query, form and raw bodies alike) must be unique, case-insensitively: where a name
     is given twice the exchange reads one and the policy might read the other. The one repeat allowed is
-    the same name, spelled alike, with the same text value (ccxt sends Gate's PATCH amend parameters in
-    both the query and the body): whichever the exchange reads, it is the value the policy read."""
-    seen: dict[str, tuple[str, object]] = {}
-    for name, value in params:
+    a name once in the query (the first QUERY_PAIRS of PARAMS) and once in the body, spelled alike, with
+    the same text value (ccxt sends Gate's PATCH amend parameters in both): whichever part the exchange
+    reads, it is the value the policy read. Twice in one part stays refused: some servers join repeated
+    query or form values ("0.01,0.01"), which is not what the policy read."""
+    seen: dict[str, tuple[int, str, object]] = {}
+    for index, (name, value) in enumerate(params):
         folded = name.casefold()
         first = seen.get(folded)
         if first is None:
-            seen[folded] = (name, value)
-        elif not (first[0] == name and isinstance(value, str) and first[1] == value):
+            seen[folded] = (index, name, value)
+        elif not (first[0] < query_pairs <= index and first[1] == name and isinstance(value, str)
+                  and first[2] == value):
             raise Refusal("duplicate-parameter", f"parameter {name[:40]!r} appears more than once "
-                                                 "(in the query and the body, or in another letter case) "
-                                                 "with another value or spelling: send it once")
+                                                 "(twice in the query or the body, in another letter case, or "
+                                                 "with another value): send it once")
 
 
 def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
@@ -616,7 +619,7 @@ def evaluate(
         check_shape(request)
         read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
         params = read.params
-        check_names(params)
+        check_names(params, len(request.query))
         facts = facts_of(read)
         refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
         if refused:  # every category the request falls in must be allowed, not only the first

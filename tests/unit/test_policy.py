@@ -113,7 +113,7 @@ def test_canonical_paths_pass(path: str):
 ])
 def test_names_repeated_across_parts_or_letter_case_are_refused(exchange: str, request_: UnsignedRequest):
     with pytest.raises(Refusal) as caught:
-        check_names(view(EXCHANGES[exchange], request_).params)
+        check_names(view(EXCHANGES[exchange], request_).params, len(request_.query))
     assert caught.value.rule == "duplicate-parameter"
 
 
@@ -121,14 +121,34 @@ def test_a_name_repeated_with_the_same_text_value_is_one_parameter():
     # ccxt's Gate amend: the same fields in the query and the JSON body. The exchange reads either, and
     # both say the same, so nothing is ambiguous; another spelling or value, or a non-text value, is.
     query = (("currency_pair", "BTC_USDT"), ("amount", "0.02"))
-    check_names(view(EXCHANGES["gate"], UnsignedRequest(
-        "PATCH", "/api/v4/spot/orders/1", query, RawBody('{"currency_pair":"BTC_USDT","amount":"0.02"}'))).params)
+
+    def names(query: tuple, body: str) -> None:
+        request = UnsignedRequest("PATCH", "/api/v4/spot/orders/1", query, RawBody(body))
+        check_names(view(EXCHANGES["gate"], request).params, len(request.query))
+
+    names(query, '{"currency_pair":"BTC_USDT","amount":"0.02"}')
     for body in ('{"currency_pair":"BTC_USDT","amount":"2"}', '{"currency_pair":"BTC_USDT","AMOUNT":"0.02"}',
                  '{"currency_pair":"BTC_USDT","amount":0.02}'):
         with pytest.raises(Refusal, match="send it once") as caught:
-            check_names(view(EXCHANGES["gate"], UnsignedRequest("PATCH", "/api/v4/spot/orders/1", query,
-                                                                  RawBody(body))).params)
+            names(query, body)
         assert caught.value.rule == "duplicate-parameter"
+
+
+@pytest.mark.parametrize("exchange,request_", [
+    # Twice in one part, even with the same text: a server may join the values ("0.01,0.01").
+    ("binance", UnsignedRequest("POST", "/x", (("quantity", "0.01"), ("quantity", "0.01")), None)),
+    ("gate", UnsignedRequest("PATCH", "/api/v4/spot/orders/1", (("amount", "0.02"), ("amount", "0.02")),
+                             RawBody('{"amount":"0.02"}'))),
+])
+def test_a_name_twice_in_one_part_is_refused_even_with_the_same_value(exchange: str, request_: UnsignedRequest):
+    with pytest.raises(Refusal) as caught:
+        check_names(view(EXCHANGES[exchange], request_).params, len(request_.query))
+    assert caught.value.rule == "duplicate-parameter"
+
+
+def test_a_form_body_naming_a_member_twice_does_not_parse():
+    with pytest.raises(RequestInvalid, match="appears twice"):
+        view(EXCHANGES["binance"], UnsignedRequest("POST", "/x", (), RawBody("quantity=0.01&quantity=0.01")))
 
 
 NOW = 1_800_000_000_000
