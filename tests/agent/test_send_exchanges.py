@@ -27,6 +27,7 @@ from support.exchange_server import (
     ExchangeServer,
     TestCA,
     binance_spot,
+    binance_usdm,
     bitget_spot,
     bybit_spot,
     coinbase_advanced,
@@ -54,6 +55,7 @@ HMAC_EXCHANGES = {
     "gate": (gate_spot, lambda: new_secret(64, HEX), False),
     "bitget": (bitget_spot, lambda: new_secret(64, HEX), True),
     "mexc": (lambda: binance_spot("mexc", "api.mexc.com"), lambda: new_secret(32, HEX), False),
+    "binanceusdm": (binance_usdm, lambda: new_secret(64), False),
 }
 
 # One order per exchange as a bot sends it through the client (no client order id), the place path,
@@ -72,6 +74,8 @@ ORDERS = {
                                                                "price": "50000", "size": "0.01"}),
     "mexc": ("/api/v3/order", "newClientOrderId", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
                                                    "quantity": "0.01", "price": "50000"}),
+    "binanceusdm": ("/fapi/v1/order", "newClientOrderId", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                                                          "timeInForce": "GTC", "quantity": "0.01", "price": "50000"}),
     "coinbase": ("/api/v3/brokerage/orders", "client_order_id", {
         "product_id": "BTC-USD", "side": "BUY",
         "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "50000"}}}),
@@ -84,10 +88,11 @@ GOOD_AND_BAD_IDS = {
     "gate": ("t-bot.gate_1", "bot-gate-1"),  # must start with t-
     "bitget": ("bot-bitget-1", "bot#1"),
     "mexc": ("bot-mexc-1", "x" * 65),
+    "binanceusdm": ("bot.usdm:1/a_b-c", "bot usdm"),  # letters, digits and .:/_- only
     "coinbase": ("bot-cb-1", "bot/cb"),
 }
-# JSON bodies, except MEXC's (Binance-style form parameters).
-FORM_BODY = {"mexc"}
+# JSON bodies, except MEXC spot's and Binance USD-M's (Binance-style form parameters).
+FORM_BODY = {"mexc", "binanceusdm"}
 
 
 def _policy(urls: dict[str, str]) -> str:
@@ -214,7 +219,7 @@ def test_okx_and_bybit_lookups_use_their_documented_reads(deployment):
 
 
 # ccxt bots: place, amend, cancel. Gate's amend is a PATCH (the one exchange here whose API uses it).
-CCXT_FLOWS = ["okx", "bybit", "kucoin", "gate", "bitget"]
+CCXT_FLOWS = ["okx", "bybit", "kucoin", "gate", "bitget", "binanceusdm"]
 
 
 @pytest.mark.parametrize("exchange_id", CCXT_FLOWS)
@@ -239,7 +244,7 @@ def test_a_ccxt_bot_places_amends_and_cancels_orders_in_send_mode(deployment, ex
     assert cancelled["id"] == current or cancelled["info"]
     final = next(o for o in orders.values() if o["_id"] == current)
     assert next(v for k, v in final.items() if k in ("state", "orderStatus", "isActive", "status")) in (
-        "canceled", "Cancelled", False, "cancelled")
+        "canceled", "Cancelled", False, "cancelled", "CANCELED")
     seen = [r for r in server.received(exchange_id)[before:] if r.private]
     assert len(seen) >= 3 and all(r.verdict.ok for r in seen)
     if exchange_id == "gate":

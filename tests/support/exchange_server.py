@@ -23,7 +23,7 @@ send-mode agent would connect to), and its routes: (METHOD, path) -> a `Route` h
 response shape (a JSON value, or a function of the `Received` request for answers that echo it) and
 whether the route is private (signature checked). Each family gets its own listening port, so paths of
 two exchanges never clash; `server.url(exchange)` is its base URL. The families below: binance_spot()
-(also MEXC spot), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(), gate_spot()
+(also MEXC spot), binance_usdm(), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(), gate_spot()
 and bitget_spot(), each with its order placement, amend and cancel where ccxt calls them, and its read of
 an order by client order id. Add a route with `family.route("GET", "/api/v3/openOrders", [])`; a path
 ending in `/{id}` matches any last segment (an order id in the path). `family.headers` go on every
@@ -350,6 +350,66 @@ def binance_spot(exchange: str = "binance", host: str = "api.binance.com") -> Fa
               .route("GET", "/api/v3/order", lookup)
               .route("DELETE", "/api/v3/order", cancel)
               .route("GET", "/api/v3/openOrders", []))
+    return family
+
+
+def binance_usdm() -> Family:
+    """Binance USD-M futures (fapi.binance.com): place, modify (PUT: price and quantity of a LIMIT order,
+    in place), cancel and the query by origClientOrderId or orderId, in the response shape of Binance's
+    USD-M REST documentation (Trade > New Order, Modify Order, Cancel Order, Query Order). Form-encoded
+    parameters, as on spot; -2013 "Order does not exist." and -2011 "Unknown order sent." as documented."""
+
+    def shown(order: dict) -> dict:
+        return {k: v for k, v in order.items() if not k.startswith("_")}
+
+    def place(req: Received) -> dict:
+        p = req.params
+        now = int(time.time() * 1000)
+        order = _keep(family, req, p.get("newClientOrderId", ""), {
+            "symbol": p.get("symbol"), "status": "NEW", "clientOrderId": p.get("newClientOrderId", ""),
+            "price": p.get("price", "0"), "avgPrice": "0.00", "origQty": p.get("quantity", "0"), "executedQty": "0",
+            "cumQty": "0", "cumQuote": "0", "timeInForce": p.get("timeInForce", "GTC"), "type": p.get("type"),
+            "reduceOnly": p.get("reduceOnly", "false") == "true", "closePosition": False, "side": p.get("side"),
+            "positionSide": p.get("positionSide", "BOTH"), "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "priceProtect": False, "origType": p.get("type"), "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "updateTime": now})
+        order["orderId"] = int(order["_id"])
+        return shown(order)
+
+    def known(req: Received) -> dict | None:
+        p = req.params
+        if p.get("origClientOrderId"):
+            return family.orders.get(p["origClientOrderId"])
+        return (family.order_by_id(p.get("orderId", "")) or (None, None))[1]
+
+    def query(req: Received) -> Any:
+        found = known(req)
+        return shown(found) if found else Reply(400, {"code": -2013, "msg": "Order does not exist."})
+
+    def modify(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return Reply(400, {"code": -2013, "msg": "Order does not exist."})
+        change = {"origQty": req.params.get("quantity", found["origQty"]), "price": req.params.get("price", found["price"])}
+        if req.status == 200:
+            found.update(change)
+        return shown({**found, **change})
+
+    def cancel(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return Reply(400, {"code": -2011, "msg": "Unknown order sent."})
+        if req.status == 200:
+            found["status"] = "CANCELED"
+        return shown({**found, "status": "CANCELED"})
+
+    family = (Family("binanceusdm", "fapi.binance.com",
+                     unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
+                     not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
+              .route("POST", "/fapi/v1/order", place)
+              .route("PUT", "/fapi/v1/order", modify)
+              .route("DELETE", "/fapi/v1/order", cancel)
+              .route("GET", "/fapi/v1/order", query))
     return family
 
 
