@@ -27,14 +27,21 @@ from support.exchange_server import (
     ExchangeServer,
     TestCA,
     binance_spot,
+    binance_usdm,
+    bitfinex_spot,
     bitget_spot,
+    bitstamp_spot,
     bybit_spot,
     coinbase_advanced,
+    cryptocom_spot,
+    deribit_perpetual,
     gate_spot,
+    kraken_spot,
     kucoin_spot,
     okx_spot,
 )
 from support.leaks import new_secret, register_secret
+from support.profiles import PROFILES
 from support.reference import asymmetric_credential, hmac_credential
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +61,12 @@ HMAC_EXCHANGES = {
     "gate": (gate_spot, lambda: new_secret(64, HEX), False),
     "bitget": (bitget_spot, lambda: new_secret(64, HEX), True),
     "mexc": (lambda: binance_spot("mexc", "api.mexc.com"), lambda: new_secret(32, HEX), False),
+    "binanceusdm": (binance_usdm, lambda: new_secret(64), False),
+    "kraken": (kraken_spot, PROFILES["kraken"].secret, False),
+    "bitfinex": (bitfinex_spot, PROFILES["bitfinex"].secret, False),
+    "bitstamp": (bitstamp_spot, PROFILES["bitstamp"].secret, False),
+    "cryptocom": (cryptocom_spot, PROFILES["cryptocom"].secret, False),
+    "deribit": (deribit_perpetual, PROFILES["deribit"].secret, False),
 }
 
 # One order per exchange as a bot sends it through the client (no client order id), the place path,
@@ -72,6 +85,8 @@ ORDERS = {
                                                                "price": "50000", "size": "0.01"}),
     "mexc": ("/api/v3/order", "newClientOrderId", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
                                                    "quantity": "0.01", "price": "50000"}),
+    "binanceusdm": ("/fapi/v1/order", "newClientOrderId", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                                                          "timeInForce": "GTC", "quantity": "0.01", "price": "50000"}),
     "coinbase": ("/api/v3/brokerage/orders", "client_order_id", {
         "product_id": "BTC-USD", "side": "BUY",
         "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "50000"}}}),
@@ -84,15 +99,20 @@ GOOD_AND_BAD_IDS = {
     "gate": ("t-bot.gate_1", "bot-gate-1"),  # must start with t-
     "bitget": ("bot-bitget-1", "bot#1"),
     "mexc": ("bot-mexc-1", "x" * 65),
+    "binanceusdm": ("bot.usdm:1/a_b-c", "bot usdm"),  # letters, digits and .:/_- only
     "coinbase": ("bot-cb-1", "bot/cb"),
 }
-# JSON bodies, except MEXC's (Binance-style form parameters).
-FORM_BODY = {"mexc"}
+# JSON bodies, except MEXC spot's and Binance USD-M's (Binance-style form parameters).
+FORM_BODY = {"mexc", "binanceusdm"}
+
+
+# Every Deribit signature is also a public/auth login (agent.rules: category `session-token`).
+ALLOW = {"deribit": '["session-token"]'}
 
 
 def _policy(urls: dict[str, str]) -> str:
     tables = "".join(f'\n[keys.{name}]\nendpoints = ["* /**"]\ndelivery = "send"\nsend_to = "{url}"\n'
-                     for name, url in urls.items())
+                     + (f"allow = {ALLOW[name]}\n" if name in ALLOW else "") for name, url in urls.items())
     return f'[bots.{TEST_BOT}]\nkeys = ["*"]\n{tables}'
 
 
@@ -214,7 +234,11 @@ def test_okx_and_bybit_lookups_use_their_documented_reads(deployment):
 
 
 # ccxt bots: place, amend, cancel. Gate's amend is a PATCH (the one exchange here whose API uses it).
-CCXT_FLOWS = ["okx", "bybit", "kucoin", "gate", "bitget"]
+# Bitget's and Bitstamp's amends cancel the order and place a new one with a new id; Kraken's answers
+# the amend's own id (the order keeps its txid); the others amend in place.
+CCXT_FLOWS = ["okx", "bybit", "kucoin", "gate", "bitget", "binanceusdm", "kraken", "bitfinex", "bitstamp",
+              "cryptocom", "deribit"]
+AMEND_ANSWERS_ITS_OWN_ID = {"kraken"}
 
 
 @pytest.mark.parametrize("exchange_id", CCXT_FLOWS)
@@ -232,14 +256,17 @@ def test_a_ccxt_bot_places_amends_and_cancels_orders_in_send_mode(deployment, ex
     current = placed["id"]
     edited = exchange.edit_order(current, symbol, "limit", "buy", 0.02, 51000)
     assert edited["id"]
-    current = edited["id"]  # Bitget's cancel-replace gives the order a new id
+    if exchange_id in AMEND_ANSWERS_ITS_OWN_ID:
+        assert edited["id"] != current and edited["info"]["amend_id"] == edited["id"]
+    else:
+        current = edited["id"]
     kept = next(o for o in orders.values() if o["_id"] == current)
     assert "0.02" in json.dumps(kept)
     cancelled = exchange.cancel_order(current, symbol)
     assert cancelled["id"] == current or cancelled["info"]
     final = next(o for o in orders.values() if o["_id"] == current)
     assert next(v for k, v in final.items() if k in ("state", "orderStatus", "isActive", "status")) in (
-        "canceled", "Cancelled", False, "cancelled")
+        "canceled", "Cancelled", False, "cancelled", "CANCELED", "Canceled")
     seen = [r for r in server.received(exchange_id)[before:] if r.private]
     assert len(seen) >= 3 and all(r.verdict.ok for r in seen)
     if exchange_id == "gate":

@@ -23,8 +23,9 @@ send-mode agent would connect to), and its routes: (METHOD, path) -> a `Route` h
 response shape (a JSON value, or a function of the `Received` request for answers that echo it) and
 whether the route is private (signature checked). Each family gets its own listening port, so paths of
 two exchanges never clash; `server.url(exchange)` is its base URL. The families below: binance_spot()
-(also MEXC spot), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(), gate_spot()
-and bitget_spot(), each with its order placement, amend and cancel where ccxt calls them, and its read of
+(also MEXC spot), binance_usdm(), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(),
+gate_spot(), bitget_spot(), kraken_spot(), bitfinex_spot(), bitstamp_spot(), cryptocom_spot() and
+deribit_perpetual(), each with its order placement, amend and cancel where ccxt calls them, and its read of
 an order by client order id. Add a route with `family.route("GET", "/api/v3/openOrders", [])`; a path
 ending in `/{id}` matches any last segment (an order id in the path). `family.headers` go on every
 answer (the exchange's rate-limit headers, for a test).
@@ -353,6 +354,66 @@ def binance_spot(exchange: str = "binance", host: str = "api.binance.com") -> Fa
     return family
 
 
+def binance_usdm() -> Family:
+    """Binance USD-M futures (fapi.binance.com): place, modify (PUT: price and quantity of a LIMIT order,
+    in place), cancel and the query by origClientOrderId or orderId, in the response shape of Binance's
+    USD-M REST documentation (Trade > New Order, Modify Order, Cancel Order, Query Order). Form-encoded
+    parameters, as on spot; -2013 "Order does not exist." and -2011 "Unknown order sent." as documented."""
+
+    def shown(order: dict) -> dict:
+        return {k: v for k, v in order.items() if not k.startswith("_")}
+
+    def place(req: Received) -> dict:
+        p = req.params
+        now = int(time.time() * 1000)
+        order = _keep(family, req, p.get("newClientOrderId", ""), {
+            "symbol": p.get("symbol"), "status": "NEW", "clientOrderId": p.get("newClientOrderId", ""),
+            "price": p.get("price", "0"), "avgPrice": "0.00", "origQty": p.get("quantity", "0"), "executedQty": "0",
+            "cumQty": "0", "cumQuote": "0", "timeInForce": p.get("timeInForce", "GTC"), "type": p.get("type"),
+            "reduceOnly": p.get("reduceOnly", "false") == "true", "closePosition": False, "side": p.get("side"),
+            "positionSide": p.get("positionSide", "BOTH"), "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "priceProtect": False, "origType": p.get("type"), "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "updateTime": now})
+        order["orderId"] = int(order["_id"])
+        return shown(order)
+
+    def known(req: Received) -> dict | None:
+        p = req.params
+        if p.get("origClientOrderId"):
+            return family.orders.get(p["origClientOrderId"])
+        return (family.order_by_id(p.get("orderId", "")) or (None, None))[1]
+
+    def query(req: Received) -> Any:
+        found = known(req)
+        return shown(found) if found else Reply(400, {"code": -2013, "msg": "Order does not exist."})
+
+    def modify(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return Reply(400, {"code": -2013, "msg": "Order does not exist."})
+        change = {"origQty": req.params.get("quantity", found["origQty"]), "price": req.params.get("price", found["price"])}
+        if req.status == 200:
+            found.update(change)
+        return shown({**found, **change})
+
+    def cancel(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return Reply(400, {"code": -2011, "msg": "Unknown order sent."})
+        if req.status == 200:
+            found["status"] = "CANCELED"
+        return shown({**found, "status": "CANCELED"})
+
+    family = (Family("binanceusdm", "fapi.binance.com",
+                     unauthorized=(401, {"code": -1022, "msg": "Signature for this request is not valid."}),
+                     not_found=(404, {"code": -1100, "msg": "no such endpoint"}))
+              .route("POST", "/fapi/v1/order", place)
+              .route("PUT", "/fapi/v1/order", modify)
+              .route("DELETE", "/fapi/v1/order", cancel)
+              .route("GET", "/fapi/v1/order", query))
+    return family
+
+
 def htx_spot() -> Family:
     """HTX spot (api.huobi.pro), with the response shapes of HTX's spot REST documentation. The body of
     an order is read as JSON, as HTX reads it: the signature (in the query) does not cover it."""
@@ -678,6 +739,272 @@ def bitget_spot() -> Family:
               .route("POST", "/api/v2/spot/trade/cancel-replace-order", replace_order)
               .route("POST", "/api/v2/spot/trade/cancel-order", cancel)
               .route("GET", "/api/v2/spot/trade/orderInfo", info))
+    return family
+
+
+def _by_client_or_id(family: Family, client_id: object, order_id: object) -> dict | None:
+    """The order kept under CLIENT_ID (when given), else the one the exchange numbered ORDER_ID."""
+    if client_id not in (None, ""):
+        return family.orders.get(str(client_id))
+    return (family.order_by_id(str(order_id)) or (None, None))[1]
+
+
+def kraken_spot() -> Family:
+    """Kraken spot (api.kraken.com): AddOrder, AmendOrder (in place: the order keeps its txid and the
+    answer names the amend), CancelOrder, by txid or cl_ord_id, in Kraken's answer shape ({"error": [],
+    "result": ...}, errors with HTTP 200)."""
+
+    def result(data: Any) -> dict:
+        return {"error": [], "result": data}
+
+    def add(req: Received) -> dict:
+        p = req.params
+        order = _keep(family, req, p.get("cl_ord_id", ""), {**p, "status": "open"})
+        order["_id"] = f"OQCLML-BW3P3-{int(order['_id']):06d}"[-19:]
+        descr = f"{p.get('type')} {p.get('volume')} {p.get('pair')} @ {p.get('ordertype')} {p.get('price')}"
+        return result({"descr": {"order": descr}, "txid": [order["_id"]]})
+
+    def known(req: Received) -> dict | None:
+        return _by_client_or_id(family, req.params.get("cl_ord_id"), req.params.get("txid"))
+
+    def amend(req: Received) -> dict:
+        found = known(req)
+        if found is None:
+            return {"error": ["EOrder:Unknown order"]}
+        change = {k: req.params[n] for k, n in (("volume", "order_qty"), ("price", "limit_price")) if n in req.params}
+        if req.status == 200:
+            found.update(change)
+        return result({"amend_id": f"TJSMEH-AA67V-{len(family.orders):06d}"})
+
+    def cancel(req: Received) -> dict:
+        found = known(req)
+        if found is None:
+            return {"error": ["EOrder:Unknown order"]}
+        if req.status == 200:
+            found["status"] = "canceled"
+        return result({"count": 1})
+
+    family = (Family("kraken", "api.kraken.com", unauthorized=(200, {"error": ["EAPI:Invalid signature"]}),
+                     not_found=(404, {"error": ["EGeneral:Unknown method"]}))
+              .route("POST", "/0/private/AddOrder", add)
+              .route("POST", "/0/private/AmendOrder", amend)
+              .route("POST", "/0/private/CancelOrder", cancel))
+    return family
+
+
+def bitfinex_spot() -> Family:
+    """Bitfinex v2 (api.bitfinex.com): order submit, update (in place) and cancel, answered with the
+    notification arrays of Bitfinex's REST v2 reference ([MTS, TYPE, MESSAGE_ID, null, ORDERS, CODE,
+    STATUS, TEXT]; an order is the 32-field order array)."""
+
+    def array(order: dict) -> list:
+        now = int(time.time() * 1000)
+        amount = order.get("amount")
+        return [int(order["_id"]), None, order.get("cid"), order.get("symbol"), now, now, amount, amount,
+                order.get("type"), None, None, None, 0, order["status"], None, None, float(order.get("price", 0)),
+                0, 0, 0, None, None, None, 0, 0, None, None, None, "API>BFX", None, None, {}]
+
+    def note(kind: str, orders: Any, text: str) -> list:
+        return [int(time.time() * 1000), kind, None, None, orders, None, "SUCCESS", text]
+
+    def submit(req: Received) -> list:
+        body = _json_body(req)
+        order = _keep(family, req, str(body.get("cid", "")), {**body, "status": "ACTIVE"})
+        return note("on-req", [array(order)], "Submitting 1 orders.")
+
+    def change(kind: str, status: str | None) -> Callable[[Received], Any]:
+        def answer(req: Received) -> Any:
+            body = _json_body(req)
+            found = _by_client_or_id(family, body.get("cid"), body.get("id"))
+            if found is None:
+                return Reply(500, ["error", 10001, "Order not found."])
+            if req.status == 200:
+                found.update({k: body[k] for k in ("amount", "price") if k in body})
+                found["status"] = status or found["status"]
+            return note(kind, array(found), "Submitted for cancellation; waiting for confirmation."
+                        if status else "Submitting update to exchange limit buy order for 0.02 BTC.")
+        return answer
+
+    family = (Family("bitfinex", "api.bitfinex.com", unauthorized=(500, ["error", 10100, "apikey: invalid"]),
+                     not_found=(404, ["error", 10020, "request: not found"]))
+              .route("POST", "/v2/auth/w/order/submit", submit)
+              .route("POST", "/v2/auth/w/order/update", change("ou-req", None))
+              .route("POST", "/v2/auth/w/order/cancel", change("oc-req", "CANCELED")))
+    return family
+
+
+def bitstamp_spot() -> Family:
+    """Bitstamp v2 (www.bitstamp.net): a limit buy on /api/v2/buy/{pair}/, replace_order (the order is
+    cancelled and a new one placed, with a new id), cancel_order, and order_status by client_order_id,
+    in Bitstamp's answer shapes (form parameters; errors {"status": "error", "reason", "code"})."""
+
+    def shown(order: dict) -> dict:
+        return {"id": order["_id"], "datetime": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime()),
+                "type": "0", "price": order.get("price"), "amount": order.get("amount"),
+                "client_order_id": order.get("client_order_id", ""), "market": "BTC/USD"}
+
+    def buy(req: Received) -> dict:
+        p = req.params
+        return shown(_keep(family, req, p.get("client_order_id", ""), {**p, "status": "Open"}))
+
+    def known(req: Received) -> dict | None:
+        return _by_client_or_id(family, req.params.get("client_order_id"), req.params.get("id"))
+
+    def missing() -> Reply:
+        return Reply(400, {"status": "error", "reason": "Order not found.", "code": "API0014"})
+
+    def replace_order(req: Received) -> Any:
+        old = known(req)
+        if old is None:
+            return missing()
+        if req.status == 200:
+            old["status"] = "Canceled"
+        new_id = req.params.get("client_order_id", "")
+        fields = {k: req.params[k] for k in ("amount", "price") if k in req.params}
+        return shown(_keep(family, req, new_id, {**old, **fields, "client_order_id": new_id, "status": "Open"}))
+
+    def cancel(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return missing()
+        if req.status == 200:
+            found["status"] = "Canceled"
+        return {"id": int(found["_id"]), "amount": found.get("amount"), "price": found.get("price"), "type": 0,
+                "market": "BTC/USD"}
+
+    def status(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return missing()
+        return {"id": found["_id"], "datetime": shown(found)["datetime"], "type": "0", "status": found["status"],
+                "market": "BTC/USD", "transactions": [], "amount_remaining": found.get("amount"),
+                "client_order_id": found.get("client_order_id", "")}
+
+    family = (Family("bitstamp", "www.bitstamp.net",
+                     unauthorized=(403, {"status": "error", "reason": "Invalid signature", "code": "API0005"}),
+                     not_found=(404, {"status": "error", "reason": "Not found", "code": "API0001"}))
+              .route("POST", "/api/v2/buy/btcusd/", buy)
+              .route("POST", "/api/v2/replace_order/", replace_order)
+              .route("POST", "/api/v2/cancel_order/", cancel)
+              .route("POST", "/api/v2/order_status/", status))
+    return family
+
+
+def cryptocom_spot() -> Family:
+    """Crypto.com Exchange v1 (api.crypto.com): private/create-order, amend-order (in place),
+    cancel-order and get-order-detail (by order_id or client_oid), each answered as {"id", "method",
+    "code": 0, "result"} from the request's own id and method, as Crypto.com documents."""
+
+    def rpc(req: Received, result: Any, code: int = 0, message: str = "") -> Any:
+        body = _json_body(req)
+        answer = {"id": body.get("id"), "method": body.get("method"), "code": code}
+        return {**answer, "result": result} if code == 0 else Reply(400, {**answer, "message": message})
+
+    def params(req: Received) -> dict:
+        inner = _json_body(req).get("params")
+        return inner if isinstance(inner, dict) else {}
+
+    def ids(order: dict) -> dict:
+        return {"client_oid": order.get("client_oid", ""), "order_id": order["_id"]}
+
+    def create(req: Received) -> Any:
+        p = params(req)
+        return rpc(req, ids(_keep(family, req, p.get("client_oid", ""), {**p, "status": "ACTIVE"})))
+
+    def change(status: str | None) -> Callable[[Received], Any]:
+        def answer(req: Received) -> Any:
+            p = params(req)
+            found = _by_client_or_id(family, p.get("client_oid") if not p.get("order_id") else None, p.get("order_id"))
+            if found is None:
+                return rpc(req, None, 212, "INVALID_ORDERID")
+            if req.status == 200:
+                found.update({k: p["new_" + k] for k in ("quantity", "price") if "new_" + k in p})
+                found["status"] = status or found["status"]
+            return rpc(req, ids(found))
+        return answer
+
+    def detail(req: Received) -> Any:
+        p = params(req)
+        found = _by_client_or_id(family, p.get("client_oid"), p.get("order_id"))
+        if found is None:
+            return rpc(req, None, 212, "INVALID_ORDERID")
+        now = int(time.time() * 1000)
+        return rpc(req, {**ids(found), "account_id": "1", "order_type": found.get("type"),
+                         "time_in_force": "GOOD_TILL_CANCEL", "side": found.get("side"), "exec_inst": [],
+                         "quantity": found.get("quantity"), "limit_price": found.get("price"),
+                         "order_value": "0", "avg_price": "0", "cumulative_quantity": "0", "cumulative_value": "0",
+                         "cumulative_fee": "0", "status": found["status"], "update_user_id": "1",
+                         "order_date": time.strftime("%Y-%m-%d", time.gmtime()), "instrument_name":
+                         found.get("instrument_name"), "fee_instrument_name": "USD", "create_time": now,
+                         "create_time_ns": str(now * 1_000_000), "update_time": now})
+
+    root = "/exchange/v1/private/"
+    family = (Family("cryptocom", "api.crypto.com",
+                     unauthorized=(401, {"id": -1, "code": 40101, "message": "Authentication failure"}),
+                     not_found=(404, {"id": -1, "code": 40401, "message": "Not found"}))
+              .route("POST", root + "create-order", create)
+              .route("POST", root + "amend-order", change(None))
+              .route("POST", root + "cancel-order", change("CANCELED"))
+              .route("POST", root + "get-order-detail", detail))
+    return family
+
+
+def deribit_perpetual() -> Family:
+    """Deribit v2 (www.deribit.com), JSON-RPC over GET: private/buy, edit (in place), cancel and
+    get_order_state_by_label, answered {"jsonrpc": "2.0", "result": ...} with Deribit's order object."""
+
+    def rpc(result: Any) -> dict:
+        now = int(time.time() * 1_000_000)
+        return {"jsonrpc": "2.0", "result": result, "usIn": now, "usOut": now + 200, "usDiff": 200,
+                "testnet": False}
+
+    def shown(order: dict) -> dict:
+        now = int(time.time() * 1000)
+        return {"order_id": order["_id"], "order_state": order["status"], "instrument_name":
+                order.get("instrument_name"), "direction": "buy", "amount": float(order.get("amount", 0)),
+                "price": float(order.get("price", 0)), "label": order.get("label", ""), "order_type":
+                order.get("type", "limit"), "time_in_force": "good_til_cancelled", "creation_timestamp": now,
+                "last_update_timestamp": now, "filled_amount": 0.0, "average_price": 0.0, "post_only": False,
+                "reduce_only": False, "api": True, "replaced": order.get("replaced", False), "web": False,
+                "is_liquidation": False, "max_show": float(order.get("amount", 0)), "risk_reducing": False}
+
+    def buy(req: Received) -> dict:
+        p = req.params
+        return rpc({"order": shown(_keep(family, req, p.get("label", ""), {**p, "status": "open"})), "trades": []})
+
+    def known(req: Received) -> dict | None:
+        return (family.order_by_id(req.params.get("order_id", "")) or (None, None))[1]
+
+    def missing() -> Reply:
+        return Reply(400, {"jsonrpc": "2.0", "error": {"message": "order_not_found", "code": 10004}})
+
+    def edit(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return missing()
+        if req.status == 200:
+            found.update({k: req.params[k] for k in ("amount", "price") if k in req.params}, replaced=True)
+        return rpc({"order": shown(found), "trades": []})
+
+    def cancel(req: Received) -> Any:
+        found = known(req)
+        if found is None:
+            return missing()
+        if req.status == 200:
+            found["status"] = "cancelled"
+        return rpc(shown({**found, "status": "cancelled"}))
+
+    def by_label(req: Received) -> dict:
+        found = family.orders.get(req.params.get("label", ""))
+        return rpc([] if found is None else [shown(found)])
+
+    family = (Family("deribit", "www.deribit.com",
+                     unauthorized=(400, {"jsonrpc": "2.0", "error": {"message": "invalid_signature", "code": 13004}}),
+                     not_found=(400, {"jsonrpc": "2.0", "error": {"message": "Method not found", "code": -32601}}))
+              .route("GET", "/api/v2/private/buy", buy)
+              .route("GET", "/api/v2/private/edit", edit)
+              .route("GET", "/api/v2/private/cancel", cancel)
+              .route("GET", "/api/v2/private/get_order_state_by_label", by_label))
     return family
 
 
