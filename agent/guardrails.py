@@ -58,7 +58,7 @@ class Guardrails:
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
-        # The notional ledgers: this state dir's files, or the database several hosts share.
+        # The notional ledgers: this state dir's journal, or the database several hosts share.
         self._ledgers = ledgers if ledgers is not None else Ledgers(state_dir)
 
     # -- the freeze file, polled with the policy (Guard._watch) ---------------------------------------
