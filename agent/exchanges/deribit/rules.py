@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, batch, fields_of, sized
+from agent.rules.orders import BASE, batch, fields_of, repriced, sized
 from agent.rules.view import Fields, View, json_body
 
 # Deribit's header signature covers "ts\nnonce\nMETHOD\nURI\nbody\n"; public/auth with
@@ -26,6 +26,16 @@ EXPLICIT = (
 
 
 # -- orders ------------------------------------------------------------------------------------------
+
+
+def amends(v: View) -> list[OrderFacts]:
+    """private/edit with a price and no amount or contracts; an edit names the order, not its instrument."""
+    names = {v.key.removeprefix("/api/v2/")} | set(v.rpc_methods)
+    top = v.fields()
+    if names & {"private/edit", "private/edit_by_label"} and top.has("price") \
+            and not (top.has("amount") or top.has("contracts")):
+        return [repriced(top.symbol("instrument_name"), top.get("price"))]
+    return []
 
 
 def orders(v: View) -> list[OrderFacts]:
@@ -56,7 +66,7 @@ def _deribit_order(f: Fields) -> OrderFacts:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc="/api/v2", symbol_params=frozenset({"instrument_name"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=False, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=False, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None,
     signature_is_login=DERIBIT_LOGIN,

@@ -7,7 +7,7 @@ import re
 from agent.exchanges.record import Rules
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, side_of, traded
+from agent.rules.orders import BASE, no_price_amends, side_of, traded
 from agent.rules.view import View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -38,10 +38,11 @@ def orders(v: View) -> list[OrderFacts]:
                    side=side_of(top.text("side")), order_type="limit")]
 
 
+# Amends of the price alone: none (Gemini has no amend endpoint).
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
-    path_symbols=(), read_orders=orders, reads=READS,
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None,
     signature_is_login=None,
