@@ -22,6 +22,7 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     [state]
     dir = "state"                          # nonce high-water marks (mode 0700); keep it across restarts
+    # sync_budgets = true                  # notional budgets on disk before an order is signed (about 0.1 ms)
 
     [policy]
     file = "policy.toml"                   # who may sign what; reloaded live
@@ -177,6 +178,9 @@ class Config:
     token: TokenConfig
     server: ServerConfig
     state_dir: Path  # the agent's durable state: nonce high-water marks
+    # Each notional-budget charge fdatasync'd before the order is signed (agent.budgets): a host crash forgets
+    # no spending. Off: a power loss may forget the last orders' spending, for about 0.1 ms less a signature.
+    sync_budgets: bool = True
     policy_file: Path = Path("policy.toml")
     bots_file: Path = Path("bots.toml")
     audit_file: Path = Path("state/audit.jsonl")
@@ -302,7 +306,7 @@ _SERVER = Schema(
 _CONFIG = Schema(
     Field("token", schema=_TOKEN, required="module, label, and pin_file or pin_env"),
     Field("server", schema=_SERVER),
-    Field("state", schema=Schema(Field("dir", STR, default="state"))),
+    Field("state", schema=Schema(Field("dir", STR, default="state"), Field("sync_budgets", BOOL, default=True))),
     Field("policy", schema=Schema(Field("file", TEXT, default="policy.toml"),
                                   Field("bots_file", TEXT, default="bots.toml"))),
     Field("audit", schema=Schema(Field("file", TEXT))),
@@ -385,6 +389,7 @@ def load_config(path: Path | None = None) -> Config:
         server=ServerConfig(socket=resolve(server["socket"]), tcp=tcp, socket_group=server["socket_group"], tls=tls,
                             tcp_plaintext=server["tcp_plaintext"], workers=server["workers"]),
         state_dir=state_dir,
+        sync_budgets=c["state"]["sync_budgets"],
         policy_file=resolve(c["policy"]["file"]),
         bots_file=resolve(c["policy"]["bots_file"]),
         audit_file=audit_file,

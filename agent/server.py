@@ -194,7 +194,8 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts, started=started, quorum=quorum,
                      market=config.market, vet=key_vetting(keyring) if keyring is not None else None,
-                     shared_buckets_dsn=_postgres_dsn(config), shared_bots=shared_bots)
+                     shared_buckets_dsn=_postgres_dsn(config), sync_budgets=config.sync_budgets,
+                     shared_bots=shared_bots)
     except PolicyError as exc:
         alerts.close()
         if shared_bots is not None:
