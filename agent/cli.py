@@ -899,6 +899,11 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
 def cmd_bots_import_file(args: argparse.Namespace) -> int:
     """Move a bots file into the database the hosts share, once (agent.bots_db.PostgresBots.import_file)."""
     config = _config(args)
+    if config.quorum is not None:
+        raise CliError(f"bots import-file writes bot credentials into the database, but {config.path} has [quorum]: "
+                       "credentials then come only from the bundles operators approve, on every host. Propose the "
+                       "bots file instead: signing-agent policy propose --proposer NAME --key KEYFILE --bots "
+                       f"{args.file or config.bots_file}", EXIT_CONFIG)
     if not config.bots_in_database:
         raise CliError("bots import-file moves a bots file into the PostgreSQL database the agent hosts share: it "
                        f"needs [store] backend = \"postgres\" in {config.path} (without it, the agent reads "
