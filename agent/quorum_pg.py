@@ -64,6 +64,12 @@ WHERE = "the quorum_bundles table of the PostgreSQL database ([store] dsn)"
 
 
 def create_tables(db: Postgres) -> None:
+    """The table and its trigger, once: an agent whose role may not create them (they were made by
+    `store init` as another role) finds them ready and runs no DDL."""
+    with db.tx() as cur:
+        cur.execute("SELECT to_regclass('quorum_bundles') IS NOT NULL")
+        if cur.fetchone()[0]:
+            return
     _schema(db, SCHEMA)
 
 

@@ -283,3 +283,6 @@ def test_published_files_left_in_the_directory_and_an_unreachable_database_stop_
         done = run_cli(hosts.env, *args, config=hosts.env.root / f"{hosts.label}-down.toml")
         assert done.returncode == 4 and "database is unreachable" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+    status = run_cli(hosts.env, "status", config=hosts.env.root / f"{hosts.label}-down.toml")
+    assert "quorum:  unreadable:" in status.stdout and "database is unreachable" in status.stdout, status.stdout
+    assert "Traceback" not in status.stderr
