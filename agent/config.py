@@ -46,7 +46,7 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     # [quorum]                             # policy and bots only from bundles operators approved
     # threshold = 2                        # approvals to loosen anything (one tightens)
-    # bundles = "bundles"
+    # bundles = "bundles"                  # published here, or in the database with [store] backend = "postgres"
     # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
     # alice = "ed25519:..."
 
