@@ -350,11 +350,18 @@ def _create_store_tables(store: Any) -> None:
         return
     import psycopg
 
+    from agent.custody.store import Postgres
+    from agent.quorum_pg import create_tables as create_bundle_table
     from agent.shared_state import create_tables
 
     try:
         store.open().close()
         create_tables(store.dsn)
+        db = Postgres(store.dsn)
+        try:
+            create_bundle_table(db)  # a quorum's published bundles, should the hosts run under one
+        finally:
+            db.close()
     except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CliError(f"the database refused to create the store's tables ({reason}); run store init as a "
@@ -899,6 +906,11 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
 def cmd_bots_import_file(args: argparse.Namespace) -> int:
     """Move a bots file into the database the hosts share, once (agent.bots_db.PostgresBots.import_file)."""
     config = _config(args)
+    if config.quorum is not None:
+        raise CliError(f"bots import-file writes bot credentials into the database, but {config.path} has [quorum]: "
+                       "credentials then come only from the bundles operators approve, on every host. Propose the "
+                       "bots file instead: signing-agent policy propose --proposer NAME --key KEYFILE --bots "
+                       f"{args.file or config.bots_file}", EXIT_CONFIG)
     if not config.bots_in_database:
         raise CliError("bots import-file moves a bots file into the PostgreSQL database the agent hosts share: it "
                        f"needs [store] backend = \"postgres\" in {config.path} (without it, the agent reads "
@@ -1166,7 +1178,10 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     if config.quorum is not None:
         from agent.quorum_cli import quorum_status
 
-        status["quorum"] = quorum_status(config)
+        try:
+            status["quorum"] = quorum_status(config)
+        except CliError as exc:  # the database holding the bundles does not answer: said, not a crash
+            status["quorum"] = {"problem": str(exc)}
     try:
         head, seq = read_head(config.audit_file)
         status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
@@ -1203,7 +1218,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
                                        if "sha256" in p else f"refused: {p['problem']}")
           + (" [a draft: with [quorum] the published bundle is in force]" if "quorum" in status else ""))
-    if "quorum" in status:
+    if "quorum" in status and "problem" in status["quorum"]:
+        print(f"quorum:  unreadable: {status['quorum']['problem']}")
+    elif "quorum" in status:
         q = status["quorum"]
         print(f"quorum:  v{q['version']} in force ({q['digest'][:16]}), approved by {', '.join(q['approvers']) or '-'}; "
               f"{q['threshold']} of {len(q['operators'])} operators to loosen; {q['pending']} pending proposal(s)")

@@ -47,7 +47,7 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     # [quorum]                             # policy and bots only from bundles operators approved
     # threshold = 2                        # approvals to loosen anything (one tightens)
-    # bundles = "bundles"
+    # bundles = "bundles"                  # published here, or in the database with [store] backend = "postgres"
     # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
     # alice = "ed25519:..."
 
@@ -193,8 +193,15 @@ class Config:
 
     @property
     def bots_in_database(self) -> bool:
-        """Bot credentials live in the PostgreSQL database the hosts share (agent.bots_db), not in bots_file."""
-        return self.store is not None and self.store.backend == "postgres"
+        """Bot credentials live in the PostgreSQL database the hosts share (agent.bots_db), not in bots_file.
+        Not with a quorum: then credentials come only from the bundles operators approved."""
+        return self.store is not None and self.store.backend == "postgres" and self.quorum is None
+
+    @property
+    def bundles_in_database(self) -> bool:
+        """A quorum's published bundles live in the PostgreSQL database the hosts share (agent.quorum_pg),
+        so every host enforces one chain; without PostgreSQL, in the [quorum] bundles directory."""
+        return self.store is not None and self.store.backend == "postgres" and self.quorum is not None
 
 
 @dataclass(frozen=True)
@@ -369,13 +376,6 @@ def load_config(path: Path | None = None) -> Config:
     audit_file = resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl"))
     store = _store(c["store"], resolve, path, audit_file)
     quorum = _quorum(c["quorum"], resolve, path)
-    if quorum is not None and store is not None and store.backend == "postgres":
-        # Two sources of bot credentials, and `bots add` would not know which one to write.
-        raise ConfigError(
-            f"{path}: [quorum] and [store] backend = \"postgres\" cannot be combined: with a quorum, bot credentials "
-            "come only from the bundles operators approved (a directory per host); with PostgreSQL they live in the "
-            "database the hosts share. Keep [quorum] with backend = \"sqlite\", or remove [quorum] to manage bots "
-            "in the database (signing-agent bots ...)")
     return Config(
         path=path,
         token=TokenConfig(

@@ -221,6 +221,8 @@ class Guard:
         """The credentials in force. A new object at every change, so a caller identified once (a stream)
         can tell when to identify it again."""
         shared = self._shared_bots
+        if self._quorum is not None and (stale := self._quorum.unavailable()) is not None:
+            return stale  # bundles from a database that stopped answering: a revocation could be missed
         return self._bots if shared is None else shared.current()
 
     @bots.setter
@@ -246,6 +248,8 @@ class Guard:
             self._thread.join(timeout=2)
         if self._shared_bots is not None:
             self._shared_bots.stop()
+        if self._quorum is not None:
+            self._quorum.close()
         self._symbols.flush()
         self._alerts.close()
         self.guardrails.close()

@@ -14,12 +14,16 @@ host: the hosts' monotonic clocks are unrelated, and their wall clocks may disag
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 from agent.budgets import Charge, Overspent, bucket_seconds
-from agent.custody.store import Postgres
+from agent.custody.store import Postgres, StoreUnavailable
 from agent.limits import Budget
+from agent.logs import get_logger
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.rates import SharedBuckets
 
@@ -232,3 +236,51 @@ def _oldest(budget: Budget, clock: Decimal) -> int:
 def _window_sum(buckets: dict[int, Decimal], budget: Budget, clock: Decimal) -> Decimal:
     oldest = _oldest(budget, clock)
     return sum((amount for bucket, amount in buckets.items() if bucket >= oldest), Decimal(0))
+
+
+class DatabaseWatch:
+    """READ repeated every POLL seconds on a thread of its own, and how fresh its last answer is.
+
+    For what a host must learn from the others within a second and must stop trusting once the database
+    stops answering (bot credentials: agent.bots_db; a quorum's bundles: agent.quorum_pg): `stale()` is
+    true once the last READ that answered began over STALE seconds ago. READ raises StoreUnavailable when
+    the database does not answer; EVENT is the log line of an outage and of the recovery, once each."""
+
+    def __init__(self, read: Callable[[], None], *, name: str, event: str, poll: float, stale: float,
+                 answered: float) -> None:
+        """ANSWERED: when the read that loaded what is in force began (time.monotonic())."""
+        self._read, self._name, self._event, self._poll, self._stale = read, name, event, poll, stale
+        self._fresh_until = answered + stale
+        self.down = False  # the last READ failed: the next one may need to read everything again
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def stale(self) -> bool:
+        return time.monotonic() > self._fresh_until
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll):
+            self.poll()
+
+    def poll(self) -> None:
+        started = time.monotonic()
+        try:
+            self._read()
+        except StoreUnavailable as exc:
+            if not self.down:
+                get_logger().error(self._event, up=False, reason=str(exc))
+            self.down = True
+            return
+        if self.down:
+            get_logger().info(self._event, up=True)
+        self.down = False
+        self._fresh_until = started + self._stale
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)

@@ -417,7 +417,7 @@ def test_store_init_names_a_database_and_creates_every_table_agents_use(env: Env
     assert snippet == f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
     with psycopg.connect(dsn) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets", "notional_ledgers"}
+    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets", "notional_ledgers", "quorum_bundles"}
     # The printed [store] is all a config needs: a wrapped import lands in that database.
     config = env.write_config("init-pg-used", extra=snippet)
     run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-i",
