@@ -65,17 +65,12 @@ def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
     which = msg.WhichOneof("body")
     body: Any
     if which == "fields":
-        body = tuple((p.name, p.value) for p in msg.fields.items)
+        body = tuple([(p.name, p.value) for p in msg.fields.items])  # a list first: no generator per item
     elif which == "raw":
         body = RawBody(msg.raw)
     else:
         body = None
-    return UnsignedRequest(
-        method=msg.method,
-        path=msg.path,
-        query=tuple((p.name, p.value) for p in msg.query),
-        body=body,
-    )
+    return UnsignedRequest(msg.method, msg.path, tuple([(p.name, p.value) for p in msg.query]), body)
 
 
 def signed_to_proto(signed: SignedRequest) -> signer_pb2.SignedRequest:
