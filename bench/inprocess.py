@@ -153,7 +153,7 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
         "scheme + token": lambda: service._sign_with(exchange, entry, request, 0, now_ms),  # noqa: SLF001
         "token HMAC alone": lambda: keyring.hmac(entry, b"x" * 109, "sha256"),
         "sinks per item (emit_batch of 100 / 100)": lambda: service_emit(hundred),
-        "answer (to proto)": lambda: _answer(service, exchange, entry, request, now_ms),
+        "answer per item (a response of 100 / 100)": lambda: _answers(service, exchange, entry, request, now_ms),
     }
 
     def service_emit(decisions: list) -> None:
@@ -181,12 +181,17 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
 _SIGNED: dict = {}
 
 
-def _answer(service: Any, exchange: Any, entry: Any, request: Any, now_ms: int) -> Any:
-    from agent.service import _result
+def _answers(service: Any, exchange: Any, entry: Any, request: Any, now_ms: int, count: int = 100) -> Any:
+    """COUNT signed items written into one SignBatchResponse, as SignBatch writes its answer."""
+    from agent.service import _write_result
 
     if "signed" not in _SIGNED:
         _SIGNED["signed"] = service._sign_with(exchange, entry, request, 0, now_ms)  # noqa: SLF001
-    return _result("OK", "", _SIGNED["signed"])
+    answer = signer_pb2.SignBatchResponse()
+    add = answer.results.add
+    for _ in range(count):
+        _write_result(add(), "OK", "", _SIGNED["signed"])
+    return answer
 
 
 def _top(profiler: cProfile.Profile, items: int, count: int) -> dict[str, list]:
