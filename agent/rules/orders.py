@@ -44,7 +44,8 @@ def symbols(v: View) -> tuple[str, ...]:
     pairs: list[tuple[str, object]] = []
     for name, value in v.params:
         pairs.append((name, value))
-        pairs.extend(members(value))
+        if not isinstance(value, str) or value.lstrip()[:1] in ("[", "{"):  # plain text has no members
+            pairs.extend(members(value))
     if isinstance(v.body, list):
         pairs.extend(members(v.body))
     for name, value in pairs:

@@ -24,7 +24,8 @@ from agent.custody.objects import KeyInfo
 from agent.decision import Decision, emit
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.policy import Refusal
-from agent.service import Failure, SignerService
+from agent.service import Failure, SignerService, _result, _write_result, signed_to_proto
+from signing_agent_client.request import SignedRequest
 
 NOW_MS = 1_763_750_000_000
 SECRET = b"s" * 64
@@ -305,3 +306,27 @@ def test_batch_items_and_stream_messages_meet_signs_delivery_rules_and_guardrail
     # Three orders a minute: two on the stream, the batch's first; its second is over (guardrail order-rate).
     assert [r.WhichOneof("outcome") for r in batch.results] == ["refused", "signed", "refused"]
     assert batch.results[2].refused.code == "RESOURCE_EXHAUSTED" and "orders per minute" in batch.results[2].refused.message
+
+
+@pytest.mark.parametrize("signed", [
+    SignedRequest(method="POST", path="/api/v3/order", headers=(("X-MBX-APIKEY", "k"), ("Content-Type", "x")),
+                  body="symbol=BTCUSDT&signature=00"),
+    SignedRequest(method="GET", path="/api/v3/account?timestamp=1&signature=00", headers=(), body=""),
+])
+def test_answers_written_in_place_are_the_messages_built_whole(signed: SignedRequest):
+    """Batch results are written into the response (no copy of a message built apart): the bytes a
+    bot receives are those of the message built from its fields, signed or refused."""
+    whole = signer_pb2.SignedRequest(method=signed.method, path=signed.path, body=signed.body,
+                                     headers=[signer_pb2.Header(name=n, value=v) for n, v in signed.headers])
+    assert signed_to_proto(signed).SerializeToString() == whole.SerializeToString()
+    batch = signer_pb2.SignBatchResponse()
+    _write_result(batch.results.add(), "OK", "", signed)
+    _write_result(batch.results.add(), "PERMISSION_DENIED", "refused by rule 'symbol': ...", None)
+    expected = signer_pb2.SignBatchResponse(results=[
+        signer_pb2.SignResult(signed=whole),
+        signer_pb2.SignResult(refused=signer_pb2.Refusal(code="PERMISSION_DENIED",
+                                                         message="refused by rule 'symbol': ...")),
+    ])
+    assert batch.SerializeToString() == expected.SerializeToString()
+    assert [r.WhichOneof("outcome") for r in batch.results] == ["signed", "refused"]
+    assert _result("OK", "", signed) == expected.results[0]
