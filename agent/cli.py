@@ -351,6 +351,7 @@ def _create_store_tables(store: Any) -> None:
     import psycopg
 
     from agent.custody.store import Postgres
+    from agent.quorum import QuorumError
     from agent.quorum_pg import create_tables as create_bundle_table
     from agent.shared_state import create_tables
 
@@ -360,6 +361,8 @@ def _create_store_tables(store: Any) -> None:
         db = Postgres(store.dsn)
         try:
             create_bundle_table(db)  # a quorum's published bundles, should the hosts run under one
+        except QuorumError as exc:  # the server's refusal, said as for the tables above
+            raise CliError(str(exc)) from None
         finally:
             db.close()
     except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -18,8 +20,9 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.quorum import Bundle
-from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS
+from agent.custody.store import StoreUnavailable
+from agent.quorum import Bundle, InForce, Operators, QuorumError, judge, new_proposal
+from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS, PostgresBundles
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from support.deploy import Env, run_cli, start_agent, write_bots
 from support.leaks import new_secret, register_secret
@@ -247,6 +250,12 @@ def test_two_hosts_enforce_one_chain_from_the_database_and_refuse_what_sql_write
     everything = hosts.cli("audit", "verify", "--all")
     assert everything.returncode == 0, everything.stdout + everything.stderr
     assert all(name in everything.stdout for name in hosts.names), everything.stdout
+    # A bundle rewritten in the table after it applied (same version, other content): audit verify says so.
+    v1 = Bundle.from_json(v1_text, source="v1")
+    swapped = Bundle(body={**v1.body, "summary": "swapped"}, approvals=v1.approvals)
+    hosts.sql("UPDATE quorum_bundles SET bundle = %s WHERE version = 1", (swapped.to_json(),), as_owner=True)
+    verify = hosts.cli("audit", "verify", host=1)
+    assert verify.returncode == 1 and "bundle v1" in verify.stdout and "not verified" in verify.stdout, verify.stdout
 
 
 def test_a_silent_database_refuses_callers_after_the_stale_bound_and_the_host_recovers(
@@ -262,6 +271,8 @@ def test_a_silent_database_refuses_callers_after_the_stale_bound_and_the_host_re
         _until("UNAVAILABLE", STALE_SECONDS + POLL_SECONDS + 0.5, hung_at,
                lambda: hosts.sign(0) == grpc.StatusCode.UNAVAILABLE)
     _until("recovery once the database answers", 10, time.monotonic(), lambda: hosts.sign(0) == grpc.StatusCode.OK)
+    log = hosts.agents[0].log.read_text()
+    assert "policy bundle database has not answered for over 1 s" in log, log[-2000:]
 
 
 def test_published_files_left_in_the_directory_and_an_unreachable_database_stop_the_start(
@@ -286,3 +297,51 @@ def test_published_files_left_in_the_directory_and_an_unreachable_database_stop_
     status = run_cli(hosts.env, "status", config=hosts.env.root / f"{hosts.label}-down.toml")
     assert "quorum:  unreadable:" in status.stdout and "database is unreachable" in status.stdout, status.stdout
     assert "Traceback" not in status.stderr
+
+
+def test_two_operators_publishing_at_once_land_one_bundle(dsn: str, tmp_path: Path):
+    """The lock and UNIQUE(version): two valid v2, each published from its own connection at the same
+    moment; one lands, the other is refused with the reason, and the table holds one chain."""
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+    operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 1)
+    now = datetime.now(timezone.utc)
+
+    def proposal(in_force: InForce, proposer: str, policy: str) -> Bundle:
+        return new_proposal(in_force, policy_text=policy, bots_text="", proposer=proposer, summary="",
+                            expires_in=timedelta(hours=1), now=now).approved_by(proposer, keys[proposer])
+
+    first = proposal(InForce.genesis(operators), "alice", _policy("k1", OPEN_ORDERS))
+    publishers = [PostgresBundles(dsn, tmp_path), PostgresBundles(dsn, tmp_path)]
+    try:
+        publishers[0].publish(first, by="test")
+        v1 = judge(first, InForce.genesis(operators), now).in_force
+        rivals = [proposal(v1, "alice", _policy("k1")), proposal(v1, "bob", _policy("k1", "GET /api/v3/myTrades"))]
+        start, outcomes = threading.Barrier(2), [None, None]
+
+        def publish(i: int) -> None:
+            start.wait()
+            try:
+                outcomes[i] = publishers[i].publish(rivals[i], by=f"publisher {i}")
+            except QuorumError as exc:
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=publish, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        refused = [o for o in outcomes if isinstance(o, QuorumError)]
+        assert len(refused) == 1 and "nothing was published" in str(refused[0]).lower(), outcomes
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT version, digest, previous FROM quorum_bundles ORDER BY id").fetchall()
+        winner = rivals[outcomes.index(next(o for o in outcomes if isinstance(o, str)))]
+        assert rows == [(1, first.digest, first.body["previous"]), (2, winner.digest, first.digest)]
+        # A database that answers with an error (the table renamed away) is one that says nothing: the
+        # watch counts it as an outage (the stale bound, then UNAVAILABLE), never a dead thread.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE quorum_bundles RENAME TO quorum_bundles_away")
+        with pytest.raises(StoreUnavailable, match="quorum_bundles table .* cannot be read"):
+            publishers[1].refresh()
+    finally:
+        for p in publishers:
+            p.close()
