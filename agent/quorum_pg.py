@@ -151,7 +151,9 @@ class PostgresBundles:
     # -- the agent's poll ---------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Read the table every POLL_SECONDS on a thread of its own, from now on (the agent)."""
+        """Read the table every POLL_SECONDS on a thread of its own, from now on (the agent). Read once
+        first: the stale bound counts from now, not from the agent's first read, however long its start."""
+        self._watch.poll()
         self._watching = True
         self._watch.start()
 
