@@ -345,3 +345,55 @@ def test_two_operators_publishing_at_once_land_one_bundle(dsn: str, tmp_path: Pa
     finally:
         for p in publishers:
             p.close()
+
+
+def test_a_host_added_later_starts_from_a_copied_head_and_not_from_expired_links(dsn: str, tmp_path: Path):
+    """What the README's 'Adding a host later' says: a fresh state directory judges every link's dates
+    as new, so it stops before the first expired link (here v1: it signs nothing); a copy of a running
+    host's quorum-head.json replays the chain by its signatures, to the head the others enforce."""
+    import shutil
+
+    from agent.quorum import HEAD_FILE, QuorumSource
+
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+    operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 2)
+    now = datetime.now(timezone.utc)
+    first = new_proposal(InForce.genesis(operators), policy_text=_policy("k1", OPEN_ORDERS), bots_text="",
+                         proposer="alice", summary="", expires_in=timedelta(hours=1), now=now)
+    first = first.approved_by("alice", keys["alice"]).approved_by("bob", keys["bob"])
+    brake = new_proposal(judge(first, InForce.genesis(operators), now).in_force, policy_text=_policy("k1"),
+                         bots_text="", proposer="bob", summary="", expires_in=timedelta(hours=1), now=now
+                         ).approved_by("bob", keys["bob"])
+    table = PostgresBundles(dsn, tmp_path / "proposals")
+    sources = []
+    try:
+        table.publish(first, by="test")
+        table.publish(brake, by="test")
+        running_state = tmp_path / "running"
+        running_state.mkdir()
+        running = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, running_state,
+                               clock=lambda: now)
+        sources.append(running)
+        running.start()
+        assert running.chain.in_force.digest == brake.digest
+        later = now + timedelta(days=40)
+        fresh_state, copied_state = tmp_path / "fresh", tmp_path / "copied"
+        fresh_state.mkdir()
+        copied_state.mkdir()
+        fresh = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, fresh_state, clock=lambda: later)
+        sources.append(fresh)
+        events = fresh.start()
+        assert fresh.chain.in_force.version == 0 and not fresh.policy.keys  # signs nothing
+        assert [(e.decision, e.version) for e in events] == [("refused", 1), ("refused", 2)], events
+        assert "expired" in events[0].reason and "does not chain" in events[1].reason, events
+        shutil.copy(running_state / HEAD_FILE, copied_state / HEAD_FILE)
+        copied = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, copied_state,
+                              clock=lambda: later)
+        sources.append(copied)
+        copied.start()
+        assert copied.chain.in_force.digest == brake.digest
+        assert copied.policy.for_key("k1").endpoints == running.policy.for_key("k1").endpoints
+    finally:
+        table.close()
+        for source in sources:
+            source.close()
