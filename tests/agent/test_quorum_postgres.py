@@ -250,12 +250,17 @@ def test_two_hosts_enforce_one_chain_from_the_database_and_refuse_what_sql_write
     everything = hosts.cli("audit", "verify", "--all")
     assert everything.returncode == 0, everything.stdout + everything.stderr
     assert all(name in everything.stdout for name in hosts.names), everything.stdout
+    # Both hosts' applied bundles (v1 to v4 each, v3 twice on host B: its restart replayed it), from the shipped audit
+    shipped = int(everything.stdout.split("policy bundles: ")[1].split()[0])
+    assert shipped >= 8 and "every one verified" in everything.stdout, everything.stdout
     # A bundle rewritten in the table after it applied (same version, other content): audit verify says so.
     v1 = Bundle.from_json(v1_text, source="v1")
     swapped = Bundle(body={**v1.body, "summary": "swapped"}, approvals=v1.approvals)
     hosts.sql("UPDATE quorum_bundles SET bundle = %s WHERE version = 1", (swapped.to_json(),), as_owner=True)
     verify = hosts.cli("audit", "verify", host=1)
     assert verify.returncode == 1 and "bundle v1" in verify.stdout and "not verified" in verify.stdout, verify.stdout
+    everything = hosts.cli("audit", "verify", "--all")
+    assert everything.returncode == 1 and f"host {hosts.names[0]} row" in everything.stdout, everything.stdout
 
 
 def test_a_silent_database_refuses_callers_after_the_stale_bound_and_the_host_recovers(
