@@ -351,6 +351,7 @@ def _create_store_tables(store: Any) -> None:
     import psycopg
 
     from agent.custody.store import Postgres
+    from agent.quorum import QuorumError
     from agent.quorum_pg import create_tables as create_bundle_table
     from agent.shared_state import create_tables
 
@@ -360,6 +361,8 @@ def _create_store_tables(store: Any) -> None:
         db = Postgres(store.dsn)
         try:
             create_bundle_table(db)  # a quorum's published bundles, should the hosts run under one
+        except QuorumError as exc:  # the server's refusal, said as for the tables above
+            raise CliError(str(exc)) from None
         finally:
             db.close()
     except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret
@@ -1249,7 +1252,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         if config.store is None or config.store.backend != "postgres":
             raise CliError("audit verify --all reads the hosts' chains from the shared database: it needs "
                            "[store] backend = \"postgres\" in the config", EXIT_CONFIG)
-        return verify_all_main(config.store.dsn, sys.stdout)
+        status = verify_all_main(config.store.dsn, sys.stdout)
+        if status == 0 and config.quorum is not None:  # every host's applied bundles, against the database's
+            from agent.quorum_cli import verify_shipped_bundles
+
+            status = verify_shipped_bundles(config, sys.stdout)
+        return status
     config = _config(args) if args.file is None else None
     path = args.file or config.audit_file
     status = verify_main(path, sys.stdout, expect_head=args.head)

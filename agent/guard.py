@@ -221,7 +221,7 @@ class Guard:
         """The credentials in force. A new object at every change, so a caller identified once (a stream)
         can tell when to identify it again."""
         shared = self._shared_bots
-        if self._quorum is not None and (stale := self._quorum.unavailable()) is not None:
+        if self._quorum is not None and (stale := self._quorum.stale_bots()) is not None:
             return stale  # bundles from a database that stopped answering: a revocation could be missed
         return self._bots if shared is None else shared.current()
 

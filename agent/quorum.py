@@ -2,7 +2,8 @@
 
 Without a quorum, whoever can write `policy.toml` or `bots.toml` decides alone what the agent
 signs, within a second (the live reload). With `[quorum]` in the config, the agent ignores those
-files and takes its policy and bot credentials only from **bundles** in a directory:
+files and takes its policy and bot credentials only from **bundles** in a directory (with several
+hosts, in the PostgreSQL database they share: agent.quorum_pg, which only carries them):
 
     bundle = body + approvals
     body   = {format, version, previous, created, expires, proposer, summary,
@@ -700,7 +701,7 @@ def write_atomically(path: Path, text: str, *, replace_existing: bool = False) -
 
 
 class Chain:
-    """Walks the bundle directory from the genesis operators to the newest bundle that applies.
+    """Walks the published bundles (a BundleSource) from the genesis operators to the newest bundle that applies.
 
     `advance` applies every bundle that chains to the one in force and is accepted; it refuses
     each other bundle once (a bad file stays refused: it is reported once, not every poll). Two
@@ -860,7 +861,7 @@ class QuorumSource:
         self._head_missing = False  # the bundle in force is gone from the source: reported once
         self._stale: Bots | None = None
 
-    def unavailable(self) -> Bots | None:
+    def stale_bots(self) -> Bots | None:
         """While the source has not answered within its stale bound (a database): credentials that
         refuse every caller UNAVAILABLE, since a published revocation could be missed. One object
         per outage, so a caller identified once (a stream) is identified again when it ends."""

@@ -334,10 +334,37 @@ def cmd_policy_status(args: argparse.Namespace) -> int:
 
 def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
     """`audit verify` with a quorum: every bundle the audit says an agent applied is in the chain
-    the bundle directory proves (signatures verified again, from the first operators on), under
+    the published bundles prove (signatures verified again, from the first operators on), under
     the same digest and approved by the same keys. 0 when all are; 1 otherwise."""
     from agent.audit import verify_chain
 
+    def records():
+        for path, _ in verify_chain(audit_path).files:
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                yield f"{path.name} line {number}", line
+
+    return _verify_applied(config, records(), out)
+
+
+def verify_shipped_bundles(config: Any, out: Any) -> int:
+    """`audit verify --all` with a quorum: the same check over every host's audit shipped to the
+    database (agent.audit_ship), against the bundles published there. 0 when all verify; 1 otherwise."""
+    from agent.custody.store import Postgres
+
+    db = Postgres(config.store.dsn)
+    try:
+        with db.tx() as cur:
+            # Only the lines that can name a bundle: the others are the chain verifier's business.
+            cur.execute("SELECT host, id, convert_from(line, 'UTF8') FROM audit_lines "
+                        "WHERE position('\"policy.bundle\"' IN convert_from(line, 'UTF8')) > 0 ORDER BY host, id")
+            rows = cur.fetchall()
+    finally:
+        db.close()
+    return _verify_applied(config, ((f"host {host} row {row_id}", line) for host, row_id, line in rows), out)
+
+
+def _verify_applied(config: Any, records: Any, out: Any) -> int:
+    """RECORDS: (where, audit line); each `policy.bundle` line with decision `applied` is checked."""
     quorum = config.quorum
     genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
     with _published(config) as source:
@@ -346,19 +373,18 @@ def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
         proven = {e.version: e for e in chain.advance(datetime.now(timezone.utc), trusted_through=10**9)
                   if e.decision == "applied"}
     problems, checked = [], 0
-    for path, _ in verify_chain(audit_path).files:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            record = json.loads(line) if line.startswith("{") else {}
-            if record.get("event") != "policy.bundle" or record.get("decision") != "applied":
-                continue
-            checked += 1
-            event = proven.get(record.get("version"))
-            if event is None or event.digest != record.get("digest"):
-                problems.append(f"{path.name} line {number}: bundle v{record.get('version')} "
-                                f"({str(record.get('digest'))[:16]}) is not in the verified chain of {where}")
-            elif sorted(event.approvers) != sorted(record.get("approvers", [])):
-                problems.append(f"{path.name} line {number}: bundle v{event.version} approvers "
-                                f"{record.get('approvers')} differ from its signatures {list(event.approvers)}")
+    for at, line in records:
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("event") != "policy.bundle" or record.get("decision") != "applied":
+            continue
+        checked += 1
+        event = proven.get(record.get("version"))
+        if event is None or event.digest != record.get("digest"):
+            problems.append(f"{at}: bundle v{record.get('version')} ({str(record.get('digest'))[:16]}) is not in "
+                            f"the verified chain of {where}")
+        elif sorted(event.approvers) != sorted(record.get("approvers", [])):
+            problems.append(f"{at}: bundle v{event.version} approvers {record.get('approvers')} differ from its "
+                            f"signatures {list(event.approvers)}")
     for problem in problems:
         print(f"  {problem}", file=out)
     print(f"policy bundles: {checked} applied in the audit, "

@@ -28,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.custody.store import Postgres
+from agent.custody.store import Postgres, StoreUnavailable
 from agent.custody.wrapped import STORE_POLL_SECONDS, STORE_STALE_SECONDS
 from agent.quorum import GENESIS, MAX_BUNDLE_BYTES, Bundle, BundleDir, QuorumError
+from agent.custody.store import _first_line
 from agent.shared_state import DatabaseWatch, _schema
 
 POLL_SECONDS = STORE_POLL_SECONDS
@@ -65,12 +66,20 @@ WHERE = "the quorum_bundles table of the PostgreSQL database ([store] dsn)"
 
 def create_tables(db: Postgres) -> None:
     """The table and its trigger, once: an agent whose role may not create them (they were made by
-    `store init` as another role) finds them ready and runs no DDL."""
-    with db.tx() as cur:
-        cur.execute("SELECT to_regclass('quorum_bundles') IS NOT NULL")
-        if cur.fetchone()[0]:
-            return
-    _schema(db, SCHEMA)
+    `store init` as another role) finds them ready and runs no DDL. QuorumError with the server's
+    reason when it refuses."""
+    import psycopg
+
+    try:
+        with db.tx() as cur:
+            cur.execute("SELECT to_regclass('quorum_bundles') IS NOT NULL")
+            if cur.fetchone()[0]:
+                return
+        _schema(db, SCHEMA)
+    except psycopg.Error as exc:
+        raise QuorumError(f"the database refused to create the quorum_bundles table ({_first_line(exc)}): run "
+                          "signing-agent store init as a role that may create tables, then let the agents' "
+                          "role use it") from None
 
 
 def _row_name(row_id: int) -> str:
@@ -108,15 +117,21 @@ class PostgresBundles:
     # -- reads --------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read the table again if it changed (StoreUnavailable when the database does not answer)."""
-        with self._db.tx() as cur:
-            cur.execute(_FINGERPRINT)
-            count, top, rows_md5 = cur.fetchone()
-            fingerprint = (int(count), int(top), rows_md5)
-            if fingerprint == self._snapshot[0]:
-                return
-            cur.execute("SELECT id, bundle FROM quorum_bundles ORDER BY id")
-            rows = cur.fetchall()
+        """Read the table again if it changed (StoreUnavailable when the database does not answer, or
+        answers with an error: a table dropped or made unreadable is a source that says nothing)."""
+        import psycopg
+
+        try:
+            with self._db.tx() as cur:
+                cur.execute(_FINGERPRINT)
+                count, top, rows_md5 = cur.fetchone()
+                fingerprint = (int(count), int(top), rows_md5)
+                if fingerprint == self._snapshot[0]:
+                    return
+                cur.execute("SELECT id, bundle FROM quorum_bundles ORDER BY id")
+                rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{WHERE} cannot be read ({_first_line(exc)})") from None
         # One reference assignment: a reader sees the old snapshot or the new one, whole.
         self._snapshot = (fingerprint, [(_row_name(row_id), _parse(row_id, text)) for row_id, text in rows])
 
@@ -136,7 +151,9 @@ class PostgresBundles:
     # -- the agent's poll ---------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Read the table every POLL_SECONDS on a thread of its own, from now on (the agent)."""
+        """Read the table every POLL_SECONDS on a thread of its own, from now on (the agent). Read once
+        first: the stale bound counts from now, not from the agent's first read, however long its start."""
+        self._watch.poll()
         self._watching = True
         self._watch.start()
 
@@ -176,6 +193,9 @@ class PostgresBundles:
             what = "digest" if exc.diag.constraint_name == "quorum_bundles_digest_unique" else "version"
             raise QuorumError(f"{WHERE} already holds a bundle with this {what}: it was published before, or "
                               "another row claims it; nothing was published (signing-agent policy status)") from None
+        except psycopg.Error as exc:  # a role without INSERT, a table altered by hand: the server's reason
+            raise QuorumError(f"the database refused the publication ({_first_line(exc)}); nothing was "
+                              "published") from None
         return f"{WHERE}, {_row_name(row_id)}"
 
 

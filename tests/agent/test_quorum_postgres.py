@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -18,8 +20,9 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.quorum import Bundle
-from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS
+from agent.custody.store import StoreUnavailable
+from agent.quorum import Bundle, InForce, Operators, QuorumError, judge, new_proposal
+from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS, PostgresBundles
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from support.deploy import Env, run_cli, start_agent, write_bots
 from support.leaks import new_secret, register_secret
@@ -247,6 +250,17 @@ def test_two_hosts_enforce_one_chain_from_the_database_and_refuse_what_sql_write
     everything = hosts.cli("audit", "verify", "--all")
     assert everything.returncode == 0, everything.stdout + everything.stderr
     assert all(name in everything.stdout for name in hosts.names), everything.stdout
+    # Both hosts' applied bundles (v1 to v4 each, v3 twice on host B: its restart replayed it), from the shipped audit
+    shipped = int(everything.stdout.split("policy bundles: ")[1].split()[0])
+    assert shipped >= 8 and "every one verified" in everything.stdout, everything.stdout
+    # A bundle rewritten in the table after it applied (same version, other content): audit verify says so.
+    v1 = Bundle.from_json(v1_text, source="v1")
+    swapped = Bundle(body={**v1.body, "summary": "swapped"}, approvals=v1.approvals)
+    hosts.sql("UPDATE quorum_bundles SET bundle = %s WHERE version = 1", (swapped.to_json(),), as_owner=True)
+    verify = hosts.cli("audit", "verify", host=1)
+    assert verify.returncode == 1 and "bundle v1" in verify.stdout and "not verified" in verify.stdout, verify.stdout
+    everything = hosts.cli("audit", "verify", "--all")
+    assert everything.returncode == 1 and f"host {hosts.names[0]} row" in everything.stdout, everything.stdout
 
 
 def test_a_silent_database_refuses_callers_after_the_stale_bound_and_the_host_recovers(
@@ -262,6 +276,8 @@ def test_a_silent_database_refuses_callers_after_the_stale_bound_and_the_host_re
         _until("UNAVAILABLE", STALE_SECONDS + POLL_SECONDS + 0.5, hung_at,
                lambda: hosts.sign(0) == grpc.StatusCode.UNAVAILABLE)
     _until("recovery once the database answers", 10, time.monotonic(), lambda: hosts.sign(0) == grpc.StatusCode.OK)
+    log = hosts.agents[0].log.read_text()
+    assert "policy bundle database has not answered for over 1 s" in log, log[-2000:]
 
 
 def test_published_files_left_in_the_directory_and_an_unreachable_database_stop_the_start(
@@ -286,3 +302,103 @@ def test_published_files_left_in_the_directory_and_an_unreachable_database_stop_
     status = run_cli(hosts.env, "status", config=hosts.env.root / f"{hosts.label}-down.toml")
     assert "quorum:  unreadable:" in status.stdout and "database is unreachable" in status.stdout, status.stdout
     assert "Traceback" not in status.stderr
+
+
+def test_two_operators_publishing_at_once_land_one_bundle(dsn: str, tmp_path: Path):
+    """The lock and UNIQUE(version): two valid v2, each published from its own connection at the same
+    moment; one lands, the other is refused with the reason, and the table holds one chain."""
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+    operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 1)
+    now = datetime.now(timezone.utc)
+
+    def proposal(in_force: InForce, proposer: str, policy: str) -> Bundle:
+        return new_proposal(in_force, policy_text=policy, bots_text="", proposer=proposer, summary="",
+                            expires_in=timedelta(hours=1), now=now).approved_by(proposer, keys[proposer])
+
+    first = proposal(InForce.genesis(operators), "alice", _policy("k1", OPEN_ORDERS))
+    publishers = [PostgresBundles(dsn, tmp_path), PostgresBundles(dsn, tmp_path)]
+    try:
+        publishers[0].publish(first, by="test")
+        v1 = judge(first, InForce.genesis(operators), now).in_force
+        rivals = [proposal(v1, "alice", _policy("k1")), proposal(v1, "bob", _policy("k1", "GET /api/v3/myTrades"))]
+        start, outcomes = threading.Barrier(2), [None, None]
+
+        def publish(i: int) -> None:
+            start.wait()
+            try:
+                outcomes[i] = publishers[i].publish(rivals[i], by=f"publisher {i}")
+            except QuorumError as exc:
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=publish, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        refused = [o for o in outcomes if isinstance(o, QuorumError)]
+        assert len(refused) == 1 and "nothing was published" in str(refused[0]).lower(), outcomes
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT version, digest, previous FROM quorum_bundles ORDER BY id").fetchall()
+        winner = rivals[outcomes.index(next(o for o in outcomes if isinstance(o, str)))]
+        assert rows == [(1, first.digest, first.body["previous"]), (2, winner.digest, first.digest)]
+        # A database that answers with an error (the table renamed away) is one that says nothing: the
+        # watch counts it as an outage (the stale bound, then UNAVAILABLE), never a dead thread.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE quorum_bundles RENAME TO quorum_bundles_away")
+        with pytest.raises(StoreUnavailable, match="quorum_bundles table .* cannot be read"):
+            publishers[1].refresh()
+    finally:
+        for p in publishers:
+            p.close()
+
+
+def test_a_host_added_later_starts_from_a_copied_head_and_not_from_expired_links(dsn: str, tmp_path: Path):
+    """What the README's 'Adding a host later' says: a fresh state directory judges every link's dates
+    as new, so it stops before the first expired link (here v1: it signs nothing); a copy of a running
+    host's quorum-head.json replays the chain by its signatures, to the head the others enforce."""
+    import shutil
+
+    from agent.quorum import HEAD_FILE, QuorumSource
+
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+    operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 2)
+    now = datetime.now(timezone.utc)
+    first = new_proposal(InForce.genesis(operators), policy_text=_policy("k1", OPEN_ORDERS), bots_text="",
+                         proposer="alice", summary="", expires_in=timedelta(hours=1), now=now)
+    first = first.approved_by("alice", keys["alice"]).approved_by("bob", keys["bob"])
+    brake = new_proposal(judge(first, InForce.genesis(operators), now).in_force, policy_text=_policy("k1"),
+                         bots_text="", proposer="bob", summary="", expires_in=timedelta(hours=1), now=now
+                         ).approved_by("bob", keys["bob"])
+    table = PostgresBundles(dsn, tmp_path / "proposals")
+    sources = []
+    try:
+        table.publish(first, by="test")
+        table.publish(brake, by="test")
+        running_state = tmp_path / "running"
+        running_state.mkdir()
+        running = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, running_state,
+                               clock=lambda: now)
+        sources.append(running)
+        running.start()
+        assert running.chain.in_force.digest == brake.digest
+        later = now + timedelta(days=40)
+        fresh_state, copied_state = tmp_path / "fresh", tmp_path / "copied"
+        fresh_state.mkdir()
+        copied_state.mkdir()
+        fresh = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, fresh_state, clock=lambda: later)
+        sources.append(fresh)
+        events = fresh.start()
+        assert fresh.chain.in_force.version == 0 and not fresh.policy.keys  # signs nothing
+        assert [(e.decision, e.version) for e in events] == [("refused", 1), ("refused", 2)], events
+        assert "expired" in events[0].reason and "does not chain" in events[1].reason, events
+        shutil.copy(running_state / HEAD_FILE, copied_state / HEAD_FILE)
+        copied = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, copied_state,
+                              clock=lambda: later)
+        sources.append(copied)
+        copied.start()
+        assert copied.chain.in_force.digest == brake.digest
+        assert copied.policy.for_key("k1").endpoints == running.policy.for_key("k1").endpoints
+    finally:
+        table.close()
+        for source in sources:
+            source.close()
