@@ -247,7 +247,9 @@ def test_templates_propose_the_guardrails(exchange: str):
     assert limits.max_orders_per_minute == 120  # on by default: no trading bot needs more
     assert '# max_notional = { "1m" = "2000"' in text
     band = '# price_band_pct = "2"' in text
-    assert band == (exchange in ("binance", "binanceusdm", "kucoin", "okx", "kraken"))  # where a ticker is read
+    assert band == (exchange in ("binance", "binanceusdm", "kucoin", "okx", "kraken"))  # where a ticker reads prices
+    floor = '# min_quote_volume_24h = "1000000"' in text
+    assert floor == (exchange != "kucoinfutures")  # Deribit: the floor only (its orders' prices are unread)
     # Uncommented, the proposals are a valid policy.
     enabled = parse_policy(text.replace("# max_notional =", "max_notional =").replace(
         "# price_band_pct =", "price_band_pct =").replace("# min_quote_volume_24h =", "min_quote_volume_24h =").encode())
