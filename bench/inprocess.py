@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int = 3000) -> dict[str, float]:
     """The median microseconds of each stage of one item, run alone in a loop on the same objects: what
     `_decision` and the batch's sinks spend, without a profiler's overhead inflating small calls."""
-    from agent.decision import Decision
+    from agent.decision import Decision, emit
     from agent.guard import Caller
     from agent.policy import evaluate
     from agent.send.ticket import SIGN, Ticket
@@ -153,6 +153,8 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
         "scheme + token": lambda: service._sign_with(exchange, entry, request, 0, now_ms),  # noqa: SLF001
         "token HMAC alone": lambda: keyring.hmac(entry, b"x" * 109, "sha256"),
         "sinks per item (emit_batch of 100 / 100)": lambda: service_emit(hundred),
+        "sinks per stream message (emit)": lambda: emit(decision, guard=guard, metrics=service._metrics,  # noqa: SLF001
+                                                        log=service._log),  # noqa: SLF001
         "answer per item (a response of 100 / 100)": lambda: _answers(service, exchange, entry, request, now_ms),
     }
 
