@@ -556,6 +556,9 @@ class AgeVerdict:
     warning: str | None  # a key close to its maximum age: alert, but sign
 
 
+_DATES_QUIET = AgeVerdict(warning=None)
+
+
 def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVerdict:
     if policy.not_before is not None and now < policy.not_before:
         raise Refusal("not-before", f"key {policy.label!r} may not be used before {policy.not_before:%Y-%m-%dT%H:%M:%SZ}")
@@ -573,6 +576,28 @@ def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVe
         days_left = (limit - age).days
         return AgeVerdict(warning=f"key {policy.label!r} reaches its maximum age in {days_left} days: rotate it")
     return AgeVerdict(warning=None)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _quiet_dates(not_before: datetime | None, expires: datetime | None, max_age_days: int, warn_age_days: int,
+                 created_iso: str) -> tuple[float, float] | None:
+    """The instants (ms since the epoch) between which `check_key_dates` neither refuses nor warns for
+    a key of these dates, worked out once per key and policy rather than per request; a millisecond
+    short at each end, so that the float seconds it is given cannot land on the other side. None
+    when the creation date is unreadable (every instant refuses)."""
+    created = _created_at(created_iso)
+    if created is None:
+        return None
+    limit = timedelta(days=max_age_days)
+    ends = [created + limit, created + limit - timedelta(days=warn_age_days)]  # over age; in the warning
+    if expires is not None:
+        ends.append(expires)
+    first = math.ceil((not_before - _EPOCH) / _MS) + 1 if not_before is not None else -math.inf
+    return first, math.floor((min(ends) - _EPOCH) / _MS) - 1
 
 
 # -- the rules, together (pure) ---------------------------------------------------------
@@ -608,10 +633,15 @@ def evaluate(
     checks that need no parsing, so that the order of refusals is the same whatever the body holds.
     Raises nothing: refusals are returned, with the age warning found before them. No state: rates, the age-warning throttle and symbol history are the guard's.
     """
-    try:
-        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
-    except Refusal as refusal:
-        return Verdict(refusal=refusal, age_warning=None, view=None, facts=None)
+    quiet = _quiet_dates(key_policy.not_before, key_policy.expires, key_policy.max_age_days,
+                         key_policy.warn_age_days, created)
+    if quiet is not None and quiet[0] <= now_ms <= quiet[1]:
+        verdict = _DATES_QUIET  # well inside the key's dates: what check_key_dates would find
+    else:
+        try:
+            verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
+        except Refusal as refusal:
+            return Verdict(refusal=refusal, age_warning=None, view=None, facts=None)
     read: View | None = None
     facts: RequestFacts | None = None
     try:

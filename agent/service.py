@@ -30,7 +30,7 @@ import grpc
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
-from agent.decision import Decision, emit, emit_batch
+from agent.decision import Decision, StreamTally, emit, emit_batch
 from agent.exchanges import exchange_for
 from agent.guard import Caller, Guard
 from agent.logs import get_logger
@@ -147,16 +147,23 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         request, and the stream ends (UNAUTHENTICATED, audited as Sign audits it)."""
         bots: object = None
         caller: Caller | Refusal | None = None
-        for msg in requests:
-            if self._guard.bots is not bots:
-                bots = self._guard.bots
-                caller = self._caller(context)
-            assert caller is not None
-            decision, signed = self._decision(caller, msg)
-            decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
-            if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
-                context.abort(grpc.StatusCode[decision.status], decision.message)
-            yield _result(decision.status, decision.message, signed)
+        tally: StreamTally | None = None  # the stream's log lines (agent.decision.StreamTally)
+        try:
+            for msg in requests:
+                if self._guard.bots is not bots:
+                    bots = self._guard.bots
+                    caller = self._caller(context)
+                assert caller is not None
+                if tally is None:
+                    tally = StreamTally(self._log, caller.bot if isinstance(caller, Caller) else "")
+                decision, signed = self._decision(caller, msg)
+                decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log, tally=tally)
+                if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
+                    context.abort(grpc.StatusCode[decision.status], decision.message)
+                yield _result(decision.status, decision.message, signed)
+        finally:  # ended by the bot, by an abort, or cancelled: its last counts are logged
+            if tally is not None:
+                tally.flush()
 
     def Send(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> Any:
         """Decide and sign as Sign does (one Decision, audited before anything leaves), then place the

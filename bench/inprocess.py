@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int = 3000) -> dict[str, float]:
     """The median microseconds of each stage of one item, run alone in a loop on the same objects: what
     `_decision` and the batch's sinks spend, without a profiler's overhead inflating small calls."""
-    from agent.decision import Decision
+    from agent.decision import Decision, StreamTally, emit
     from agent.guard import Caller
     from agent.policy import evaluate
     from agent.send.ticket import SIGN, Ticket
@@ -140,6 +140,7 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
     decision = Decision(bot="bench", key=label, method="POST", path="/api/v3/order", status="OK", exchange="binance",
                         symbols=verdict.symbols, policy_digest=guard.policy.digest)
     hundred = [decision] * 100
+    tally = StreamTally(service._log, "bench")  # noqa: SLF001 - the stream's log, as SignStream keeps it
     parts = {
         "from proto": lambda: request_from_proto(item),
         "validated (proto, label, shape)": lambda: service._validated(item, now_ms),  # noqa: SLF001
@@ -153,6 +154,8 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
         "scheme + token": lambda: service._sign_with(exchange, entry, request, 0, now_ms),  # noqa: SLF001
         "token HMAC alone": lambda: keyring.hmac(entry, b"x" * 109, "sha256"),
         "sinks per item (emit_batch of 100 / 100)": lambda: service_emit(hundred),
+        "sinks per stream message (emit)": lambda: emit(decision, guard=guard, metrics=service._metrics,  # noqa: SLF001
+                                                        log=service._log, tally=tally),  # noqa: SLF001
         "answer per item (a response of 100 / 100)": lambda: _answers(service, exchange, entry, request, now_ms),
     }
 

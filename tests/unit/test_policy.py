@@ -27,6 +27,7 @@ from agent.policy import (
     check_recv_window,
     check_shape,
     check_symbols,
+    evaluate,
     parse_policy,
 )
 from agent.exchanges import EXCHANGES
@@ -189,6 +190,33 @@ def test_key_dates_and_age():
         with pytest.raises(Refusal) as caught:
             check_key_dates(policy, created, when)
         assert caught.value.rule == rule
+
+
+@pytest.mark.parametrize("warn_days", [10, 0, 120])  # 120: a warning window longer than the maximum age
+def test_evaluate_decides_key_dates_as_check_key_dates_to_the_millisecond(warn_days: int):
+    """evaluate skips check_key_dates well inside a key's dates (bounds worked out once per key): at and
+    around every bound, to the millisecond, it must refuse and warn exactly as check_key_dates does."""
+    policy = parse_policy(b"[keys.k]\nendpoints=['GET /x']\nmax_age_days=90\nwarn_age_days=%d\n"
+                          b"not_before=2026-01-01T00:00:00Z\nexpires=2026-06-01T00:00:00.0005Z\n" % warn_days
+                          ).for_key("k")
+    created = datetime(2026, 1, 10, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+    bounds = [policy.not_before, policy.expires, created + timedelta(days=90),
+              created + timedelta(days=90) - timedelta(days=warn_days)]
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    request = UnsignedRequest("GET", "/x").validated()
+    for bound in bounds:
+        centre = (bound - epoch) // timedelta(milliseconds=1)
+        for now_ms in range(centre - 3, centre + 4):
+            try:
+                expected = ("ok", check_key_dates(policy, created.isoformat(),
+                                                  datetime.fromtimestamp(now_ms / 1000, timezone.utc)).warning)
+            except Refusal as refusal:
+                expected = (refusal.rule, None)
+            got = evaluate(policy, EXCHANGES["binance"], request, created=created.isoformat(), timestamp_ms=0,
+                           now_ms=now_ms)
+            rule = got.refusal.rule if isinstance(got.refusal, Refusal) and got.refusal.rule in (
+                "not-before", "expired", "key-age") else "ok"
+            assert (rule, got.age_warning) == expected, (bound, now_ms)
 
 
 def test_order_caps_per_symbol_and_quote():
