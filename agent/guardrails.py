@@ -122,7 +122,7 @@ class Guardrails:
         rule = ("thin-market" if limits.min_quote_volume_24h is not None
                 else "price-band" if limits.price_band_pct is not None else "notional-budget")
         view = verdict.view
-        market = market_for(exchange.id, view.key, view.fields().text("category")) if view is not None else None
+        market = _market_of(exchange, view)
         if market is None:
             if not limits.needs_market:
                 raise Refusal(rule, f"a market order by quantity on key {label!r}, which has a notional budget, "
@@ -171,7 +171,7 @@ class Guardrails:
         """The new price of each amend of the price only (RequestFacts.amends), held to the band exactly as a
         new order's limit price; where it cannot be read or checked, refused (fail closed)."""
         view = verdict.view
-        market = market_for(exchange.id, view.key, view.fields().text("category")) if view is not None else None
+        market = _market_of(exchange, view)
         instead = "cancel the order and place a new one (its symbol, side and price are then checked)"
         if market is None:
             raise Refusal("price-band", f"key {label!r} has price_band_pct, but this version has no ticker source for "
@@ -334,6 +334,15 @@ class OrderPatterns:
             reason = f"key {label!r} signed {'; '.join(unusual[:3])}: its order flow changed shape"
             self._audit("order.pattern", bot=bot, key=label, reason=reason)
             self._alert("order-pattern", bot=bot, key=label, rule="order-pattern", reason=reason)
+
+
+def _market_of(exchange: "Exchange", view: Any) -> str | None:
+    """The ticker market a request's orders trade on: by path, and by the body's category (Bybit) or
+    productType (Bitget futures) where one path serves several markets."""
+    if view is None:
+        return None
+    fields = view.fields()
+    return market_for(exchange.id, view.key, fields.text("category") or fields.text("productType"))
 
 
 def _plain(amount: Decimal) -> str:

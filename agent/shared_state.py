@@ -196,14 +196,21 @@ class PostgresLedgers:
                 for budget in c.budgets:
                     key = (c.scope, budget.seconds, int(clock // bucket_seconds(budget)))
                     adds[key] = adds.get(key, Decimal(0)) + c.notional
-            # Buckets that left their window are forgotten, as the file ledger does on each write.
-            cur.executemany("DELETE FROM notional_ledgers WHERE scope = %s AND window_seconds = %s AND bucket < %s",
-                            sorted({(c.scope, b.seconds, _oldest(b, clock)) for c in charges for b in c.budgets}))
-            cur.executemany(
-                "INSERT INTO notional_ledgers (scope, window_seconds, bucket, amount) VALUES (%s, %s, %s, %s) "
+            old = sorted({(c.scope, b.seconds, _oldest(b, clock)) for c in charges for b in c.budgets})
+            new = sorted(adds.items())
+            # One statement (a round trip counts on the hot path): buckets that left their window are forgotten,
+            # as the file ledger does on each write, and the current buckets are added to. The two touch
+            # different rows (the current bucket is never older than the oldest one kept).
+            cur.execute(
+                "WITH gone AS (DELETE FROM notional_ledgers n USING unnest(%s::text[], %s::int[], %s::bigint[]) "
+                "AS o(scope, window_seconds, oldest) WHERE n.scope = o.scope AND n.window_seconds = o.window_seconds "
+                "AND n.bucket < o.oldest) "
+                "INSERT INTO notional_ledgers (scope, window_seconds, bucket, amount) "
+                "SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::numeric[]) "
                 "ON CONFLICT (scope, window_seconds, bucket) DO UPDATE "
                 "SET amount = notional_ledgers.amount + EXCLUDED.amount",
-                [(scope, seconds, bucket, amount) for (scope, seconds, bucket), amount in sorted(adds.items())])
+                ([o[0] for o in old], [o[1] for o in old], [o[2] for o in old],
+                 [k[0] for k, _ in new], [k[1] for k, _ in new], [k[2] for k, _ in new], [a for _, a in new]))
         return None
 
     def used(self, scope: str, budgets: Iterable[Budget], now: float) -> dict[str, Decimal]:
@@ -215,13 +222,15 @@ class PostgresLedgers:
     @staticmethod
     def _read(cur: Any, scopes: list[str]) -> tuple[Decimal, dict[tuple[str, int], dict[int, Decimal]]]:
         """(the database's clock in epoch seconds, {(scope, window seconds): {bucket: amount}})."""
-        cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::numeric")
-        (clock,) = cur.fetchone()
-        cur.execute("SELECT scope, window_seconds, bucket, amount FROM notional_ledgers WHERE scope = ANY(%s)",
-                    (scopes,))
+        # The clock and the rows in one round trip: the outer join keeps the clock when no row exists yet.
+        cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::numeric, n.scope, n.window_seconds, n.bucket, "
+                    "n.amount FROM (SELECT 1) AS one LEFT JOIN notional_ledgers n ON n.scope = ANY(%s)", (scopes,))
+        rows = cur.fetchall()
+        clock = rows[0][0]
         ledgers: dict[tuple[str, int], dict[int, Decimal]] = {}
-        for scope, seconds, bucket, amount in cur.fetchall():
-            ledgers.setdefault((scope, seconds), {})[bucket] = amount
+        for _, scope, seconds, bucket, amount in rows:
+            if scope is not None:
+                ledgers.setdefault((scope, seconds), {})[bucket] = amount
         return Decimal(clock), ledgers
 
     def close(self) -> None:

@@ -226,6 +226,11 @@ SOURCES: dict[str, Source] = {s.market: s for s in (
     Source("bybitlinear", "https://api.bybit.com", "/v5/market/tickers", "symbol", _bybit, (("category", "linear"),)),
     Source("mexc", "https://api.mexc.com", "/api/v3/ticker/24hr", "symbol", _binance),
     Source("bitget", "https://api.bitget.com", "/api/v2/spot/market/tickers", "symbol", _bitget),
+    # Bitget's USDT- and USDC-margined futures: sized in the base coin, so priced like spot (the same answer shape).
+    Source("bitgetusdtfutures", "https://api.bitget.com", "/api/v2/mix/market/ticker", "symbol", _bitget,
+           (("productType", "USDT-FUTURES"),)),
+    Source("bitgetusdcfutures", "https://api.bitget.com", "/api/v2/mix/market/ticker", "symbol", _bitget,
+           (("productType", "USDC-FUTURES"),)),
     Source("htx", "https://api.huobi.pro", "/market/detail/merged", "symbol", _htx, spell=str.lower),
     Source("cryptocom", "https://api.crypto.com", "/exchange/v1/public/get-tickers", "instrument_name", _cryptocom),
     Source("kraken", "https://api.kraken.com", "/0/public/Ticker", "pair", _kraken),
@@ -237,10 +242,16 @@ SOURCES: dict[str, Source] = {s.market: s for s in (
 )}
 
 
+# Markets whose orders' limit prices the order readers do not read (Deribit's sizes are contracts or USD, so no
+# price is reported): their ticker serves the volume floor, and a band there refuses every order (fail closed).
+PRICES_UNREAD = frozenset({"deribit"})
+
+
 def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
     """The market (a SOURCES name) an order on EXCHANGE_ID to path KEY trades on; None when this version
     has no ticker source for it (COIN-M, options, futures counted in contracts...). CATEGORY is Bybit's
-    (spot, linear...), which its orders carry in the body where other exchanges use the path."""
+    category (spot, linear...) or Bitget's futures productType (usdt-futures...), lower-cased, which their
+    orders carry in the body where other exchanges use the path."""
     if exchange_id == "binance":
         return "binanceusdm" if key.startswith("/fapi/") else "binance" if key.startswith(("/api/", "/sapi/")) else None
     if exchange_id == "kucoin":
@@ -252,6 +263,8 @@ def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
     if exchange_id == "mexc":
         return "mexc" if key.startswith("/api/v3/") else None  # contract orders: /api/v1/private/...
     if exchange_id == "bitget":
+        if key.startswith("/api/v2/mix/order/"):  # futures: the body's productType (COIN-FUTURES: no source)
+            return {"usdt-futures": "bitgetusdtfutures", "usdc-futures": "bitgetusdcfutures"}.get(category)
         return "bitget" if key.startswith(("/api/v2/spot/", "/api/spot/")) else None
     if exchange_id == "htx":
         return "htx" if key.startswith(("/v1/order/", "/v2/algo-orders")) else None  # spot: not the contract APIs

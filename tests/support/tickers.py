@@ -47,7 +47,7 @@ def _fill(market: str, shape: Any, symbol: str, price: str, volume: str, bid: st
     elif market in ("bybit", "bybitlinear"):
         answer["result"]["list"][0].update(symbol=symbol, lastPrice=price, turnover24h=volume, bid1Price=bid,
                                            ask1Price=ask)
-    elif market == "bitget":
+    elif market in ("bitget", "bitgetusdtfutures", "bitgetusdcfutures"):
         answer["data"][0].update(symbol=symbol, lastPr=price, quoteVolume=volume, bidPr=bid, askPr=ask)
     elif market == "htx":  # JSON numbers, as HTX sends them
         answer["ch"] = f"market.{symbol}.detail.merged"

@@ -53,7 +53,7 @@ def test_okx_derivative_volume_is_converted_to_the_quote_currency():
     ("gate", "/api/v4/spot/orders", "gate"), ("gate", "/api/v4/futures/usdt/orders", None),
     ("kraken", "/0/private/addorder", "kraken"), ("mexc", "/api/v3/order", "mexc"),
     ("mexc", "/api/v1/private/order/submit", None), ("bitget", "/api/v2/spot/trade/place-order", "bitget"),
-    ("bitget", "/api/v2/mix/order/place-order", None), ("htx", "/v1/order/orders/place", "htx"),
+    ("bitget", "/api/v2/mix/order/place-order", None),  # no productType: no market ("htx", "/v1/order/orders/place", "htx"),
     ("htx", "/linear-swap-api/v1/swap_cross_order", None), ("cryptocom", "/exchange/v1/private/create-order", "cryptocom"),
     ("coinbase", "/api/v3/brokerage/orders", "coinbase"), ("deribit", "/api/v2/private/buy", "deribit"),
     ("deribit", "/api/v2", "deribit"), ("gemini", "/v1/order/new", "gemini"), ("gemini", "/v1/balances", None),
@@ -156,3 +156,10 @@ def test_a_symbol_is_sent_encoded_never_as_url_syntax(local):
     with pytest.raises(NoTicker):
         market.ticker("binance", "BTCUSDT&symbol=ETHUSDT")
     assert tickers.asked[-1] == ("binance", "BTCUSDT&symbol=ETHUSDT")
+
+
+@pytest.mark.parametrize("product_type, market", [("usdt-futures", "bitgetusdtfutures"),
+                                                  ("usdc-futures", "bitgetusdcfutures"), ("coin-futures", None)])
+def test_a_bitget_futures_order_goes_to_the_market_of_its_product_type(product_type, market):
+    # Bitget puts every futures order on one path; productType says which ticker prices it (coin-margined: none).
+    assert market_for("bitget", "/api/v2/mix/order/place-order", product_type) == market

@@ -25,7 +25,7 @@ from support.tickers import Tickers
 
 POLICY = b"""
 [bots.b]
-keys = ["budget", "band", "okx-budget", "okx-band", "kraken-band", "bybit-band"]
+keys = ["budget", "band", "okx-budget", "okx-band", "kraken-band", "bybit-band", "bitget-band", "gemini-band"]
 [keys.budget]
 endpoints = ["POST /api/v3/order", "POST /dapi/v1/order"]
 max_notional = { "1h" = "1000" }
@@ -45,13 +45,20 @@ price_band_pct = "2"
 [keys.bybit-band]
 endpoints = ["POST /v5/order/amend"]
 price_band_pct = "2"
+[keys.bitget-band]
+endpoints = ["POST /api/v2/mix/order/place-order"]
+price_band_pct = "2"
+[keys.gemini-band]
+endpoints = ["POST /v1/order/new"]
+timestamps = "any"
+price_band_pct = "2"
 """
 
 
 class Rig:
     def __init__(self, state: Path, server: ExchangeServer) -> None:
         self.policy = parse_policy(POLICY)
-        markets = ("binance", "okx", "kraken", "bybit")
+        markets = ("binance", "okx", "kraken", "bybit", "bitgetusdtfutures", "gemini")
         self.tickers = Tickers(server, *markets)
         self.guard = Guardrails(state, buckets=SharedBuckets(state / "rates.bin"),
                                 market=MarketSettings(ttl=0.2, stale=1.0, timeout=0.5,
@@ -203,3 +210,27 @@ def test_a_bybit_price_amend_is_band_checked_on_its_category_market(rig: Rig):
     rig.check("bybit-band", "bybit", "POST", "/v5/order/amend", RawBody(amend.format("29500")))
     with pytest.raises(Refusal, match="price-band.*28000"):
         rig.check("bybit-band", "bybit", "POST", "/v5/order/amend", RawBody(amend.format("28000")))
+
+
+# -- markets whose tickers came later: Bitget USDT futures (by productType), Gemini ----------------------
+
+
+def test_a_bitget_usdt_futures_order_is_band_checked_against_the_futures_ticker(rig: Rig):
+    rig.tickers.set("bitgetusdtfutures", "ETHUSDT", price="2000", quote_volume="1")
+    order = ('{{"symbol":"ETHUSDT","productType":"USDT-FUTURES","marginMode":"isolated","marginCoin":"USDT",'
+             '"size":"0.6","price":"{}","side":"buy","tradeSide":"open","orderType":"limit","force":"gtc"}}')
+    rig.check("bitget-band", "bitget", "POST", "/api/v2/mix/order/place-order", RawBody(order.format("2030")))
+    with pytest.raises(Refusal) as refused:
+        rig.check("bitget-band", "bitget", "POST", "/api/v2/mix/order/place-order", RawBody(order.format("2100")))
+    assert refused.value.rule == "price-band" and "on bitgetusdtfutures" in str(refused.value)
+    assert "no higher than 2040" in str(refused.value)
+
+
+def test_a_gemini_limit_order_is_band_checked_against_geminis_ticker(rig: Rig):
+    rig.tickers.set("gemini", "BTCUSD", price="3600", quote_volume="1")
+    order = ('{{"request":"/v1/order/new","nonce":"1700000000000","symbol":"btcusd","amount":"5","price":"{}",'
+             '"side":"sell","type":"exchange limit"}}')
+    rig.check("gemini-band", "gemini", "POST", "/v1/order/new", RawBody(order.format("3550")))
+    with pytest.raises(Refusal, match="price-band.*a sell at 3500 on BTCUSD.*no lower than 3528"):
+        rig.check("gemini-band", "gemini", "POST", "/v1/order/new", RawBody(order.format("3500")))
+    assert ("gemini", "btcusd") in rig.tickers.asked  # Gemini's own spelling, in the path
