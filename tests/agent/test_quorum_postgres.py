@@ -405,9 +405,20 @@ def test_the_chain_walk_excuses_an_expired_link_only_under_a_fresh_accepted_one(
         late.chain.dir.refresh()
         assert late.poll() == [] and late.chain.in_force.version == 0 and late.chain.behind == (0, 1)
         assert late.stale_bots() is refusal  # the same outage: audited once, the same refusal object
+        # A rival v1, fresh and signed by both, written by SQL beside the late v1 (its version column
+        # lying): the late link counts as the other branch of a fork, so the rival is never applied here.
+        rival = _signed_bundle(InForce.genesis(operators), keys, "alice", "bob", policy=_policy("k1", OPEN_ORDERS),
+                               bots="", created=later, valid_for=timedelta(hours=1))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO quorum_bundles (version, digest, previous, bundle, published_by) "
+                         "VALUES (999, %s, %s, %s, 'sql')", (rival.digest, rival.body["previous"], rival.to_json()))
+        late.chain.dir.refresh()
+        events = late.poll()
+        assert [(e.decision, e.version) for e in events] == [("refused", 1)] and "a fork" in events[0].reason, events
+        assert late.chain.in_force.version == 0 and late.chain.behind == (0, 1)
         with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
-            conn.execute("DELETE FROM quorum_bundles WHERE version = 3")
+            conn.execute("DELETE FROM quorum_bundles WHERE version IN (3, 999)")
 
         # A fresh tightening on top of v2 by one operator: v1 and v2 apply under it (their expiry
         # excused, their signatures checked), then v3; the host serves again.
