@@ -491,3 +491,5 @@ def test_a_host_added_after_a_bundle_expired_refuses_callers_until_a_fresh_bundl
     assert len([r for r in hosts.audit(1) if r["decision"] == "refused"]) == 1  # the one outage, said once
     status = hosts.cli("policy", "status", host=1)
     assert "in force: v3" in status.stdout and "behind" not in status.stderr, status.stdout + status.stderr
+    verify = hosts.cli("audit", "verify", host=1)  # v1 and v2 applied late are proven by their signatures
+    assert verify.returncode == 0 and "every one verified" in verify.stdout, verify.stdout + verify.stderr
