@@ -65,13 +65,15 @@ class Bots:
     """The credentials in force: lookups by token hash and by certificate fingerprint.
 
     UNAVAILABLE, when set, says why no credential can be trusted right now (the database holding them
-    has not answered within its stale bound: agent.bots_db); the guard then refuses every caller with it.
+    has not answered within its stale bound: agent.bots_db; or this host is behind the quorum's chain:
+    agent.quorum); the guard then refuses every caller with it, naming UNAVAILABLE_RULE.
     """
 
     by_token: dict[str, BotCredential]
     by_cert: dict[str, BotCredential]
     names: tuple[str, ...]
     unavailable: str | None = None
+    unavailable_rule: str = "bots-database"
 
     @classmethod
     def of(cls, credentials: list[BotCredential]) -> "Bots":

@@ -329,7 +329,7 @@ class Guard:
         """The bot behind a bearer token or a verified client certificate (its SHA-256 fingerprint)."""
         bots = self.bots
         if bots.unavailable is not None:
-            raise Refusal("bots-database", bots.unavailable, UNAVAILABLE)
+            raise Refusal(bots.unavailable_rule, bots.unavailable, UNAVAILABLE)
         if cert_sha256 is not None:
             found = bots.by_certificate(cert_sha256)
             if found is not None:

@@ -17,7 +17,9 @@ A bundle is applied only when, against the bundle in force:
     in force (it chains: it was written against what is in force, not against something else);
   - it has not expired, was not created ahead of this host's clock (beyond MAX_CLOCK_SKEW) and is
     valid for at most MAX_EXPIRY from its creation (an approval is for a change now, not a change
-    kept for later);
+    kept for later); in the database several hosts share, a link that expired before this host
+    read it applies only under a later link accepted fresh, and until one lands the host refuses
+    every caller (it is behind the others: Chain, QuorumSource.stale_bots);
   - every approval is by a distinct operator of the set in force and verifies (a forged or
     duplicated signature refuses the whole bundle: it is an attack, not a miscount);
   - its proposer is an operator in force and signed it; that signature is the proposer's approval;
@@ -85,6 +87,11 @@ class QuorumError(Exception):
 
 class BundleRefused(QuorumError):
     """The agent will not apply this bundle; `reason` says why (audited and alerted)."""
+
+
+class BundleExpired(BundleRefused):
+    """Refused only because it expired: its other dates are sound (check_fresh checks them first).
+    Whether that makes this host late rather than the bundle stale, Chain decides (Chain._judge)."""
 
 
 # -- operators ----------------------------------------------------------------------------------
@@ -361,7 +368,7 @@ def check_fresh(bundle: Bundle, now: datetime) -> None:
         raise BundleRefused(f"{source}: valid from {bundle.body['created']} to {bundle.body['expires']}; a bundle "
                             f"expires after its creation and within {MAX_EXPIRY.days} days of it: propose it again")
     if expires <= now:
-        raise BundleRefused(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
+        raise BundleExpired(f"{source}: expired at {bundle.body['expires']} (propose and approve it again)")
 
 
 def check_proposer(bundle: Bundle, operators: Operators) -> None:
@@ -615,6 +622,9 @@ class BundleSource(Protocol):
 
     where: str  # for messages: the directory, or the database table
     proposals: Path  # drafts being approved: files the operators pass around, in both cases
+    # True when a bundle that verifies but has expired was published while fresh, so a host that
+    # finds it expired is late (Chain._judge): `policy publish` is the only way in that checks dates.
+    expired_means_late: bool
 
     def fingerprint(self) -> tuple: ...
 
@@ -631,6 +641,14 @@ class BundleSource(Protocol):
 
 class BundleDir:
     """Published bundles (`v000042-<digest16>.json`) and, under `proposals/`, drafts being approved."""
+
+    # One host reads the directory `policy publish` writes, and applies a published file within a
+    # second while it runs. An expired file chaining onto its head is a bundle it never enforced,
+    # and no other host enforces either; it may be a signed proposal copied in by hand after it
+    # expired (the directory has no gate that checks dates the way the database's publish does).
+    # So it is refused as stale, audited and alerted, and the host keeps serving: failing closed
+    # here would let anyone with write access to the directory stop the only host with an old file.
+    expired_means_late = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -705,20 +723,88 @@ class Chain:
 
     `advance` applies every bundle that chains to the one in force and is accepted; it refuses
     each other bundle once (a bad file stays refused: it is reported once, not every poll). Two
-    valid bundles chaining to the same one are a fork: both are refused, nothing changes."""
+    valid bundles chaining to the same one are a fork: both are refused, nothing changes.
+
+    A host that was down, or added later, finds links that expired before it read them. Where the
+    source says such a link was published while fresh (the database: `expired_means_late`), its
+    expiry is excused when a later link that chains through it is accepted fresh: that link's
+    approvers signed a digest that names the whole chain under it. Every other rule (signatures,
+    threshold, chaining, what loosens) is still checked on every link. A link refused only because
+    it expired, with no such later link, means this host is behind the others: `behind` says so,
+    and QuorumSource refuses every caller until a fresh link lands on top."""
 
     def __init__(self, directory: BundleSource, genesis: Operators) -> None:
         self.dir = directory
         self.in_force = InForce.genesis(genesis)
         self._judged: set[str] = set()  # digests or paths already applied or refused
+        self._excused: set[str] = set()  # digests of expired links a fresh later link endorsed
+        # (version in force, newest late version) when this host is behind the published chain, else None
+        self.behind: tuple[int, int] | None = None
+
+    def _judge(self, bundle: Bundle, in_force: InForce, now: datetime, trusted_through: int) -> tuple[Accepted, bool]:
+        """judge() BUNDLE onto IN_FORCE: (accepted, expired). EXPIRED: it verifies in every rule but
+        its expiry, in a source where that makes this host late; BundleRefused for anything else."""
+        try:
+            return judge(bundle, in_force, now, applied_before=bundle.version <= trusted_through), False
+        except BundleExpired:
+            if not self.dir.expired_means_late:
+                raise
+        # Only the expiry failed (check_fresh checks it last); every other rule is checked here.
+        return judge(bundle, in_force, now, applied_before=True), True
+
+    def _endorsed_later(self, link: Bundle, after: InForce, now: datetime) -> bool:
+        """True when a link accepted fresh chains onto LINK (whose successor state is AFTER), directly
+        or through further links that verify in all but their expiry; those links are then excused.
+        A later link that does not verify (a forged or missing approval) excuses nothing."""
+        if link.digest in self._excused:
+            return True
+        by_previous: dict[str, list[Bundle]] = {}
+        for _, item in self.dir.published():
+            if isinstance(item, Bundle):
+                by_previous.setdefault(item.body["previous"], []).append(item)
+        stack = [(after, (link.digest,))]  # a state reached, and the expired links walked to reach it
+        while stack:
+            state, path = stack.pop()
+            for bundle in by_previous.get(state.digest, ()):
+                try:
+                    accepted, expired = self._judge(bundle, state, now, 0)
+                except BundleRefused:
+                    continue
+                if not expired or bundle.digest in self._excused:
+                    self._excused.update(path)
+                    return True
+                stack.append((accepted.in_force, path + (bundle.digest,)))
+        return False
+
+    def _late_links(self, now: datetime) -> tuple[int, int] | None:
+        """(version in force, newest late version) when a published link chains onto the bundle in
+        force and is refused only because it expired; read afresh, whatever was judged before (a late
+        link refused in a fork still means this host is behind)."""
+        if not self.dir.expired_means_late:
+            return None
+        late = []
+        for _, item in self.dir.published():
+            if isinstance(item, Bundle) and item.body["previous"] == self.in_force.digest:
+                try:
+                    if self._judge(item, self.in_force, now, 0)[1]:
+                        late.append(item.version)
+                except BundleRefused:
+                    continue
+        return (self.in_force.version, max(late)) if late else None
 
     def advance(self, now: datetime, *, trusted_through: int = 0) -> list[Event]:
         """Apply what chains on; bundles up to version TRUSTED_THROUGH were applied before (by this
         agent, recorded in its state), so their expiry no longer matters."""
+        events = self._advance(now, trusted_through)
+        self.behind = self._late_links(now)
+        return events
+
+    def _advance(self, now: datetime, trusted_through: int) -> list[Event]:
         events: list[Event] = []
         while True:
             candidates: list[tuple[str, Bundle, Accepted]] = []
             unchained: list[tuple[str, Bundle]] = []
+            late: set[str] = set()  # links that verify but expired, no fresh link on top yet: not judged
             for name, item in self.dir.published():
                 seen = f"{name}:{item.digest if isinstance(item, Bundle) else ''}"
                 if seen in self._judged:
@@ -738,10 +824,13 @@ class Chain:
                     unchained.append((seen, item))  # may chain once a bundle before it applies
                     continue
                 try:
-                    accepted = judge(item, self.in_force, now, applied_before=item.version <= trusted_through)
+                    accepted, expired = self._judge(item, self.in_force, now, trusted_through)
                 except BundleRefused as exc:
                     self._judged.add(seen)
                     events.append(self._refusal(item, str(exc)))
+                    continue
+                if expired and not self._endorsed_later(item, accepted.in_force, now):
+                    late.add(item.digest)  # judged again at the next change: a fresh link may land on top
                     continue
                 candidates.append((seen, item, accepted))
             unique = {c[1].digest: c for c in candidates}  # copies of one bundle are one candidate
@@ -749,13 +838,16 @@ class Chain:
                 if unique[item.digest][0] != seen:
                     self._judged.add(seen)
             candidates = list(unique.values())
-            if len(candidates) > 1:
+            # A late link counts as a rival: a fresh bundle beside it is another branch, never applied here.
+            if len(candidates) + len(late) > 1:
                 for seen, item, _ in candidates:
                     self._judged.add(seen)
-                    events.append(self._refusal(item, f"{len(candidates)} bundles chain to "
+                    events.append(self._refusal(item, f"{len(candidates) + len(late)} bundles chain to "
                                                       f"v{self.in_force.version}: a fork; publish one"))
                 return events
             if not candidates:
+                if late:
+                    return events  # what does not chain yet may chain through the late link once excused
                 for seen, item in unchained:
                     self._judged.add(seen)
                     events.append(self._refusal(item, f"written against {item.body['previous'][:16]}, which is "
@@ -859,19 +951,41 @@ class QuorumSource:
         self._genesis, self._state_dir, self._clock = genesis, state_dir, clock
         self._seen: tuple | None = None
         self._head_missing = False  # the bundle in force is gone from the source: reported once
+        self._behind_reported: tuple[int, int] | None = None  # Chain.behind, audited once per change
         self._stale: Bots | None = None
 
     def stale_bots(self) -> Bots | None:
-        """While the source has not answered within its stale bound (a database): credentials that
-        refuse every caller UNAVAILABLE, since a published revocation could be missed. One object
-        per outage, so a caller identified once (a stream) is identified again when it ends."""
-        reason = self.chain.dir.unavailable()
+        """While the source has not answered within its stale bound (a database), or while this host
+        is behind the published chain: credentials that refuse every caller UNAVAILABLE, since a
+        published revocation could be missed (or is known to be). One object per outage, so a caller
+        identified once (a stream) is identified again when it ends."""
+        reason, rule = self.chain.dir.unavailable(), "bots-database"
+        if reason is None and self.chain.behind is not None:
+            reason, rule = self.behind_reason(*self.chain.behind), "quorum-behind"
         if reason is None:
             self._stale = None
             return None
         if self._stale is None or self._stale.unavailable != reason:
-            self._stale = Bots(by_token={}, by_cert={}, names=(), unavailable=reason)
+            self._stale = Bots(by_token={}, by_cert={}, names=(), unavailable=reason, unavailable_rule=rule)
         return self._stale
+
+    def behind_reason(self, in_force: int, published: int) -> str:
+        return (f"this host is behind the published policy chain: v{in_force} is in force here, v{published} is "
+                f"published in {self.chain.dir.where} but expired before this host applied it, so nothing is "
+                "signed here (the newer policy may revoke what the older allows). Operators: publish a fresh "
+                "bundle on top of it (signing-agent policy propose, approve, publish; a no-op or tightening "
+                "one will do), or restart this host with a copy of a running host's state/quorum-head.json. "
+                "Callers: retry with backoff, or use another host; this host recovers by itself once a fresh "
+                "bundle is published")
+
+    def _check_behind(self) -> list[Event]:
+        """A refusal event (audited and alerted) when this host falls behind, once per (in force, published)."""
+        behind = self.chain.behind
+        if behind is None or behind == self._behind_reported:
+            self._behind_reported = behind
+            return []
+        self._behind_reported = behind
+        return [Event("refused", behind[1], "", reason=self.behind_reason(*behind))]
 
     @property
     def genesis_digest(self) -> str:
@@ -906,7 +1020,7 @@ class QuorumSource:
                 f"them; the agent does not go back to an older policy")
         self._record()
         self.chain.dir.watch()
-        return events
+        return events + self._check_behind()
 
     def close(self) -> None:
         self.chain.dir.close()
@@ -950,7 +1064,7 @@ class QuorumSource:
         events = self.chain.advance(self._clock())
         if any(e.decision == "applied" for e in events):
             self._record()
-        return events + self._check_head_present()
+        return events + self._check_head_present() + self._check_behind()
 
     def _check_head_present(self) -> list[Event]:
         """A running agent whose bundle in force was deleted or replaced in the source keeps enforcing

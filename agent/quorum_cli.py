@@ -91,6 +91,17 @@ def _head(config: Any, quorum: Any, source: BundleSource) -> Chain:
         recorded = None
     through = recorded.version if recorded is not None else 0
     chain.advance(datetime.now(timezone.utc), trusted_through=through)
+    if chain.behind is not None:
+        # This host's agent refuses callers until a fresh bundle lands on top of the published head;
+        # the operators' commands work on that head, so that the remedy can be proposed from here.
+        in_force, published = chain.behind
+        print(f"note: this host is behind the published chain (v{in_force} in force here, v{published} published "
+              "but expired before this host applied it): this command works on the published head, each "
+              "link's signatures verified but not its expiry; publish a fresh bundle on top of it and every "
+              "late host applies the chain", file=sys.stderr)
+        while chain.behind is not None:  # each late link's dates trusted, up to the newest that chains
+            chain, through = Chain(source, genesis), chain.behind[1]
+            chain.advance(datetime.now(timezone.utc), trusted_through=through)
     return chain
 
 

@@ -102,6 +102,12 @@ class PostgresBundles:
     What `fingerprint` and `published` return is the last snapshot read (`refresh`): the CLI reads it
     once when it opens the table, an agent on a thread of its own (`watch`)."""
 
+    # `policy publish` judges a bundle's dates before it inserts it, so a row that verifies but has
+    # expired was published in time: a host that finds it expired is late, not the bundle stale.
+    # (A row inserted by SQL after it expired still needed k operators' signatures; the most it does
+    # is hold hosts UNAVAILABLE until operators publish on top, as deleting a row stops restarts.)
+    expired_means_late = True
+
     def __init__(self, dsn: str, proposals: Path) -> None:
         self.where = WHERE
         self.proposals = proposals

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.custody.store import StoreUnavailable
-from agent.quorum import Bundle, InForce, Operators, QuorumError, judge, new_proposal
+from agent.quorum import Bundle, InForce, Operators, QuorumError, QuorumSource, judge, new_proposal
 from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS, PostgresBundles
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from support.deploy import Env, run_cli, start_agent, write_bots
@@ -29,6 +29,7 @@ from support.leaks import new_secret, register_secret
 from support.pg import Cluster, host_config
 
 MM = register_secret(f"sa1_mm_{secrets.token_urlsafe(24)}")
+MM2 = register_secret(f"sa1_mm2_{secrets.token_urlsafe(24)}")
 OPEN_ORDERS = "GET /api/v3/openOrders"
 
 
@@ -79,6 +80,11 @@ class Hosts:
         return time.monotonic()
 
     def sign(self, host: int, endpoint: str = "GET /api/v3/account", token: str = MM) -> grpc.StatusCode:
+        return self.sign_answer(host, endpoint, token)[0]
+
+    def sign_answer(self, host: int, endpoint: str = "GET /api/v3/account",
+                    token: str = MM) -> tuple[grpc.StatusCode, str]:
+        """The status of a Sign call on HOST, and its message ("" when it signed)."""
         method, path = endpoint.split()
         msg = signer_pb2.SignRequest(key=self.label, method=method, path=path)
         msg.query.extend([signer_pb2.Param(name="timestamp", value=str(int(time.time() * 1000)))])
@@ -87,8 +93,8 @@ class Hosts:
                 signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=(("authorization", f"Bearer {token}"),),
                                                          timeout=10)
             except grpc.RpcError as exc:
-                return exc.code()
-        return grpc.StatusCode.OK
+                return exc.code(), exc.details()
+        return grpc.StatusCode.OK, ""
 
     def audit(self, host: int, event: str = "policy.bundle") -> list[dict]:
         path = self.env.root / f"state-{self.names[host]}" / "audit.jsonl"
@@ -352,53 +358,138 @@ def test_two_operators_publishing_at_once_land_one_bundle(dsn: str, tmp_path: Pa
             p.close()
 
 
-def test_a_host_added_later_starts_from_a_copied_head_and_not_from_expired_links(dsn: str, tmp_path: Path):
-    """What the README's 'Adding a host later' says: a fresh state directory judges every link's dates
-    as new, so it stops before the first expired link (here v1: it signs nothing); a copy of a running
-    host's quorum-head.json replays the chain by its signatures, to the head the others enforce."""
-    import shutil
+def _signed_bundle(in_force: InForce, keys: dict, proposer: str, *approvers: str, policy: str, bots: str,
+                   created: datetime, valid_for: timedelta) -> Bundle:
+    """A bundle as operators made it at CREATED (possibly long ago): proposed, then approved by APPROVERS."""
+    bundle = new_proposal(in_force, policy_text=policy, bots_text=bots, proposer=proposer, summary="",
+                          expires_in=valid_for, now=created).approved_by(proposer, keys[proposer])
+    for name in approvers:
+        bundle = bundle.approved_by(name, keys[name])
+    return bundle
 
-    from agent.quorum import HEAD_FILE, QuorumSource
 
+def test_the_chain_walk_excuses_an_expired_link_only_under_a_fresh_accepted_one(dsn: str, tmp_path: Path):
+    """A host that reads the table after its links expired (its clock 40 days on): an expired link that
+    verifies is not applied, and the host is behind (its callers refused), until a link accepted fresh
+    chains on top; then every link under it applies. A forged fresh link on top excuses nothing."""
     keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
     operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 2)
     now = datetime.now(timezone.utc)
-    first = new_proposal(InForce.genesis(operators), policy_text=_policy("k1", OPEN_ORDERS), bots_text="",
-                         proposer="alice", summary="", expires_in=timedelta(hours=1), now=now)
-    first = first.approved_by("alice", keys["alice"]).approved_by("bob", keys["bob"])
-    brake = new_proposal(judge(first, InForce.genesis(operators), now).in_force, policy_text=_policy("k1"),
-                         bots_text="", proposer="bob", summary="", expires_in=timedelta(hours=1), now=now
-                         ).approved_by("bob", keys["bob"])
+    later = now + timedelta(days=40)
+    first = _signed_bundle(InForce.genesis(operators), keys, "alice", "bob", policy=_policy("k1", OPEN_ORDERS),
+                           bots="", created=now, valid_for=timedelta(hours=1))
+    v1 = judge(first, InForce.genesis(operators), now).in_force
+    brake = _signed_bundle(v1, keys, "bob", policy=_policy("k1"), bots="", created=now, valid_for=timedelta(hours=1))
+    v2 = judge(brake, v1, now).in_force
     table = PostgresBundles(dsn, tmp_path / "proposals")
-    sources = []
+    (tmp_path / "late").mkdir()
+    late = None
     try:
-        table.publish(first, by="test")
+        table.publish(first, by="test")  # in time: `policy publish` judges the dates (tested with the agents)
         table.publish(brake, by="test")
-        running_state = tmp_path / "running"
-        running_state.mkdir()
-        running = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, running_state,
-                               clock=lambda: now)
-        sources.append(running)
-        running.start()
-        assert running.chain.in_force.digest == brake.digest
-        later = now + timedelta(days=40)
-        fresh_state, copied_state = tmp_path / "fresh", tmp_path / "copied"
-        fresh_state.mkdir()
-        copied_state.mkdir()
-        fresh = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, fresh_state, clock=lambda: later)
-        sources.append(fresh)
-        events = fresh.start()
-        assert fresh.chain.in_force.version == 0 and not fresh.policy.keys  # signs nothing
-        assert [(e.decision, e.version) for e in events] == [("refused", 1), ("refused", 2)], events
-        assert "expired" in events[0].reason and "does not chain" in events[1].reason, events
-        shutil.copy(running_state / HEAD_FILE, copied_state / HEAD_FILE)
-        copied = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, copied_state,
-                              clock=lambda: later)
-        sources.append(copied)
-        copied.start()
-        assert copied.chain.in_force.digest == brake.digest
-        assert copied.policy.for_key("k1").endpoints == running.policy.for_key("k1").endpoints
+        late = QuorumSource(PostgresBundles(dsn, tmp_path / "proposals"), operators, tmp_path / "late",
+                            clock=lambda: later)
+        events = late.start()
+        assert late.chain.in_force.version == 0 and not late.policy.keys  # signs nothing, v1 or v2
+        assert late.chain.behind == (0, 1)
+        assert [(e.decision, e.version) for e in events] == [("refused", 1)], events
+        assert "v0 is in force here, v1 is published" in events[0].reason, events[0].reason
+        refusal = late.stale_bots()
+        assert refusal is not None and refusal.unavailable_rule == "quorum-behind"
+        assert "publish a fresh bundle on top" in refusal.unavailable and "quorum-head.json" in refusal.unavailable
+
+        # A fresh v3 "approved" by a key that is not bob's: it chains, its dates are fresh, it excuses nothing.
+        forged = _signed_bundle(v2, keys, "alice", policy=_policy("k1"), bots="", created=later,
+                                valid_for=timedelta(hours=1)).approved_by("bob", Ed25519PrivateKey.generate())
+        table.publish(forged, by="test")
+        late.chain.dir.refresh()
+        assert late.poll() == [] and late.chain.in_force.version == 0 and late.chain.behind == (0, 1)
+        assert late.stale_bots() is refusal  # the same outage: audited once, the same refusal object
+        # A rival v1, fresh and signed by both, written by SQL beside the late v1 (its version column
+        # lying): the late link counts as the other branch of a fork, so the rival is never applied here.
+        rival = _signed_bundle(InForce.genesis(operators), keys, "alice", "bob", policy=_policy("k1", OPEN_ORDERS),
+                               bots="", created=later, valid_for=timedelta(hours=1))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO quorum_bundles (version, digest, previous, bundle, published_by) "
+                         "VALUES (999, %s, %s, %s, 'sql')", (rival.digest, rival.body["previous"], rival.to_json()))
+        late.chain.dir.refresh()
+        events = late.poll()
+        assert [(e.decision, e.version) for e in events] == [("refused", 1)] and "a fork" in events[0].reason, events
+        assert late.chain.in_force.version == 0 and late.chain.behind == (0, 1)
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("DELETE FROM quorum_bundles WHERE version IN (3, 999)")
+
+        # A fresh tightening on top of v2 by one operator: v1 and v2 apply under it (their expiry
+        # excused, their signatures checked), then v3; the host serves again.
+        top = _signed_bundle(v2, keys, "bob", policy=_policy("k1"), bots="", created=later,
+                             valid_for=timedelta(hours=1))
+        table.publish(top, by="test")
+        late.chain.dir.refresh()
+        events = late.poll()
+        assert [(e.decision, e.version) for e in events] == [("applied", 1), ("applied", 2), ("applied", 3)], events
+        assert late.chain.in_force.digest == top.digest and late.chain.behind is None
+        assert late.stale_bots() is None
+        assert [p.text for p in late.policy.for_key("k1").endpoints] == ["GET /api/v3/account"]
     finally:
         table.close()
-        for source in sources:
-            source.close()
+        if late is not None:
+            late.close()
+
+
+def test_a_host_added_after_a_bundle_expired_refuses_callers_until_a_fresh_bundle_lands_on_top(
+        hosts: Hosts, tmp_path: Path):
+    """v1 grants bot mm for a day; v2, published an hour ago and expired a minute ago, revokes it (one
+    operator's brake). Host B starts later with a fresh state directory: under v1 it would sign for the
+    revoked bot; it refuses every caller UNAVAILABLE, saying it is behind, until operators publish v3."""
+    from agent.quorum import load_operator_key
+
+    keys = {name: load_operator_key(path) for name, path in hosts.keys.items()}
+    operators = Operators({n: k.public_key().public_bytes_raw() for n, k in keys.items()}, 2)
+    now = datetime.now(timezone.utc)
+    policy, mm_only = _policy(hosts.label), hosts.bots.read_text()
+    first = _signed_bundle(InForce.genesis(operators), keys, "alice", "bob", policy=policy, bots=mm_only,
+                           created=now - timedelta(hours=1), valid_for=timedelta(days=1))
+    revoke = _signed_bundle(judge(first, InForce.genesis(operators), now).in_force, keys, "bob", policy=policy,
+                            bots="", created=now - timedelta(hours=1), valid_for=timedelta(minutes=59))
+    table = PostgresBundles(hosts.dsn, tmp_path)
+    try:
+        table.publish(first, by="test")
+        # `policy publish` judges the dates first: the expired brake is refused, nothing inserted ...
+        late_file = tmp_path / "v2-late.json"
+        late_file.write_text(revoke.to_json())
+        refused = hosts.cli("policy", "publish", str(late_file))
+        assert refused.returncode == 1 and "expired at" in refused.stderr, refused.stderr
+        assert len(hosts.sql("SELECT 1 FROM quorum_bundles")) == 1
+        # ... so a row that verifies but expired was published in time (here: an hour ago, as it was made).
+        table.publish(revoke, by="test")
+    finally:
+        table.close()
+
+    hosts.agents = [start_agent(hosts.env, hosts.configs[1])]
+    code, message = hosts.sign_answer(0)
+    assert code == grpc.StatusCode.UNAVAILABLE, (code, message)  # not OK: v1 would sign for the revoked bot
+    assert "this host is behind the published policy chain: v1 is in force here, v2 is published" in message, message
+    assert "publish a fresh bundle on top" in message
+    assert hosts.sign_answer(0, token=MM2)[0] == grpc.StatusCode.UNAVAILABLE  # every caller, known or not
+    behind = [r for r in hosts.audit(1) if r["decision"] == "refused"]
+    assert len(behind) == 1 and "behind the published policy chain" in behind[0]["reason"], behind
+
+    # The operators publish v3 on top of v2 from host A's CLI (host A's state is fresh too: its commands
+    # work on the published head and say so): mm gets a new token, a loosening, 2 of 3.
+    new_bots = hosts.env.root / f"bots-{hosts.label}-v3.toml"
+    write_bots(new_bots, {"mm": MM2})
+    proposal = hosts.propose(policy, "carol", bots=new_bots)
+    assert Bundle.read(proposal).body["previous"] == revoke.digest
+    hosts.approve(proposal, "alice")
+    published_at = hosts.publish(proposal)
+    _until("host B serving under v3", 2.0, published_at,
+           lambda: hosts.sign(0, token=MM2) == grpc.StatusCode.OK)
+    assert hosts.sign(0) == grpc.StatusCode.UNAUTHENTICATED  # mm's old token: revoked by v2, still
+    applied = [(r["version"], r.get("change")) for r in hosts.audit(1) if r["decision"] == "applied"]
+    assert applied == [(1, "loosening"), (2, "tightening"), (3, "loosening")], applied
+    assert len([r for r in hosts.audit(1) if r["decision"] == "refused"]) == 1  # the one outage, said once
+    status = hosts.cli("policy", "status", host=1)
+    assert "in force: v3" in status.stdout and "behind" not in status.stderr, status.stdout + status.stderr
+    verify = hosts.cli("audit", "verify", host=1)  # v1 and v2 applied late are proven by their signatures
+    assert verify.returncode == 0 and "every one verified" in verify.stdout, verify.stdout + verify.stderr
