@@ -593,7 +593,10 @@ def _quiet_dates(not_before: datetime | None, expires: datetime | None, max_age_
     if created is None:
         return None
     limit = timedelta(days=max_age_days)
-    ends = [created + limit, created + limit - timedelta(days=warn_age_days)]  # over age; in the warning
+    try:
+        ends = [created + limit, created + limit - timedelta(days=warn_age_days)]  # over age; in the warning
+    except OverflowError:  # a creation date at the calendar's ends: check_key_dates decides every request
+        return None
     if expires is not None:
         ends.append(expires)
     first = math.ceil((not_before - _EPOCH) / _MS) + 1 if not_before is not None else -math.inf

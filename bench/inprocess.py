@@ -34,6 +34,9 @@ POLICY = (
 )
 
 
+GROUP = 100  # items per call of the stages a batch pays once per group (its sinks, its answer)
+
+
 class _Context:
     """The few ServicerContext calls the handlers make: the caller's bearer token, no client certificate."""
 
@@ -124,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int = 3000) -> dict[str, float]:
     """The median microseconds of each stage of one item, run alone in a loop on the same objects: what
     `_decision` and the batch's sinks spend, without a profiler's overhead inflating small calls."""
-    from agent.decision import Decision, StreamTally, emit
+    from agent.decision import Decision, StreamTally, emit, emit_batch
     from agent.guard import Caller
     from agent.policy import evaluate
     from agent.send.ticket import SIGN, Ticket
-    from agent.service import request_from_proto
+    from agent.service import _write_result, request_from_proto
 
     guard, keyring = service._guard, service._keyring  # noqa: SLF001 - the harness times the service's parts
     caller, now_ms = Caller("bench"), service._clock_ms()  # noqa: SLF001
@@ -139,62 +142,50 @@ def stages(service: Any, label: str, item: signer_pb2.SignRequest, repeat: int =
     verdict = evaluate(key_policy, exchange, request, created=created, timestamp_ms=0, now_ms=now_ms)
     decision = Decision(bot="bench", key=label, method="POST", path="/api/v3/order", status="OK", exchange="binance",
                         symbols=verdict.symbols, policy_digest=guard.policy.digest)
-    hundred = [decision] * 100
+    group = [decision] * GROUP
     tally = StreamTally(service._log, "bench")  # noqa: SLF001 - the stream's log, as SignStream keeps it
-    parts = {
-        "from proto": lambda: request_from_proto(item),
-        "validated (proto, label, shape)": lambda: service._validated(item, now_ms),  # noqa: SLF001
-        "admit (grant, key policy)": lambda: guard.admit(caller, label),
-        "lookup (key, exchange)": lambda: service._lookup(label),  # noqa: SLF001
-        "ticket (delivery)": lambda: Ticket(SIGN).admit(key_policy, exchange, entry, request),
-        "evaluate (the rules)": lambda: evaluate(key_policy, exchange, request, created=created, timestamp_ms=0,
-                                                 now_ms=now_ms),
-        "guardrails": lambda: guard.guardrails.check(bot=None, bot_name="bench", key_policy=key_policy,
-                                                     exchange=exchange, verdict=verdict, now=time.time()),
-        "scheme + token": lambda: service._sign_with(exchange, entry, request, 0, now_ms),  # noqa: SLF001
-        "token HMAC alone": lambda: keyring.hmac(entry, b"x" * 109, "sha256"),
-        "sinks per item (emit_batch of 100 / 100)": lambda: service_emit(hundred),
-        "sinks per stream message (emit)": lambda: emit(decision, guard=guard, metrics=service._metrics,  # noqa: SLF001
-                                                        log=service._log, tally=tally),  # noqa: SLF001
-        "answer per item (a response of 100 / 100)": lambda: _answers(service, exchange, entry, request, now_ms),
-    }
+    signed = service._sign_with(exchange, entry, request, 0, now_ms)  # noqa: SLF001
 
-    def service_emit(decisions: list) -> None:
-        from agent.decision import emit_batch
-
-        emit_batch(decisions, guard=guard, metrics=service._metrics, log=service._log, bot="bench",  # noqa: SLF001
+    def sinks_of_group() -> None:
+        emit_batch(group, guard=guard, metrics=service._metrics, log=service._log, bot="bench",  # noqa: SLF001
                    latency_ms=0.0)
 
+    def answers_of_group() -> None:  # as SignBatch writes its answer
+        add = signer_pb2.SignBatchResponse().results.add
+        for _ in range(GROUP):
+            _write_result(add(), "OK", "", signed)
+
+    # (stage, the call, items per call): group stages are timed per call and divided.
+    parts = [
+        ("from proto", lambda: request_from_proto(item), 1),
+        ("validated (from proto, label, shape)", lambda: service._validated(item, now_ms), 1),  # noqa: SLF001
+        ("admit (grant, key policy)", lambda: guard.admit(caller, label), 1),
+        ("lookup (key, exchange)", lambda: service._lookup(label), 1),  # noqa: SLF001
+        ("ticket (delivery)", lambda: Ticket(SIGN).admit(key_policy, exchange, entry, request), 1),
+        ("evaluate (the rules)", lambda: evaluate(key_policy, exchange, request, created=created, timestamp_ms=0,
+                                                  now_ms=now_ms), 1),
+        ("guardrails", lambda: guard.guardrails.check(bot=None, bot_name="bench", key_policy=key_policy,
+                                                      exchange=exchange, verdict=verdict, now=time.time()), 1),
+        ("scheme + token", lambda: service._sign_with(exchange, entry, request, 0, now_ms), 1),  # noqa: SLF001
+        ("token HMAC alone", lambda: keyring.hmac(entry, b"x" * 109, "sha256"), 1),
+        (f"sinks per batch item (emit_batch of {GROUP})", sinks_of_group, GROUP),
+        ("sinks per stream message (emit)", lambda: emit(decision, guard=guard, metrics=service._metrics,  # noqa: SLF001
+                                                         log=service._log, tally=tally), 1),  # noqa: SLF001
+        (f"answer per batch item (a response of {GROUP})", answers_of_group, GROUP),
+    ]
     out = {}
-    for name, fn in parts.items():
+    for name, fn, items in parts:
         times = []
-        for _ in range(repeat if "100" not in name else repeat // 30):
+        for _ in range(repeat // items if items > 1 else repeat):
             t0 = time.perf_counter_ns()
             fn()
             times.append(time.perf_counter_ns() - t0)
         times.sort()
-        median = times[len(times) // 2] / 1000 / (100 if "100" in name else 1)
-        out[name] = round(median, 1)
+        out[name] = round(times[len(times) // 2] / 1000 / items, 1)
     print("  stages, median us each (one item):")
     for name, us in out.items():
         print(f"    {us:7.1f}  {name}")
     return out
-
-
-_SIGNED: dict = {}
-
-
-def _answers(service: Any, exchange: Any, entry: Any, request: Any, now_ms: int, count: int = 100) -> Any:
-    """COUNT signed items written into one SignBatchResponse, as SignBatch writes its answer."""
-    from agent.service import _write_result
-
-    if "signed" not in _SIGNED:
-        _SIGNED["signed"] = service._sign_with(exchange, entry, request, 0, now_ms)  # noqa: SLF001
-    answer = signer_pb2.SignBatchResponse()
-    add = answer.results.add
-    for _ in range(count):
-        _write_result(add(), "OK", "", _SIGNED["signed"])
-    return answer
 
 
 def _top(profiler: cProfile.Profile, items: int, count: int) -> dict[str, list]:

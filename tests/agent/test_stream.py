@@ -39,7 +39,7 @@ def _sign_lines(env: Env) -> list[dict]:
 def test_each_message_is_signed_as_sign_signs_it_and_a_refusal_refuses_only_itself(env: Env, agent, label: str):
     secret = new_secret(64)
     assert import_key(env, label, secret).returncode == 0
-    before = len(_sign_lines(env))
+    before, logged_before = len(_sign_lines(env)), len(_stream_log_lines(agent))
     with SignerClient(agent.target) as client, client.stream() as stream:
         for i in range(5):
             stamp = 1_700_000_000_000 + i
@@ -59,6 +59,19 @@ def test_each_message_is_signed_as_sign_signs_it_and_a_refusal_refuses_only_itse
     assert [(line["key"], line["decision"]) for line in lines] == (
         [(label, "signed")] * 5 + [(label + "-missing", "refused"), (label, "refused"), (label, "signed")])
     assert all(line["bot"] == TEST_BOT for line in lines)
+    # The log pays per stream, not per message: its refusals at once, its signatures counted in a
+    # sign.stream line (once a second, and when it ends).
+    deadline, counts = time.monotonic() + 5, []
+    while sum(c["items"] for c in counts) < 8 and time.monotonic() < deadline:  # the last line: at its end
+        time.sleep(0.05)
+        counts = _stream_log_lines(agent)[logged_before:]
+    assert sum(c["items"] for c in counts) == 8 and sum(c["signed"] for c in counts) == 6
+    assert sum(c["refused"] for c in counts) == 2 and {c["bot"] for c in counts} == {TEST_BOT}
+
+
+def _stream_log_lines(agent) -> list[dict]:
+    lines = [json.loads(text) for text in agent.log.read_text().splitlines() if text.startswith("{")]
+    return [line for line in lines if line.get("event") == "sign.stream"]
 
 
 def test_the_asyncio_client_streams_too_and_concurrent_calls_get_their_own_answers(env: Env, agent, label: str):

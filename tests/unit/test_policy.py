@@ -219,6 +219,20 @@ def test_evaluate_decides_key_dates_as_check_key_dates_to_the_millisecond(warn_d
             assert (rule, got.age_warning) == expected, (bound, now_ms)
 
 
+@pytest.mark.parametrize("created", ["0001-01-01T00:00:00+00:00", "9999-12-31T00:00:00+00:00", "not a date"])
+def test_key_dates_at_the_calendars_ends_are_decided_not_crashed(created: str):
+    policy = parse_policy(b"[keys.k]\nendpoints=['GET /x']\nmax_age_days=3650\nwarn_age_days=3650\n").for_key("k")
+    now_ms = 1_763_750_000_000
+    got = evaluate(policy, EXCHANGES["binance"], UnsignedRequest("GET", "/x").validated(), created=created,
+                   timestamp_ms=0, now_ms=now_ms)
+    try:
+        check_key_dates(policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
+    except Refusal as refusal:  # too old, or unreadable
+        assert isinstance(got.refusal, Refusal) and got.refusal.rule == refusal.rule == "key-age"
+    else:  # created in the future: not refused by its dates (the year-9999 key)
+        assert got.refusal is None and got.age_warning is None and created.startswith("9999")
+
+
 def test_order_caps_per_symbol_and_quote():
     k = key()
     check_orders(k, [OrderFacts("BTCUSDT", Decimal("0.5"), None)])
