@@ -8,7 +8,9 @@ What must hold (issue 20):
   anything is signed; one the agent makes if the bot sent none), and a dropped answer after an
   accepted order is reconciled by that id without a second order;
 * a ccxt bot in send mode places, amends and cancels orders with its ordinary code, and ccxt parses
-  the exchange's answers (OKX, Bybit, KuCoin, Bitget, Gate: its amend is a PATCH).
+  the exchange's answers (OKX, Bybit, KuCoin, Bitget, Gate: its amend is a PATCH; Binance USD-M, Kraken,
+  Bitfinex, Bitstamp, Crypto.com, Deribit; Gemini and MEXC futures, where ccxt amends by cancel + new).
+  The client-order-id tests run where agent/send/orders.py has the exchange (ORDERS below).
 """
 
 from __future__ import annotations
