@@ -23,7 +23,6 @@ could be missed), until a poll answers again, which reloads every row.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +39,10 @@ from agent.bots import (
     new_credential,
     validate_bot_name,
 )
-from agent.custody.store import Postgres, StoreUnavailable
+from agent.custody.store import Postgres
 from agent.custody.wrapped import STORE_POLL_SECONDS, STORE_STALE_SECONDS
 from agent.logs import get_logger
-from agent.shared_state import _schema
+from agent.shared_state import DatabaseWatch, _schema
 
 # The key store's figures: a revocation of a key or of a bot is in force on every host within a second.
 POLL_SECONDS = STORE_POLL_SECONDS
@@ -208,7 +207,8 @@ class PostgresBots:
 
 def open_registry(config: Any) -> "BotsFile | PostgresBots":
     """Where `bots add/list/revoke` write for CONFIG: the PostgreSQL database the hosts share, or the bots file
-    (with a quorum, the draft bundles are made from; agent.config refuses a quorum with PostgreSQL).
+    (with a quorum, the draft bundles are made from, even with PostgreSQL: credentials then come only from
+    bundles, which agent.quorum_pg keeps in the database).
     Raises StoreUnavailable when the database does not answer."""
     if config.bots_in_database:
         return PostgresBots(config.store.dsn)
@@ -233,15 +233,13 @@ class BotsWatch:
         credentials, self._seq = self._db.load()
         self._credentials = {c.name: c for c in credentials}
         self._bots = Bots.of(credentials)
-        self._fresh_until = started + STALE_SECONDS
+        self._watch = DatabaseWatch(self._read, name="bots-watch", event="bots.store", poll=POLL_SECONDS,
+                                    stale=STALE_SECONDS, answered=started)
         self._stale = Bots(by_token={}, by_cert={}, names=(), unavailable=(
             f"the bot credentials database has not answered for over {STALE_SECONDS:g} s, so no credential is "
             "trusted (a revocation could be missed); retry with backoff: the agent recovers by itself when "
             "the database answers"))
-        self._resync = False
         self._on_change: Callable[[list[str], str], None] = lambda names, reason: None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         if ignored_file is not None:
             self._warn_ignored(ignored_file)
 
@@ -261,58 +259,43 @@ class BotsWatch:
         return self._bots.names
 
     def current(self) -> Bots:
-        if time.monotonic() > self._fresh_until:
+        if self._watch.stale():
             return self._stale
         return self._bots
 
     def start(self, on_change: Callable[[list[str], str], None]) -> None:
         """Poll from now on; ON_CHANGE(names, reason) after each change applied (the guard logs and audits it)."""
         self._on_change = on_change
-        self._thread = threading.Thread(target=self._run, name="bots-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
-            self.poll()
+        self._watch.start()
 
     def poll(self) -> None:
-        started = time.monotonic()
-        try:
-            changes = None if self._resync else self._db.changes(self._seq)
-            if changes is None:  # after an outage, or a database that went back: every row again
-                credentials, seq = self._db.load()
-                fresh = {c.name: c for c in credentials}
-                changed = sorted(name for name in fresh.keys() | self._credentials.keys()
-                                 if fresh.get(name) != self._credentials.get(name))
-                reason = "database reloaded"
-            else:
-                named, seq = changes
-                fresh = dict(self._credentials)
-                for name, credential in named.items():
-                    if credential is None:
-                        fresh.pop(name, None)
-                    else:
-                        fresh[name] = credential
-                changed = sorted(named)
-                reason = "database changed"
-        except StoreUnavailable as exc:
-            if not self._resync:
-                self._log.error("bots.store", up=False, reason=str(exc))
-            self._resync = True
-            return
-        if self._resync:
-            self._log.info("bots.store", up=True)
-        self._resync = False
+        self._watch.poll()
+
+    def _read(self) -> None:
+        """One poll (StoreUnavailable when the database does not answer: DatabaseWatch counts it)."""
+        changes = None if self._watch.down else self._db.changes(self._seq)
+        if changes is None:  # after an outage, or a database that went back: every row again
+            credentials, seq = self._db.load()
+            fresh = {c.name: c for c in credentials}
+            changed = sorted(name for name in fresh.keys() | self._credentials.keys()
+                             if fresh.get(name) != self._credentials.get(name))
+            reason = "database reloaded"
+        else:
+            named, seq = changes
+            fresh = dict(self._credentials)
+            for name, credential in named.items():
+                if credential is None:
+                    fresh.pop(name, None)
+                else:
+                    fresh[name] = credential
+            changed = sorted(named)
+            reason = "database changed"
         self._seq = seq
         if changed:
             self._credentials = fresh
             self._bots = Bots.of(list(fresh.values()))  # one reference: requests see the old or the new, whole
-        self._fresh_until = started + STALE_SECONDS
-        if changed:
             self._on_change(changed, reason)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._watch.stop()
         self._db.close()

@@ -350,11 +350,21 @@ def _create_store_tables(store: Any) -> None:
         return
     import psycopg
 
+    from agent.custody.store import Postgres
+    from agent.quorum import QuorumError
+    from agent.quorum_pg import create_tables as create_bundle_table
     from agent.shared_state import create_tables
 
     try:
         store.open().close()
         create_tables(store.dsn)
+        db = Postgres(store.dsn)
+        try:
+            create_bundle_table(db)  # a quorum's published bundles, should the hosts run under one
+        except QuorumError as exc:  # the server's refusal, said as for the tables above
+            raise CliError(str(exc)) from None
+        finally:
+            db.close()
     except psycopg.Error as exc:  # the server's refusal (a role without CREATE...): it names no secret
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CliError(f"the database refused to create the store's tables ({reason}); run store init as a "
@@ -899,6 +909,11 @@ def cmd_bots_revoke(args: argparse.Namespace) -> int:
 def cmd_bots_import_file(args: argparse.Namespace) -> int:
     """Move a bots file into the database the hosts share, once (agent.bots_db.PostgresBots.import_file)."""
     config = _config(args)
+    if config.quorum is not None:
+        raise CliError(f"bots import-file writes bot credentials into the database, but {config.path} has [quorum]: "
+                       "credentials then come only from the bundles operators approve, on every host. Propose the "
+                       "bots file instead: signing-agent policy propose --proposer NAME --key KEYFILE --bots "
+                       f"{args.file or config.bots_file}", EXIT_CONFIG)
     if not config.bots_in_database:
         raise CliError("bots import-file moves a bots file into the PostgreSQL database the agent hosts share: it "
                        f"needs [store] backend = \"postgres\" in {config.path} (without it, the agent reads "
@@ -1166,7 +1181,10 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     if config.quorum is not None:
         from agent.quorum_cli import quorum_status
 
-        status["quorum"] = quorum_status(config)
+        try:
+            status["quorum"] = quorum_status(config)
+        except CliError as exc:  # the database holding the bundles does not answer: said, not a crash
+            status["quorum"] = {"problem": str(exc)}
     try:
         head, seq = read_head(config.audit_file)
         status["audit"] = {"file": str(config.audit_file), "head": head, "lines": seq}
@@ -1203,7 +1221,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"policy:  {p['file']}: " + (f"sha256 {p['sha256']} ({p['keys']} keys, {p['bots']} bots)"
                                        if "sha256" in p else f"refused: {p['problem']}")
           + (" [a draft: with [quorum] the published bundle is in force]" if "quorum" in status else ""))
-    if "quorum" in status:
+    if "quorum" in status and "problem" in status["quorum"]:
+        print(f"quorum:  unreadable: {status['quorum']['problem']}")
+    elif "quorum" in status:
         q = status["quorum"]
         print(f"quorum:  v{q['version']} in force ({q['digest'][:16]}), approved by {', '.join(q['approvers']) or '-'}; "
               f"{q['threshold']} of {len(q['operators'])} operators to loosen; {q['pending']} pending proposal(s)")
@@ -1232,7 +1252,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         if config.store is None or config.store.backend != "postgres":
             raise CliError("audit verify --all reads the hosts' chains from the shared database: it needs "
                            "[store] backend = \"postgres\" in the config", EXIT_CONFIG)
-        return verify_all_main(config.store.dsn, sys.stdout)
+        status = verify_all_main(config.store.dsn, sys.stdout)
+        if status == 0 and config.quorum is not None:  # every host's applied bundles, against the database's
+            from agent.quorum_cli import verify_shipped_bundles
+
+            status = verify_shipped_bundles(config, sys.stdout)
+        return status
     config = _config(args) if args.file is None else None
     path = args.file or config.audit_file
     status = verify_main(path, sys.stdout, expect_head=args.head)

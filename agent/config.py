@@ -22,6 +22,7 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     [state]
     dir = "state"                          # nonce high-water marks (mode 0700); keep it across restarts
+    # sync_budgets = true                  # notional budgets on disk before an order is signed (about 0.1 ms)
 
     [policy]
     file = "policy.toml"                   # who may sign what; reloaded live
@@ -46,7 +47,7 @@ Example (the dev default, `signing-agent.toml` at the project root):
 
     # [quorum]                             # policy and bots only from bundles operators approved
     # threshold = 2                        # approvals to loosen anything (one tightens)
-    # bundles = "bundles"
+    # bundles = "bundles"                  # published here, or in the database with [store] backend = "postgres"
     # [quorum.operators]                   # `signing-agent operator keygen NAME --out FILE`
     # alice = "ed25519:..."
 
@@ -177,6 +178,9 @@ class Config:
     token: TokenConfig
     server: ServerConfig
     state_dir: Path  # the agent's durable state: nonce high-water marks
+    # Each notional-budget charge fdatasync'd before the order is signed (agent.budgets): a host crash forgets
+    # no spending. Off: a power loss may forget the last orders' spending, for about 0.1 ms less a signature.
+    sync_budgets: bool = True
     policy_file: Path = Path("policy.toml")
     bots_file: Path = Path("bots.toml")
     audit_file: Path = Path("state/audit.jsonl")
@@ -189,8 +193,15 @@ class Config:
 
     @property
     def bots_in_database(self) -> bool:
-        """Bot credentials live in the PostgreSQL database the hosts share (agent.bots_db), not in bots_file."""
-        return self.store is not None and self.store.backend == "postgres"
+        """Bot credentials live in the PostgreSQL database the hosts share (agent.bots_db), not in bots_file.
+        Not with a quorum: then credentials come only from the bundles operators approved."""
+        return self.store is not None and self.store.backend == "postgres" and self.quorum is None
+
+    @property
+    def bundles_in_database(self) -> bool:
+        """A quorum's published bundles live in the PostgreSQL database the hosts share (agent.quorum_pg),
+        so every host enforces one chain; without PostgreSQL, in the [quorum] bundles directory."""
+        return self.store is not None and self.store.backend == "postgres" and self.quorum is not None
 
 
 @dataclass(frozen=True)
@@ -302,7 +313,7 @@ _SERVER = Schema(
 _CONFIG = Schema(
     Field("token", schema=_TOKEN, required="module, label, and pin_file or pin_env"),
     Field("server", schema=_SERVER),
-    Field("state", schema=Schema(Field("dir", STR, default="state"))),
+    Field("state", schema=Schema(Field("dir", STR, default="state"), Field("sync_budgets", BOOL, default=True))),
     Field("policy", schema=Schema(Field("file", TEXT, default="policy.toml"),
                                   Field("bots_file", TEXT, default="bots.toml"))),
     Field("audit", schema=Schema(Field("file", TEXT))),
@@ -365,13 +376,6 @@ def load_config(path: Path | None = None) -> Config:
     audit_file = resolve(c["audit"]["file"] or str(state_dir / "audit.jsonl"))
     store = _store(c["store"], resolve, path, audit_file)
     quorum = _quorum(c["quorum"], resolve, path)
-    if quorum is not None and store is not None and store.backend == "postgres":
-        # Two sources of bot credentials, and `bots add` would not know which one to write.
-        raise ConfigError(
-            f"{path}: [quorum] and [store] backend = \"postgres\" cannot be combined: with a quorum, bot credentials "
-            "come only from the bundles operators approved (a directory per host); with PostgreSQL they live in the "
-            "database the hosts share. Keep [quorum] with backend = \"sqlite\", or remove [quorum] to manage bots "
-            "in the database (signing-agent bots ...)")
     return Config(
         path=path,
         token=TokenConfig(
@@ -385,6 +389,7 @@ def load_config(path: Path | None = None) -> Config:
         server=ServerConfig(socket=resolve(server["socket"]), tcp=tcp, socket_group=server["socket_group"], tls=tls,
                             tcp_plaintext=server["tcp_plaintext"], workers=server["workers"]),
         state_dir=state_dir,
+        sync_budgets=c["state"]["sync_budgets"],
         policy_file=resolve(c["policy"]["file"]),
         bots_file=resolve(c["policy"]["bots_file"]),
         audit_file=audit_file,

@@ -15,11 +15,14 @@ caller sent, and nothing of it is written before it is cut to size, the path nev
 A batch (`emit_batch`) goes to the same sinks with each sink's fixed cost paid once: every item
 still gets its own chained audit line, but the lines are written as one group; metrics are
 counted once for the batch; the log gets one line for the batch (with its counts) plus one per
-refusal, not a formatted line per signature.
+refusal, not a formatted line per signature. A SignStream's log is paid the same way over time
+(`StreamTally`): one "sign.stream" line with its counts at most every second and at its end, plus
+one per refusal; its audit lines and metrics stay one per message, written before each answer.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -73,9 +76,11 @@ class Decision:
         return replace(self, status=UNAVAILABLE, message=message)
 
 
-def emit(decision: Decision, *, guard: "Guard", metrics: "Metrics | None", log: Any) -> Decision:
+def emit(decision: Decision, *, guard: "Guard", metrics: "Metrics | None", log: Any,
+         tally: "StreamTally | None" = None) -> Decision:
     """Write DECISION to every sink; the decision as answered (UNAVAILABLE when a signature could
-    not be audited, which the caller must then not hand out)."""
+    not be audited, which the caller must then not hand out). TALLY: a stream's log (signatures
+    counted into its periodic line, refusals one line each), instead of one line per decision."""
     shown = decision.redacted()
     try:
         guard.record(shown)
@@ -84,8 +89,41 @@ def emit(decision: Decision, *, guard: "Guard", metrics: "Metrics | None", log: 
     if metrics is not None:
         metrics.decision(exchange=shown.exchange, status=shown.status, rule=shown.rule,
                          latency_s=shown.latency_ms / 1000)
-    _log(log, shown)
+    if tally is None:
+        _log(log, shown)
+    else:
+        tally.note(shown)
     return shown
+
+
+class StreamTally:
+    """The log of one SignStream, paid as a batch pays it: each refusal its own "sign" line (as `emit`
+    writes it), signatures counted into one "sign.stream" line at most every LOG_EVERY seconds and
+    at the stream's end (`flush`). Every message still has its own audit line and metrics."""
+
+    LOG_EVERY = 1.0  # seconds: an open stream shows up in the log at least this often while it signs
+
+    def __init__(self, log: Any, bot: str, clock: Any = time.monotonic) -> None:
+        self._log, self._bot, self._clock = log, bot, clock
+        self._since = clock()
+        self._signed = self._refused = 0
+
+    def note(self, shown: Decision) -> None:
+        if shown.status == "OK":
+            self._signed += 1
+        else:
+            self._refused += 1
+            _log(self._log, shown)
+        if self._clock() - self._since >= self.LOG_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """The counts since the last line, if any (a stream that ends, or LOG_EVERY passed)."""
+        now = self._clock()
+        if self._signed or self._refused:
+            self._log.info("sign.stream", bot=self._bot, items=self._signed + self._refused, signed=self._signed,
+                           refused=self._refused, seconds=round(now - self._since, 3))
+        self._since, self._signed, self._refused = now, 0, 0
 
 
 def emit_batch(decisions: list[Decision], *, guard: "Guard", metrics: "Metrics | None", log: Any, bot: str,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from agent.alerts import AlertSender
 from agent.audit import AuditLog
 from agent.bots import Bots, BotsFileError, load_bots
+from agent.budgets import Ledgers
 from agent.guardrails import Guardrails
 from agent.logs import get_logger
 from agent.rates import RateTableFull, SharedBuckets
@@ -152,6 +153,7 @@ class Guard:
         vet: Callable[[Policy], None] | None = None,
         market: "MarketSettings | None" = None,
         shared_buckets_dsn: str | None = None,
+        sync_budgets: bool = True,
         shared_bots: "BotsWatch | None" = None,
     ) -> None:
         # VET: checks that need more than the file (agent.delivery: the keys' exchanges, from the
@@ -183,13 +185,18 @@ class Guard:
         self._vet(self.policy)  # from a file or a bundle alike: a refused policy stops the start
         self._lock = threading.Lock()
         self._buckets: Any = SharedBuckets(state_dir / "rates.bin")
-        if shared_buckets_dsn is not None:  # several hosts: key, bot and order rates in PostgreSQL (agent.shared_state)
-            from agent.shared_state import PostgresBuckets
+        ledgers: Any = None
+        if shared_buckets_dsn is not None:
+            # Several hosts: key, bot and order rates, and notional budgets, in PostgreSQL (agent.shared_state).
+            from agent.shared_state import PostgresBuckets, PostgresLedgers
 
             self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
+            ledgers = PostgresLedgers(shared_buckets_dsn)
+        else:
+            ledgers = Ledgers(state_dir, sync=sync_budgets)  # one host: the state dir's journal (agent.budgets)
         # Freezes, market checks, order rates, budgets (agent.guardrails).
         self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
-                                     audit=self._audit_append)
+                                     audit=self._audit_append, ledgers=ledgers)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}
@@ -214,6 +221,8 @@ class Guard:
         """The credentials in force. A new object at every change, so a caller identified once (a stream)
         can tell when to identify it again."""
         shared = self._shared_bots
+        if self._quorum is not None and (stale := self._quorum.stale_bots()) is not None:
+            return stale  # bundles from a database that stopped answering: a revocation could be missed
         return self._bots if shared is None else shared.current()
 
     @bots.setter
@@ -239,6 +248,8 @@ class Guard:
             self._thread.join(timeout=2)
         if self._shared_bots is not None:
             self._shared_bots.stop()
+        if self._quorum is not None:
+            self._quorum.close()
         self._symbols.flush()
         self._alerts.close()
         self.guardrails.close()

@@ -10,14 +10,17 @@ has passed every rule of agent.policy.evaluate (and the key's request rate), in 
     thin-market     PERMISSION_DENIED   min_quote_volume_24h: the symbol traded less than that in 24 h
                                         (the exchange's own ticker, agent.market)
     price-band      PERMISSION_DENIED   price_band_pct: a limit buy above, or sell below, the last price
-                                        by more than the band; a ticker older than the staleness bound
-                                        refuses the orders that need it (and alerts)
+                                        by more than the band; the new price of an amend likewise (an
+                                        amend that does not say its side must stay inside the band);
+                                        a ticker older than the staleness bound refuses the orders
+                                        that need it (and alerts)
     order-rate      RESOURCE_EXHAUSTED  max_orders_per_minute (the key; each symbol; the bot)
     notional-budget PERMISSION_DENIED   max_notional windows (the key; each symbol; the bot),
                                         charged last so that a refusal by any rule spends nothing
 
 State lives in the state dir, shared by every worker: the freeze file (polled with the policy), the
-order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets).
+order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets). With several hosts on one
+PostgreSQL ([store] backend = "postgres") the buckets and ledgers live there instead (agent.shared_state).
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ if TYPE_CHECKING:
     from agent.exchanges.record import Exchange
     from agent.policy import BotPolicy, KeyPolicy, Verdict
     from agent.rates import SharedBuckets
+    from agent.shared_state import PostgresLedgers
 
 
 class Guardrails:
     def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
                  alert: Callable[..., None] = lambda kind, **fields: None,
-                 audit: Callable[..., bool] = lambda event, **fields: True) -> None:
+                 audit: Callable[..., bool] = lambda event, **fields: True,
+                 ledgers: "Ledgers | PostgresLedgers | None" = None) -> None:
         self._state_dir = state_dir
         self._buckets = buckets  # the guard's, shared by every worker through the state dir
         self._alert = alert
@@ -55,7 +60,8 @@ class Guardrails:
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
-        self._ledgers = Ledgers(state_dir)
+        # The notional ledgers: this state dir's journal, or the database several hosts share.
+        self._ledgers = ledgers if ledgers is not None else Ledgers(state_dir)
 
     # -- the freeze file, polled with the policy (Guard._watch) ---------------------------------------
 
@@ -95,9 +101,12 @@ class Guardrails:
             raise Refusal("frozen", f"{frozen.describe()}: orders and amends are refused (reads and cancels are "
                                     f"still signed); to lift it: `{frozen.undo()}`")
         orders = verdict.facts.orders if verdict.facts is not None else ()
+        key_limits, bot_limits = key_policy.limits, (bot.limits if bot is not None else None)
+        amends = verdict.facts.amends if verdict.facts is not None else ()
+        if amends and key_limits.price_band_pct is not None:
+            self._amends_in_band(label, key_limits.price_band_pct, exchange, verdict, amends)
         if not orders:
             return
-        key_limits, bot_limits = key_policy.limits, (bot.limits if bot is not None else None)
         budgets = key_limits.budgets or (bot_limits is not None and bot_limits.budgets)
         if key_limits.needs_market or (budgets and any(_market_priced(o) for o in orders)):
             orders = self._against_market(label, key_limits, budgets, exchange, verdict, orders)
@@ -113,7 +122,7 @@ class Guardrails:
         rule = ("thin-market" if limits.min_quote_volume_24h is not None
                 else "price-band" if limits.price_band_pct is not None else "notional-budget")
         view = verdict.view
-        market = market_for(exchange.id, view.key, view.fields().text("category")) if view is not None else None
+        market = _market_of(exchange, view)
         if market is None:
             if not limits.needs_market:
                 raise Refusal(rule, f"a market order by quantity on key {label!r}, which has a notional budget, "
@@ -157,15 +166,51 @@ class Guardrails:
             priced.append(order)
         return tuple(priced)
 
+    def _amends_in_band(self, label: str, band: Decimal, exchange: "Exchange", verdict: "Verdict",
+                        amends: tuple) -> None:
+        """The new price of each amend of the price only (RequestFacts.amends), held to the band exactly as a
+        new order's limit price; where it cannot be read or checked, refused (fail closed)."""
+        view = verdict.view
+        market = _market_of(exchange, view)
+        instead = "cancel the order and place a new one (its symbol, side and price are then checked)"
+        if market is None:
+            raise Refusal("price-band", f"key {label!r} has price_band_pct, but this version has no ticker source for "
+                                        f"{exchange.name} {view.path[:80] if view else ''} to check an amend's new "
+                                        f"price against: {instead}, or remove price_band_pct to trade there")
+        for amend in amends:
+            if not amend.symbol or amend.price is None:
+                missing = " and ".join(n for n, v in (("symbol", amend.symbol), ("new price", amend.price)) if not v)
+                raise Refusal("price-band", f"an amend of an order's price whose {missing} could not be read: key "
+                                            f"{label!r} holds new prices to its price_band_pct; send the symbol and "
+                                            f"a plain limit price with the amend, or {instead}")
+            try:
+                ticker = self.market.ticker(market, amend.symbol)
+            except NoTicker as exc:
+                raise Refusal("price-band", f"{exc}: amends on {amend.symbol} that need the market are refused until "
+                                            "the agent can read it again (retry later)") from None
+            self._band(label, band, market, ticker.price, amend, None, amend=True)
+
     @staticmethod
-    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any, fill: Decimal | None) -> None:
+    def _band(label: str, band: Decimal, market: str, last: Decimal, order: Any, fill: Decimal | None,
+              amend: bool = False) -> None:
         """A limit price, or where a market order would fill, against the last price."""
         price = order.price if fill is None else fill
-        if price is None or order.side is None:
+        if price is None:
             raise Refusal("price-band", f"an order on {order.symbol} whose {_missing(order)} could not be read: "
                                         f"key {label!r} has price_band_pct, so send a limit order with its price "
                                         "and side, or a market order with its side")
         high, low = last * (1 + band / 100), last * (1 - band / 100)
+        if order.side is None:  # inside the band either way, the side does not matter; outside, it decides
+            if low <= price <= high:
+                return
+            what = "the new price of an amend" if amend else "the limit price of an order"
+            send = ("amend within the band, or cancel the order and place a new one with its side" if amend
+                    else "send the order's side")
+            raise Refusal("price-band", f"{what} on {order.symbol}, {_plain(price)}, is more than {_plain(band)} % "
+                                        f"from the last price {_plain(last)} on {market} (key {label!r}'s "
+                                        f"price_band_pct: {_plain(low)} to {_plain(high)}), and it does not say "
+                                        f"its side, so the band cannot tell a buy above it from a sell below it: "
+                                        f"{send}")
         if (order.side == "buy" and price > high) or (order.side == "sell" and price < low):
             where = "above" if order.side == "buy" else "below"
             limit = high if order.side == "buy" else low
@@ -289,6 +334,15 @@ class OrderPatterns:
             reason = f"key {label!r} signed {'; '.join(unusual[:3])}: its order flow changed shape"
             self._audit("order.pattern", bot=bot, key=label, reason=reason)
             self._alert("order-pattern", bot=bot, key=label, rule="order-pattern", reason=reason)
+
+
+def _market_of(exchange: "Exchange", view: Any) -> str | None:
+    """The ticker market a request's orders trade on: by path, and by the body's category (Bybit) or
+    productType (Bitget futures) where one path serves several markets."""
+    if view is None:
+        return None
+    fields = view.fields()
+    return market_for(exchange.id, view.key, fields.text("category") or fields.text("productType"))
 
 
 def _plain(amount: Decimal) -> str:

@@ -411,21 +411,24 @@ _CANONICAL: set[str] = set()
 CANONICAL_PATHS = 4096
 
 
-def check_names(params: Iterable[tuple[str, object]]) -> None:
+def check_names(params: Iterable[tuple[str, object]], query_pairs: int) -> None:
     """Parameter names (query, form and raw bodies alike) must be unique, case-insensitively: where a name
     is given twice the exchange reads one and the policy might read the other. The one repeat allowed is
-    the same name, spelled alike, with the same text value (ccxt sends Gate's PATCH amend parameters in
-    both the query and the body): whichever the exchange reads, it is the value the policy read."""
-    seen: dict[str, tuple[str, object]] = {}
-    for name, value in params:
+    a name once in the query (the first QUERY_PAIRS of PARAMS) and once in the body, spelled alike, with
+    the same text value (ccxt sends Gate's PATCH amend parameters in both): whichever part the exchange
+    reads, it is the value the policy read. Twice in one part stays refused: some servers join repeated
+    query or form values ("0.01,0.01"), which is not what the policy read."""
+    seen: dict[str, tuple[int, str, object]] = {}
+    for index, (name, value) in enumerate(params):
         folded = name.casefold()
         first = seen.get(folded)
         if first is None:
-            seen[folded] = (name, value)
-        elif not (first[0] == name and isinstance(value, str) and first[1] == value):
+            seen[folded] = (index, name, value)
+        elif not (first[0] < query_pairs <= index and first[1] == name and isinstance(value, str)
+                  and first[2] == value):
             raise Refusal("duplicate-parameter", f"parameter {name[:40]!r} appears more than once "
-                                                 "(in the query and the body, or in another letter case) "
-                                                 "with another value or spelling: send it once")
+                                                 "(twice in the query or the body, in another letter case, or "
+                                                 "with another value): send it once")
 
 
 def check_endpoint(policy: KeyPolicy, method: str, path: str) -> None:
@@ -553,6 +556,9 @@ class AgeVerdict:
     warning: str | None  # a key close to its maximum age: alert, but sign
 
 
+_DATES_QUIET = AgeVerdict(warning=None)
+
+
 def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVerdict:
     if policy.not_before is not None and now < policy.not_before:
         raise Refusal("not-before", f"key {policy.label!r} may not be used before {policy.not_before:%Y-%m-%dT%H:%M:%SZ}")
@@ -570,6 +576,28 @@ def check_key_dates(policy: KeyPolicy, created_iso: str, now: datetime) -> AgeVe
         days_left = (limit - age).days
         return AgeVerdict(warning=f"key {policy.label!r} reaches its maximum age in {days_left} days: rotate it")
     return AgeVerdict(warning=None)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _quiet_dates(not_before: datetime | None, expires: datetime | None, max_age_days: int, warn_age_days: int,
+                 created_iso: str) -> tuple[float, float] | None:
+    """The instants (ms since the epoch) between which `check_key_dates` neither refuses nor warns for
+    a key of these dates, worked out once per key and policy rather than per request; a millisecond
+    short at each end, so that the float seconds it is given cannot land on the other side. None
+    when the creation date is unreadable (every instant refuses)."""
+    created = _created_at(created_iso)
+    if created is None:
+        return None
+    limit = timedelta(days=max_age_days)
+    ends = [created + limit, created + limit - timedelta(days=warn_age_days)]  # over age; in the warning
+    if expires is not None:
+        ends.append(expires)
+    first = math.ceil((not_before - _EPOCH) / _MS) + 1 if not_before is not None else -math.inf
+    return first, math.floor((min(ends) - _EPOCH) / _MS) - 1
 
 
 # -- the rules, together (pure) ---------------------------------------------------------
@@ -605,10 +633,15 @@ def evaluate(
     checks that need no parsing, so that the order of refusals is the same whatever the body holds.
     Raises nothing: refusals are returned, with the age warning found before them. No state: rates, the age-warning throttle and symbol history are the guard's.
     """
-    try:
-        verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
-    except Refusal as refusal:
-        return Verdict(refusal=refusal, age_warning=None, view=None, facts=None)
+    quiet = _quiet_dates(key_policy.not_before, key_policy.expires, key_policy.max_age_days,
+                         key_policy.warn_age_days, created)
+    if quiet is not None and quiet[0] <= now_ms <= quiet[1]:
+        verdict = _DATES_QUIET  # well inside the key's dates: what check_key_dates would find
+    else:
+        try:
+            verdict = check_key_dates(key_policy, created, datetime.fromtimestamp(now_ms / 1000, timezone.utc))
+        except Refusal as refusal:
+            return Verdict(refusal=refusal, age_warning=None, view=None, facts=None)
     read: View | None = None
     facts: RequestFacts | None = None
     try:
@@ -616,7 +649,8 @@ def evaluate(
         check_shape(request)
         read = view(exchange, request)  # query, form and raw-body members, as the exchange reads them
         params = read.params
-        check_names(params)
+        if len(read.fields().names()) != len(params):  # a folded name twice: check_names decides and names it
+            check_names(params, len(request.query))
         facts = facts_of(read)
         refused = [(category, why) for category, why in facts.violations if category not in key_policy.allow]
         if refused:  # every category the request falls in must be allowed, not only the first
@@ -631,11 +665,15 @@ def evaluate(
                                       "does not sign the path, so orders are signed only for its order endpoints")
         check_symbols(key_policy, facts.symbols)
         check_orders(key_policy, facts.orders)
-        stamps = caller_timestamps(params)
+        # The folded names answer whether the request carries a stamp or a window at all (most carry
+        # neither: the agent stamps them), so the usual request does not fold every name twice more.
+        named = read.fields().name_set()
+        stamps = caller_timestamps(params) if not named.isdisjoint(_TIMESTAMP_PARAMS) else []
         if timestamp_ms:
             stamps.append(timestamp_ms)
         check_clock(key_policy, stamps, now_ms)
-        check_recv_window(key_policy, params)
+        if not named.isdisjoint(_RECV_WINDOW_PARAMS):
+            check_recv_window(key_policy, params)
     except (Refusal, RequestInvalid) as refusal:
         return Verdict(refusal=refusal, age_warning=verdict.warning, view=read, facts=facts)
     return Verdict(refusal=None, age_warning=verdict.warning, view=read, facts=facts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from agent.exchanges import Exchange, exchange_for
 from agent.market import market_for
+from agent.market.sources import PRICES_UNREAD
 from agent.rules.view import path_key
 
 _UNBOUND_SETTINGS = '''# Leverage, margin mode and position mode are refused by default (category
@@ -72,6 +73,10 @@ max_orders_per_minute = 120    # this key, every symbol together (per symbol: ma
 _MARKET = '''# price_band_pct = "2"             # limit buys at most 2 % above {name}'s last price, sells 2 % below
 # min_quote_volume_24h = "1000000" # no orders on symbols that traded less in 24 h ({name}'s own ticker)
 '''
+# Where the ticker is read but orders' limit prices are not (agent.market.sources.PRICES_UNREAD), only the floor.
+_FLOOR_ONLY = '''# min_quote_volume_24h = "1000000" # no orders on symbols that traded less in 24 h ({name}'s own ticker)
+# price_band_pct: {name} orders' prices are not read in this version, so a band would refuse them all.
+'''
 _NO_MARKET = '''# price_band_pct, min_quote_volume_24h: this version reads no {name} ticker, so a key with them
 # refuses its orders; leave them off here.
 '''
@@ -111,8 +116,10 @@ def _sign_note(record: Exchange) -> str:
 def _market(record: Exchange) -> str:
     """The price band and volume floor, proposed where the agent reads the exchange's ticker
     (agent.market) for its trading endpoints."""
-    has_ticker = any(market_for(record.id, path_key(e.partition(" ")[2])) for e in record.template.trading)
-    return (_MARKET if has_ticker else _NO_MARKET).format(name=record.name)
+    markets = {market_for(record.id, path_key(e.partition(" ")[2])) for e in record.template.trading} - {None}
+    if not markets:
+        return _NO_MARKET.format(name=record.name)
+    return (_FLOOR_ONLY if markets <= PRICES_UNREAD else _MARKET).format(name=record.name)
 
 
 def _login(record: Exchange) -> str:

@@ -2,7 +2,8 @@
 
 Without a quorum, whoever can write `policy.toml` or `bots.toml` decides alone what the agent
 signs, within a second (the live reload). With `[quorum]` in the config, the agent ignores those
-files and takes its policy and bot credentials only from **bundles** in a directory:
+files and takes its policy and bot credentials only from **bundles** in a directory (with several
+hosts, in the PostgreSQL database they share: agent.quorum_pg, which only carries them):
 
     bundle = body + approvals
     body   = {format, version, previous, created, expires, proposer, summary,
@@ -607,12 +608,43 @@ class Event:
     proposer: str = ""
 
 
+class BundleSource(Protocol):
+    """Where the agents read published bundles: a directory per host (BundleDir), or the PostgreSQL
+    database the hosts share (agent.quorum_pg.PostgresBundles). Only a carrier: every bundle it yields
+    is judged by each agent against its own first operator set, as if it came from anyone."""
+
+    where: str  # for messages: the directory, or the database table
+    proposals: Path  # drafts being approved: files the operators pass around, in both cases
+
+    def fingerprint(self) -> tuple: ...
+
+    def published(self) -> "list[tuple[str, Bundle | QuorumError]]": ...
+
+    def publish(self, bundle: "Bundle", *, by: str) -> str: ...
+
+    def unavailable(self) -> str | None: ...
+
+    def watch(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BundleDir:
     """Published bundles (`v000042-<digest16>.json`) and, under `proposals/`, drafts being approved."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
         self.proposals = path / "proposals"
+
+    def unavailable(self) -> str | None:
+        return None  # a local directory: what it holds now is what is published
+
+    def watch(self) -> None:
+        pass  # read by the agent's policy watch itself: a local directory does not hang
+
+    def close(self) -> None:
+        pass
 
     def fingerprint(self) -> tuple:
         seen = []
@@ -629,8 +661,9 @@ class BundleDir:
                     seen.append((e.name, 0, -1, 0))
         return tuple(sorted(seen))
 
-    def published(self) -> list[tuple[Path, Bundle | QuorumError]]:
-        out: list[tuple[Path, Bundle | QuorumError]] = []
+    def published(self) -> list[tuple[str, Bundle | QuorumError]]:
+        """(file name, its bundle or why it is not one), in name order."""
+        out: list[tuple[str, Bundle | QuorumError]] = []
         try:
             names = sorted(os.listdir(self.path))
         except FileNotFoundError:
@@ -638,15 +671,14 @@ class BundleDir:
         for name in names:
             if not name.endswith(".json"):
                 continue
-            path = self.path / name
             try:
-                out.append((path, Bundle.read(path)))
+                out.append((name, Bundle.read(self.path / name)))
             except QuorumError as exc:
-                out.append((path, exc))
+                out.append((name, exc))
         return out
 
-    def publish(self, bundle: Bundle) -> Path:
-        return write_atomically(self.path / bundle.file_name, bundle.to_json())
+    def publish(self, bundle: Bundle, *, by: str = "") -> str:
+        return str(write_atomically(self.path / bundle.file_name, bundle.to_json()))
 
 
 def write_atomically(path: Path, text: str, *, replace_existing: bool = False) -> Path:
@@ -669,13 +701,13 @@ def write_atomically(path: Path, text: str, *, replace_existing: bool = False) -
 
 
 class Chain:
-    """Walks the bundle directory from the genesis operators to the newest bundle that applies.
+    """Walks the published bundles (a BundleSource) from the genesis operators to the newest bundle that applies.
 
     `advance` applies every bundle that chains to the one in force and is accepted; it refuses
     each other bundle once (a bad file stays refused: it is reported once, not every poll). Two
     valid bundles chaining to the same one are a fork: both are refused, nothing changes."""
 
-    def __init__(self, directory: BundleDir, genesis: Operators) -> None:
+    def __init__(self, directory: BundleSource, genesis: Operators) -> None:
         self.dir = directory
         self.in_force = InForce.genesis(genesis)
         self._judged: set[str] = set()  # digests or paths already applied or refused
@@ -687,8 +719,8 @@ class Chain:
         while True:
             candidates: list[tuple[str, Bundle, Accepted]] = []
             unchained: list[tuple[str, Bundle]] = []
-            for path, item in self.dir.published():
-                seen = f"{path.name}:{item.digest if isinstance(item, Bundle) else ''}"
+            for name, item in self.dir.published():
+                seen = f"{name}:{item.digest if isinstance(item, Bundle) else ''}"
                 if seen in self._judged:
                     continue
                 if isinstance(item, QuorumError):
@@ -820,11 +852,26 @@ def new_proposal(in_force: InForce, *, policy_text: str, bots_text: str, propose
 class QuorumSource:
     """The policy and credentials the agent enforces, taken from the bundle chain (agent.guard)."""
 
-    def __init__(self, directory: Path, genesis: Operators, state_dir: Path,
+    def __init__(self, source: "Path | BundleSource", genesis: Operators, state_dir: Path,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        self.chain = Chain(BundleDir(directory), genesis)
+        """SOURCE: a directory of published bundles (one host), or a BundleSource (several hosts)."""
+        self.chain = Chain(BundleDir(source) if isinstance(source, Path) else source, genesis)
         self._genesis, self._state_dir, self._clock = genesis, state_dir, clock
         self._seen: tuple | None = None
+        self._head_missing = False  # the bundle in force is gone from the source: reported once
+        self._stale: Bots | None = None
+
+    def stale_bots(self) -> Bots | None:
+        """While the source has not answered within its stale bound (a database): credentials that
+        refuse every caller UNAVAILABLE, since a published revocation could be missed. One object
+        per outage, so a caller identified once (a stream) is identified again when it ends."""
+        reason = self.chain.dir.unavailable()
+        if reason is None:
+            self._stale = None
+            return None
+        if self._stale is None or self._stale.unavailable != reason:
+            self._stale = Bots(by_token={}, by_cert={}, names=(), unavailable=reason)
+        return self._stale
 
     @property
     def genesis_digest(self) -> str:
@@ -854,18 +901,22 @@ class QuorumSource:
         head = self.chain.in_force
         if head.version < version or (head.version == version and head.digest != digest):
             raise QuorumError(
-                f"the bundle chain in {self.chain.dir.path} ends at v{head.version} ({head.digest[:16]}), but this "
+                f"the bundle chain in {self.chain.dir.where} ends at v{head.version} ({head.digest[:16]}), but this "
                 f"agent applied v{version} ({digest[:16]}) before: bundles were removed or replaced. Restore "
                 f"them; the agent does not go back to an older policy")
         self._record()
+        self.chain.dir.watch()
         return events
+
+    def close(self) -> None:
+        self.chain.dir.close()
 
     def _replay_recorded(self, version: int, digest: str) -> list[Event]:
         """Re-apply exactly the chain that ends at the head this agent recorded, from the first
         operators on: each link's signatures verified again (not its expiry: it applied when it
         was fresh). A link missing or no longer verifying stops the start; a bundle put in its
         place cannot take over, whatever version it claims."""
-        by_digest = {item.digest: (path, item) for path, item in self.chain.dir.published()
+        by_digest = {item.digest: (name, item) for name, item in self.chain.dir.published()
                      if isinstance(item, Bundle)}
         path_back, cursor = [], digest
         while cursor != GENESIS:
@@ -873,19 +924,19 @@ class QuorumSource:
             if found is None:
                 raise QuorumError(
                     f"bundle {cursor[:16]} on the chain to v{version} ({digest[:16]}), which this agent applied "
-                    f"before, is missing from {self.chain.dir.path}: bundles were removed or replaced. Restore "
+                    f"before, is missing from {self.chain.dir.where}: bundles were removed or replaced. Restore "
                     "them; the agent does not go back to an older policy")
             path_back.append(found)
             cursor = found[1].body["previous"]
         events = []
-        for path, bundle in reversed(path_back):
+        for name, bundle in reversed(path_back):
             try:
                 accepted = judge(bundle, self.chain.in_force, self._clock(), applied_before=True)
             except BundleRefused as exc:
                 raise QuorumError(f"the recorded chain no longer verifies: {exc}") from None
             approvers = _ids(bundle, self.chain.in_force.operators)
             self.chain.in_force = accepted.in_force
-            self.chain._judged.add(f"{path.name}:{bundle.digest}")
+            self.chain._judged.add(f"{name}:{bundle.digest}")
             events.append(Event("applied", bundle.version, bundle.digest, change=accepted.change,
                                 approvers=approvers, proposer=bundle.body["proposer"][:64]))
         return events
@@ -899,7 +950,24 @@ class QuorumSource:
         events = self.chain.advance(self._clock())
         if any(e.decision == "applied" for e in events):
             self._record()
-        return events
+        return events + self._check_head_present()
+
+    def _check_head_present(self) -> list[Event]:
+        """A running agent whose bundle in force was deleted or replaced in the source keeps enforcing
+        it (it never goes back to an older policy) and says so once; it will not start again until
+        the bundle is restored (start, _replay_recorded)."""
+        head = self.chain.in_force
+        if head.version == 0:
+            return []
+        present = any(isinstance(item, Bundle) and item.digest == head.digest for _, item in self.chain.dir.published())
+        if present or self._head_missing:
+            self._head_missing = not present
+            return []
+        self._head_missing = True
+        return [Event("refused", head.version, head.digest, reason=(
+            f"bundle v{head.version} ({head.digest[:16]}), in force here, is gone from {self.chain.dir.where}: "
+            "bundles were removed or replaced (a rollback). This agent keeps enforcing it and will not start "
+            "again until it is restored (from a backup, or an operator's copy of the published bundle)"))]
 
     def _record(self) -> None:
         # Written from the first start on, before any bundle: from then on this state directory

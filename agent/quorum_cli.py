@@ -13,13 +13,14 @@ import argparse
 import json
 import re
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from agent.quorum import (
-    BundleDir,
     BundleRefused,
+    BundleSource,
     Chain,
     InForce,
     Operators,
@@ -59,10 +60,31 @@ def _quorum_config(args: argparse.Namespace) -> tuple[Any, Any]:
     return config, config.quorum
 
 
-def _head(config: Any, quorum: Any) -> Chain:
+@contextmanager
+def _published(config: Any) -> Iterator[BundleSource]:
+    """Where the agents of CONFIG read published bundles (agent.quorum_pg.open_bundles): the database
+    the hosts share, or the directory; read once, closed after the command."""
+    cli = _cli()
+    from agent.custody.store import StoreUnavailable
+    from agent.quorum_pg import open_bundles
+
+    try:
+        source = open_bundles(config)
+    except QuorumError as exc:
+        raise cli.CliError(str(exc), cli.EXIT_CONFIG) from None
+    except StoreUnavailable as exc:
+        raise cli.CliError(f"{exc}: the published bundles live there ([store] backend = \"postgres\")",
+                           cli.EXIT_UNAVAILABLE) from None
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def _head(config: Any, quorum: Any, source: BundleSource) -> Chain:
     """The chain as the agent walks it (bundles it applied before keep their expiry behind them)."""
     genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
-    chain = Chain(BundleDir(quorum.bundles), genesis)
+    chain = Chain(source, genesis)
     try:
         recorded = read_head(config.state_dir)
     except QuorumError:
@@ -147,7 +169,8 @@ def _needs(in_force: InForce, bundle: Bundle) -> tuple[list[str], int]:
 
 def cmd_policy_propose(args: argparse.Namespace) -> int:
     config, quorum = _quorum_config(args)
-    chain = _head(config, quorum)
+    with _published(config) as source:
+        chain = _head(config, quorum, source)
     in_force = chain.in_force
     operators = in_force.operators
     try:
@@ -171,7 +194,7 @@ def cmd_policy_propose(args: argparse.Namespace) -> int:
             operators=operators)
         bundle = _signed(args.proposer, args, bundle, proposer_key)  # the proposer's signature is an approval
         widened, needed = _needs(in_force, bundle)
-        path = write_atomically(BundleDir(quorum.bundles).proposals / bundle.file_name, bundle.to_json())
+        path = write_atomically(source.proposals / bundle.file_name, bundle.to_json())
     except QuorumError as exc:
         return _fail(exc)
     print(diff(in_force.policy_text, bundle.body["policy"], "policy") + diff(in_force.bots_text, bundle.body["bots"],
@@ -203,7 +226,8 @@ def _read_proposal(path: Path) -> Bundle:
 
 def cmd_policy_approve(args: argparse.Namespace) -> int:
     config, quorum = _quorum_config(args)
-    chain = _head(config, quorum)
+    with _published(config) as source:
+        chain = _head(config, quorum, source)
     bundle = _read_proposal(args.proposal)
     try:
         public = chain.in_force.operators.keys.get(args.operator)
@@ -259,18 +283,20 @@ def _signed(operator: str, args: argparse.Namespace, bundle: Bundle, public: byt
 
 def cmd_policy_publish(args: argparse.Namespace) -> int:
     config, quorum = _quorum_config(args)
-    chain = _head(config, quorum)
     bundle = _read_proposal(args.proposal)
-    try:
-        accepted = judge(bundle, chain.in_force, datetime.now(timezone.utc))  # as the agent will judge it
-        path = BundleDir(quorum.bundles).publish(bundle)
-    except BundleRefused as exc:
-        _cli()._audit(config, "policy.publish", decision="refused", version=bundle.version, digest=bundle.digest,
-                      reason=str(exc)[:500])
-        return _fail(exc)
-    except QuorumError as exc:
-        return _fail(exc)
-    if args.proposal.resolve().parent == BundleDir(quorum.bundles).proposals.resolve():
+    with _published(config) as source:
+        chain = _head(config, quorum, source)
+        try:
+            accepted = judge(bundle, chain.in_force, datetime.now(timezone.utc))  # as the agent will judge it
+            path = source.publish(bundle, by=_cli()._operator())
+        except BundleRefused as exc:
+            _cli()._audit(config, "policy.publish", decision="refused", version=bundle.version, digest=bundle.digest,
+                          reason=str(exc)[:500])
+            return _fail(exc)
+        except QuorumError as exc:
+            return _fail(exc)
+        proposals = source.proposals
+    if args.proposal.resolve().parent == proposals.resolve():
         args.proposal.unlink(missing_ok=True)
     _cli()._audit(config, "policy.publish", decision="published", version=bundle.version, digest=bundle.digest,
                   change=accepted.change, approvers=[a.operator for a in bundle.approvals])
@@ -281,7 +307,8 @@ def cmd_policy_publish(args: argparse.Namespace) -> int:
 
 def cmd_policy_status(args: argparse.Namespace) -> int:
     config, quorum = _quorum_config(args)
-    chain = _head(config, quorum)
+    with _published(config) as source:
+        chain = _head(config, quorum, source)
     head = chain.in_force
     ops = head.operators
     print(f"in force: v{head.version} ({head.digest[:16]})" + (
@@ -289,7 +316,8 @@ def cmd_policy_status(args: argparse.Namespace) -> int:
         else " (no bundle published yet: the agent signs nothing)"))
     print(f"operators ({ops.threshold} of {len(ops.keys)} to loosen, 1 to tighten): "
           + ", ".join(f"{n} ({key_id(k)})" for n, k in sorted(ops.keys.items())))
-    proposals = BundleDir(quorum.bundles).proposals
+    print(f"published in: {source.where}")
+    proposals = source.proposals
     for path in sorted(proposals.glob("*.json")) if proposals.is_dir() else []:
         try:
             bundle = Bundle.read(path)
@@ -306,29 +334,57 @@ def cmd_policy_status(args: argparse.Namespace) -> int:
 
 def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
     """`audit verify` with a quorum: every bundle the audit says an agent applied is in the chain
-    the bundle directory proves (signatures verified again, from the first operators on), under
+    the published bundles prove (signatures verified again, from the first operators on), under
     the same digest and approved by the same keys. 0 when all are; 1 otherwise."""
     from agent.audit import verify_chain
 
+    def records():
+        for path, _ in verify_chain(audit_path).files:
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                yield f"{path.name} line {number}", line
+
+    return _verify_applied(config, records(), out)
+
+
+def verify_shipped_bundles(config: Any, out: Any) -> int:
+    """`audit verify --all` with a quorum: the same check over every host's audit shipped to the
+    database (agent.audit_ship), against the bundles published there. 0 when all verify; 1 otherwise."""
+    from agent.custody.store import Postgres
+
+    db = Postgres(config.store.dsn)
+    try:
+        with db.tx() as cur:
+            # Only the lines that can name a bundle: the others are the chain verifier's business.
+            cur.execute("SELECT host, id, convert_from(line, 'UTF8') FROM audit_lines "
+                        "WHERE position('\"policy.bundle\"' IN convert_from(line, 'UTF8')) > 0 ORDER BY host, id")
+            rows = cur.fetchall()
+    finally:
+        db.close()
+    return _verify_applied(config, ((f"host {host} row {row_id}", line) for host, row_id, line in rows), out)
+
+
+def _verify_applied(config: Any, records: Any, out: Any) -> int:
+    """RECORDS: (where, audit line); each `policy.bundle` line with decision `applied` is checked."""
     quorum = config.quorum
     genesis = Operators.parse(quorum.operators, quorum.threshold, where=str(config.path))
-    chain = Chain(BundleDir(quorum.bundles), genesis)
-    proven = {e.version: e for e in chain.advance(datetime.now(timezone.utc), trusted_through=10**9)
-              if e.decision == "applied"}
+    with _published(config) as source:
+        where = source.where
+        chain = Chain(source, genesis)
+        proven = {e.version: e for e in chain.advance(datetime.now(timezone.utc), trusted_through=10**9)
+                  if e.decision == "applied"}
     problems, checked = [], 0
-    for path, _ in verify_chain(audit_path).files:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            record = json.loads(line) if line.startswith("{") else {}
-            if record.get("event") != "policy.bundle" or record.get("decision") != "applied":
-                continue
-            checked += 1
-            event = proven.get(record.get("version"))
-            if event is None or event.digest != record.get("digest"):
-                problems.append(f"{path.name} line {number}: bundle v{record.get('version')} "
-                                f"({str(record.get('digest'))[:16]}) is not in the verified chain of {quorum.bundles}")
-            elif sorted(event.approvers) != sorted(record.get("approvers", [])):
-                problems.append(f"{path.name} line {number}: bundle v{event.version} approvers "
-                                f"{record.get('approvers')} differ from its signatures {list(event.approvers)}")
+    for at, line in records:
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("event") != "policy.bundle" or record.get("decision") != "applied":
+            continue
+        checked += 1
+        event = proven.get(record.get("version"))
+        if event is None or event.digest != record.get("digest"):
+            problems.append(f"{at}: bundle v{record.get('version')} ({str(record.get('digest'))[:16]}) is not in "
+                            f"the verified chain of {where}")
+        elif sorted(event.approvers) != sorted(record.get("approvers", [])):
+            problems.append(f"{at}: bundle v{event.version} approvers {record.get('approvers')} differ from its "
+                            f"signatures {list(event.approvers)}")
     for problem in problems:
         print(f"  {problem}", file=out)
     print(f"policy bundles: {checked} applied in the audit, "
@@ -339,8 +395,9 @@ def verify_audited_bundles(config: Any, audit_path: Path, out: Any) -> int:
 
 def quorum_status(config: Any) -> dict[str, Any]:
     """For `signing-agent status`: the bundle in force as this host's bundle directory proves it."""
-    head = _head(config, config.quorum).in_force
-    proposals = BundleDir(config.quorum.bundles).proposals
+    with _published(config) as source:
+        head = _head(config, config.quorum, source).in_force
+        proposals = source.proposals
     return {"version": head.version, "digest": head.digest, "approvers": list(head.approvers),
             "operators": sorted(head.operators.keys), "threshold": head.operators.threshold,
             "pending": len(list(proposals.glob("*.json"))) if proposals.is_dir() else 0}

@@ -194,11 +194,14 @@ def build_guard(config: Config, keyring: Keyring | None = None) -> Guard:
         return Guard(policy_path=config.policy_file, bots_path=config.bots_file, state_dir=config.state_dir,
                      audit=AuditLog(config.audit_file), alerts=alerts, started=started, quorum=quorum,
                      market=config.market, vet=key_vetting(keyring) if keyring is not None else None,
-                     shared_buckets_dsn=_postgres_dsn(config), shared_bots=shared_bots)
+                     shared_buckets_dsn=_postgres_dsn(config), sync_budgets=config.sync_budgets,
+                     shared_bots=shared_bots)
     except PolicyError as exc:
         alerts.close()
         if shared_bots is not None:
             shared_bots.stop()
+        if quorum is not None:
+            quorum.close()
         raise ConfigError(str(exc)) from None
 
 
@@ -224,7 +227,15 @@ def quorum_source(config: Config) -> QuorumSource | None:
                 "records it): without it, whoever edits policy.toml would decide alone what is signed. Put "
                 f"[quorum] back as it was; {HOW_OPERATORS_CHANGE}")
         return None
-    return QuorumSource(q.bundles, Operators.parse(q.operators, q.threshold, where=str(config.path)), config.state_dir)
+    from agent.quorum import QuorumError
+    from agent.quorum_pg import open_bundles
+
+    genesis = Operators.parse(q.operators, q.threshold, where=str(config.path))
+    try:  # with several hosts, the database they share (agent.quorum_pg; StoreUnavailable: it does not answer)
+        source = open_bundles(config)
+    except QuorumError as exc:
+        raise ConfigError(f"[quorum] published bundles: {exc}") from None
+    return QuorumSource(source, genesis, config.state_dir)
 
 
 class StoreWatch:

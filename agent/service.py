@@ -30,7 +30,7 @@ import grpc
 from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
 from agent.bots import cert_fingerprint
 from agent.custody import CustodyError, Keyring, KeyNotFound, KeyRevoked, TokenCredential, TokenUnavailable
-from agent.decision import Decision, emit, emit_batch
+from agent.decision import Decision, StreamTally, emit, emit_batch
 from agent.exchanges import exchange_for
 from agent.guard import Caller, Guard
 from agent.logs import get_logger
@@ -66,26 +66,28 @@ def request_from_proto(msg: signer_pb2.SignRequest) -> UnsignedRequest:
     which = msg.WhichOneof("body")
     body: Any
     if which == "fields":
-        body = tuple((p.name, p.value) for p in msg.fields.items)
+        body = tuple([(p.name, p.value) for p in msg.fields.items])  # a list first: no generator per item
     elif which == "raw":
         body = RawBody(msg.raw)
     else:
         body = None
-    return UnsignedRequest(
-        method=msg.method,
-        path=msg.path,
-        query=tuple((p.name, p.value) for p in msg.query),
-        body=body,
-    )
+    return UnsignedRequest(msg.method, msg.path, tuple([(p.name, p.value) for p in msg.query]), body)
 
 
 def signed_to_proto(signed: SignedRequest) -> signer_pb2.SignedRequest:
-    return signer_pb2.SignedRequest(
-        method=signed.method,
-        path=signed.path,
-        headers=[signer_pb2.Header(name=n, value=v) for n, v in signed.headers],
-        body=signed.body,
-    )
+    out = signer_pb2.SignedRequest()
+    _write_signed(out, signed)
+    return out
+
+
+def _write_signed(out: signer_pb2.SignedRequest, signed: SignedRequest) -> None:
+    """SIGNED written into OUT, a message already where it is sent (a batch's or a stream's result):
+    a message built apart and then handed to its parent would be copied whole, headers and body."""
+    out.SetInParent()  # present even with every field empty
+    out.method, out.path, out.body = signed.method, signed.path, signed.body
+    add = out.headers.add
+    for name, value in signed.headers:
+        add(name=name, value=value)
 
 
 MAX_BATCH = 1000
@@ -131,8 +133,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         made = [self._decision(caller, item) for item in request.requests]
         shown = emit_batch([decision for decision, _ in made], guard=self._guard, metrics=self._metrics,
                            log=self._log, bot=caller.bot, latency_ms=_ms_since(started))
-        return signer_pb2.SignBatchResponse(results=[_result(decision.status, decision.message, signed)
-                                                     for decision, (_, signed) in zip(shown, made)])
+        answer = signer_pb2.SignBatchResponse()
+        add = answer.results.add
+        for decision, (_, signed) in zip(shown, made):
+            _write_result(add(), decision.status, decision.message, signed)
+        return answer
 
     def SignStream(self, requests: Iterator[signer_pb2.SignRequest],
                    context: grpc.ServicerContext) -> Iterator[signer_pb2.SignResult]:
@@ -142,16 +147,23 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         request, and the stream ends (UNAUTHENTICATED, audited as Sign audits it)."""
         bots: object = None
         caller: Caller | Refusal | None = None
-        for msg in requests:
-            if self._guard.bots is not bots:
-                bots = self._guard.bots
-                caller = self._caller(context)
-            assert caller is not None
-            decision, signed = self._decision(caller, msg)
-            decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log)
-            if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
-                context.abort(grpc.StatusCode[decision.status], decision.message)
-            yield _result(decision.status, decision.message, signed)
+        tally: StreamTally | None = None  # the stream's log lines (agent.decision.StreamTally)
+        try:
+            for msg in requests:
+                if self._guard.bots is not bots:
+                    bots = self._guard.bots
+                    caller = self._caller(context)
+                assert caller is not None
+                if tally is None:
+                    tally = StreamTally(self._log, caller.bot if isinstance(caller, Caller) else "")
+                decision, signed = self._decision(caller, msg)
+                decision = emit(decision, guard=self._guard, metrics=self._metrics, log=self._log, tally=tally)
+                if isinstance(caller, Refusal):  # about the caller, not this request: the stream ends
+                    context.abort(grpc.StatusCode[decision.status], decision.message)
+                yield _result(decision.status, decision.message, signed)
+        finally:  # ended by the bot, by an abort, or cancelled: its last counts are logged
+            if tally is not None:
+                tally.flush()
 
     def Send(self, request: signer_pb2.SignRequest, context: grpc.ServicerContext) -> Any:
         """Decide and sign as Sign does (one Decision, audited before anything leaves), then place the
@@ -325,10 +337,18 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
 
 def _result(status: str, message: str, signed: SignedRequest | None) -> signer_pb2.SignResult:
-    """One item's answer in a batch or a stream: the signed request, or the refusal's status and message."""
+    """One stream message's answer: the signed request, or the refusal's status and message."""
+    out = signer_pb2.SignResult()
+    _write_result(out, status, message, signed)
+    return out
+
+
+def _write_result(out: signer_pb2.SignResult, status: str, message: str, signed: SignedRequest | None) -> None:
+    """One item's answer written into OUT (a batch's result in place, or a stream's message)."""
     if status != "OK" or signed is None:
-        return signer_pb2.SignResult(refused=signer_pb2.Refusal(code=status, message=message))
-    return signer_pb2.SignResult(signed=signed_to_proto(signed))
+        out.refused.CopyFrom(signer_pb2.Refusal(code=status, message=message))
+    else:
+        _write_signed(out.signed, signed)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,29 @@
-"""State that several agent hosts share, in PostgreSQL: nonces and rate buckets.
+"""State that several agent hosts share, in PostgreSQL: nonces, rate buckets and notional budgets.
 
-With one host, nonces are files under a flock (agent.nonces) and rate buckets a mapped file (agent.rates).
-Hosts share neither, so with `[store] backend = "postgres"` both live in the database, kept exact the way
+With one host, nonces are files under a flock (agent.nonces), rate buckets a mapped file (agent.rates) and
+notional ledgers files under a flock (agent.budgets). Hosts share none of them, so with `[store] backend =
+"postgres"` all three live in the database, kept exact the way
 Web3Signer's slashing protection keeps its records: ONE transaction per decision that takes a per-key
 `pg_advisory_xact_lock`, reads, checks and writes; the lock is released at commit or rollback, so a host
 killed in the middle holds nothing. A constraint in the table is the second guard: an update that would move
 a nonce backwards matches no row and is refused, whatever the code above it did.
 
-The clock of rate buckets is the database's (clock_timestamp()), one clock for every host: the hosts'
-monotonic clocks are unrelated.
+The clock of rate buckets and budget windows is the database's (clock_timestamp()), one clock for every
+host: the hosts' monotonic clocks are unrelated, and their wall clocks may disagree by more than a bucket.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Iterable, Sequence
 
-from agent.custody.store import Postgres
+from agent.budgets import Charge, Overspent, bucket_seconds
+from agent.custody.store import Postgres, StoreUnavailable
+from agent.limits import Budget
+from agent.logs import get_logger
 from agent.nonces import NonceError, NonceStore, NonceStoreUnavailable
 from agent.rates import SharedBuckets
 
@@ -42,6 +50,14 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     burst INTEGER NOT NULL,
     CHECK (tokens >= 0 AND tokens <= burst));
 """
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notional_ledgers (
+    scope TEXT NOT NULL,           -- "key:LABEL", "key:LABEL:symbol:SYM", "bot:NAME" (agent.guardrails)
+    window_seconds INTEGER NOT NULL CHECK (window_seconds > 0),
+    bucket BIGINT NOT NULL,        -- database epoch seconds // (window_seconds / 60)
+    amount NUMERIC NOT NULL CHECK (amount > 0),   -- exact: what agent.budgets keeps as Decimal strings
+    PRIMARY KEY (scope, window_seconds, bucket));
+"""
 # Advisory lock keys are 64-bit: a namespace prefix and hashtextextended keep nonces and buckets apart.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
@@ -53,10 +69,10 @@ def _schema(db: Postgres, ddl: str) -> None:
 
 
 def create_tables(dsn: str) -> None:
-    """The nonce and rate-bucket tables (`store init`), so that agents find them ready."""
+    """The nonce, rate-bucket and notional-ledger tables (`store init`), so that agents find them ready."""
     db = Postgres(dsn)
     try:
-        _schema(db, NONCE_SCHEMA + BUCKET_SCHEMA)
+        _schema(db, NONCE_SCHEMA + BUCKET_SCHEMA + LEDGER_SCHEMA)
     finally:
         db.close()
 
@@ -140,3 +156,140 @@ class PostgresBuckets:
     def close(self) -> None:
         self._db.close()
         self._local.close()
+
+
+class PostgresLedgers:
+    """agent.budgets.Ledgers' contract (`charge` all or none, `used`), for every host at once.
+
+    The same windows as the file ledgers (60 buckets a window, agent.budgets), as rows of NUMERIC amounts:
+    one transaction per charge locks every scope it touches (advisory locks in sorted order, so hosts
+    charging overlapping scopes never wait on each other in a cycle), reads their buckets, checks every
+    window of every scope, and only then adds to each and forgets buckets that left their window. Two hosts
+    can therefore not both spend the last of a budget. The time is the database's: the NOW callers pass
+    (their wall clock) is not used, so hosts with skewed clocks still share one set of windows.
+
+    A database that does not answer is StoreUnavailable: the guardrails refuse the order (fail closed).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._db = Postgres(dsn)
+        _schema(self._db, LEDGER_SCHEMA)
+
+    def charge(self, charges: Sequence[Charge], now: float) -> Overspent | None:
+        """Add every charge, or none: the first window any of them would overspend, or None once all are
+        written (committed). NOW is ignored: the database's clock decides the windows."""
+        charges = [c for c in charges if c.budgets and c.notional > 0]
+        if not charges:
+            return None
+        scopes = sorted({c.scope for c in charges})
+        with self._db.tx() as cur:
+            for scope in scopes:
+                cur.execute(_LOCK, ("budget:" + scope,))
+            clock, ledgers = self._read(cur, scopes)
+            for c in charges:  # every check before any write
+                for budget in c.budgets:
+                    used = _window_sum(ledgers.get((c.scope, budget.seconds), {}), budget, clock)
+                    if used + c.notional > budget.limit:
+                        return Overspent(c, budget, used)  # nothing written: the transaction commits no change
+            adds: dict[tuple[str, int, int], Decimal] = {}
+            for c in charges:
+                for budget in c.budgets:
+                    key = (c.scope, budget.seconds, int(clock // bucket_seconds(budget)))
+                    adds[key] = adds.get(key, Decimal(0)) + c.notional
+            old = sorted({(c.scope, b.seconds, _oldest(b, clock)) for c in charges for b in c.budgets})
+            new = sorted(adds.items())
+            # One statement (a round trip counts on the hot path): buckets that left their window are forgotten,
+            # as the file ledger does on each write, and the current buckets are added to. The two touch
+            # different rows (the current bucket is never older than the oldest one kept).
+            cur.execute(
+                "WITH gone AS (DELETE FROM notional_ledgers n USING unnest(%s::text[], %s::int[], %s::bigint[]) "
+                "AS o(scope, window_seconds, oldest) WHERE n.scope = o.scope AND n.window_seconds = o.window_seconds "
+                "AND n.bucket < o.oldest) "
+                "INSERT INTO notional_ledgers (scope, window_seconds, bucket, amount) "
+                "SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::numeric[]) "
+                "ON CONFLICT (scope, window_seconds, bucket) DO UPDATE "
+                "SET amount = notional_ledgers.amount + EXCLUDED.amount",
+                ([o[0] for o in old], [o[1] for o in old], [o[2] for o in old],
+                 [k[0] for k, _ in new], [k[1] for k, _ in new], [k[2] for k, _ in new], [a for _, a in new]))
+        return None
+
+    def used(self, scope: str, budgets: Iterable[Budget], now: float) -> dict[str, Decimal]:
+        """What each window of SCOPE has used, by the database's clock (for `status` and tests)."""
+        with self._db.tx() as cur:
+            clock, ledgers = self._read(cur, [scope])
+        return {b.window: _window_sum(ledgers.get((scope, b.seconds), {}), b, clock) for b in budgets}
+
+    @staticmethod
+    def _read(cur: Any, scopes: list[str]) -> tuple[Decimal, dict[tuple[str, int], dict[int, Decimal]]]:
+        """(the database's clock in epoch seconds, {(scope, window seconds): {bucket: amount}})."""
+        # The clock and the rows in one round trip: the outer join keeps the clock when no row exists yet.
+        cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::numeric, n.scope, n.window_seconds, n.bucket, "
+                    "n.amount FROM (SELECT 1) AS one LEFT JOIN notional_ledgers n ON n.scope = ANY(%s)", (scopes,))
+        rows = cur.fetchall()
+        clock = rows[0][0]
+        ledgers: dict[tuple[str, int], dict[int, Decimal]] = {}
+        for _, scope, seconds, bucket, amount in rows:
+            if scope is not None:
+                ledgers.setdefault((scope, seconds), {})[bucket] = amount
+        return Decimal(clock), ledgers
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _oldest(budget: Budget, clock: Decimal) -> int:
+    """The oldest bucket still overlapping BUDGET's window ending at CLOCK (agent.budgets' rule)."""
+    return int((clock - budget.seconds) // bucket_seconds(budget))
+
+
+def _window_sum(buckets: dict[int, Decimal], budget: Budget, clock: Decimal) -> Decimal:
+    oldest = _oldest(budget, clock)
+    return sum((amount for bucket, amount in buckets.items() if bucket >= oldest), Decimal(0))
+
+
+class DatabaseWatch:
+    """READ repeated every POLL seconds on a thread of its own, and how fresh its last answer is.
+
+    For what a host must learn from the others within a second and must stop trusting once the database
+    stops answering (bot credentials: agent.bots_db; a quorum's bundles: agent.quorum_pg): `stale()` is
+    true once the last READ that answered began over STALE seconds ago. READ raises StoreUnavailable when
+    the database does not answer; EVENT is the log line of an outage and of the recovery, once each."""
+
+    def __init__(self, read: Callable[[], None], *, name: str, event: str, poll: float, stale: float,
+                 answered: float) -> None:
+        """ANSWERED: when the read that loaded what is in force began (time.monotonic())."""
+        self._read, self._name, self._event, self._poll, self._stale = read, name, event, poll, stale
+        self._fresh_until = answered + stale
+        self.down = False  # the last READ failed: the next one may need to read everything again
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def stale(self) -> bool:
+        return time.monotonic() > self._fresh_until
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll):
+            self.poll()
+
+    def poll(self) -> None:
+        started = time.monotonic()
+        try:
+            self._read()
+        except StoreUnavailable as exc:
+            if not self.down:
+                get_logger().error(self._event, up=False, reason=str(exc))
+            self.down = True
+            return
+        if self.down:
+            get_logger().info(self._event, up=True)
+        self.down = False
+        self._fresh_until = started + self._stale
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)

@@ -1,15 +1,17 @@
-"""What the guardrails over time cost on the hot path: `python -m bench.guardrails` (about 10 s).
+"""What the guardrails over time cost on the hot path: `python -m bench.guardrails` (about 20 s).
 
 Times `Guardrails.check` (agent/guardrails.py) in-process for one Binance limit order, after the
 rules (agent.policy.evaluate, timed alongside for scale), in three policies:
 
     none      a key without guardrails (the check is a freeze lookup)
     market    price band, volume floor and order rates (the ticker cached, as on the hot path)
-    all       the above and max_notional with three windows (the flock'd ledger written per order)
+    all       the above and max_notional with three windows (a line appended to the budget journal)
 
-The state dir is in /dev/shm, like the bench's tokens. The ticker comes from a local HTTP server
-answering Binance's shape once (then cached); the order rate and budgets are set high enough never
-to refuse. Compare with the README's unary Sign p50 (Performance).
+first with the state dir in /dev/shm, like the bench's tokens (where an fdatasync costs nothing), then
+`all` again with the state dir on the checkout's own disk, with `[state] sync_budgets` on (the
+default: each charge fdatasync'd before the order is signed) and off. The ticker comes from a local
+HTTP server answering Binance's shape once (then cached); the order rate and budgets are set high
+enough never to refuse. Compare with the README's unary Sign p50 (Performance).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from agent.budgets import Ledgers
 from agent.exchanges import exchange_for
 from agent.guardrails import Guardrails
 from agent.market import MarketSettings
@@ -66,42 +69,56 @@ class _Ticker(BaseHTTPRequestHandler):
 def main(calls: int = 5000) -> dict[str, float]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ticker)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    state = Path(tempfile.mkdtemp(prefix="guardrails-", dir="/dev/shm"))
+    results: dict[str, float] = {}
+    disk = Path(__file__).resolve().parents[1]  # the checkout's file system: a state dir's usual home
+    runs = (("/dev/shm", True, ("none", "market", "all"), ""),
+            (str(disk), True, ("all",), "disk_sync_"), (str(disk), False, ("all",), "disk_nosync_"))
+    try:
+        for root, sync, labels, prefix in runs:
+            results.update(_run(server.server_port, Path(root), sync, labels, prefix, calls))
+    finally:
+        server.shutdown()
+    return results
+
+
+def _run(port: int, root: Path, sync: bool, labels: tuple[str, ...], prefix: str, calls: int) -> dict[str, float]:
+    state = Path(tempfile.mkdtemp(prefix=".bench-guardrails-", dir=root))
     policy = parse_policy(POLICY)
     exchange = exchange_for("binance")
     request = UnsignedRequest("POST", "/api/v3/order", body=ORDER).validated()
-    guard = Guardrails(state, buckets=SharedBuckets(state / "rates.bin"),
-                       market=MarketSettings(ttl=3600, urls={"binance": f"http://127.0.0.1:{server.server_port}"}))
+    guard = Guardrails(state, buckets=SharedBuckets(state / "rates.bin"), ledgers=Ledgers(state, sync=sync),
+                       market=MarketSettings(ttl=3600, urls={"binance": f"http://127.0.0.1:{port}"}))
     now_ms = int(time.time() * 1000)
     results: dict[str, float] = {}
-    for label in ("none", "market", "all"):
-        key = policy.keys[label]
+    try:
+        for label in labels:
+            key = policy.keys[label]
 
-        def rules():
-            return evaluate(key, exchange, request, created="2026-12-01T00:00:00Z", timestamp_ms=0, now_ms=now_ms)
+            def rules():
+                return evaluate(key, exchange, request, created="2026-12-01T00:00:00Z", timestamp_ms=0, now_ms=now_ms)
 
-        verdict = rules()
-        assert verdict.refusal is None, verdict.refusal
-        for _ in range(200):  # warm up (and fetch the ticker once)
-            guard.check(bot=policy.bots["b"], bot_name="b", key_policy=key, exchange=exchange, verdict=verdict,
-                        now=time.time())
-        started = time.perf_counter()
-        for _ in range(calls):
-            rules()
-        results["rules_us"] = (time.perf_counter() - started) / calls * 1e6
-        started = time.perf_counter()
-        for _ in range(calls):
-            guard.check(bot=policy.bots["b"], bot_name="b", key_policy=key, exchange=exchange, verdict=verdict,
-                        now=time.time())
-        results[f"{label}_us"] = (time.perf_counter() - started) / calls * 1e6
-    guard.close()
-    server.shutdown()
-    shutil.rmtree(state)
+            verdict = rules()
+            assert verdict.refusal is None, verdict.refusal
+            for _ in range(200):  # warm up (and fetch the ticker once)
+                guard.check(bot=policy.bots["b"], bot_name="b", key_policy=key, exchange=exchange, verdict=verdict,
+                            now=time.time())
+            started = time.perf_counter()
+            for _ in range(calls):
+                rules()
+            results["rules_us"] = (time.perf_counter() - started) / calls * 1e6
+            started = time.perf_counter()
+            for _ in range(calls):
+                guard.check(bot=policy.bots["b"], bot_name="b", key_policy=key, exchange=exchange, verdict=verdict,
+                            now=time.time())
+            results[f"{prefix}{label}_us"] = (time.perf_counter() - started) / calls * 1e6
+    finally:
+        guard.close()
+        shutil.rmtree(state)
     return results
 
 
 if __name__ == "__main__":
     found = main()
     print(json.dumps({k: round(v, 1) for k, v in found.items()}))
-    for label in ("none", "market", "all"):
+    for label in ("none", "market", "all", "disk_sync_all", "disk_nosync_all"):
         print(f"guardrails ({label}): {found[label + '_us']:.1f} us per order; the rules: {found['rules_us']:.1f} us")

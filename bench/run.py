@@ -17,7 +17,8 @@ Cases (every one MACs the same 109-byte Binance order text, or signs the order i
              health Watch calls open (with and without credentials), vs without, in alternating rounds
   workers    several clients against `serve --workers N` (when the agent has it), with the
              cores the agent's processes used (and the whole machine's, other tenants included)
-  profile    py-spy samples of the agent thread holding the GIL, under unary, batch and stream load
+  profile    py-spy samples of the agent thread holding the GIL, under unary, batch and stream load;
+             and bench.inprocess: the agent's microseconds per item without gRPC, stage by stage
 
 One-client cases run in alternating rounds (echo, agent, openbao, ...), so that a machine
 that slows down meanwhile slows them all. Each call is timed; p50/p99 come from every call.
@@ -292,6 +293,17 @@ def profile_agent(bench: Bench, agent: AgentProcess, deployment: Deployment, out
     }
 
 
+def inprocess_stages(base: Path) -> dict[str, Any] | None:
+    """bench.inprocess on its own token under BASE: microseconds per SignBatch item and SignStream
+    message through the service's handlers, and each stage's median (the lines it printed)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.inprocess", "--batches", "5", "--base", str(base)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        return None
+    return {**json.loads(lines[-1]), "lines": lines[:-1]}
+
+
 def _short(frame: str) -> str:
     """'sign (/work/main/agent/service.py:150)' -> 'sign (agent/service.py)'."""
     name, _, where = frame.partition(" (")
@@ -545,6 +557,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     profile[tag] = found
                     for f, pct in list(found["inclusive_pct"].items())[:14]:
                         bench.say(f"    {pct:5.1f}%  {f}")
+            # The same per item without gRPC, stage by stage (bench.inprocess): medians, not samples.
+            bench.say("profile (in-process): the agent's own microseconds per item, stage by stage")
+            found = inprocess_stages(base)
+            if found is not None:
+                profile["inprocess"] = found
+                for line in found["lines"]:
+                    bench.say(f"    {line}")
+            else:
+                bench.skip("profile (in-process): bench.inprocess failed")
 
         # -- workers: several processes on the two cores -----------------------------------------
         w = args.workers

@@ -80,6 +80,10 @@ class Rules:
     # header signature verifies as public/auth client_signature), making every request of the
     # `session-token` category as well as its own; None where no signature can be used so.
     signature_is_login: str | None
+    # The amends that change an order's limit price and not its size (no order for the size caps): the
+    # price band (agent.guardrails) reads their new price as it reads a new order's. Every exchange says,
+    # agent.rules.orders.no_price_amends where it has none.
+    read_amends: OrderReader
 
     def __post_init__(self) -> None:
         _check_rules(self)
@@ -216,6 +220,9 @@ def _check_rules(r: Rules) -> None:
         refuse("path_symbols", "must be a tuple of compiled patterns (or ())")
     if not callable(r.read_orders):
         refuse("read_orders", "must be a function View -> orders: size caps need it")
+    if not callable(r.read_amends):
+        refuse("read_amends", "must be a function View -> price-only amends (no_price_amends where there are none): "
+                              "price bands need it")
     if not isinstance(r.reads, Reads):
         refuse("reads", "must be a Reads")
     if not _tuple_of(r.explicit, Explicit):

@@ -171,6 +171,50 @@ def _coinbase(answer: Any, symbol: str) -> Quote:
     return Quote(price, _number(answer.get("volume_24h"), "volume_24h") * price, None, None)
 
 
+def _gemini(answer: Any, symbol: str) -> Quote:
+    if not isinstance(answer, dict) or not isinstance(answer.get("volume"), dict):
+        raise TickerFormatError("no volume object")
+    # The answer names no symbol; its volume does, by currency: the base and the quote spell the symbol.
+    currencies = {k.upper(): v for k, v in answer["volume"].items() if k != "timestamp"}
+    quote = next((c for c in currencies if symbol.upper().endswith(c) and symbol.upper()[:-len(c)] in currencies), None)
+    if quote is None or len(currencies) != 2:
+        raise TickerFormatError("the ticker's volume names another symbol")
+    return Quote(_number(answer.get("last"), "last"), _number(currencies[quote], f"volume.{quote}"),
+                 _book(answer.get("bid")), _book(answer.get("ask")))
+
+
+def _bitstamp(answer: Any, symbol: str) -> Quote:
+    if not isinstance(answer, dict):
+        raise TickerFormatError("not a JSON object")
+    # One pair per path (the answer names none); volume is the base currency's, vwap its 24 h average price.
+    return Quote(_number(answer.get("last"), "last"), _number(answer.get("volume"), "volume") *
+                 _number(answer.get("vwap"), "vwap"), _book(answer.get("bid")), _book(answer.get("ask")))
+
+
+def _bitfinex(answer: Any, symbol: str) -> Quote:
+    # [BID, BID_SIZE, ASK, ASK_SIZE, DAILY_CHANGE, DAILY_CHANGE_RELATIVE, LAST_PRICE, VOLUME, HIGH, LOW]; one
+    # symbol per path (the answer names none). VOLUME is in the base currency: at the last price, the quote's.
+    if not isinstance(answer, list) or len(answer) != 10:
+        raise TickerFormatError("not the 10-field ticker array of a trading pair")
+    last = _number(answer[6], "LAST_PRICE")
+    return Quote(last, _number(answer[7], "VOLUME") * last, _book(answer[0]), _book(answer[2]))
+
+
+def _deribit(answer: Any, symbol: str) -> Quote:
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("stats"), dict):
+        raise TickerFormatError("no result with stats (a JSON-RPC error?)")
+    _same_symbol(result.get("instrument_name"), symbol)
+    return Quote(_number(result.get("last_price"), "last_price"),
+                 _number(result["stats"].get("volume_usd"), "stats.volume_usd"),
+                 _book(result.get("best_bid_price")), _book(result.get("best_ask_price")))
+
+
+def _bitfinex_symbol(symbol: str) -> str:
+    """Bitfinex's trading symbols start with a lower-case t (tBTCUSD); the rules upper-case the order's."""
+    return "t" + symbol[1:] if symbol.startswith("T") else symbol
+
+
 SOURCES: dict[str, Source] = {s.market: s for s in (
     Source("binance", "https://api.binance.com", "/api/v3/ticker/24hr", "symbol", _binance),
     Source("binanceusdm", "https://fapi.binance.com", "/fapi/v1/ticker/24hr", "symbol", _binance),
@@ -182,17 +226,32 @@ SOURCES: dict[str, Source] = {s.market: s for s in (
     Source("bybitlinear", "https://api.bybit.com", "/v5/market/tickers", "symbol", _bybit, (("category", "linear"),)),
     Source("mexc", "https://api.mexc.com", "/api/v3/ticker/24hr", "symbol", _binance),
     Source("bitget", "https://api.bitget.com", "/api/v2/spot/market/tickers", "symbol", _bitget),
+    # Bitget's USDT- and USDC-margined futures: sized in the base coin, so priced like spot (the same answer shape).
+    Source("bitgetusdtfutures", "https://api.bitget.com", "/api/v2/mix/market/ticker", "symbol", _bitget,
+           (("productType", "USDT-FUTURES"),)),
+    Source("bitgetusdcfutures", "https://api.bitget.com", "/api/v2/mix/market/ticker", "symbol", _bitget,
+           (("productType", "USDC-FUTURES"),)),
     Source("htx", "https://api.huobi.pro", "/market/detail/merged", "symbol", _htx, spell=str.lower),
     Source("cryptocom", "https://api.crypto.com", "/exchange/v1/public/get-tickers", "instrument_name", _cryptocom),
     Source("kraken", "https://api.kraken.com", "/0/public/Ticker", "pair", _kraken),
     Source("coinbase", "https://api.coinbase.com", "/api/v3/brokerage/market/products/{symbol}", "", _coinbase),
+    Source("gemini", "https://api.gemini.com", "/v1/pubticker/{symbol}", "", _gemini, spell=str.lower),
+    Source("bitstamp", "https://www.bitstamp.net", "/api/v2/ticker/{symbol}/", "", _bitstamp, spell=str.lower),
+    Source("bitfinex", "https://api-pub.bitfinex.com", "/v2/ticker/{symbol}", "", _bitfinex, spell=_bitfinex_symbol),
+    Source("deribit", "https://www.deribit.com", "/api/v2/public/ticker", "instrument_name", _deribit),
 )}
+
+
+# Markets whose orders' limit prices the order readers do not read (Deribit's sizes are contracts or USD, so no
+# price is reported): their ticker serves the volume floor, and a band there refuses every order (fail closed).
+PRICES_UNREAD = frozenset({"deribit"})
 
 
 def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
     """The market (a SOURCES name) an order on EXCHANGE_ID to path KEY trades on; None when this version
     has no ticker source for it (COIN-M, options, futures counted in contracts...). CATEGORY is Bybit's
-    (spot, linear...), which its orders carry in the body where other exchanges use the path."""
+    category (spot, linear...) or Bitget's futures productType (usdt-futures...), lower-cased, which their
+    orders carry in the body where other exchanges use the path."""
     if exchange_id == "binance":
         return "binanceusdm" if key.startswith("/fapi/") else "binance" if key.startswith(("/api/", "/sapi/")) else None
     if exchange_id == "kucoin":
@@ -204,6 +263,8 @@ def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
     if exchange_id == "mexc":
         return "mexc" if key.startswith("/api/v3/") else None  # contract orders: /api/v1/private/...
     if exchange_id == "bitget":
+        if key.startswith("/api/v2/mix/order/"):  # futures: the body's productType (COIN-FUTURES: no source)
+            return {"usdt-futures": "bitgetusdtfutures", "usdc-futures": "bitgetusdcfutures"}.get(category)
         return "bitget" if key.startswith(("/api/v2/spot/", "/api/spot/")) else None
     if exchange_id == "htx":
         return "htx" if key.startswith(("/v1/order/", "/v2/algo-orders")) else None  # spot: not the contract APIs
@@ -211,4 +272,14 @@ def market_for(exchange_id: str, key: str, category: str = "") -> str | None:
         return "kraken" if key.startswith("/0/private/") else None
     if exchange_id == "coinbase":
         return "coinbase" if key.startswith("/api/v3/brokerage/orders") else None
+    if exchange_id == "gemini":
+        return "gemini" if key.startswith("/v1/order/") else None
+    if exchange_id == "bitstamp":
+        return "bitstamp" if key.startswith("/api/v2/") else None
+    if exchange_id == "bitfinex":
+        return "bitfinex" if key.startswith("/v2/auth/w/order/") else None
+    if exchange_id == "deribit":
+        # Every instrument (futures, perpetuals, options) has a ticker; sizes in contracts or USD stay unpriced,
+        # so the ticker serves the band and the volume floor there, not budgets.
+        return "deribit" if key.startswith("/api/v2") else None
     return exchange_id if exchange_id in ("binanceusdm", "binanceus", "okx", "cryptocom") else None

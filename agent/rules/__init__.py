@@ -60,6 +60,7 @@ def facts_of(v: View) -> RequestFacts:
         violations=violations(v),
         symbols=symbols(v),
         orders=orders(v),
+        amends=tuple(v.exchange.rules.read_amends(v)),
     )
 
 

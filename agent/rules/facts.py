@@ -53,6 +53,9 @@ class RequestFacts:
     violations: tuple[tuple[str, str], ...]
     symbols: tuple[str, ...]  # every symbol named anywhere, upper-cased, deduplicated, in order of appearance
     orders: tuple[OrderFacts, ...]  # one per order placed or amended; empty for other requests
+    # One per amend of the price only (the size unchanged, so not in ORDERS): its new limit price, with the
+    # symbol and side where the amend carries them (most carry neither side nor type).
+    amends: tuple[OrderFacts, ...] = ()
 
     @property
     def forbidden(self) -> str | None:

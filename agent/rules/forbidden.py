@@ -321,7 +321,7 @@ def param_verdict(v: View) -> tuple[str, str] | None:
     methods = v.exchange.rules.param_methods
     if methods is not None and v.method not in methods:
         return None
-    present = {name.casefold() for name, _ in v.params if isinstance(name, str)}
+    present = v.fields().name_set()  # the folded top-level names
     if not present:
         return None
     for rule in v.exchange.rules.param_rules + (_WITHDRAW_ANYWHERE,) + v.exchange.rules.settings_rules:

@@ -13,7 +13,9 @@ Orders are recognised by endpoint on exchanges that sign the path, and by parame
 do not (Binance, MEXC, Bybit): there, a signature made for any path can be sent to the order
 endpoint, so any request carrying an order's parameters (side, quantity...) is an order, whatever its
 path. An amend that does not change the size (no size parameter) is not reported as an order: the
-size was checked when the order was placed. A batch the rules cannot read as a list of objects is
+size was checked when the order was placed. Its new limit price is reported apart, as an amend
+(RequestFacts.amends, read by the exchange's read_amends), which the price band holds like a new
+order's. A batch the rules cannot read as a list of objects is
 reported as one order of unknown size; a MEXC futures body that is a list of order ids (a cancel)
 is no order. Close-position endpoints (which only reduce) and test or preview endpoints (which place
 nothing, on exchanges that sign the path) are not orders.
@@ -42,7 +44,8 @@ def symbols(v: View) -> tuple[str, ...]:
     pairs: list[tuple[str, object]] = []
     for name, value in v.params:
         pairs.append((name, value))
-        pairs.extend(members(value))
+        if not isinstance(value, str) or value.lstrip()[:1] in ("[", "{"):  # plain text has no members
+            pairs.extend(members(value))
     if isinstance(v.body, list):
         pairs.extend(members(v.body))
     for name, value in pairs:
@@ -84,6 +87,18 @@ def traded(symbol: str | None, value: object, unit: str, *, price: object = None
     facts = sized(symbol, value, unit)
     return OrderFacts(facts.symbol, facts.quantity, facts.quote_quantity, price_of(price), side,
                       order_type, base_sized=True)
+
+
+def repriced(symbol: str | None, price: object, side: str | None = None) -> OrderFacts:
+    """An amend of the limit price only (RequestFacts.amends): the new price, unread (None) unless a plain
+    positive decimal; the order type is not known (the price may be a stop's trigger on some exchanges)."""
+    return OrderFacts(symbol, None, None, price_of(price), side)
+
+
+def no_price_amends(v: View) -> list[OrderFacts]:
+    """An exchange's read_amends where it has no amend of the price alone: its amends carry the size too
+    (read as orders), or it has no amend at all."""
+    return []
 
 
 def price_of(value: object) -> Decimal | None:

@@ -79,7 +79,13 @@ class View:
     body: object  # the parsed JSON body (dict or list), the dict of form/pair parameters, or None
 
     def fields(self) -> "Fields":
-        return Fields(self.params)
+        """The top-level parameters by folded name. Built once per View: the forbidden-parameter rules,
+        the duplicate check and the order reader all read it (Fields is never changed once built)."""
+        found = self.__dict__.get("_fields")
+        if found is None:
+            found = Fields(self.params)
+            object.__setattr__(self, "_fields", found)  # a cache of a pure function of PARAMS
+        return found
 
 
 def view(exchange: "Exchange", request: UnsignedRequest) -> View:
@@ -156,6 +162,13 @@ class Fields:
         """The lower-cased names, in order of first appearance (a set-like view)."""
         return self._values.keys()
 
+    def name_set(self) -> frozenset[str]:
+        """The folded names as a set (rules test theirs against it with <=); made at the first ask."""
+        found = self.__dict__.get("_name_set")
+        if found is None:
+            found = self._name_set = frozenset(self._values)
+        return found
+
     def has(self, name: str) -> bool:
         return name.casefold() in self._values
 
@@ -164,6 +177,8 @@ class Fields:
         values = self._values.get(name.casefold())
         if not values:
             return None
+        if len(values) == 1:  # the usual case: one spelling, once
+            return values[0]
         # The same value twice (ccxt sends Gate's PATCH parameters in the query and the body) is one value.
         return values[0] if all(value == values[0] for value in values[1:]) else AMBIGUOUS
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import chain
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, unquote_to_bytes
 
@@ -28,7 +29,12 @@ def urlencode(params: Iterable[tuple[str, str]]) -> str:
     """ccxt's urlencode of string parameters: `name=value&...`, names and values percent-encoded as
     UTF-8 with only A-Z a-z 0-9 _ . - ~ left as is (space is %20, where urllib.parse.urlencode gives
     '+'). This is the text ccxt sends and signs; any other spelling breaks byte-for-byte equality."""
-    return "&".join(f"{_quoted(name)}={_quoted(value)}" for name, value in params)
+    params = params if isinstance(params, (tuple, list)) else tuple(params)
+    # Text made of unreserved characters only is its own encoding, and so is a concatenation of such
+    # texts: one match over every name and value, instead of one each, for the usual order.
+    if _UNRESERVED.fullmatch("".join(chain.from_iterable(params))):
+        return "&".join([f"{name}={value}" for name, value in params])
+    return "&".join([f"{_quoted(name)}={_quoted(value)}" for name, value in params])
 
 
 # The characters quote(text, safe='') leaves as they are: text made of them only is its own encoding.

@@ -249,14 +249,17 @@ def test_bots_commands_say_when_the_database_does_not_answer(env: Env, label: st
     assert start.returncode == 4 and "database is unreachable" in start.stderr
 
 
-def test_a_quorum_with_bots_in_postgres_is_refused_at_config_load(env: Env, label: str):
-    from agent.config import ConfigError, load_config
+def test_a_quorum_with_postgres_takes_bots_from_bundles_in_the_database_not_from_the_bots_table(
+        env: Env, label: str):
+    from agent.config import load_config
 
     operator = "ed25519:" + base64.b64encode(os.urandom(32)).decode()
     config = env.write_config(f"{label}-q", extra='[store]\nbackend = "postgres"\ndsn = "host=/nowhere dbname=x"\n'
                                                   f'[quorum]\nthreshold = 1\n[quorum.operators]\nalice = "{operator}"\n')
-    with pytest.raises(ConfigError, match=r"\[quorum\] and \[store\] backend = \"postgres\" cannot be combined"):
-        load_config(config)
+    loaded = load_config(config)  # one source of credentials: the bundles, which the database carries
+    assert loaded.bundles_in_database and not loaded.bots_in_database
+    moved = run_cli(env, "bots", "import-file", config=config)
+    assert moved.returncode == 2 and "[quorum]" in moved.stderr and "policy propose" in moved.stderr, moved.stderr
     sqlite = env.write_config(f"{label}-qs", extra='[store]\nbackend = "sqlite"\n'
                                                    f'[quorum]\nthreshold = 1\n[quorum.operators]\nalice = "{operator}"\n')
-    assert not load_config(sqlite).bots_in_database  # a quorum's bundles stay the source of credentials
+    assert not load_config(sqlite).bots_in_database and not load_config(sqlite).bundles_in_database

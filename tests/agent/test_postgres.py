@@ -1,4 +1,4 @@
-"""Several agents on one PostgreSQL: the key store, nonces and rate buckets they share, against a real cluster.
+"""Several agents on one PostgreSQL: the key store, nonces, rate buckets and notional budgets they share, against a real cluster.
 
 The cluster is a throw-away one started from the installed server binaries (tests/support/pg.py); every test has its
 own database. Agents are real processes on the session's SoftHSM2 token (one HSM, several hosts).
@@ -12,15 +12,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import psycopg
 import pytest
 
 from agent.custody import KeyExists
 from agent.custody.store import PostgresKeyStore, StoreUnavailable, WrappedRecord
-from agent.shared_state import PostgresBuckets, PostgresNonces
+from agent.budgets import Charge
+from agent.limits import Budget
+from agent.shared_state import PostgresBuckets, PostgresLedgers, PostgresNonces
 from agent.rates import SharedBuckets
-from support.deploy import ROOT, Env, run_cli, start_agent
+from support.deploy import PERMISSIVE_POLICY, ROOT, Env, run_cli, start_agent
 from support.leaks import new_secret
 from support.pg import Cluster, host_config
 
@@ -115,6 +118,62 @@ def test_order_rate_takes_are_all_or_none_across_hosts(dsn: str, tmp_path):
     finally:
         for h in hosts:
             h.close()
+
+
+def test_notional_ledgers_are_shared_by_hosts_exactly_and_all_or_none(dsn: str):
+    """PostgresLedgers keeps agent.budgets.Ledgers' contract across hosts: concurrent charges from two hosts
+    spend exactly the budget (Decimal tenths summing to it, no float), a refused charge writes nothing in any
+    scope, and overlapping scopes named in opposite orders never deadlock."""
+    hour = Budget("1h", 3600, Decimal("1.0"))
+    minute = Budget("1m", 60, Decimal("100"))
+    hosts = [PostgresLedgers(dsn) for _ in range(2)]
+    try:
+        key = lambda amount: Charge("key:k", "key 'k'", (hour, minute), Decimal(amount))  # noqa: E731
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: hosts[i % 2].charge([key("0.1")], time.time()), range(40)))
+        assert sum(r is None for r in results) == 10  # 10 x 0.1 = 1.0 exactly; the 11th would overspend
+        refusal = next(r for r in results if r is not None)
+        assert refusal.budget == hour and refusal.used == Decimal("1.0")
+        assert hosts[1].used("key:k", (hour, minute), 0) == {"1h": Decimal("1.0"), "1m": Decimal("1.0")}
+
+        # All or none: the bot's budget has room, the symbol's does not; the bot is not charged either.
+        bot = Charge("bot:b", "bot 'b'", (Budget("1h", 3600, Decimal("50")),), Decimal("7"))
+        symbol = Charge("key:k2:symbol:BTC", "key 'k2' on BTC", (Budget("1h", 3600, Decimal("5")),), Decimal("7"))
+        over = hosts[0].charge([bot, symbol], 0)
+        assert over is not None and over.charge == symbol and over.used == 0
+        assert hosts[1].used("bot:b", bot.budgets, 0) == {"1h": Decimal(0)}
+        with psycopg.connect(dsn) as conn:  # exact in the database too: NUMERIC, summing to the budget
+            rows = conn.execute("SELECT scope, window_seconds, sum(amount) FROM notional_ledgers "
+                                "GROUP BY scope, window_seconds ORDER BY 2").fetchall()
+        assert rows == [("key:k", 60, Decimal("1.0")), ("key:k", 3600, Decimal("1.0"))]
+
+        big = (Budget("1h", 3600, Decimal("1e9")),)
+        pairs = [[Charge("a", "a", big, Decimal(1)), Charge("b", "b", big, Decimal(1))],
+                 [Charge("b", "b", big, Decimal(1)), Charge("a", "a", big, Decimal(1))]]
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda i: hosts[i % 2].charge(pairs[i % 2], 0), range(100))) == [None] * 100
+        assert hosts[0].used("a", big, 0) == hosts[0].used("b", big, 0) == {"1h": Decimal(100)}
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def test_notional_windows_follow_the_database_clock_and_forget_old_buckets(dsn: str):
+    """Windows are the database's: a caller's NOW (a host's skewed wall clock) moves nothing. A bucket that has
+    left its window stops counting and is deleted by the next charge of that scope."""
+    ledgers = PostgresLedgers(dsn)
+    minute = Budget("1m", 60, Decimal("10"))
+    try:
+        assert ledgers.charge([Charge("key:c", "key 'c'", (minute,), Decimal("6"))], now=0) is None
+        assert ledgers.used("key:c", (minute,), now=10**10) == {"1m": Decimal("6")}
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the bucket as if written two minutes ago
+            conn.execute("UPDATE notional_ledgers SET bucket = bucket - 120")
+        assert ledgers.used("key:c", (minute,), now=0) == {"1m": Decimal(0)}
+        assert ledgers.charge([Charge("key:c", "key 'c'", (minute,), Decimal("9"))], now=0) is None
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT amount FROM notional_ledgers").fetchall() == [(Decimal("9"),)]
+    finally:
+        ledgers.close()
 
 
 def test_an_unreachable_database_is_unavailable_then_recovers(cluster: Cluster, dsn: str):
@@ -263,6 +322,58 @@ def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, clus
     assert re.search(r"^host0: OK", broken.stdout, re.M)
 
 
+def test_two_agents_on_one_database_spend_a_notional_budget_exactly_once(env: Env, cluster: Cluster, dsn: str,
+                                                                         label: str):
+    """Concurrent orders through two agent hosts never take a key's budget past its limit in total: 2000 of
+    budget, 50 an order, 60 orders sent at once through both hosts: exactly 40 are signed, each host refuses the
+    rest naming the rule, and the database holds exactly 2000. Without the database, orders are not signed."""
+    from signing_agent_client.client import AgentUnavailableError, RefusedError, SignerClient
+
+    policy = env.root / f"policy-{label}.toml"
+    policy.write_text(PERMISSIVE_POLICY + f'\n[keys.{label}]\nendpoints = ["POST /api/v3/order"]\n'
+                                          'max_notional = { "1h" = "2000" }\n')
+    configs = [host_config(env, f"{label}-{h}", dsn, policy) for h in "ab"]
+    assert run_cli(env, "bots", "import-file", config=configs[0]).returncode == 0
+    assert run_cli(env, "keys", "import", "--label", label, "--exchange", "binance", "--api-key", "AKID-" + label,
+                   stdin=new_secret(64) + "\n", config=configs[0]).returncode == 0
+    agents = [start_agent(env, c) for c in configs]
+    clients = [SignerClient(a.target) for a in agents]
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
+             "price": "50000"}
+    try:
+        def place(i: int) -> str:
+            try:
+                clients[i % 2].sign(label, "POST", "/api/v3/order", body=order)
+                return "signed"
+            except RefusedError as exc:
+                assert "'notional-budget'" in str(exc) and "of its 1h notional budget of 2000" in str(exc), exc
+                return f"refused by host {i % 2}"
+
+        with ThreadPoolExecutor(12) as pool:
+            outcomes = list(pool.map(place, range(60)))
+        assert outcomes.count("signed") == 40
+        assert {"refused by host 0", "refused by host 1"} <= set(outcomes)  # both hosts saw the shared budget
+        with psycopg.connect(dsn) as conn:
+            (spent,) = conn.execute("SELECT sum(amount) FROM notional_ledgers WHERE scope = %s",
+                                    (f"key:{label}",)).fetchone()
+        assert spent == Decimal("2000")
+        for h in "ab":  # nothing went to the hosts' own files
+            assert not list((env.root / f"state-{label}-{h}" / "budgets").glob("*.json"))
+        with psycopg.connect(dsn, autocommit=True) as conn:  # room again, so only the outage can refuse
+            conn.execute("DELETE FROM notional_ledgers")
+        cluster.stop()  # the bot's credential outlives it by a second (agent.bots_db): the ledger is what fails
+        try:
+            with pytest.raises(AgentUnavailableError, match="unreachable"):
+                clients[0].sign(label, "POST", "/api/v3/order", body=order)
+        finally:
+            cluster.start()
+    finally:
+        for c in clients:
+            c.close()
+        for a in agents:
+            assert a.stop() == 0, a.log.read_text()
+
+
 def test_the_audit_shipper_follows_rotations_and_outages_and_never_ships_twice(cluster: Cluster, dsn: str, tmp_path):
     from agent.audit import AuditLog, rotate, verify
     from agent.audit_ship import AuditShipper, verify_all
@@ -306,7 +417,7 @@ def test_store_init_names_a_database_and_creates_every_table_agents_use(env: Env
     assert snippet == f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
     with psycopg.connect(dsn) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets"}
+    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets", "notional_ledgers", "quorum_bundles"}
     # The printed [store] is all a config needs: a wrapped import lands in that database.
     config = env.write_config("init-pg-used", extra=snippet)
     run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-i",

@@ -862,3 +862,26 @@ def test_random_guardrail_edits_are_a_loosening_whenever_one_widens(old: dict, d
             expected.add(f"keys.bn-1.limits.{name}")
     found = loosenings(in_force, parse_policy(_render(new).encode(), source="new"), Bots.of([]), OPERATORS)
     assert set(found) == expected, (old, new)
+
+
+def test_a_running_agent_reports_its_bundle_in_force_gone_once_and_keeps_it(tmp_path: Path):
+    """A rollback while the agent runs: it never goes back to the older bundle, says so once (audited
+    and alerted by the guard), and says so again if it happens again after the bundle came back."""
+    source = _source(tmp_path)
+    directory = source.chain.dir
+    v1 = _approved(_propose(InForce.genesis(OPERATORS), BASE_POLICY), "alice", "bob")
+    directory.publish(v1)
+    source.start()
+    brake = _approved(_propose(source.chain.in_force, BASE_POLICY, ""), "carol")
+    directory.publish(brake)
+    assert [e.decision for e in source.poll()] == ["applied"]
+    (directory.path / brake.file_name).unlink()
+    (gone,) = source.poll()
+    assert gone.decision == "refused" and gone.version == 2 and "a rollback" in gone.reason, gone
+    (directory.path / "unrelated.txt").write_text("")  # the directory changes; the report is not repeated
+    assert source.poll() == []
+    assert source.chain.in_force.digest == brake.digest and not source.bots.names  # the brake holds
+    directory.publish(brake)
+    assert source.poll() == []
+    (directory.path / brake.file_name).unlink()
+    assert [e.reason[:40] for e in source.poll()] == [gone.reason[:40]]

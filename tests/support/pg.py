@@ -105,10 +105,11 @@ def remove_cluster(cluster: Cluster) -> None:
     shutil.rmtree(cluster.base, ignore_errors=True)
 
 
-def host_config(env, name: str, dsn: str, policy: Path | None = None) -> Path:
+def host_config(env, name: str, dsn: str, policy: Path | None = None, extra: str = "") -> Path:
     """An agent host's config (support.deploy.Env) on the shared database DSN: its own state directory and
-    audit chain name (NAME), and POLICY's file if given."""
+    audit chain name (NAME), POLICY's file if given, and EXTRA tables (a [quorum])."""
     return env.write_config(name, extra=f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nhost = "{name}"\n'
                                         f'[state]\ndir = "state-{name}"\n'
-                                        + (f'[policy]\nfile = "{policy.name}"\n' if policy is not None else ""))
+                                        + (f'[policy]\nfile = "{policy.name}"\n' if policy is not None else "")
+                                        + extra)
 

@@ -42,7 +42,7 @@ def checked_params(exchange_id: str, request: UnsignedRequest) -> list[tuple[str
     try:
         check_shape(request)
         read = view(EXCHANGES[exchange_id], request)
-        check_names(read.params)
+        check_names(read.params, len(request.query))
     except (RequestInvalid, Refusal):
         return None
     body = read.body

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from agent.market import SOURCES
 from support.exchange_server import ExchangeServer, Family, Received
 from support.reference import SoftwareCredential
 
@@ -46,7 +47,7 @@ def _fill(market: str, shape: Any, symbol: str, price: str, volume: str, bid: st
     elif market in ("bybit", "bybitlinear"):
         answer["result"]["list"][0].update(symbol=symbol, lastPrice=price, turnover24h=volume, bid1Price=bid,
                                            ask1Price=ask)
-    elif market == "bitget":
+    elif market in ("bitget", "bitgetusdtfutures", "bitgetusdcfutures"):
         answer["data"][0].update(symbol=symbol, lastPr=price, quoteVolume=volume, bidPr=bid, askPr=ask)
     elif market == "htx":  # JSON numbers, as HTX sends them
         answer["ch"] = f"market.{symbol}.detail.merged"
@@ -59,6 +60,18 @@ def _fill(market: str, shape: Any, symbol: str, price: str, volume: str, bid: st
         answer["result"] = {f"X{symbol}": ticker}
     elif market == "coinbase":
         answer.update(product_id=symbol, price=price, volume_24h=base_volume)
+    elif market == "gemini":  # the volume by currency names the pair: base and quote (the last three letters)
+        answer["volume"] = {symbol[:-3].upper(): base_volume, symbol[-3:].upper(): volume,
+                            "timestamp": answer["volume"]["timestamp"]}
+        answer.update(last=price, bid=bid, ask=ask)
+    elif market == "bitstamp":  # volume in the base currency, at a 24 h average price (vwap) of PRICE
+        answer.update(last=price, volume=base_volume, vwap=price, bid=bid, ask=ask)
+    elif market == "bitfinex":  # JSON numbers, as Bitfinex sends them; VOLUME in the base currency
+        answer[0], answer[2], answer[6], answer[7] = float(bid), float(ask), float(price), float(base_volume)
+    elif market == "deribit":
+        answer["result"].update(instrument_name=symbol, last_price=float(price), best_bid_price=float(bid),
+                                best_ask_price=float(ask))
+        answer["result"]["stats"]["volume_usd"] = float(volume)
     else:
         raise KeyError(market)
     return answer
@@ -98,9 +111,10 @@ class Tickers:
         """The ticker of SYMBOL (as an order names it): a book at the last PRICE unless BID or ASK say otherwise."""
         self.quotes[(market, symbol.upper())] = (price, quote_volume, bid or price, ask or price)
         request = recorded(market)["request"]
-        if "{symbol}" in request["path"]:
-            self._families[market].route(request["method"], request["path"].replace("{symbol}", quote(symbol, safe="")),
-                                         self._answer(market, "", symbol), private=False)
+        if "{symbol}" in request["path"]:  # the path as the exchange spells the symbol (Bitfinex: tBTCUSD)
+            spelled = SOURCES[market].spell(symbol.upper())
+            self._families[market].route(request["method"], request["path"].replace("{symbol}", quote(spelled, safe="")),
+                                         self._answer(market, "", spelled), private=False)
 
     def config(self, *, ttl_ms: int = 200, stale_ms: int = 1500) -> str:
         urls = "".join(f'{market} = "{self.server.url(market)}"\n' for market in self.markets)

@@ -85,3 +85,10 @@ def test_tcp_outside_loopback_is_refused(value: str):
                                           ("[::1]:5000", "[::1]:5000")])
 def test_tcp_on_loopback_is_accepted(value: str, target: str):
     assert parse_tcp(value).target == target
+
+
+def test_budget_charges_are_synced_unless_the_operator_turns_it_off(tmp_path: Path):
+    assert load_config(write(tmp_path)).sync_budgets is True  # the safe default: a host crash forgets nothing
+    assert load_config(write(tmp_path, server="[state]\nsync_budgets = false\n")).sync_budgets is False
+    with pytest.raises(ConfigError, match="sync_budgets.*true or false"):
+        load_config(write(tmp_path, server='[state]\nsync_budgets = "no"\n'))

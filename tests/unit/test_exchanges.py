@@ -60,6 +60,7 @@ def test_a_record_with_a_missing_field_is_refused(record_class: type, missing: s
 REFUSED = {
     "symbol_params": frozenset(),  # symbol allow-lists would check nothing
     "read_orders": None,  # size caps would check nothing
+    "read_amends": None,  # price bands would not see amends
     "reads": None,
     "explicit": None,
     "param_rules": None,

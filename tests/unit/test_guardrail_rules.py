@@ -4,6 +4,7 @@ policy settings' errors."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -154,12 +155,66 @@ def test_a_refused_charge_writes_nothing_in_any_scope(tmp_path: Path):
     assert ledgers.used("key:k", (roomy,), 5000.0) == {"1h": Decimal(0)}
 
 
-def test_a_damaged_ledger_refuses_its_scope(tmp_path: Path):
+def test_a_damaged_journal_refuses_every_budgeted_order_naming_the_file(tmp_path: Path):
+    ledgers = Ledgers(tmp_path, sync=False)
+    assert charge(ledgers, "1", 1.0, Budget("1m", 60, Decimal(10))) is None
+    with ledgers.path.open("ab") as journal:  # a damaged line, then a whole one after it: not a torn tail
+        journal.write(b'[["key:k",60,0,"x"]]\n[["key:k",60,0,"1"]]\n')
+    for scope in ("key:k", "key:other"):  # one journal: no scope can be trusted once it is damaged
+        with pytest.raises(LedgerDamaged, match=f"{ledgers.path} is unreadable .*removing it forgets"):
+            charge(ledgers, "1", 1.0, Budget("1m", 60, Decimal(10)), scope=scope)
+    ledgers.path.unlink()  # the operator's way out: forget, and go on
+    assert charge(ledgers, "1", 1.0, Budget("1m", 60, Decimal(10))) is None
+
+
+def test_a_torn_last_line_was_never_charged_and_the_next_charge_cuts_it_off(tmp_path: Path):
+    minute = Budget("1m", 60, Decimal(10))
+    writer = Ledgers(tmp_path, sync=False)
+    assert charge(writer, "4", 100.0, minute) is None
+    with writer.path.open("ab") as journal:  # a process killed in the middle of its append
+        journal.write(b'[["key:k",60,100,"5"')
+    reader = Ledgers(tmp_path, sync=False)
+    assert reader.used("key:k", (minute,), 100.0) == {"1m": Decimal(4)}
+    assert charge(reader, "6", 100.0, minute) is None  # 4 + 6: the torn 5 was never spent
+    assert writer.used("key:k", (minute,), 100.0) == {"1m": Decimal(10)}
+    assert writer.path.read_bytes().count(b"\n") == 2 and writer.path.read_bytes().endswith(b"\n")
+
+
+def test_charges_from_another_process_are_seen_and_compaction_keeps_only_live_buckets(tmp_path: Path, monkeypatch):
+    import agent.budgets
+
+    monkeypatch.setattr(agent.budgets, "COMPACT_BYTES", 2_000)
+    minute, day = Budget("1m", 60, Decimal(10**6)), Budget("24h", 86400, Decimal(10**6))
+    a, b = Ledgers(tmp_path), Ledgers(tmp_path)
+    for i in range(200):  # one bucket of the minute a second, alternating writers: several compactions
+        assert charge(a if i % 2 else b, "0.5", 1000.0 + i, minute, day) is None
+    entries = [e for line in a.path.read_text().splitlines() for e in json.loads(line)]
+    minute_buckets = [bucket for _, seconds, bucket, _ in entries if seconds == 60]
+    assert len(entries) < 400 and min(minute_buckets) > 1010  # compacted: the first buckets, out of the minute, are gone
+    for ledgers in (a, b, Ledgers(tmp_path)):
+        # the minute holds the last 61 buckets (one more than the window, as it errs), the day everything
+        assert ledgers.used("key:k", (minute, day), 1199.0) == {"1m": Decimal("30.5"), "24h": Decimal(100)}
+
+
+def test_an_earlier_versions_ledger_files_become_the_journal(tmp_path: Path):
+    hour = Budget("1h", 3600, Decimal(100))
+    (tmp_path / "budgets").mkdir()
+    (tmp_path / "budgets" / "0a1b.json").write_text('{"scope":"key:k","windows":{"3600":{"166":"40.5"}}}')
     ledgers = Ledgers(tmp_path)
-    ledgers.path("key:k").write_text("{")
-    with pytest.raises(LedgerDamaged, match="unreadable"):
+    assert ledgers.used("key:k", (hour,), 10_000.0) == {"1h": Decimal("40.5")}
+    assert not list((tmp_path / "budgets").glob("*.json"))
+    over = charge(ledgers, "60", 10_000.0, hour)
+    assert over is not None and over.used == Decimal("40.5")
+
+
+def test_an_unreadable_earlier_ledger_refuses_budgeted_orders_and_is_kept(tmp_path: Path):
+    (tmp_path / "budgets").mkdir()
+    old = tmp_path / "budgets" / "0a1b.json"
+    old.write_text("{")
+    ledgers = Ledgers(tmp_path)
+    with pytest.raises(LedgerDamaged, match=f"{old} .*unreadable"):
         charge(ledgers, "1", 1.0, Budget("1m", 60, Decimal(10)))
-    assert charge(ledgers, "1", 1.0, Budget("1m", 60, Decimal(10)), scope="key:other") is None
+    assert old.exists() and not ledgers.path.exists()
 
 
 # -- the settings -------------------------------------------------------------------------------------
@@ -192,7 +247,9 @@ def test_templates_propose_the_guardrails(exchange: str):
     assert limits.max_orders_per_minute == 120  # on by default: no trading bot needs more
     assert '# max_notional = { "1m" = "2000"' in text
     band = '# price_band_pct = "2"' in text
-    assert band == (exchange in ("binance", "binanceusdm", "kucoin", "okx", "kraken"))  # where a ticker is read
+    assert band == (exchange in ("binance", "binanceusdm", "kucoin", "okx", "kraken"))  # where a ticker reads prices
+    floor = '# min_quote_volume_24h = "1000000"' in text
+    assert floor == (exchange != "kucoinfutures")  # Deribit: the floor only (its orders' prices are unread)
     # Uncommented, the proposals are a valid policy.
     enabled = parse_policy(text.replace("# max_notional =", "max_notional =").replace(
         "# price_band_pct =", "price_band_pct =").replace("# min_quote_volume_24h =", "min_quote_volume_24h =").encode())

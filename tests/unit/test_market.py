@@ -30,7 +30,9 @@ def test_each_recorded_ticker_shape_reads_as_documented(market: str):
     # The top of the book, where the ticker carries it: a market order is priced there.
     book = [None if vector[side] is None else Decimal(vector[side]) for side in ("bid", "ask")]
     assert [quote.bid, quote.ask] == book
-    if market != "kraken":  # Kraken answers under its own name for the pair (XXBTZUSD): one pair asked, one read
+    # Kraken answers under its own name for the pair (XXBTZUSD), Bitstamp and Bitfinex name none (the path
+    # does): one pair asked, one read.
+    if market not in ("kraken", "bitstamp", "bitfinex"):
         with pytest.raises(TickerFormatError):  # an answer about another symbol is never used
             source.parse(answer, "OTHERUSDT")
     with pytest.raises(TickerFormatError):
@@ -51,10 +53,12 @@ def test_okx_derivative_volume_is_converted_to_the_quote_currency():
     ("gate", "/api/v4/spot/orders", "gate"), ("gate", "/api/v4/futures/usdt/orders", None),
     ("kraken", "/0/private/addorder", "kraken"), ("mexc", "/api/v3/order", "mexc"),
     ("mexc", "/api/v1/private/order/submit", None), ("bitget", "/api/v2/spot/trade/place-order", "bitget"),
-    ("bitget", "/api/v2/mix/order/place-order", None), ("htx", "/v1/order/orders/place", "htx"),
+    ("bitget", "/api/v2/mix/order/place-order", None),  # no productType: no market ("htx", "/v1/order/orders/place", "htx"),
     ("htx", "/linear-swap-api/v1/swap_cross_order", None), ("cryptocom", "/exchange/v1/private/create-order", "cryptocom"),
-    ("coinbase", "/api/v3/brokerage/orders", "coinbase"), ("deribit", "/api/v2/private/buy", None),
-    ("gemini", "/v1/order/new", None),
+    ("coinbase", "/api/v3/brokerage/orders", "coinbase"), ("deribit", "/api/v2/private/buy", "deribit"),
+    ("deribit", "/api/v2", "deribit"), ("gemini", "/v1/order/new", "gemini"), ("gemini", "/v1/balances", None),
+    ("bitstamp", "/api/v2/buy/btcusd/", "bitstamp"), ("bitfinex", "/v2/auth/w/order/submit", "bitfinex"),
+    ("bitfinex", "/v2/auth/r/wallets", None),
 ])
 def test_each_order_is_checked_against_the_market_it_goes_to(exchange, path, market):
     assert market_for(exchange, path) == market
@@ -152,3 +156,10 @@ def test_a_symbol_is_sent_encoded_never_as_url_syntax(local):
     with pytest.raises(NoTicker):
         market.ticker("binance", "BTCUSDT&symbol=ETHUSDT")
     assert tickers.asked[-1] == ("binance", "BTCUSDT&symbol=ETHUSDT")
+
+
+@pytest.mark.parametrize("product_type, market", [("usdt-futures", "bitgetusdtfutures"),
+                                                  ("usdc-futures", "bitgetusdcfutures"), ("coin-futures", None)])
+def test_a_bitget_futures_order_goes_to_the_market_of_its_product_type(product_type, market):
+    # Bitget puts every futures order on one path; productType says which ticker prices it (coin-margined: none).
+    assert market_for("bitget", "/api/v2/mix/order/place-order", product_type) == market

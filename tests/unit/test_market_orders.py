@@ -1,7 +1,9 @@
 """Market orders under a notional budget or a price band (agent.guardrails): priced at the top of the
 book the exchange's own ticker shows (the best ask for a buy, the best bid for a sell), so a market
 order by quantity counts price x quantity against the budget; refused, naming what to send, only when
-no fresh ticker exists or the order's side or type cannot be read. Real Guardrails, ledgers in a
+no fresh ticker exists or the order's side or type cannot be read. Amends of the price only (OKX, Kraken,
+Bybit) held to the band like new orders, failing closed where the new price or symbol is unread.
+Real Guardrails, ledgers in a
 temporary state dir, the ticker from the local exchange server (never the internet)."""
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from support.tickers import Tickers
 
 POLICY = b"""
 [bots.b]
-keys = ["budget", "band", "okx-budget"]
+keys = ["budget", "band", "okx-budget", "okx-band", "kraken-band", "bybit-band", "bitget-band", "gemini-band"]
 [keys.budget]
 endpoints = ["POST /api/v3/order", "POST /dapi/v1/order"]
 max_notional = { "1h" = "1000" }
@@ -33,16 +35,34 @@ price_band_pct = "2"
 [keys.okx-budget]
 endpoints = ["POST /api/v5/trade/order"]
 max_notional = { "1h" = "1000" }
+[keys.okx-band]
+endpoints = ["POST /api/v5/trade/amend-order", "POST /api/v5/trade/amend-batch-orders"]
+price_band_pct = "2"
+[keys.kraken-band]
+endpoints = ["POST /0/private/EditOrder", "POST /0/private/AmendOrder"]
+timestamps = "any"
+price_band_pct = "2"
+[keys.bybit-band]
+endpoints = ["POST /v5/order/amend"]
+price_band_pct = "2"
+[keys.bitget-band]
+endpoints = ["POST /api/v2/mix/order/place-order"]
+price_band_pct = "2"
+[keys.gemini-band]
+endpoints = ["POST /v1/order/new"]
+timestamps = "any"
+price_band_pct = "2"
 """
 
 
 class Rig:
     def __init__(self, state: Path, server: ExchangeServer) -> None:
         self.policy = parse_policy(POLICY)
-        self.tickers = Tickers(server, "binance", "okx")
+        markets = ("binance", "okx", "kraken", "bybit", "bitgetusdtfutures", "gemini")
+        self.tickers = Tickers(server, *markets)
         self.guard = Guardrails(state, buckets=SharedBuckets(state / "rates.bin"),
                                 market=MarketSettings(ttl=0.2, stale=1.0, timeout=0.5,
-                                                      urls={m: server.url(m) for m in ("binance", "okx")}))
+                                                      urls={m: server.url(m) for m in markets}))
 
     def check(self, key: str, exchange: str, method: str, path: str, body) -> None:
         """Raise the guardrails' Refusal, or charge the order (the rules must pass first)."""
@@ -142,3 +162,75 @@ def test_a_ticker_without_a_book_prices_at_the_last_trade():
     assert (ticker.fill_price("buy"), ticker.fill_price("sell")) == (Decimal("50000"), Decimal("50000"))
     booked = Ticker("binance", "BTCUSDT", Decimal("50000"), None, 0.0, bid=Decimal("49990"), ask=Decimal("50010"))
     assert (booked.fill_price("buy"), booked.fill_price("sell")) == (Decimal("50010"), Decimal("49990"))
+
+
+# -- amends of the price only: the new price is held to the band as a new order's -------------------------
+
+
+def okx_amend(price: str, symbol: str = "BTC-USDT") -> RawBody:
+    return RawBody(f'{{"instId":"{symbol}","ordId":"590909145319051264","newPx":"{price}"}}')
+
+
+def test_an_okx_price_amend_inside_the_band_passes_and_outside_it_is_refused_either_way(rig: Rig):
+    rig.tickers.set("okx", "BTC-USDT", price="30000", quote_volume="1")
+    rig.check("okx-band", "okx", "POST", "/api/v5/trade/amend-order", okx_amend("30550"))  # +1.8 %: either side
+    for price in ("30700", "29300"):  # +2.3 %, -2.3 %: a buy above or a sell below, and the amend has no side
+        with pytest.raises(Refusal) as refused:
+            rig.check("okx-band", "okx", "POST", "/api/v5/trade/amend-order", okx_amend(price))
+        assert refused.value.rule == "price-band"
+        text = str(refused.value)
+        assert f"the new price of an amend on BTC-USDT, {price}, is more than 2 % from the last price 30000" in text
+        assert "29400 to 30600" in text and "does not say its side" in text
+        assert "amend within the band, or cancel the order and place a new one with its side" in text
+    batch = RawBody('[{"instId":"BTC-USDT","ordId":"1","newPx":"30100"},'
+                    '{"instId":"BTC-USDT","ordId":"2","newPx":"31000"}]')
+    with pytest.raises(Refusal, match="31000"):  # one amend of a batch out of the band refuses the batch
+        rig.check("okx-band", "okx", "POST", "/api/v5/trade/amend-batch-orders", batch)
+
+
+def test_a_kraken_edit_is_band_checked_and_an_unreadable_price_or_pair_fails_closed(rig: Rig):
+    rig.tickers.set("kraken", "XBTUSD", price="45000", quote_volume="1")
+    edit = "nonce=1&txid=OHYO67-6LP66-HMQ437&pair=XBTUSD&price="
+    rig.check("kraken-band", "kraken", "POST", "/0/private/EditOrder", RawBody(edit + "45500"))
+    with pytest.raises(Refusal, match="price-band.*46500"):
+        rig.check("kraken-band", "kraken", "POST", "/0/private/EditOrder", RawBody(edit + "46500"))
+    with pytest.raises(Refusal) as refused:  # "+5": relative to the market, not a price the band can read
+        rig.check("kraken-band", "kraken", "POST", "/0/private/EditOrder", RawBody(edit + "%2B5"))
+    assert refused.value.rule == "price-band" and "whose new price could not be read" in str(refused.value)
+    assert "send the symbol and a plain limit price with the amend" in str(refused.value)
+    with pytest.raises(Refusal) as refused:  # AmendOrder names no pair: the band cannot find the market
+        rig.check("kraken-band", "kraken", "POST", "/0/private/AmendOrder",
+                  RawBody('{"nonce":1,"txid":"OHYO67-6LP66-HMQ437","limit_price":"45000"}'))
+    assert refused.value.rule == "price-band" and "whose symbol could not be read" in str(refused.value)
+
+
+def test_a_bybit_price_amend_is_band_checked_on_its_category_market(rig: Rig):
+    rig.tickers.set("bybit", "BTCUSDT", price="30000", quote_volume="1")
+    amend = '{{"category":"spot","symbol":"BTCUSDT","orderId":"c6f055d9","price":"{}"}}'
+    rig.check("bybit-band", "bybit", "POST", "/v5/order/amend", RawBody(amend.format("29500")))
+    with pytest.raises(Refusal, match="price-band.*28000"):
+        rig.check("bybit-band", "bybit", "POST", "/v5/order/amend", RawBody(amend.format("28000")))
+
+
+# -- markets whose tickers came later: Bitget USDT futures (by productType), Gemini ----------------------
+
+
+def test_a_bitget_usdt_futures_order_is_band_checked_against_the_futures_ticker(rig: Rig):
+    rig.tickers.set("bitgetusdtfutures", "ETHUSDT", price="2000", quote_volume="1")
+    order = ('{{"symbol":"ETHUSDT","productType":"USDT-FUTURES","marginMode":"isolated","marginCoin":"USDT",'
+             '"size":"0.6","price":"{}","side":"buy","tradeSide":"open","orderType":"limit","force":"gtc"}}')
+    rig.check("bitget-band", "bitget", "POST", "/api/v2/mix/order/place-order", RawBody(order.format("2030")))
+    with pytest.raises(Refusal) as refused:
+        rig.check("bitget-band", "bitget", "POST", "/api/v2/mix/order/place-order", RawBody(order.format("2100")))
+    assert refused.value.rule == "price-band" and "on bitgetusdtfutures" in str(refused.value)
+    assert "no higher than 2040" in str(refused.value)
+
+
+def test_a_gemini_limit_order_is_band_checked_against_geminis_ticker(rig: Rig):
+    rig.tickers.set("gemini", "BTCUSD", price="3600", quote_volume="1")
+    order = ('{{"request":"/v1/order/new","nonce":"1700000000000","symbol":"btcusd","amount":"5","price":"{}",'
+             '"side":"sell","type":"exchange limit"}}')
+    rig.check("gemini-band", "gemini", "POST", "/v1/order/new", RawBody(order.format("3550")))
+    with pytest.raises(Refusal, match="price-band.*a sell at 3500 on BTCUSD.*no lower than 3528"):
+        rig.check("gemini-band", "gemini", "POST", "/v1/order/new", RawBody(order.format("3500")))
+    assert ("gemini", "btcusd") in rig.tickers.asked  # Gemini's own spelling, in the path

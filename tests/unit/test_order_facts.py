@@ -39,6 +39,9 @@ def test_each_recorded_order_reads_as_the_exchange_reads_it(exchange: str, case:
     want = [{**{k: _number(v) if k in ("price", "quantity", "quote_quantity", "notional") else v
                 for k, v in o.items() if k != "base_sized"}} for o in case["orders"]]
     assert got == want
+    # Amends of the price only (the band reads their new price): none where the case records none.
+    amends = [{"symbol": a.symbol, "side": a.side, "price": a.price} for a in facts.amends]
+    assert amends == [{**a, "price": _number(a["price"])} for a in case.get("amends", [])]
     for order, expected in zip(facts.orders, case["orders"]):
         if "base_sized" in expected:  # a market order by quantity is priced by the ticker only when base-sized
             assert order.base_sized is expected["base_sized"]

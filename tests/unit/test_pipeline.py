@@ -21,10 +21,11 @@ from signing_agent_client._proto import signer_pb2
 from agent.alerts import AlertSender
 from agent.custody import KeyEntry, KeyRevoked
 from agent.custody.objects import KeyInfo
-from agent.decision import Decision, emit
+from agent.decision import Decision, StreamTally, emit
 from agent.guard import AuditUnavailable, Caller, Guard
 from agent.policy import Refusal
-from agent.service import Failure, SignerService
+from agent.service import Failure, SignerService, _result, _write_result, signed_to_proto
+from signing_agent_client.request import SignedRequest
 
 NOW_MS = 1_763_750_000_000
 SECRET = b"s" * 64
@@ -305,3 +306,57 @@ def test_batch_items_and_stream_messages_meet_signs_delivery_rules_and_guardrail
     # Three orders a minute: two on the stream, the batch's first; its second is over (guardrail order-rate).
     assert [r.WhichOneof("outcome") for r in batch.results] == ["refused", "signed", "refused"]
     assert batch.results[2].refused.code == "RESOURCE_EXHAUSTED" and "orders per minute" in batch.results[2].refused.message
+
+
+@pytest.mark.parametrize("signed", [
+    SignedRequest(method="POST", path="/api/v3/order", headers=(("X-MBX-APIKEY", "k"), ("Content-Type", "x")),
+                  body="symbol=BTCUSDT&signature=00"),
+    SignedRequest(method="GET", path="/api/v3/account?timestamp=1&signature=00", headers=(), body=""),
+])
+def test_answers_written_in_place_are_the_messages_built_whole(signed: SignedRequest):
+    """Batch results are written into the response (no copy of a message built apart): the bytes a
+    bot receives are those of the message built from its fields, signed or refused."""
+    whole = signer_pb2.SignedRequest(method=signed.method, path=signed.path, body=signed.body,
+                                     headers=[signer_pb2.Header(name=n, value=v) for n, v in signed.headers])
+    assert signed_to_proto(signed).SerializeToString() == whole.SerializeToString()
+    batch = signer_pb2.SignBatchResponse()
+    _write_result(batch.results.add(), "OK", "", signed)
+    _write_result(batch.results.add(), "PERMISSION_DENIED", "refused by rule 'symbol': ...", None)
+    expected = signer_pb2.SignBatchResponse(results=[
+        signer_pb2.SignResult(signed=whole),
+        signer_pb2.SignResult(refused=signer_pb2.Refusal(code="PERMISSION_DENIED",
+                                                         message="refused by rule 'symbol': ...")),
+    ])
+    assert batch.SerializeToString() == expected.SerializeToString()
+    assert [r.WhichOneof("outcome") for r in batch.results] == ["signed", "refused"]
+    assert _result("OK", "", signed) == expected.results[0]
+
+
+class _Lines:
+    """The log lines a logger was asked for: (event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+
+def test_a_stream_logs_refusals_at_once_and_signatures_counted_once_a_second():
+    log, now = _Lines(), [100.0]
+    tally = StreamTally(log, "mm", clock=lambda: now[0])
+    signed = Decision(bot="mm", key="k", method="POST", path="/api/v3/order", status="OK", exchange="binance")
+    refused = Decision(bot="mm", key="k", method="POST", path="/api/v3/order", status="PERMISSION_DENIED",
+                       refusal=Refusal("symbol", "not listed"), message="refused by rule 'symbol': not listed")
+    for d in (signed, signed, refused, signed):
+        tally.note(d)
+    assert [(e, f["decision"], f["rule"]) for e, f in log.lines] == [("sign", "refused", "symbol")]
+    now[0] += StreamTally.LOG_EVERY
+    tally.note(signed)
+    assert log.lines[-1] == ("sign.stream", {"bot": "mm", "items": 5, "signed": 4, "refused": 1, "seconds": 1.0})
+    tally.flush()  # nothing since: no empty line
+    assert len(log.lines) == 2
+    now[0] += 0.25
+    tally.note(signed)
+    tally.flush()  # the stream's end
+    assert log.lines[-1] == ("sign.stream", {"bot": "mm", "items": 1, "signed": 1, "refused": 0, "seconds": 0.25})

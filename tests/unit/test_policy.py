@@ -27,6 +27,7 @@ from agent.policy import (
     check_recv_window,
     check_shape,
     check_symbols,
+    evaluate,
     parse_policy,
 )
 from agent.exchanges import EXCHANGES
@@ -113,7 +114,7 @@ def test_canonical_paths_pass(path: str):
 ])
 def test_names_repeated_across_parts_or_letter_case_are_refused(exchange: str, request_: UnsignedRequest):
     with pytest.raises(Refusal) as caught:
-        check_names(view(EXCHANGES[exchange], request_).params)
+        check_names(view(EXCHANGES[exchange], request_).params, len(request_.query))
     assert caught.value.rule == "duplicate-parameter"
 
 
@@ -121,14 +122,34 @@ def test_a_name_repeated_with_the_same_text_value_is_one_parameter():
     # ccxt's Gate amend: the same fields in the query and the JSON body. The exchange reads either, and
     # both say the same, so nothing is ambiguous; another spelling or value, or a non-text value, is.
     query = (("currency_pair", "BTC_USDT"), ("amount", "0.02"))
-    check_names(view(EXCHANGES["gate"], UnsignedRequest(
-        "PATCH", "/api/v4/spot/orders/1", query, RawBody('{"currency_pair":"BTC_USDT","amount":"0.02"}'))).params)
+
+    def names(query: tuple, body: str) -> None:
+        request = UnsignedRequest("PATCH", "/api/v4/spot/orders/1", query, RawBody(body))
+        check_names(view(EXCHANGES["gate"], request).params, len(request.query))
+
+    names(query, '{"currency_pair":"BTC_USDT","amount":"0.02"}')
     for body in ('{"currency_pair":"BTC_USDT","amount":"2"}', '{"currency_pair":"BTC_USDT","AMOUNT":"0.02"}',
                  '{"currency_pair":"BTC_USDT","amount":0.02}'):
         with pytest.raises(Refusal, match="send it once") as caught:
-            check_names(view(EXCHANGES["gate"], UnsignedRequest("PATCH", "/api/v4/spot/orders/1", query,
-                                                                  RawBody(body))).params)
+            names(query, body)
         assert caught.value.rule == "duplicate-parameter"
+
+
+@pytest.mark.parametrize("exchange,request_", [
+    # Twice in one part, even with the same text: a server may join the values ("0.01,0.01").
+    ("binance", UnsignedRequest("POST", "/x", (("quantity", "0.01"), ("quantity", "0.01")), None)),
+    ("gate", UnsignedRequest("PATCH", "/api/v4/spot/orders/1", (("amount", "0.02"), ("amount", "0.02")),
+                             RawBody('{"amount":"0.02"}'))),
+])
+def test_a_name_twice_in_one_part_is_refused_even_with_the_same_value(exchange: str, request_: UnsignedRequest):
+    with pytest.raises(Refusal) as caught:
+        check_names(view(EXCHANGES[exchange], request_).params, len(request_.query))
+    assert caught.value.rule == "duplicate-parameter"
+
+
+def test_a_form_body_naming_a_member_twice_does_not_parse():
+    with pytest.raises(RequestInvalid, match="appears twice"):
+        view(EXCHANGES["binance"], UnsignedRequest("POST", "/x", (), RawBody("quantity=0.01&quantity=0.01")))
 
 
 NOW = 1_800_000_000_000
@@ -169,6 +190,33 @@ def test_key_dates_and_age():
         with pytest.raises(Refusal) as caught:
             check_key_dates(policy, created, when)
         assert caught.value.rule == rule
+
+
+@pytest.mark.parametrize("warn_days", [10, 0, 120])  # 120: a warning window longer than the maximum age
+def test_evaluate_decides_key_dates_as_check_key_dates_to_the_millisecond(warn_days: int):
+    """evaluate skips check_key_dates well inside a key's dates (bounds worked out once per key): at and
+    around every bound, to the millisecond, it must refuse and warn exactly as check_key_dates does."""
+    policy = parse_policy(b"[keys.k]\nendpoints=['GET /x']\nmax_age_days=90\nwarn_age_days=%d\n"
+                          b"not_before=2026-01-01T00:00:00Z\nexpires=2026-06-01T00:00:00.0005Z\n" % warn_days
+                          ).for_key("k")
+    created = datetime(2026, 1, 10, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+    bounds = [policy.not_before, policy.expires, created + timedelta(days=90),
+              created + timedelta(days=90) - timedelta(days=warn_days)]
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    request = UnsignedRequest("GET", "/x").validated()
+    for bound in bounds:
+        centre = (bound - epoch) // timedelta(milliseconds=1)
+        for now_ms in range(centre - 3, centre + 4):
+            try:
+                expected = ("ok", check_key_dates(policy, created.isoformat(),
+                                                  datetime.fromtimestamp(now_ms / 1000, timezone.utc)).warning)
+            except Refusal as refusal:
+                expected = (refusal.rule, None)
+            got = evaluate(policy, EXCHANGES["binance"], request, created=created.isoformat(), timestamp_ms=0,
+                           now_ms=now_ms)
+            rule = got.refusal.rule if isinstance(got.refusal, Refusal) and got.refusal.rule in (
+                "not-before", "expired", "key-age") else "ok"
+            assert (rule, got.age_warning) == expected, (bound, now_ms)
 
 
 def test_order_caps_per_symbol_and_quote():

@@ -6,7 +6,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import batch, fields_of, side_of, type_of
+from agent.rules.orders import batch, fields_of, no_price_amends, side_of, type_of
 from agent.rules.view import Fields, View, form_body
 
 # Account and position settings, reached by parameters alone as the path is not signed.
@@ -127,10 +127,12 @@ def _type(f: Fields, leg: str) -> str | None:
     return type_of(f.text(leg + "type"), limit=_LIMIT_TYPES)
 
 
+# Amends of the price alone: none. cancelReplace and the USD-M modify carry side, size and price (read as
+# orders); keepPriority amends the size only.
 RULES = Rules(
     path_bound=False, unbound_note=UnboundNote("{name} signs only the parameters, so the path is not bound", None),
     body_format=form_body, json_rpc=None, symbol_params=frozenset({"symbol", "symbols", "pair"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

@@ -41,7 +41,8 @@ class BinanceScheme:
         if request.method == "GET" and body is not None:
             raise RequestInvalid("Binance reads GET parameters from the query only; move the body into 'query'")
         body_pairs = form_pairs(body.text, "Binance") if isinstance(body, RawBody) else body or ()
-        query_or_body(request, "Binance", body="&".join(f"{n}={v}" for n, v in body_pairs))
+        if request.query and body_pairs:  # refused: the boundary between them is not signed
+            query_or_body(request, "Binance", body="&".join(f"{n}={v}" for n, v in body_pairs))
         pairs = tuple(request.query) + tuple(body_pairs)
         if any(name == "signature" for name, _ in pairs):
             raise RequestInvalid("remove 'signature': the agent computes it")
@@ -50,8 +51,10 @@ class BinanceScheme:
             # `apiKey=...&timestamp=...` would be a session.logon, after which orders need no signature.
             raise RequestInvalid("remove 'apiKey': the API key goes in the X-MBX-APIKEY header, and a signed "
                                  "apiKey parameter would also log a WebSocket session in")
-        # Binance signs query and body as one parameter list: the limits apply to the whole.
-        check_params("query and body together", pairs)
+        # Binance signs query and body as one parameter list: the limits apply to the whole. A checked
+        # request (validated()) whose whole is one of its parts, checked already, is not checked twice.
+        if not (request.checked and not isinstance(body, RawBody) and (not request.query or not body_pairs)):
+            check_params("query and body together", pairs)
         timestamp = dict(pairs).get("timestamp")
         if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit()):
             raise RequestInvalid("'timestamp' must be milliseconds since the epoch (digits only)")

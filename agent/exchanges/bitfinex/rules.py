@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, traded
+from agent.rules.orders import BASE, repriced, traded
 from agent.rules.view import Fields, View, decimal, json_body, maybe_json
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -47,6 +47,22 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """order/update (and multi's "ou") with a price and no amount or delta. An update names its order by id,
+    not its symbol or side: the band then fails closed (cancel and place a new order instead)."""
+    top = v.fields()
+    if v.key == "/v2/auth/w/order/update":
+        updates = [top]
+    elif v.key == "/v2/auth/w/order/multi":
+        ops = maybe_json(top.get("ops"))
+        updates = [Fields(op[1].items()) for op in (ops if isinstance(ops, list) else [])
+                   if isinstance(op, list) and len(op) == 2 and op[0] == "ou" and isinstance(op[1], dict)]
+    else:
+        return []
+    return [repriced(f.symbol("symbol"), f.get("price")) for f in updates
+            if f.has("price") and not (f.has("amount") or f.has("delta"))]
+
+
 # The order type without its "EXCHANGE " prefix (exchange wallet) -> where its limit price is. A stop's
 # 'price' is its trigger, so only STOP LIMIT's price_aux_limit bounds its fills; the market kinds are
 # unread prices.
@@ -68,7 +84,7 @@ def _bitfinex_order(f: Fields, amend: bool) -> OrderFacts:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
-    path_symbols=(), read_orders=orders, reads=READS,
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

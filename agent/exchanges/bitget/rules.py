@@ -6,7 +6,8 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import (BASE, BOTH, QUOTE, batch, fields_of, first_of, repriced, side_of, sized, traded,
+                                type_of, unsure)
 from agent.rules.view import Fields, View, decimal, json_body
 
 PARAM_RULES = (
@@ -91,6 +92,20 @@ def orders(v: View) -> list[OrderFacts]:
     return out
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """modify-order (v2 futures) and the v3 modify-order with a new price and no new size."""
+    spec = _BITGET.get(v.key)
+    if spec is None or v.method != "POST" or spec[0] != "amend" or "plan" in v.key or "tpsl" in v.key \
+            or "strategy" in v.key:
+        return []
+    _, size, lists = spec
+    top = v.fields()
+    objs = batch(v, top, *lists) if lists or isinstance(v.body, list) else None
+    fields = [fields_of(o) for o in objs] if objs is not None else [top]
+    return [repriced(f.symbol("symbol") or top.symbol("symbol"), first_of(f, "newPrice", "price"))
+            for f in fields if not (f.has(size) or f.has("newQty")) and (f.has("newPrice") or f.has("price"))]
+
+
 def _bitget_unit(kind: str, f: Fields, top: Fields) -> str:
     if unsure(f, "orderType", "side", "planType", "category"):
         return BOTH
@@ -108,7 +123,7 @@ def _bitget_unit(kind: str, f: Fields, top: Fields) -> str:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol", "symbols"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=True, paths=None),
     explicit=(), not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

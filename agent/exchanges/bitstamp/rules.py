@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, sized, traded
+from agent.rules.orders import BASE, BOTH, QUOTE, no_price_amends, sized, traded
 from agent.rules.view import View, form_body
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -59,10 +59,11 @@ def orders(v: View) -> list[OrderFacts]:
                    order_type=order_type)]
 
 
+# Amends of the price alone: none (replace_order carries the amount: read as an order).
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=form_body, json_rpc=None, symbol_params=frozenset({"pair"}),
-    path_symbols=PATH_SYMBOLS, read_orders=orders, reads=READS,
+    path_symbols=PATH_SYMBOLS, read_orders=orders, read_amends=no_price_amends, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

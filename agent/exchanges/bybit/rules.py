@@ -6,7 +6,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, repriced, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 _POSITION = r"/(?:v5|(?:contract|unified)/v3/private(?:/copytrading)?)/position/"
@@ -91,6 +91,18 @@ def orders(v: View) -> list[OrderFacts]:
     return out
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """/v5/order/amend of the price only: an order id and a price, no qty and no side (with both, the request
+    is read as an order). Bybit signs no path, so these parameters on any path are read the same way. The
+    items of a batch amend are orders (agent.rules.orders' batch), priced where they carry one."""
+    if v.method != "POST":
+        return []
+    top = v.fields()
+    if top.has("qty") or top.has("side") or not (top.has("orderId") or top.has("orderLinkId")):
+        return []
+    return [repriced(top.symbol("symbol"), top.get("price"))] if top.has("price") else []
+
+
 def _bybit_order(f: Fields, top: Fields, inherited: str | None) -> OrderFacts:
     symbol = f.symbol("symbol") or inherited
     holder = f if f.has("category") else top
@@ -115,7 +127,7 @@ def _bybit_order(f: Fields, top: Fields, inherited: str | None) -> OrderFacts:
 RULES = Rules(
     path_bound=False, unbound_note=UnboundNote("{name} signs only the payload, so the path is not bound", None),
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=frozenset({"POST"}), methods=COMMON_METHODS,
     signature_is_login=None,

@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, price_of, side_of, sized
+from agent.rules.orders import BASE, no_price_amends, price_of, side_of, sized
 from agent.rules.view import View, decimal, json_body, maybe_json
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -52,10 +52,11 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+# Amends of the price alone: none (an edit carries both price and size: read as an order).
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"product_id", "product_ids"}),
-    path_symbols=PATH_SYMBOLS, read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=PATH_SYMBOLS, read_orders=orders, read_amends=no_price_amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads
-from agent.rules.orders import BASE, batch, fields_of, price_of, side_of, sized, type_of
+from agent.rules.orders import BASE, batch, fields_of, no_price_amends, price_of, side_of, sized, type_of
 from agent.rules.view import Fields, View, json_body
 
 # Read endpoints (path keys, fullmatch), whatever the method.
@@ -45,10 +45,11 @@ def _cryptocom_order(f: Fields) -> OrderFacts:
                       order_type, base_sized=True)
 
 
+# Amends of the price alone: none (amend-order carries new_price and new_quantity: read as an order).
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"instrument_name"}),
-    path_symbols=(), read_orders=orders, reads=READS,
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=READS,
     explicit=(), not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

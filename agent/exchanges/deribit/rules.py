@@ -6,7 +6,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, batch, fields_of, sized
+from agent.rules.orders import BASE, batch, fields_of, repriced, sized
 from agent.rules.view import Fields, View, json_body
 
 # Deribit's header signature covers "ts\nnonce\nMETHOD\nURI\nbody\n"; public/auth with
@@ -27,6 +27,16 @@ EXPLICIT = (
 
 
 # -- orders ------------------------------------------------------------------------------------------
+
+
+def amends(v: View) -> list[OrderFacts]:
+    """private/edit with a price and no amount or contracts; an edit names the order, not its instrument."""
+    names = {v.key.removeprefix("/api/v2/")} | set(v.rpc_methods)
+    top = v.fields()
+    if names & {"private/edit", "private/edit_by_label"} and top.has("price") \
+            and not (top.has("amount") or top.has("contracts")):
+        return [repriced(top.symbol("instrument_name"), top.get("price"))]
+    return []
 
 
 def orders(v: View) -> list[OrderFacts]:
@@ -57,7 +67,7 @@ def _deribit_order(f: Fields) -> OrderFacts:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc="/api/v2", symbol_params=frozenset({"instrument_name"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=False, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=False, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=DERIBIT_LOGIN,

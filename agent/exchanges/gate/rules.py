@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, repriced, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 # Path segments that carry a pair (key regex, fullmatch; group 1 is the symbol).
@@ -59,6 +59,24 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """Amends of the price only (no amount, or no size for futures): PATCH /spot/orders/{id}, the spot batch
+    amend, PUT /futures|delivery/{settle}/orders/{id}, the futures batch amend."""
+    top = v.fields()
+    key, method = v.key, v.method
+    if method in ("PUT", "PATCH") and re.fullmatch(r"/api/v4/spot/orders/[^/]+", key):
+        objs, pair, size = [top], "currency_pair", "amount"
+    elif method == "POST" and key == "/api/v4/spot/amend_batch_orders":
+        objs, pair, size = [fields_of(o) for o in batch(v, top) or []], "currency_pair", "amount"
+    elif method in ("PUT", "PATCH") and re.fullmatch(_GATE_DERIV + r"/orders/[^/]+", key):
+        objs, pair, size = [top], "contract", "size"
+    elif method == "POST" and re.fullmatch(_GATE_DERIV + r"/batch_amend_orders", key):
+        objs, pair, size = [fields_of(o) for o in batch(v, top) or []], "contract", "size"
+    else:
+        return []
+    return [repriced(f.symbol(pair), f.get("price")) for f in objs if f.has("price") and not f.has(size)]
+
+
 def _gate_spot(f: Fields, inherited: str | None) -> OrderFacts:
     symbol = f.symbol("currency_pair") or inherited
     if unsure(f, "type", "side"):
@@ -76,7 +94,7 @@ def _gate_spot(f: Fields, inherited: str | None) -> OrderFacts:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"currency_pair", "contract", "market"}),
-    path_symbols=PATH_SYMBOLS, read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=PATH_SYMBOLS, read_orders=orders, read_amends=amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=(*COMMON_METHODS, "PATCH"),
     signature_is_login=None,

@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, side_of, traded
+from agent.rules.orders import BASE, no_price_amends, side_of, traded
 from agent.rules.view import View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -39,10 +39,11 @@ def orders(v: View) -> list[OrderFacts]:
                    side=side_of(top.text("side")), order_type="limit")]
 
 
+# Amends of the price alone: none (Gemini has no amend endpoint).
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol"}),
-    path_symbols=(), read_orders=orders, reads=READS,
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

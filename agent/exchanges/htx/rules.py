@@ -8,7 +8,8 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import (BASE, BOTH, QUOTE, batch, fields_of, no_price_amends, side_of, sized, traded, type_of,
+                                unsure)
 from agent.rules.view import Fields, View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -72,11 +73,12 @@ def _htx_contract(f: Fields) -> OrderFacts:
     return sized(f.symbol("contract_code") or f.symbol("symbol"), f.get("volume"), BASE)
 
 
+# Amends of the price alone: none (no amend endpoint on the spot API).
 RULES = Rules(
     path_bound=False,
     unbound_note=UnboundNote("{name} does not sign POST bodies, so the body can be swapped", frozenset({"POST"})),
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol", "contract_code"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

@@ -8,7 +8,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, repriced, side_of, sized, traded, type_of, unsure
 from agent.rules.view import FORM, JSON, Fields, View
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -54,6 +54,19 @@ def orders(v: View) -> list[OrderFacts]:
 _KRAKEN_LIMIT = {"limit": "price", "iceberg": "price", "stop-loss-limit": "price2", "take-profit-limit": "price2"}
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """EditOrder with a new price and no volume, AmendOrder with limit_price and no order_qty. Neither says
+    the side or the order type (EditOrder's price may be a stop's trigger); AmendOrder names no pair."""
+    top = v.fields()
+    name = v.key.removeprefix("/0/private/")
+    if name == "editorder" and not top.has("volume") and (top.has("price") or top.has("price2")):
+        # Without the order type, either price may be the limit: both are held to the band.
+        return [repriced(top.symbol("pair"), top.get(name)) for name in ("price", "price2") if top.has(name)]
+    if name == "amendorder" and not top.has("order_qty") and (top.has("limit_price") or top.has("trigger_price")):
+        return [repriced(top.symbol("pair"), top.get("limit_price"))]
+    return []
+
+
 def _kraken_order(f: Fields, inherited: str | None) -> OrderFacts:
     symbol = f.symbol("pair") or inherited
     if unsure(f, "oflags"):
@@ -70,7 +83,7 @@ def _kraken_order(f: Fields, inherited: str | None) -> OrderFacts:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=body_format, json_rpc=None, symbol_params=frozenset({"pair"}),
-    path_symbols=(), read_orders=orders, reads=READS,
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=READS,
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

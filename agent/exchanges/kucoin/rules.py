@@ -8,7 +8,8 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, first_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import (BASE, BOTH, QUOTE, batch, fields_of, first_of, repriced, side_of, sized, traded,
+                                type_of, unsure)
 from agent.rules.view import Fields, View, decimal, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -51,6 +52,14 @@ def orders(v: View) -> list[OrderFacts]:
     return []
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """The HF alter with a new price and no new size."""
+    top = v.fields()
+    if v.method == "POST" and v.key == "/api/v1/hf/orders/alter" and top.has("newPrice") and not top.has("newSize"):
+        return [repriced(top.symbol("symbol"), top.get("newPrice"))]
+    return []
+
+
 def _kucoin_order(f: Fields, inherited: str | None, uta: bool, futures: bool) -> OrderFacts:
     symbol = f.symbol("symbol") or inherited
     side, order_type = side_of(f.text("side")), type_of(f.text("type") or "limit")  # KuCoin's default: limit
@@ -72,7 +81,7 @@ def _kucoin_order(f: Fields, inherited: str | None, uta: bool, futures: bool) ->
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"symbol", "symbols"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=NOT_FORBIDDEN,
     param_rules=(), settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

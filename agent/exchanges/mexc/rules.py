@@ -10,7 +10,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, UnboundNote, explicit, param_rule
-from agent.rules.orders import BASE, batch, fields_of, sized
+from agent.rules.orders import BASE, batch, fields_of, no_price_amends, sized
 from agent.rules.view import FORM, JSON, View, maybe_json
 
 # Account and position settings the unsigned path does not bind.
@@ -80,10 +80,11 @@ def _order_id(value: object) -> bool:
             and not isinstance(maybe_json(value), (dict, list)))
 
 
+# Amends of the price alone: none (MEXC has no amend endpoint).
 RULES = Rules(
     path_bound=False, unbound_note=UnboundNote("{name} signs only the parameters, so the path is not bound", None),
     body_format=body_format, json_rpc=None, symbol_params=frozenset({"symbol", "symbols"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=no_price_amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=SETTINGS_RULES, param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

@@ -6,7 +6,7 @@ from agent.exchanges.record import Rules
 from signing_agent_client.request import COMMON_METHODS
 from agent.rules.facts import OrderFacts
 from agent.rules.forbidden import Reads, explicit, param_rule
-from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, side_of, sized, traded, type_of, unsure
+from agent.rules.orders import BASE, BOTH, QUOTE, batch, fields_of, repriced, side_of, sized, traded, type_of, unsure
 from agent.rules.view import Fields, View, json_body
 
 # Endpoints whose names carry no keyword, or a misleading one (path keys, fullmatch).
@@ -58,6 +58,16 @@ def orders(v: View) -> list[OrderFacts]:
     return out
 
 
+def amends(v: View) -> list[OrderFacts]:
+    """Amends of the price only: newPx (or, for options, newPxUsd / newPxVol: unread) without newSz."""
+    if v.method != "POST" or v.key not in ("/api/v5/trade/amend-order", "/api/v5/trade/amend-batch-orders"):
+        return []
+    top = v.fields()
+    fields = [fields_of(o) for o in batch(v, top) or [{}]] if isinstance(v.body, list) else [top]
+    return [repriced(f.symbol("instId"), f.get("newpx"))
+            for f in fields if not f.has("newsz") and (f.has("newpx") or f.has("newpxusd") or f.has("newpxvol"))]
+
+
 def _okx_unit(f: Fields, symbol: str | None) -> str:
     if symbol is None or symbol.count("-") != 1:
         return BASE if symbol is not None else BOTH  # derivatives: contracts (or the option's unit)
@@ -76,7 +86,7 @@ def _okx_unit(f: Fields, symbol: str | None) -> str:
 RULES = Rules(
     path_bound=True, unbound_note=None,
     body_format=json_body, json_rpc=None, symbol_params=frozenset({"instid", "instfamily", "uly", "sprdid"}),
-    path_symbols=(), read_orders=orders, reads=Reads(get=True, paths=None),
+    path_symbols=(), read_orders=orders, read_amends=amends, reads=Reads(get=True, paths=None),
     explicit=EXPLICIT, not_forbidden=None,
     param_rules=PARAM_RULES, settings_rules=(), param_methods=None, methods=COMMON_METHODS,
     signature_is_login=None,

@@ -79,7 +79,8 @@ def check_params(where: str, params: Params) -> None:
             raise RequestInvalid(f"{where} parameter names must be 1-{MAX_NAME_LEN} characters")
         if len(value) > MAX_VALUE_LEN:
             raise RequestInvalid(f"{where} parameter {name[:MAX_NAME_LEN]!r} is longer than {MAX_VALUE_LEN} characters")
-        if not name.isprintable() or not _utf8(name) or not _utf8(value):
+        # isascii() first: a flag of each string, so the usual parameter pays no call to _utf8.
+        if not name.isprintable() or not (name.isascii() or _utf8(name)) or not (value.isascii() or _utf8(value)):
             raise RequestInvalid(f"{where} parameter names must be printable, and names and values valid Unicode")
         if name in seen:
             raise RequestInvalid(f"{where} parameter {name!r} appears twice")
