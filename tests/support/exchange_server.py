@@ -24,8 +24,8 @@ response shape (a JSON value, or a function of the `Received` request for answer
 whether the route is private (signature checked). Each family gets its own listening port, so paths of
 two exchanges never clash; `server.url(exchange)` is its base URL. The families below: binance_spot()
 (also MEXC spot), binance_usdm(), htx_spot(), coinbase_advanced(), okx_spot(), bybit_spot(), kucoin_spot(),
-gate_spot(), bitget_spot(), kraken_spot(), bitfinex_spot(), bitstamp_spot(), cryptocom_spot() and
-deribit_perpetual(), each with its order placement, amend and cancel where ccxt calls them, and its read of
+gate_spot(), bitget_spot(), kraken_spot(), bitfinex_spot(), bitstamp_spot(), cryptocom_spot(),
+deribit_perpetual(), gemini_spot() and mexc_spot_and_futures() (MEXC's futures on its spot family's port), each with its order placement, amend and cancel where ccxt calls them, and its read of
 an order by client order id. Add a route with `family.route("GET", "/api/v3/openOrders", [])`; a path
 ending in `/{id}` matches any last segment (an order id in the path). `family.headers` go on every
 answer (the exchange's rate-limit headers, for a test).
@@ -749,6 +749,17 @@ def _by_client_or_id(family: Family, client_id: object, order_id: object) -> dic
     return (family.order_by_id(str(order_id)) or (None, None))[1]
 
 
+def _acted(req: Received, found: dict | None, missing: Callable[[], Any], answer: Callable[[dict], Any],
+           **change: Any) -> Any:
+    """The answer to an amend or cancel of FOUND (MISSING's when there is none); CHANGE is kept on the
+    order only when the request was accepted (not a fault's answer)."""
+    if found is None:
+        return missing()
+    if req.status == 200:
+        found.update(change)
+    return answer({**found, **change})
+
+
 def kraken_spot() -> Family:
     """Kraken spot (api.kraken.com): AddOrder, AmendOrder (in place: the order keeps its txid and the
     answer names the amend), CancelOrder, by txid or cl_ord_id, in Kraken's answer shape ({"error": [],
@@ -864,13 +875,9 @@ def bitstamp_spot() -> Family:
         return shown(_keep(family, req, new_id, {**old, **fields, "client_order_id": new_id, "status": "Open"}))
 
     def cancel(req: Received) -> Any:
-        found = known(req)
-        if found is None:
-            return missing()
-        if req.status == 200:
-            found["status"] = "Canceled"
-        return {"id": int(found["_id"]), "amount": found.get("amount"), "price": found.get("price"), "type": 0,
-                "market": "BTC/USD"}
+        return _acted(req, known(req), missing, lambda o: {"id": int(o["_id"]), "amount": o.get("amount"),
+                                                           "price": o.get("price"), "type": 0, "market": "BTC/USD"},
+                      status="Canceled")
 
     def status(req: Received) -> Any:
         found = known(req)
@@ -894,6 +901,9 @@ def cryptocom_spot() -> Family:
     """Crypto.com Exchange v1 (api.crypto.com): private/create-order, amend-order (in place),
     cancel-order and get-order-detail (by order_id or client_oid), each answered as {"id", "method",
     "code": 0, "result"} from the request's own id and method, as Crypto.com documents."""
+    # The signed text's model (_cryptocom_message) is imported now, not at the first request: its import
+    # (hypothesis) takes longer than a send-mode agent's read timeout on a loaded machine.
+    from adversarial.test_cryptocom_paramstring import param_text  # noqa: F401
 
     def rpc(req: Received, result: Any, code: int = 0, message: str = "") -> Any:
         body = _json_body(req)
@@ -979,20 +989,12 @@ def deribit_perpetual() -> Family:
         return Reply(400, {"jsonrpc": "2.0", "error": {"message": "order_not_found", "code": 10004}})
 
     def edit(req: Received) -> Any:
-        found = known(req)
-        if found is None:
-            return missing()
-        if req.status == 200:
-            found.update({k: req.params[k] for k in ("amount", "price") if k in req.params}, replaced=True)
-        return rpc({"order": shown(found), "trades": []})
+        change = {k: req.params[k] for k in ("amount", "price") if k in req.params}
+        return _acted(req, known(req), missing, lambda o: rpc({"order": shown(o), "trades": []}), replaced=True,
+                      **change)
 
     def cancel(req: Received) -> Any:
-        found = known(req)
-        if found is None:
-            return missing()
-        if req.status == 200:
-            found["status"] = "cancelled"
-        return rpc(shown({**found, "status": "cancelled"}))
+        return _acted(req, known(req), missing, lambda o: rpc(shown(o)), status="cancelled")
 
     def by_label(req: Received) -> dict:
         found = family.orders.get(req.params.get("label", ""))
@@ -1005,6 +1007,84 @@ def deribit_perpetual() -> Family:
               .route("GET", "/api/v2/private/edit", edit)
               .route("GET", "/api/v2/private/cancel", cancel)
               .route("GET", "/api/v2/private/get_order_state_by_label", by_label))
+    return family
+
+
+def gemini_spot() -> Family:
+    """Gemini (api.gemini.com): /v1/order/new, /v1/order/cancel and /v1/order/status (by order_id or
+    client_order_id), each answered with Gemini's order status object. The parameters are the JSON in the
+    base64 X-GEMINI-PAYLOAD header, as Gemini reads them (the body is empty). ccxt amends by cancel + new."""
+
+    def params(req: Received) -> dict:
+        try:
+            payload = json.loads(base64.b64decode(req.http.header("X-GEMINI-PAYLOAD")))
+        except ValueError:
+            return {}
+        return payload if isinstance(payload, dict) else {}
+
+    def shown(order: dict) -> dict:
+        now = int(time.time() * 1000)
+        live = order["status"] == "live"
+        return {"order_id": order["_id"], "id": order["_id"], "symbol": order.get("symbol"), "exchange": "gemini",
+                "avg_execution_price": "0.00", "side": order.get("side"), "type": order.get("type"),
+                "timestamp": str(now // 1000), "timestampms": now, "is_live": live, "is_cancelled": not live,
+                "is_hidden": False, "was_forced": False, "executed_amount": "0",
+                "client_order_id": order.get("client_order_id", ""), "options": [], "price": order.get("price"),
+                "original_amount": order.get("amount"), "remaining_amount": order.get("amount")}
+
+    def new(req: Received) -> dict:
+        p = params(req)
+        return shown(_keep(family, req, p.get("client_order_id", ""), {**p, "status": "live"}))
+
+    def known(req: Received) -> dict | None:
+        p = params(req)
+        return _by_client_or_id(family, p.get("client_order_id"), p.get("order_id"))
+
+    def missing() -> Reply:
+        return Reply(400, {"result": "error", "reason": "OrderNotFound", "message": "Order not found"})
+
+    def cancel(req: Received) -> Any:
+        return _acted(req, known(req), missing, shown, status="cancelled")
+
+    def status(req: Received) -> Any:
+        found = known(req)
+        return shown(found) if found is not None else missing()
+
+    family = (Family("gemini", "api.gemini.com",
+                     unauthorized=(400, {"result": "error", "reason": "InvalidSignature",
+                                         "message": "InvalidSignature"}),
+                     not_found=(404, {"result": "error", "reason": "EndpointNotFound", "message": "Not found"}))
+              .route("POST", "/v1/order/new", new)
+              .route("POST", "/v1/order/cancel", cancel)
+              .route("POST", "/v1/order/status", status))
+    return family
+
+
+def mexc_spot_and_futures() -> Family:
+    """MEXC: spot as binance_spot("mexc", ...) plays it, and the futures (contract) API on the same port
+    (the agent sends every path of a MEXC key to its one send_to): order/create and order/cancel (a JSON
+    array of order ids), answered {"success": true, "code": 0, "data": ...} as MEXC's contract API
+    documents. ccxt amends a futures order by cancel + new."""
+
+    def create(req: Received) -> dict:
+        body = _json_body(req)
+        order = _keep(family, req, str(body.get("externalOid", "")), {**body, "state": 2})  # 2: uncompleted
+        return {"success": True, "code": 0, "data": {"orderId": order["_id"], "ts": int(time.time() * 1000)}}
+
+    def cancel(req: Received) -> dict:
+        body = _json_body(req)
+        results = []
+        for order_id in body if isinstance(body, list) else []:
+            found = family.order_by_id(str(order_id))
+            if found is not None and req.status == 200:
+                found[1]["state"] = 4  # 4: cancelled
+            results.append({"orderId": str(order_id), "errorCode": 0 if found else 2040,
+                            "errorMsg": "success" if found else "order not exist"})
+        return {"success": True, "code": 0, "data": results}
+
+    family = binance_spot("mexc", "api.mexc.com")
+    family.route("POST", "/api/v1/private/order/create", create)
+    family.route("POST", "/api/v1/private/order/cancel", cancel)
     return family
 
 
