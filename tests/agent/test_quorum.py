@@ -46,9 +46,10 @@ from agent.quorum import (
     loosenings,
     new_proposal,
 )
+from support.agent_calls import sign_at
 from support.deploy import Env, make_env, run_cli, start_agent, write_bots
 from support.leaks import register_secret
-from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
 BASE_POLICY = """
@@ -303,13 +304,8 @@ class Quorum:
         stamped = (*body, ("timestamp", str(int(time.time() * 1000))))  # the agent checks the caller's clock
         params = [signer_pb2.Param(name=n, value=v) for n, v in stamped]
         (msg.query if method == "GET" else msg.fields.items).extend(params)
-        with grpc.insecure_channel(agent.target) as channel:
-            try:
-                signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=(("authorization", f"Bearer {token}"),),
-                                                         timeout=10)
-            except grpc.RpcError as exc:
-                return exc.code(), exc.details()
-        return grpc.StatusCode.OK, ""
+        code, details, _ = sign_at(agent.target, msg, token)
+        return code, details
 
     def bundle_lines(self) -> list[dict]:
         return [json.loads(line) for line in self.audit.read_text().splitlines()

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.custody.store import StoreUnavailable
 from agent.quorum import Bundle, InForce, Operators, QuorumError, QuorumSource, judge, new_proposal
 from agent.quorum_pg import POLL_SECONDS, STALE_SECONDS, PostgresBundles
-from signing_agent_client._proto import signer_pb2, signer_pb2_grpc
+from signing_agent_client._proto import signer_pb2
+from support.agent_calls import sign_at
 from support.deploy import Env, run_cli, start_agent, write_bots
 from support.leaks import new_secret, register_secret
 from support.pg import Cluster, host_config
@@ -88,13 +89,8 @@ class Hosts:
         method, path = endpoint.split()
         msg = signer_pb2.SignRequest(key=self.label, method=method, path=path)
         msg.query.extend([signer_pb2.Param(name="timestamp", value=str(int(time.time() * 1000)))])
-        with grpc.insecure_channel(self.agents[host].target) as channel:
-            try:
-                signer_pb2_grpc.SignerStub(channel).Sign(msg, metadata=(("authorization", f"Bearer {token}"),),
-                                                         timeout=10)
-            except grpc.RpcError as exc:
-                return exc.code(), exc.details()
-        return grpc.StatusCode.OK, ""
+        code, details, _ = sign_at(self.agents[host].target, msg, token)
+        return code, details
 
     def audit(self, host: int, event: str = "policy.bundle") -> list[dict]:
         path = self.env.root / f"state-{self.names[host]}" / "audit.jsonl"
