@@ -5,7 +5,8 @@ been placed. Sending it again could place it twice, so the agent never does. Ins
 exchange takes a client order id, every order the agent sends carries one (the bot's, or one the
 agent makes, unique), and after a lost answer the agent asks the exchange for the order by that id:
 
-    found    the lookup's answer is returned, marked `reconciled` (ccxt parses it as an order)
+    found    the lookup's answer is returned, marked `reconciled`: the exchange's read of the order, in that
+             read's shape (Deribit's is a list of the orders with the label, Bybit's a list too)
     absent   the exchange said, in its documented words, that it has no such order (yet)
     unknown  anything else: the order's fate is not known
 
@@ -22,7 +23,7 @@ already has is that order, not a second one, so its lookup is the same order, si
 
 A bot's own id is kept when it has the form the exchange documents (FORM), else refused
 (INVALID_ARGUMENT) before anything is signed: an id the exchange would refuse, or one that could not be
-looked up, defeats the point. Where the exchange documents no form (Bitget, MEXC, Coinbase), the
+looked up, defeats the point. Where the exchange documents no form (Bitget, MEXC, Coinbase, Deribit), the
 agent's bound is letters, digits, '_' and '-', at most 64 (ccxt's ids fit): a lookup may carry the id
 in a signed query or path, where other characters are refused or ambiguous.
 """
@@ -235,6 +236,46 @@ def _coinbase_state(status: int, body: bytes) -> str:
     return FOUND if isinstance(placed, dict) and placed.get("order_id") else UNKNOWN
 
 
+def _cryptocom_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    # private/get-order-detail takes order_id or client_oid (Crypto.com Exchange v1 REST reference,
+    # exchange-docs.crypto.com/exchange/v1/rest-ws/index.html#private-get-order-detail). The body is the
+    # params object, as for every Crypto.com request here (agent.exchanges.cryptocom.scheme).
+    root = request.path[:-len("create-order")]
+    return UnsignedRequest("POST", root + "get-order-detail", body=RawBody(json.dumps({"client_oid": client_id})))
+
+
+def _cryptocom_state(status: int, body: bytes) -> str:
+    # Crypto.com's "no such order" (INVALID_ORDERID, 212) is not documented as meaning "never placed".
+    parsed = _json(body)
+    result = parsed.get("result") if isinstance(parsed, dict) else None
+    ok = status == 200 and isinstance(parsed, dict) and parsed.get("code") == 0
+    return FOUND if ok and isinstance(result, dict) and result.get("order_id") else UNKNOWN
+
+
+def _deribit_currency(instrument: str) -> str:
+    """The currency Deribit files INSTRUMENT's orders under: BTC-PERPETUAL and BTC-27DEC24-60000-C under
+    BTC, the linear BTC_USDC-PERPETUAL under USDC (its settlement currency)."""
+    head = instrument.split("-", 1)[0]
+    return head.rsplit("_", 1)[-1]
+
+
+def _deribit_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    # private/get_order_state_by_label: currency (required) and label; it answers the recent orders with
+    # that label as a list (docs.deribit.com/api-reference/trading/private-get_order_state_by_label).
+    currency = _deribit_currency(text_param(request, "instrument_name"))
+    return UnsignedRequest("GET", "/api/v2/private/get_order_state_by_label",
+                           query=(("currency", currency), ("label", client_id)))
+
+
+def _deribit_state(status: int, body: bytes) -> str:
+    # An empty list is not ABSENT: Deribit lists "recent" orders by label only.
+    parsed = _json(body)
+    result = parsed.get("result") if isinstance(parsed, dict) else None
+    if status != 200 or not isinstance(result, list):
+        return UNKNOWN
+    return FOUND if any(isinstance(o, dict) and o.get("order_id") for o in result) else UNKNOWN
+
+
 def _form(alphabet: str, words: str, longest: int, prefix: str = "") -> tuple[re.Pattern[str], str]:
     lead = f"{prefix!r} then " if prefix else ""
     return re.compile(f"{re.escape(prefix)}[{alphabet}]{{1,{longest}}}"), f"{lead}1-{longest} {words}"
@@ -246,6 +287,17 @@ _UNDOCUMENTED = _form(*_DASHED, 64)  # the agent's bound where the exchange docu
 _BINANCE = ClientIds(frozenset({("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")}), "newClientOrderId",
                      _hex_id("sa", 32), _binance_lookup, _binance_state,
                      *_form("A-Za-z0-9.:/_-", "letters, digits or '.:/_-'", 36))
+# Crypto.com's signed text reads a lower-case letter as the start of a parameter name, so the agent
+# signs no value with one, nor one beginning with '_' (agent.exchanges.cryptocom.scheme): its ids are
+# capitals, digits, '_' and '-', at most 36 (Crypto.com's bound on client_oid).
+_CRYPTOCOM_FORM = (re.compile(r"[A-Z0-9-][A-Z0-9_-]{0,35}"),
+                   "1-36 capital letters, digits, '_' or '-', not beginning with '_'")
+
+
+def _cryptocom_id() -> str:
+    return _hex_id("SA", 32)().upper()
+
+
 REGISTRY: dict[str, ClientIds] = {
     "binance": _BINANCE, "binanceusdm": _BINANCE, "binanceus": _BINANCE,
     # OKX: ccxt's create_order sends one order as a batch
@@ -265,6 +317,11 @@ REGISTRY: dict[str, ClientIds] = {
                       _binance_lookup, _mexc_state, *_UNDOCUMENTED),
     "coinbase": ClientIds(frozenset({("POST", "/api/v3/brokerage/orders")}), "client_order_id", _hex_id("sa", 32),
                           _coinbase_lookup, _coinbase_state, *_UNDOCUMENTED),
+    "cryptocom": ClientIds(frozenset({("POST", "/exchange/v1/private/create-order")}), "client_oid",
+                           _cryptocom_id, _cryptocom_lookup, _cryptocom_state, *_CRYPTOCOM_FORM),
+    # Deribit's label: at most 64 characters, no alphabet documented (the agent's bound, as above).
+    "deribit": ClientIds(frozenset({("GET", "/api/v2/private/buy"), ("GET", "/api/v2/private/sell")}), "label",
+                         _hex_id("sa", 32), _deribit_lookup, _deribit_state, *_UNDOCUMENTED),
 }
 
 

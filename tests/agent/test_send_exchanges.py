@@ -10,7 +10,8 @@ What must hold (issue 20):
 * a ccxt bot in send mode places, amends and cancels orders with its ordinary code, and ccxt parses
   the exchange's answers (OKX, Bybit, KuCoin, Bitget, Gate: its amend is a PATCH; Binance USD-M, Kraken,
   Bitfinex, Bitstamp, Crypto.com, Deribit; Gemini and MEXC futures, where ccxt amends by cancel + new).
-  The client-order-id tests run where agent/send/orders.py has the exchange (ORDERS below).
+  The client-order-id tests run where agent/send/orders.py has the exchange (ORDERS below); the lookup
+  tests check the read each exchange documents (LOOKUPS: OKX, Bybit, Crypto.com, Deribit).
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ ORDERS = {
     "coinbase": ("/api/v3/brokerage/orders", "client_order_id", {
         "product_id": "BTC-USD", "side": "BUY",
         "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "50000"}}}),
+    "cryptocom": ("/exchange/v1/private/create-order", "client_oid", {
+        "instrument_name": "BTC_USD", "side": "BUY", "type": "LIMIT", "quantity": "0.01", "price": "50000"}),
+    "deribit": ("/api/v2/private/buy", "label", {"instrument_name": "BTC-PERPETUAL", "amount": "10",
+                                                 "type": "limit", "price": "50000"}),
 }
 # A bot id each exchange takes, and one it does not (with the reason in the exchange's documented form).
 GOOD_AND_BAD_IDS = {
@@ -105,9 +110,17 @@ GOOD_AND_BAD_IDS = {
     "mexc": ("bot-mexc-1", "x" * 65),
     "binanceusdm": ("bot.usdm:1/a_b-c", "bot usdm"),  # letters, digits and .:/_- only
     "coinbase": ("bot-cb-1", "bot/cb"),
+    "cryptocom": ("BOT-CDC_1", "bot-cdc-1"),  # no lower case: Crypto.com's signed text reads it as a name
+    "deribit": ("bot-deribit_1", "d" * 65),  # at most 64
 }
-# JSON bodies, except MEXC spot's and Binance USD-M's (Binance-style form parameters).
+# JSON bodies, except MEXC spot's and Binance USD-M's (Binance-style form parameters) and Deribit's
+# (a GET: its parameters are the query).
 FORM_BODY = {"mexc", "binanceusdm"}
+QUERY = {"deribit"}
+# The reads that look an order up by its client order id: exchange -> (method, path, the id's parameter).
+LOOKUPS = {"okx": ("GET", "/api/v5/trade/order", "clOrdId"), "bybit": ("GET", "/v5/order/realtime", "orderLinkId"),
+           "cryptocom": ("POST", "/exchange/v1/private/get-order-detail", "client_oid"),
+           "deribit": ("GET", "/api/v2/private/get_order_state_by_label", "label")}
 
 
 API_KEY_PREFIX = {"gemini": "account-"}  # Gemini's keys name their scope
@@ -159,6 +172,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
 def _send(client: SignerClient, exchange: str, extra: dict | None = None):
     path, _, order = ORDERS[exchange]
     order = {**order, **(extra or {})}
+    if exchange in QUERY:
+        return client.send(exchange, "GET", path, query=order)
     body = order if exchange in FORM_BODY else json.dumps(order, separators=(",", ":"))
     return client.send(exchange, "POST", path, body=body)
 
@@ -169,13 +184,15 @@ def _orders(server: ExchangeServer, exchange: str) -> dict:
 
 def _places(server: ExchangeServer, exchange: str, before: int) -> list:
     path = ORDERS[exchange][0]
-    return [r for r in server.received(exchange)[before:] if r.http.method == "POST" and r.http.path == path]
+    method = "GET" if exchange in QUERY else "POST"
+    return [r for r in server.received(exchange)[before:] if (r.http.method, r.http.path) == (method, path)]
 
 
 def _sent_id(received, exchange: str, param: str) -> str:
-    if exchange in FORM_BODY:
+    if exchange in FORM_BODY or received.http.method == "GET":
         return received.params[param]
-    return json.loads(received.http.body)[param]
+    body = json.loads(received.http.body)
+    return (body["params"] if exchange == "cryptocom" else body)[param]  # Crypto.com's wire body nests the order
 
 
 @pytest.mark.parametrize("exchange", list(ORDERS))
@@ -224,18 +241,26 @@ def test_a_lost_answer_to_an_accepted_order_is_reconciled_by_its_id_without_a_se
         assert len(_places(server, exchange, before)) == 1
 
 
-def test_okx_and_bybit_lookups_use_their_documented_reads(deployment):
+# Where the found order's client order id is in each lookup's answer.
+FOUND_ID = {"okx": lambda b: b["data"][0]["clOrdId"], "bybit": lambda b: b["result"]["list"][0]["orderLinkId"],
+            "cryptocom": lambda b: b["result"]["client_oid"], "deribit": lambda b: b["result"][0]["label"]}
+
+
+@pytest.mark.parametrize("exchange", list(LOOKUPS))
+def test_a_lost_orders_lookup_is_the_exchanges_documented_read_by_its_id(deployment, exchange):
     _, server, client = deployment
-    for exchange, read, name in (("okx", "/api/v5/trade/order", "clOrdId"),
-                                 ("bybit", "/v5/order/realtime", "orderLinkId")):
-        before = len(server.received(exchange))
-        server.drop(exchange)
-        answer = _send(client, exchange)
-        reads = [r for r in server.received(exchange)[before:] if r.http.method == "GET"]
-        assert reads and reads[-1].http.path == read and reads[-1].params[name] == answer.client_order_id
-        body = answer.json()
-        found = body["data"][0]["clOrdId"] if exchange == "okx" else body["result"]["list"][0]["orderLinkId"]
-        assert found == answer.client_order_id
+    method, read, name = LOOKUPS[exchange]
+    before = len(server.received(exchange))
+    server.drop(exchange)
+    answer = _send(client, exchange)
+    assert answer.reconciled
+    reads = [r for r in server.received(exchange)[before:] if (r.http.method, r.http.path) == (method, read)]
+    assert reads and all(r.verdict.ok for r in reads)
+    assert len(_places(server, exchange, before)) == 1  # one order, then reads
+    assert _sent_id(reads[-1], exchange, name) == answer.client_order_id
+    if exchange == "deribit":  # get_order_state_by_label requires the currency the order is filed under
+        assert reads[-1].params["currency"] == "BTC"
+    assert FOUND_ID[exchange](answer.json()) == answer.client_order_id
 
 
 # ccxt bots: place, amend, cancel. Gate's amend is a PATCH (the one exchange here whose API uses it).

@@ -113,6 +113,27 @@ def test_every_id_the_agent_makes_has_the_exchanges_form_and_the_form_refuses_ot
             rules.checked("X", bad)
 
 
+def test_cryptocom_and_deribit_look_an_order_up_where_their_documentation_says():
+    create = UnsignedRequest("POST", "/exchange/v1/private/create-order", body=RawBody('{"instrument_name":"BTC_USD"}'))
+    lookup = orders.REGISTRY["cryptocom"].lookup(create, "SA1")
+    assert (lookup.method, lookup.path) == ("POST", "/exchange/v1/private/get-order-detail")
+    assert json.loads(lookup.body.text) == {"client_oid": "SA1"}
+    deribit = orders.REGISTRY["deribit"]
+    for instrument, currency in (("BTC-PERPETUAL", "BTC"), ("ETH-27DEC24-3000-C", "ETH"),
+                                 ("BTC_USDC-PERPETUAL", "USDC"), ("SOL_USDC-PERPETUAL", "USDC")):
+        buy = UnsignedRequest("GET", "/api/v2/private/buy", query=(("instrument_name", instrument),))
+        found = deribit.lookup(buy, "sa1")
+        assert (found.method, found.path) == ("GET", "/api/v2/private/get_order_state_by_label")
+        assert found.query == (("currency", currency), ("label", "sa1"))
+    assert orders.for_request("deribit", UnsignedRequest("GET", "/api/v2/private/sell")) is deribit
+    assert orders.for_request("deribit", UnsignedRequest("GET", "/api/v2/private/edit")) is None
+    # Crypto.com's signed text takes no lower case in a value: the agent's ids have none, a bot's is refused.
+    made = orders.REGISTRY["cryptocom"].make()
+    assert made == made.upper() and len(made) <= 36
+    with pytest.raises(RequestInvalid, match="capital letters"):
+        orders.REGISTRY["cryptocom"].checked("Crypto.com", "ccxt_abc")
+
+
 def test_a_one_order_batch_is_read_and_a_longer_one_gets_no_id():
     one = UnsignedRequest("POST", "/api/v5/trade/batch-orders", body=RawBody('[{"instId":"BTC-USDT","clOrdId":"a1"}]'))
     assert orders.param(one, "clOrdId") == "a1" and orders.text_param(one, "instId") == "BTC-USDT"
@@ -120,19 +141,33 @@ def test_a_one_order_batch_is_read_and_a_longer_one_gets_no_id():
     assert orders.with_param(two, "clOrdId", "sa1") == two and orders.param(two, "instId") is None
 
 
-def test_lookup_answers_are_read_conservatively():
-    state = orders.REGISTRY["binance"].state
-    assert state(200, b'{"orderId": 1}') == orders.FOUND
-    assert state(400, b'{"code": -2013, "msg": "Order does not exist."}') == orders.ABSENT
-    assert state(400, b'{"code": -1021, "msg": "Timestamp outside recvWindow"}') == orders.UNKNOWN
-    assert state(502, b"<html>") == orders.UNKNOWN
+# (exchange, the lookup's HTTP status, its body, what the agent makes of it)
+LOOKUP_ANSWERS = [
+    ("binance", 200, b'{"orderId": 1}', orders.FOUND),
+    ("binance", 400, b'{"code": -2013, "msg": "Order does not exist."}', orders.ABSENT),
+    ("binance", 400, b'{"code": -1021, "msg": "Timestamp outside recvWindow"}', orders.UNKNOWN),
+    ("binance", 502, b"<html>", orders.UNKNOWN),
     # Gate finds an order by its text only while it is open: its "not found" is not "never placed".
-    gate = orders.REGISTRY["gate"].state
-    assert gate(200, b'{"id": "7", "text": "t-sa1"}') == orders.FOUND
-    assert gate(404, b'{"label": "ORDER_NOT_FOUND", "message": "Order not found"}') == orders.UNKNOWN
-    coinbase = orders.REGISTRY["coinbase"].state
-    assert coinbase(200, b'{"success": true, "success_response": {"order_id": "o1"}}') == orders.FOUND
-    assert coinbase(200, b'{"success": false, "error_response": {"error": "INSUFFICIENT_FUND"}}') == orders.UNKNOWN
+    ("gate", 200, b'{"id": "7", "text": "t-sa1"}', orders.FOUND),
+    ("gate", 404, b'{"label": "ORDER_NOT_FOUND", "message": "Order not found"}', orders.UNKNOWN),
+    ("coinbase", 200, b'{"success": true, "success_response": {"order_id": "o1"}}', orders.FOUND),
+    ("coinbase", 200, b'{"success": false, "error_response": {"error": "INSUFFICIENT_FUND"}}', orders.UNKNOWN),
+    # Crypto.com's INVALID_ORDERID and Deribit's empty list (it lists recent orders only) are not "never placed".
+    ("cryptocom", 200, b'{"id": 1, "code": 0, "result": {"order_id": "9", "client_oid": "SA1"}}', orders.FOUND),
+    ("cryptocom", 400, b'{"id": 1, "code": 212, "message": "INVALID_ORDERID"}', orders.UNKNOWN),
+    ("cryptocom", 200, b'{"id": 1, "code": 40401, "result": {"order_id": "9"}}', orders.UNKNOWN),
+    ("deribit", 200, b'{"jsonrpc": "2.0", "result": [{"order_id": "BTC-1", "label": "sa1"}]}', orders.FOUND),
+    ("deribit", 200, b'{"jsonrpc": "2.0", "result": []}', orders.UNKNOWN),
+    ("deribit", 400, b'{"jsonrpc": "2.0", "error": {"message": "invalid_signature", "code": 13004}}', orders.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("exchange", "status", "body", "state"), LOOKUP_ANSWERS)
+def test_lookup_answers_are_read_conservatively(exchange: str, status: int, body: bytes, state: str):
+    assert orders.REGISTRY[exchange].state(status, body) == state
+
+
+def test_no_odd_lookup_answer_is_taken_for_the_order():
     for exchange, rules in orders.REGISTRY.items():  # no answer, however odd, breaks a lookup
         for body in (b"<html>", b"[]", b"null", b'{"data": 1, "result": [], "code": "0"}',
                      b'{"retCode": 0, "result": [1]}', b'{"code": "200000", "data": [1]}'):
