@@ -23,7 +23,7 @@ already has is that order, not a second one, so its lookup is the same order, si
 
 A bot's own id is kept when it has the form the exchange documents (FORM), else refused
 (INVALID_ARGUMENT) before anything is signed: an id the exchange would refuse, or one that could not be
-looked up, defeats the point. Where the exchange documents no form (Bitget, MEXC, Coinbase, Deribit), the
+looked up, defeats the point. Where the exchange documents no form (Bitget, MEXC, Coinbase, Bitstamp, Deribit), the
 agent's bound is letters, digits, '_' and '-', at most 64 (ccxt's ids fit): a lookup may carry the id
 in a signed query or path, where other characters are refused or ambiguous.
 """
@@ -36,6 +36,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from urllib.parse import quote
+
+from agent.schemes.encoding import form_pairs
 from signing_agent_client.request import RawBody, RequestInvalid, UnsignedRequest
 
 FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
@@ -43,13 +46,17 @@ FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
 
 @dataclass(frozen=True)
 class ClientIds:
-    places: frozenset[tuple[str, str]]  # (method, path) of the order placement endpoints
+    places: re.Pattern[str]  # "METHOD path" of the order placement endpoints (fullmatch)
     param: str  # the client order id's parameter name
     make: Callable[[], str]  # a fresh id in the exchange's alphabet and length
     lookup: Callable[[UnsignedRequest, str], UnsignedRequest]  # the read of the order by its id
     state: Callable[[int, bytes], str]  # FOUND, ABSENT or UNKNOWN from the lookup's answer
     valid: re.Pattern[str]  # the ids the exchange takes (fullmatch)
     form: str  # VALID in words, for the refusal of a bot's id
+    # Whether the exchange refuses a second order with an id it already has, so that sending the order
+    # again with the same id is safe: not Deribit (a label may be shared by many orders by design), nor
+    # Crypto.com (its documentation does not say).
+    refuses_reuse: bool = True
 
     def checked(self, exchange_name: str, client_id: object) -> str:
         """CLIENT_ID (the bot's) when the exchange takes it; RequestInvalid naming the form if not."""
@@ -81,14 +88,30 @@ def _json_order(text: str) -> dict | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+def _is_json(text: str) -> bool:
+    """Whether a raw body is JSON (or empty): else it is a raw form body, as ccxt sends Binance's, MEXC's
+    and Bitstamp's orders (text the agent signs byte for byte)."""
+    return text.lstrip()[:1] in ("{", "[", "")
+
+
+def _raw_form(text: str) -> list[tuple[str, str]] | None:
+    """The pairs of a raw form body, None where it does not read one way (the signer refuses it then)."""
+    try:
+        return form_pairs(text, "the exchange")
+    except RequestInvalid:
+        return None
+
+
 def param(request: UnsignedRequest, name: str) -> object:
-    """The value of parameter NAME in REQUEST's query, form body or JSON body (_json_order), None if absent.
-    A JSON value is returned as it is (not always a string)."""
+    """The value of parameter NAME in REQUEST's query, form body (pairs or raw text) or JSON body
+    (_json_order), None if absent. A JSON value is returned as it is (not always a string)."""
     for n, v in request.query:
         if n == name:
             return v
     body = request.body
     if isinstance(body, RawBody):
+        if not _is_json(body.text):
+            return dict(_raw_form(body.text) or ()).get(name)
         order = _json_order(body.text)
         return order.get(name) if order is not None else None
     for n, v in body or ():
@@ -104,8 +127,13 @@ def text_param(request: UnsignedRequest, name: str) -> str:
 
 
 def with_param(request: UnsignedRequest, name: str, value: str) -> UnsignedRequest:
-    """REQUEST with NAME=VALUE added where its parameters are (JSON body, form body, or query)."""
+    """REQUEST with NAME=VALUE added where its parameters are (JSON body, form body, raw form body, or query)."""
     body = request.body
+    if isinstance(body, RawBody) and not _is_json(body.text):
+        if _raw_form(body.text) is None:
+            return request  # not a form that reads one way: left as it is, for the signer to refuse
+        text = f"{body.text}&{quote(name, safe='')}={quote(value, safe='')}"  # the bot's bytes kept before it
+        return UnsignedRequest(request.method, request.path, query=request.query, body=RawBody(text))
     if isinstance(body, RawBody):
         parsed = _json(body.text.encode()) if body.text.strip() else {}
         if not isinstance(parsed, dict):
@@ -276,6 +304,24 @@ def _deribit_state(status: int, body: bytes) -> str:
     return FOUND if any(isinstance(o, dict) and o.get("order_id") for o in result) else UNKNOWN
 
 
+def _bitstamp_lookup(request: UnsignedRequest, client_id: str) -> UnsignedRequest:
+    # POST /api/v2/order_status/ takes id or client_order_id, in the form body (Bitstamp's API reference,
+    # www.bitstamp.net/api, "Order status"; its codes 400.015/400.008 name the parameter).
+    return UnsignedRequest("POST", "/api/v2/order_status/", body=(("client_order_id", client_id),))
+
+
+def _bitstamp_state(status: int, body: bytes) -> str:
+    # Bitstamp's errors are {"status": "error", "reason", "code"}; "Order not found." is not "never placed".
+    parsed = _json(body)
+    ok = status == 200 and isinstance(parsed, dict) and parsed.get("status") != "error"
+    return FOUND if ok and parsed.get("id") else UNKNOWN
+
+
+def _at(*endpoints: tuple[str, str]) -> re.Pattern[str]:
+    """The pattern of these exact (method, path) endpoints, for ClientIds.places."""
+    return re.compile("|".join(re.escape(f"{method} {path}") for method, path in endpoints))
+
+
 def _form(alphabet: str, words: str, longest: int, prefix: str = "") -> tuple[re.Pattern[str], str]:
     lead = f"{prefix!r} then " if prefix else ""
     return re.compile(f"{re.escape(prefix)}[{alphabet}]{{1,{longest}}}"), f"{lead}1-{longest} {words}"
@@ -284,7 +330,7 @@ def _form(alphabet: str, words: str, longest: int, prefix: str = "") -> tuple[re
 _ALNUM = ("A-Za-z0-9", "letters or digits")
 _DASHED = ("A-Za-z0-9_-", "letters, digits, '_' or '-'")
 _UNDOCUMENTED = _form(*_DASHED, 64)  # the agent's bound where the exchange documents none (module docstring)
-_BINANCE = ClientIds(frozenset({("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")}), "newClientOrderId",
+_BINANCE = ClientIds(_at(("POST", "/api/v3/order"), ("POST", "/fapi/v1/order")), "newClientOrderId",
                      _hex_id("sa", 32), _binance_lookup, _binance_state,
                      *_form("A-Za-z0-9.:/_-", "letters, digits or '.:/_-'", 36))
 # Crypto.com's signed text reads a lower-case letter as the start of a parameter name, so the agent
@@ -301,31 +347,36 @@ def _cryptocom_id() -> str:
 REGISTRY: dict[str, ClientIds] = {
     "binance": _BINANCE, "binanceusdm": _BINANCE, "binanceus": _BINANCE,
     # OKX: ccxt's create_order sends one order as a batch
-    "okx": ClientIds(frozenset({("POST", "/api/v5/trade/order"), ("POST", "/api/v5/trade/batch-orders")}),
+    "okx": ClientIds(_at(("POST", "/api/v5/trade/order"), ("POST", "/api/v5/trade/batch-orders")),
                      "clOrdId", _hex_id("sa", 32), _okx_lookup, _okx_state, *_form(*_ALNUM, 32)),
-    "htx": ClientIds(frozenset({("POST", "/v1/order/orders/place")}), "client-order-id", _hex_id("sa", 32),
+    "htx": ClientIds(_at(("POST", "/v1/order/orders/place")), "client-order-id", _hex_id("sa", 32),
                      _htx_lookup, _htx_state, *_form(*_DASHED, 64)),
-    "bybit": ClientIds(frozenset({("POST", "/v5/order/create")}), "orderLinkId", _hex_id("sa", 36),
+    "bybit": ClientIds(_at(("POST", "/v5/order/create")), "orderLinkId", _hex_id("sa", 36),
                        _bybit_lookup, _bybit_state, *_form(*_DASHED, 36)),
-    "kucoin": ClientIds(frozenset({("POST", "/api/v1/orders"), ("POST", "/api/v1/hf/orders")}), "clientOid",
+    "kucoin": ClientIds(_at(("POST", "/api/v1/orders"), ("POST", "/api/v1/hf/orders")), "clientOid",
                         _hex_id("sa", 32), _kucoin_lookup, _kucoin_state, *_form(*_DASHED, 40)),
-    "gate": ClientIds(frozenset({("POST", "/api/v4/spot/orders")}), "text", _hex_id("t-sa", 30), _gate_lookup,
+    "gate": ClientIds(_at(("POST", "/api/v4/spot/orders")), "text", _hex_id("t-sa", 30), _gate_lookup,
                       _gate_state, *_form("A-Za-z0-9_.-", "letters, digits or '_.-'", 28, prefix="t-")),
-    "bitget": ClientIds(frozenset({("POST", "/api/v2/spot/trade/place-order")}), "clientOid", _hex_id("sa", 32),
+    "bitget": ClientIds(_at(("POST", "/api/v2/spot/trade/place-order")), "clientOid", _hex_id("sa", 32),
                         _bitget_lookup, _bitget_state, *_UNDOCUMENTED),
-    "mexc": ClientIds(frozenset({("POST", "/api/v3/order")}), "newClientOrderId", _hex_id("sa", 32),
+    "mexc": ClientIds(_at(("POST", "/api/v3/order")), "newClientOrderId", _hex_id("sa", 32),
                       _binance_lookup, _mexc_state, *_UNDOCUMENTED),
-    "coinbase": ClientIds(frozenset({("POST", "/api/v3/brokerage/orders")}), "client_order_id", _hex_id("sa", 32),
+    "coinbase": ClientIds(_at(("POST", "/api/v3/brokerage/orders")), "client_order_id", _hex_id("sa", 32),
                           _coinbase_lookup, _coinbase_state, *_UNDOCUMENTED),
-    "cryptocom": ClientIds(frozenset({("POST", "/exchange/v1/private/create-order")}), "client_oid",
-                           _cryptocom_id, _cryptocom_lookup, _cryptocom_state, *_CRYPTOCOM_FORM),
+    "cryptocom": ClientIds(_at(("POST", "/exchange/v1/private/create-order")), "client_oid",
+                           _cryptocom_id, _cryptocom_lookup, _cryptocom_state, *_CRYPTOCOM_FORM, refuses_reuse=False),
+    # Bitstamp's orders name their pair in the path: /api/v2/buy/btcusd/, /api/v2/sell/market/ethusd/.
+    # client_order_id has no documented form; Bitstamp refuses one it already has (400.019).
+    "bitstamp": ClientIds(re.compile(r"POST /api/v2/(buy|sell)/(market/)?[a-z0-9]+/"), "client_order_id",
+                          _hex_id("sa", 32), _bitstamp_lookup, _bitstamp_state, *_UNDOCUMENTED),
     # Deribit's label: at most 64 characters, no alphabet documented (the agent's bound, as above).
-    "deribit": ClientIds(frozenset({("GET", "/api/v2/private/buy"), ("GET", "/api/v2/private/sell")}), "label",
-                         _hex_id("sa", 32), _deribit_lookup, _deribit_state, *_UNDOCUMENTED),
+    "deribit": ClientIds(_at(("GET", "/api/v2/private/buy"), ("GET", "/api/v2/private/sell")), "label",
+                         _hex_id("sa", 32), _deribit_lookup, _deribit_state, *_UNDOCUMENTED,
+                         refuses_reuse=False),
 }
 
 
 def for_request(exchange_id: str, request: UnsignedRequest) -> ClientIds | None:
     """The client-id rules when REQUEST places an order on an exchange that takes a client order id."""
     found = REGISTRY.get(exchange_id)
-    return found if found is not None and (request.method, request.path) in found.places else None
+    return found if found is not None and found.places.fullmatch(f"{request.method} {request.path}") else None

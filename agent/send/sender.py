@@ -169,9 +169,12 @@ class Sender:
                 return Delivered(answer, client_id, reconciled=True)
         found = ("the exchange has no order with that id yet" if state == ABSENT
                  else "the lookups did not say whether it exists")
+        again = ("or send it again with the same client order id (the exchange refuses a second order with it)"
+                 if rules.refuses_reuse else "and only then send it again: this exchange may take a second order with "
+                 "the same id")
         raise SendError("DEADLINE_EXCEEDED", f"{lost.detail}. The order was not sent again. The agent looked it up by "
-                        f"client order id {client_id!r}: {found}. Before placing it again, look it up by that id, or "
-                        "send it again with the same client order id (the exchange refuses a second order with it)")
+                        f"client order id {client_id!r}: {found}. Before placing it again, look it up by that id, "
+                        + again)
 
     def _once(self, job: Job, signed: SignedRequest) -> Answer:
         return self._transport.request(signed.method, job.base_url + signed.path, signed.headers,

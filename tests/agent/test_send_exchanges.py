@@ -11,7 +11,7 @@ What must hold (issue 20):
   the exchange's answers (OKX, Bybit, KuCoin, Bitget, Gate: its amend is a PATCH; Binance USD-M, Kraken,
   Bitfinex, Bitstamp, Crypto.com, Deribit; Gemini and MEXC futures, where ccxt amends by cancel + new).
   The client-order-id tests run where agent/send/orders.py has the exchange (ORDERS below); the lookup
-  tests check the read each exchange documents (LOOKUPS: OKX, Bybit, Crypto.com, Deribit).
+  tests check the read each exchange documents (LOOKUPS: OKX, Bybit, Crypto.com, Deribit, Bitstamp).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.send.orders import REGISTRY
 from signing_agent_client import InvalidRequestError, SignerClient
 from support.ccxt_calls import unified_market
 from support.deploy import TEST_BOT, Env, make_env, run_cli, start_agent
@@ -97,6 +98,7 @@ ORDERS = {
         "order_configuration": {"limit_limit_gtc": {"base_size": "0.01", "limit_price": "50000"}}}),
     "cryptocom": ("/exchange/v1/private/create-order", "client_oid", {
         "instrument_name": "BTC_USD", "side": "BUY", "type": "LIMIT", "quantity": "0.01", "price": "50000"}),
+    "bitstamp": ("/api/v2/buy/btcusd/", "client_order_id", {"amount": "0.01", "price": "50000"}),
     "deribit": ("/api/v2/private/buy", "label", {"instrument_name": "BTC-PERPETUAL", "amount": "10",
                                                  "type": "limit", "price": "50000"}),
 }
@@ -111,16 +113,18 @@ GOOD_AND_BAD_IDS = {
     "binanceusdm": ("bot.usdm:1/a_b-c", "bot usdm"),  # letters, digits and .:/_- only
     "coinbase": ("bot-cb-1", "bot/cb"),
     "cryptocom": ("BOT-CDC_1", "bot-cdc-1"),  # no lower case: Crypto.com's signed text reads it as a name
+    "bitstamp": ("bot-bitstamp_1", "bot bitstamp"),
     "deribit": ("bot-deribit_1", "d" * 65),  # at most 64
 }
-# JSON bodies, except MEXC spot's and Binance USD-M's (Binance-style form parameters) and Deribit's
-# (a GET: its parameters are the query).
-FORM_BODY = {"mexc", "binanceusdm"}
+# JSON bodies, except MEXC spot's, Binance USD-M's (Binance-style form parameters) and Bitstamp's (form
+# parameters), and Deribit's (a GET: its parameters are the query).
+FORM_BODY = {"mexc", "binanceusdm", "bitstamp"}
 QUERY = {"deribit"}
 # The reads that look an order up by its client order id: exchange -> (method, path, the id's parameter).
 LOOKUPS = {"okx": ("GET", "/api/v5/trade/order", "clOrdId"), "bybit": ("GET", "/v5/order/realtime", "orderLinkId"),
            "cryptocom": ("POST", "/exchange/v1/private/get-order-detail", "client_oid"),
-           "deribit": ("GET", "/api/v2/private/get_order_state_by_label", "label")}
+           "deribit": ("GET", "/api/v2/private/get_order_state_by_label", "label"),
+           "bitstamp": ("POST", "/api/v2/order_status/", "client_order_id")}
 
 
 API_KEY_PREFIX = {"gemini": "account-"}  # Gemini's keys name their scope
@@ -192,13 +196,12 @@ def _sent_id(received, exchange: str, param: str) -> str:
     if exchange in FORM_BODY or received.http.method == "GET":
         return received.params[param]
     body = json.loads(received.http.body)
+    body = body[0] if isinstance(body, list) else body  # OKX's one-order batch (ccxt's create_order)
     return (body["params"] if exchange == "cryptocom" else body)[param]  # Crypto.com's wire body nests the order
 
 
 @pytest.mark.parametrize("exchange", list(ORDERS))
 def test_the_agent_gives_an_order_a_client_order_id_the_exchange_takes(deployment, exchange):
-    from agent.send.orders import REGISTRY
-
     _, server, client = deployment
     before = len(server.received(exchange))
     answer = _send(client, exchange)
@@ -241,9 +244,26 @@ def test_a_lost_answer_to_an_accepted_order_is_reconciled_by_its_id_without_a_se
         assert len(_places(server, exchange, before)) == 1
 
 
+@pytest.mark.parametrize("exchange", ["bitstamp", "binanceusdm"])
+def test_an_order_sent_as_form_text_gets_an_id_and_a_lost_answer_is_reconciled(deployment, exchange):
+    # ccxt sends these orders as form text, which the agent signs byte for byte: the id goes after it.
+    _, server, client = deployment
+    path, param, order = ORDERS[exchange]
+    text = "&".join(f"{name}={value}" for name, value in order.items())
+    orders = _orders(server, exchange)
+    before, placed_before = len(server.received(exchange)), len(orders)
+    server.drop(exchange)
+    answer = client.send(exchange, "POST", path, body=text)
+    assert answer.reconciled and answer.status == 200 and answer.client_order_id in orders
+    placed = _places(server, exchange, before)
+    assert len(placed) == 1 and len(orders) == placed_before + 1
+    assert text + f"&{param}={answer.client_order_id}" in placed[0].http.body  # (Binance's timestamp goes first)
+
+
 # Where the found order's client order id is in each lookup's answer.
 FOUND_ID = {"okx": lambda b: b["data"][0]["clOrdId"], "bybit": lambda b: b["result"]["list"][0]["orderLinkId"],
-            "cryptocom": lambda b: b["result"]["client_oid"], "deribit": lambda b: b["result"][0]["label"]}
+            "cryptocom": lambda b: b["result"]["client_oid"], "deribit": lambda b: b["result"][0]["label"],
+            "bitstamp": lambda b: b["client_order_id"]}
 
 
 @pytest.mark.parametrize("exchange", list(LOOKUPS))
@@ -309,6 +329,10 @@ def test_a_ccxt_bot_places_amends_and_cancels_orders_in_send_mode(deployment, fl
     assert len(seen) >= 3 and all(r.verdict.ok for r in seen)
     if exchange_id == "gate":
         assert any(r.http.method == "PATCH" for r in seen)
+    rules = REGISTRY.get(exchange_id)
+    if rules is not None and flow not in OTHER_MARKETS:  # ccxt's orders carry a client order id too
+        placements = [r for r in seen if rules.places.fullmatch(f"{r.http.method} {r.http.path}")]
+        assert placements and all(rules.valid.fullmatch(_sent_id(r, exchange_id, rules.param)) for r in placements)
 
 
 def test_a_patch_is_refused_for_an_exchange_whose_api_never_uses_it(deployment):

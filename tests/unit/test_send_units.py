@@ -134,6 +134,30 @@ def test_cryptocom_and_deribit_look_an_order_up_where_their_documentation_says()
         orders.REGISTRY["cryptocom"].checked("Crypto.com", "ccxt_abc")
 
 
+def test_a_raw_form_body_is_read_and_given_an_id_after_the_bots_bytes():
+    # ccxt sends Binance's, MEXC's and Bitstamp's orders as form text, signed byte for byte.
+    raw = UnsignedRequest("POST", "/api/v2/buy/btcusd/", body=RawBody("amount=0.01&price=50000.10"))
+    added = orders.with_param(raw, "client_order_id", "sa1")
+    assert added.body.text == "amount=0.01&price=50000.10&client_order_id=sa1"
+    assert orders.param(added, "client_order_id") == "sa1" and orders.param(raw, "client_order_id") is None
+    given = UnsignedRequest("POST", "/api/v3/order", body=RawBody("symbol=BTCUSDT&newClientOrderId=x-R4%2F1"))
+    assert orders.param(given, "newClientOrderId") == "x-R4/1" and orders.text_param(given, "symbol") == "BTCUSDT"
+    unreadable = UnsignedRequest("POST", "/api/v2/buy/btcusd/", body=RawBody("amount=1&&price=2"))
+    assert orders.with_param(unreadable, "client_order_id", "sa1") == unreadable  # the signer refuses it
+    assert orders.param(unreadable, "amount") is None
+
+
+def test_bitstamp_orders_are_found_by_their_pair_path_and_looked_up_by_order_status():
+    bitstamp = orders.REGISTRY["bitstamp"]
+    for path in ("/api/v2/buy/btcusd/", "/api/v2/sell/ethusd/", "/api/v2/buy/market/btcusd/"):
+        assert orders.for_request("bitstamp", UnsignedRequest("POST", path)) is bitstamp, path
+    for method, path in (("POST", "/api/v2/buy/instant/btcusd/"), ("POST", "/api/v2/cancel_order/"),
+                         ("GET", "/api/v2/buy/btcusd/"), ("POST", "/api/v2/buy/btcusd")):
+        assert orders.for_request("bitstamp", UnsignedRequest(method, path)) is None, (method, path)
+    lookup = bitstamp.lookup(UnsignedRequest("POST", "/api/v2/buy/btcusd/", body=(("amount", "1"),)), "sa1")
+    assert (lookup.method, lookup.path, lookup.body) == ("POST", "/api/v2/order_status/", (("client_order_id", "sa1"),))
+
+
 def test_a_one_order_batch_is_read_and_a_longer_one_gets_no_id():
     one = UnsignedRequest("POST", "/api/v5/trade/batch-orders", body=RawBody('[{"instId":"BTC-USDT","clOrdId":"a1"}]'))
     assert orders.param(one, "clOrdId") == "a1" and orders.text_param(one, "instId") == "BTC-USDT"
@@ -159,6 +183,9 @@ LOOKUP_ANSWERS = [
     ("deribit", 200, b'{"jsonrpc": "2.0", "result": [{"order_id": "BTC-1", "label": "sa1"}]}', orders.FOUND),
     ("deribit", 200, b'{"jsonrpc": "2.0", "result": []}', orders.UNKNOWN),
     ("deribit", 400, b'{"jsonrpc": "2.0", "error": {"message": "invalid_signature", "code": 13004}}', orders.UNKNOWN),
+    ("bitstamp", 200, b'{"id": "7", "status": "Open", "client_order_id": "sa1", "transactions": []}', orders.FOUND),
+    ("bitstamp", 400, b'{"status": "error", "reason": "Order not found.", "code": "API0014"}', orders.UNKNOWN),
+    ("bitstamp", 200, b'{"status": "error", "reason": "Order not found.", "id": "7"}', orders.UNKNOWN),
 ]
 
 
@@ -224,14 +251,14 @@ class _Exchange:
         return step
 
 
-def _job(read: bool, client_id: str | None):
+def _job(read: bool, client_id: str | None, exchange: str = "binance",
+         request: UnsignedRequest = UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),))):
     from agent.send.sender import Job
     from signing_agent_client.request import SignedRequest
 
-    request = UnsignedRequest("POST", "/api/v3/order", body=(("symbol", "BTCUSDT"),)).validated()
-    return Job(exchange="binance", base_url="https://x", request=request, signed=SignedRequest("POST", "/p"),
-               sign=lambda r: SignedRequest(r.method, "/again"), read=read, client_id=client_id,
-               client_ids=orders.REGISTRY["binance"] if client_id else None)
+    return Job(exchange=exchange, base_url="https://x", request=request.validated(),
+               signed=SignedRequest(request.method, "/p"), sign=lambda r: SignedRequest(r.method, "/again"),
+               read=read, client_id=client_id, client_ids=orders.REGISTRY[exchange] if client_id else None)
 
 
 def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was_found():
@@ -247,6 +274,7 @@ def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was
     assert lost.value.code == "DEADLINE_EXCEEDED" and "'sa-1'" in str(lost.value) and "no order" in str(lost.value)
     assert exchange.calls == ["POST", "GET", "GET", "GET"]  # one order, three lookups
     assert audited[-1]["outcome"] == "failed" and audited[-1]["client_order_id"] == "sa-1"
+    assert "the exchange refuses a second order with it" in str(lost.value)
     # A short budget: no lookup starts past it, and the message does not claim what was not asked.
     exchange = _Exchange(0.1, [SendFailure("timeout", True, "x did not answer in time")])
     exchange.script_last = absent
@@ -254,6 +282,23 @@ def test_a_lost_order_is_looked_up_never_sent_again_and_the_bot_is_told_what_was
         Sender(exchange, lambda **f: None, sleep=lambda s: None).place(
             _job(read=False, client_id="sa-2"), {"bot": "b", "key": "k", "method": "POST", "path": "/p"})
     assert exchange.calls == ["POST"]
+
+
+def test_where_an_id_can_be_reused_the_bot_is_not_told_that_resending_with_it_is_safe():
+    from agent.send.sender import Sender, SendError
+
+    # Deribit takes many orders with one label: an empty lookup is no proof, and a resend is a second order.
+    exchange = _Exchange(15.0, [SendFailure("timeout", True, "x did not answer in time")])
+    exchange.script_last = Answer(200, (), b'{"jsonrpc": "2.0", "result": []}', 1.0)
+    buy = UnsignedRequest("GET", "/api/v2/private/buy", query=(("instrument_name", "BTC-PERPETUAL"),))
+    sender = Sender(exchange, lambda **f: None, sleep=lambda s: None)
+    with pytest.raises(SendError) as lost:
+        sender.place(_job(read=False, client_id="sa1", exchange="deribit", request=buy),
+                     {"bot": "b", "key": "k", "method": "GET", "path": "/p"})
+    message = str(lost.value)
+    assert lost.value.code == "DEADLINE_EXCEEDED" and exchange.calls == ["GET"] * 4
+    assert "did not say whether it exists" in message and "may take a second order with the same id" in message
+    assert "refuses a second order" not in message
 
 
 def test_a_write_that_never_left_is_unavailable_and_one_without_client_ids_is_not_looked_up():
