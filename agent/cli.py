@@ -352,12 +352,14 @@ def _create_store_tables(store: Any) -> None:
 
     from agent.custody.store import Postgres
     from agent.quorum import QuorumError
+    from agent.freeze_pg import create_tables as create_freeze_table
     from agent.quorum_pg import create_tables as create_bundle_table
     from agent.shared_state import create_tables
 
     try:
         store.open().close()
         create_tables(store.dsn)
+        create_freeze_table(store.dsn)
         db = Postgres(store.dsn)
         try:
             create_bundle_table(db)  # a quorum's published bundles, should the hosts run under one
@@ -961,15 +963,63 @@ def _freeze_alert(config, kind: str, **fields: Any) -> None:
               file=sys.stderr)
 
 
+class _FileFreezes:
+    """agent.freeze's file in this host's state dir, with agent.freeze_pg.PostgresFreezes' methods."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = state_dir
+
+    def freeze(self, scope: str, name: str, *, by: str, reason: str = "") -> Any:
+        from agent import freeze
+
+        return freeze.freeze(self._state_dir, scope, name, by=by, reason=reason)
+
+    def unfreeze(self, scope: str, name: str) -> Any:
+        from agent import freeze
+
+        return freeze.unfreeze(self._state_dir, scope, name)
+
+    def read(self) -> Any:
+        from agent import freeze
+
+        return freeze.read(self._state_dir)
+
+    def close(self) -> None:
+        pass
+
+
+def _freezes(config) -> Any:
+    """Where a freeze goes: with several hosts on PostgreSQL ([store] backend = "postgres") the table every
+    host reads, so that it stops orders on all of them; else this host's state dir (every worker reads it)."""
+    from agent import freeze
+
+    if config.store is not None and config.store.backend == "postgres":
+        from agent.custody.store import StoreUnavailable
+        from agent.freeze_pg import PostgresFreezes
+
+        try:
+            return PostgresFreezes(config.store.dsn)
+        except StoreUnavailable as exc:
+            raise CliError(f"the freezes table cannot be reached ({exc}): nothing changed; the brake on one host "
+                           "alone is `signing-agent freeze` with a config without [store] backend = \"postgres\", "
+                           "or stop its agents", EXIT_UNAVAILABLE) from None
+        except freeze.FreezeFileError as exc:
+            raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    return _FileFreezes(config.state_dir)
+
+
 def cmd_freeze(args: argparse.Namespace) -> int:
     from agent import freeze
 
     config = _config(args)
     scope, name = _freeze_scope(args)
+    store = _freezes(config)
     try:
-        entry, new = freeze.freeze(config.state_dir, scope, name, by=_operator(), reason=args.reason or "")
+        entry, new = store.freeze(scope, name, by=_operator(), reason=args.reason or "")
     except freeze.FreezeFileError as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    finally:
+        store.close()
     if not new:
         print(f"already frozen: {entry.describe()}; to lift it: {entry.undo()}")
         return 0
@@ -982,16 +1032,20 @@ def cmd_freeze(args: argparse.Namespace) -> int:
 
 def cmd_unfreeze(args: argparse.Namespace) -> int:
     from agent import freeze
+    from agent.custody.store import StoreUnavailable
 
     config = _config(args)
     scope, name = _freeze_scope(args)
+    store = _freezes(config)
     try:
-        lifted = freeze.unfreeze(config.state_dir, scope, name)
-    except freeze.FreezeFileError as exc:
+        lifted = store.unfreeze(scope, name)
+        others = store.read().entries if lifted is None else ()
+    except (freeze.FreezeFileError, StoreUnavailable) as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    finally:
+        store.close()
     what = "every key (--all)" if scope == "all" else f"{scope} {name!r}"
     if lifted is None:
-        others = freeze.read(config.state_dir).entries
         raise CliError(f"{what} is not frozen" + (
             "; frozen: " + ", ".join(e.undo().removeprefix("signing-agent unfreeze ") for e in others)
             if others else ""))
@@ -1196,8 +1250,20 @@ def _status_lines(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     from agent import freeze
 
     freezes = freeze.read(config.state_dir)
-    status["frozen"] = {"entries": [dataclasses.asdict(e) for e in freezes.entries],
-                        **({"problem": freezes.problem} if freezes.problem else {})}
+    entries, problem = list(freezes.entries), freezes.problem
+    if config.store is not None and config.store.backend == "postgres":  # the table every host reads, too
+        from agent.custody.store import StoreUnavailable
+        from agent.freeze_pg import WHERE, PostgresFreezes
+
+        try:
+            table = PostgresFreezes(config.store.dsn)
+            try:
+                entries += table.read().entries
+            finally:
+                table.close()
+        except (StoreUnavailable, freeze.FreezeFileError) as exc:
+            problem = problem or f"{WHERE} is unreadable ({exc}): running agents treat every key as frozen"
+    status["frozen"] = {"entries": [dataclasses.asdict(e) for e in entries], **({"problem": problem} if problem else {})}
     healthy = health == "SERVING" and status["token"]["up"]
     return status, healthy
 

@@ -3,7 +3,8 @@
 Why a file in the state dir: every agent process on the host (workers, or agents sharing the state
 dir) already polls the policy files every RELOAD_INTERVAL; the freeze file is polled the same way,
 so a freeze is in force on every worker within that interval, survives restarts, and needs no RPC
-(an operator stopping a drain must not depend on the agent answering them). The CLI writes it under
+(an operator stopping a drain must not depend on the agent answering them). Several hosts sharing a
+PostgreSQL store share a table instead (agent.freeze_pg), read beside this file. The CLI writes it under
 an exclusive flock, to a temporary file then `os.replace`, so a worker reads the old or the new list
 whole.
 

@@ -190,13 +190,18 @@ class Guard:
             # Several hosts: key, bot and order rates, and notional budgets, in PostgreSQL (agent.shared_state).
             from agent.shared_state import PostgresBuckets, PostgresLedgers
 
+            from agent.freeze_pg import SharedFreezes
+
             self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
             ledgers = PostgresLedgers(shared_buckets_dsn)
+            # and freezes: one made on any host stops orders on every host (agent.freeze_pg)
+            shared_freezes = SharedFreezes(shared_buckets_dsn)
         else:
             ledgers = Ledgers(state_dir, sync=sync_budgets)  # one host: the state dir's journal (agent.budgets)
+            shared_freezes = None
         # Freezes, market checks, order rates, budgets (agent.guardrails).
         self.guardrails = Guardrails(state_dir, buckets=self._buckets, market=market, alert=self._alert,
-                                     audit=self._audit_append, ledgers=ledgers)
+                                     audit=self._audit_append, ledgers=ledgers, shared_freezes=shared_freezes)
         self._bursts: dict[tuple[str, str], deque[float]] = {}
         self._last_alert: dict[tuple[str, ...], tuple[float, int]] = {}
         self._age_warned: dict[str, float] = {}

@@ -20,7 +20,8 @@ has passed every rule of agent.policy.evaluate (and the key's request rate), in 
 
 State lives in the state dir, shared by every worker: the freeze file (polled with the policy), the
 order-rate buckets (the guard's SharedBuckets), the ledgers (agent.budgets). With several hosts on one
-PostgreSQL ([store] backend = "postgres") the buckets and ledgers live there instead (agent.shared_state).
+PostgreSQL ([store] backend = "postgres") the buckets and ledgers live there instead (agent.shared_state),
+and the freezes every host reads too (agent.freeze_pg), beside the host's own freeze file.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from agent.exchanges.record import Exchange
     from agent.policy import BotPolicy, KeyPolicy, Verdict
     from agent.rates import SharedBuckets
+    from agent.freeze_pg import SharedFreezes
     from agent.shared_state import PostgresLedgers
 
 
@@ -51,7 +53,8 @@ class Guardrails:
     def __init__(self, state_dir: Path, *, buckets: "SharedBuckets", market: MarketSettings | None = None,
                  alert: Callable[..., None] = lambda kind, **fields: None,
                  audit: Callable[..., bool] = lambda event, **fields: True,
-                 ledgers: "Ledgers | PostgresLedgers | None" = None) -> None:
+                 ledgers: "Ledgers | PostgresLedgers | None" = None,
+                 shared_freezes: "SharedFreezes | None" = None) -> None:
         self._state_dir = state_dir
         self._buckets = buckets  # the guard's, shared by every worker through the state dir
         self._alert = alert
@@ -60,6 +63,8 @@ class Guardrails:
         self._log = get_logger()
         self._freeze_seen = self._freeze_digest()
         self.freezes = freeze.read(state_dir)
+        # Several hosts: the freezes every host shares (agent.freeze_pg), beside this host's own file.
+        self.shared_freezes = shared_freezes
         # The notional ledgers: this state dir's journal, or the database several hosts share.
         self._ledgers = ledgers if ledgers is not None else Ledgers(state_dir)
 
@@ -97,7 +102,13 @@ class Guardrails:
         breaks; otherwise charge its orders to every rate and budget that counts them."""
         label = key_policy.label
         frozen = self.freezes.find(bot=bot_name, key=label)
+        shared = self.shared_freezes.current() if self.shared_freezes is not None else None
+        if frozen is None and shared is not None:
+            frozen = shared.find(bot=bot_name, key=label)
         if frozen is not None and not freeze.frozen_allows(verdict.view, verdict.facts):
+            if shared is not None and shared.problem and frozen.reason == shared.problem:
+                raise Refusal("frozen", f"{shared.problem}; orders and amends are refused (reads and cancels are "
+                                        "still signed): retry once the database answers", "UNAVAILABLE")
             raise Refusal("frozen", f"{frozen.describe()}: orders and amends are refused (reads and cancels are "
                                     f"still signed); to lift it: `{frozen.undo()}`")
         orders = verdict.facts.orders if verdict.facts is not None else ()
@@ -286,6 +297,8 @@ class Guardrails:
 
     def close(self) -> None:
         self._ledgers.close()
+        if self.shared_freezes is not None:
+            self.shared_freezes.close()
 
 
 class OrderPatterns:

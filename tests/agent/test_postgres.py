@@ -1,4 +1,4 @@
-"""Several agents on one PostgreSQL: the key store, nonces, rate buckets and notional budgets they share, against a real cluster.
+"""Several agents on one PostgreSQL: the key store, nonces, rate buckets, notional budgets and freezes they share, against a real cluster.
 
 The cluster is a throw-away one started from the installed server binaries (tests/support/pg.py); every test has its
 own database. Agents are real processes on the session's SoftHSM2 token (one HSM, several hosts).
@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,7 +24,7 @@ from agent.budgets import Charge
 from agent.limits import Budget
 from agent.shared_state import PostgresBuckets, PostgresLedgers, PostgresNonces
 from agent.rates import SharedBuckets
-from support.deploy import PERMISSIVE_POLICY, ROOT, Env, run_cli, start_agent
+from support.deploy import PERMISSIVE_POLICY, ROOT, Agent, Env, run_cli, start_agent
 from support.leaks import new_secret
 from support.pg import Cluster, host_config
 
@@ -322,6 +323,22 @@ def test_agents_on_one_database_share_keys_nonces_and_revocations(env: Env, clus
     assert re.search(r"^host0: OK", broken.stdout, re.M)
 
 
+ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
+         "price": "50000"}
+
+
+def two_hosts(env: Env, dsn: str, label: str, key_policy: str) -> tuple[list[Path], list[Agent]]:
+    """(configs, agents) of two agent hosts on one database, with the default bots and a Binance key LABEL
+    under KEY_POLICY (TOML lines of its [keys.LABEL] table), imported through host A."""
+    policy = env.root / f"policy-{label}.toml"
+    policy.write_text(PERMISSIVE_POLICY + f"\n[keys.{label}]\n{key_policy}\n")
+    configs = [host_config(env, f"{label}-{h}", dsn, policy) for h in "ab"]
+    assert run_cli(env, "bots", "import-file", config=configs[0]).returncode == 0
+    assert run_cli(env, "keys", "import", "--label", label, "--exchange", "binance", "--api-key", "AKID-" + label,
+                   stdin=new_secret(64) + "\n", config=configs[0]).returncode == 0
+    return configs, [start_agent(env, c) for c in configs]
+
+
 def test_two_agents_on_one_database_spend_a_notional_budget_exactly_once(env: Env, cluster: Cluster, dsn: str,
                                                                          label: str):
     """Concurrent orders through two agent hosts never take a key's budget past its limit in total: 2000 of
@@ -329,21 +346,12 @@ def test_two_agents_on_one_database_spend_a_notional_budget_exactly_once(env: En
     rest naming the rule, and the database holds exactly 2000. Without the database, orders are not signed."""
     from signing_agent_client.client import AgentUnavailableError, RefusedError, SignerClient
 
-    policy = env.root / f"policy-{label}.toml"
-    policy.write_text(PERMISSIVE_POLICY + f'\n[keys.{label}]\nendpoints = ["POST /api/v3/order"]\n'
-                                          'max_notional = { "1h" = "2000" }\n')
-    configs = [host_config(env, f"{label}-{h}", dsn, policy) for h in "ab"]
-    assert run_cli(env, "bots", "import-file", config=configs[0]).returncode == 0
-    assert run_cli(env, "keys", "import", "--label", label, "--exchange", "binance", "--api-key", "AKID-" + label,
-                   stdin=new_secret(64) + "\n", config=configs[0]).returncode == 0
-    agents = [start_agent(env, c) for c in configs]
+    _, agents = two_hosts(env, dsn, label, 'endpoints = ["POST /api/v3/order"]\nmax_notional = { "1h" = "2000" }')
     clients = [SignerClient(a.target) for a in agents]
-    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
-             "price": "50000"}
     try:
         def place(i: int) -> str:
             try:
-                clients[i % 2].sign(label, "POST", "/api/v3/order", body=order)
+                clients[i % 2].sign(label, "POST", "/api/v3/order", body=ORDER)
                 return "signed"
             except RefusedError as exc:
                 assert "'notional-budget'" in str(exc) and "of its 1h notional budget of 2000" in str(exc), exc
@@ -364,7 +372,7 @@ def test_two_agents_on_one_database_spend_a_notional_budget_exactly_once(env: En
         cluster.stop()  # the bot's credential outlives it by a second (agent.bots_db): the ledger is what fails
         try:
             with pytest.raises(AgentUnavailableError, match="unreachable"):
-                clients[0].sign(label, "POST", "/api/v3/order", body=order)
+                clients[0].sign(label, "POST", "/api/v3/order", body=ORDER)
         finally:
             cluster.start()
     finally:
@@ -372,6 +380,87 @@ def test_two_agents_on_one_database_spend_a_notional_budget_exactly_once(env: En
             c.close()
         for a in agents:
             assert a.stop() == 0, a.log.read_text()
+
+
+def test_a_freeze_on_one_host_stops_orders_on_every_host_within_a_second(env: Env, dsn: str, label: str):
+    """`freeze --key` run with host A's config: both hosts refuse the key's orders within a second (rule
+    `frozen`, naming who froze it and how to lift it), reads are still signed; `unfreeze` run with host B's
+    config: both sign orders again within a second. Nothing went to the hosts' own freeze files."""
+    from signing_agent_client.client import RefusedError, SignerClient
+
+    configs, agents = two_hosts(env, dsn, label, 'endpoints = ["POST /api/v3/order", "GET /api/v3/account"]')
+    clients = [SignerClient(a.target) for a in agents]
+
+    def order_outcome(client: SignerClient) -> str:
+        try:
+            client.sign(label, "POST", "/api/v3/order", body=ORDER)
+            return "signed"
+        except RefusedError as exc:
+            assert "'frozen'" in str(exc) and f"unfreeze --key {label}" in str(exc), exc
+            return "frozen"
+
+    def on_every_host_within_a_second(wanted: str) -> None:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(order_outcome(c) != wanted for c in clients):
+            time.sleep(0.05)
+        assert [order_outcome(c) for c in clients] == [wanted, wanted]
+
+    try:
+        assert [order_outcome(c) for c in clients] == ["signed", "signed"]
+        froze = run_cli(env, "freeze", "--key", label, "--reason", "drain suspected", config=configs[0])
+        assert froze.returncode == 0, froze.stderr
+        on_every_host_within_a_second("frozen")
+        for c in clients:  # a person can still see the account
+            assert "signature=" in c.sign(label, "GET", "/api/v3/account").path
+        again = run_cli(env, "freeze", "--key", label, config=configs[1])
+        assert again.returncode == 0 and "already frozen" in again.stdout and "drain suspected" in again.stdout
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT scope, name, reason FROM freezes").fetchall()
+        assert rows == [("key", label, "drain suspected")]
+        shown = run_cli(env, "status", config=configs[1])
+        assert f"frozen:  key {label} by " in shown.stdout, shown.stdout  # host B shows the freeze made on A
+        lifted = run_cli(env, "unfreeze", "--key", label, config=configs[1])
+        assert lifted.returncode == 0, lifted.stderr
+        on_every_host_within_a_second("signed")
+        missing = run_cli(env, "unfreeze", "--key", label, config=configs[0])
+        assert missing.returncode != 0 and "is not frozen" in missing.stderr
+        for h in "ab":
+            assert not (env.root / f"state-{label}-{h}" / "freeze.json").exists()
+    finally:
+        for c in clients:
+            c.close()
+        for a in agents:
+            assert a.stop() == 0, a.log.read_text()
+
+
+def test_a_silent_freezes_table_freezes_every_key_until_it_answers(cluster: Cluster, dsn: str):
+    """A brake must not be missed: while the table does not answer, every key is treated as frozen."""
+    from agent.freeze_pg import STALE_SECONDS, PostgresFreezes, SharedFreezes
+
+    writer = PostgresFreezes(dsn)
+    shared = SharedFreezes(dsn)
+    try:
+        assert shared.current().find(bot="mm", key="k") is None
+        writer.freeze("bot", "mm", by="ops")
+        deadline = time.monotonic() + 1.0
+        while shared.current().find(bot="mm", key="k") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert shared.current().find(bot="mm", key="k").scope == "bot"
+        assert shared.current().find(bot="other", key="k") is None
+        cluster.stop()
+        try:
+            time.sleep(STALE_SECONDS + 0.5)
+            frozen = shared.current().find(bot="other", key="k")
+            assert frozen is not None and "has not answered" in frozen.reason
+        finally:
+            cluster.start()
+        deadline = time.monotonic() + 5.0
+        while shared.current().problem and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert shared.current().find(bot="other", key="k") is None  # recovered by itself
+    finally:
+        shared.close()
+        writer.close()
 
 
 def test_the_audit_shipper_follows_rotations_and_outages_and_never_ships_twice(cluster: Cluster, dsn: str, tmp_path):
@@ -417,7 +506,8 @@ def test_store_init_names_a_database_and_creates_every_table_agents_use(env: Env
     assert snippet == f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
     with psycopg.connect(dsn) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets", "notional_ledgers", "quorum_bundles"}
+    assert tables == {"wrapped_keys", "key_events", "nonces", "rate_buckets", "notional_ledgers", "quorum_bundles",
+                      "freezes"}
     # The printed [store] is all a config needs: a wrapped import lands in that database.
     config = env.write_config("init-pg-used", extra=snippet)
     run_cli(env, "keys", "import", "--wrapped", "--label", label, "--exchange", "binance", "--api-key", "AKID-i",
