@@ -963,31 +963,6 @@ def _freeze_alert(config, kind: str, **fields: Any) -> None:
               file=sys.stderr)
 
 
-class _FileFreezes:
-    """agent.freeze's file in this host's state dir, with agent.freeze_pg.PostgresFreezes' methods."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self._state_dir = state_dir
-
-    def freeze(self, scope: str, name: str, *, by: str, reason: str = "") -> Any:
-        from agent import freeze
-
-        return freeze.freeze(self._state_dir, scope, name, by=by, reason=reason)
-
-    def unfreeze(self, scope: str, name: str) -> Any:
-        from agent import freeze
-
-        return freeze.unfreeze(self._state_dir, scope, name)
-
-    def read(self) -> Any:
-        from agent import freeze
-
-        return freeze.read(self._state_dir)
-
-    def close(self) -> None:
-        pass
-
-
 def _freezes(config) -> Any:
     """Where a freeze goes: with several hosts on PostgreSQL ([store] backend = "postgres") the table every
     host reads, so that it stops orders on all of them; else this host's state dir (every worker reads it)."""
@@ -1005,7 +980,7 @@ def _freezes(config) -> Any:
                            "or stop its agents", EXIT_UNAVAILABLE) from None
         except freeze.FreezeFileError as exc:
             raise CliError(str(exc), EXIT_UNAVAILABLE) from None
-    return _FileFreezes(config.state_dir)
+    return freeze.FileFreezes(config.state_dir)
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:

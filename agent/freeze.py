@@ -154,6 +154,25 @@ def unfreeze(state_dir: Path, scope: str, name: str) -> Freeze | None:
         raise FreezeFileError(f"cannot write {path_in(state_dir)}: {exc.strerror}") from None
 
 
+class FileFreezes:
+    """This host's freeze file, with the methods of agent.freeze_pg.PostgresFreezes (the CLI uses either)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = state_dir
+
+    def freeze(self, scope: str, name: str, *, by: str, reason: str = "") -> tuple[Freeze, bool]:
+        return freeze(self._state_dir, scope, name, by=by, reason=reason)
+
+    def unfreeze(self, scope: str, name: str) -> Freeze | None:
+        return unfreeze(self._state_dir, scope, name)
+
+    def read(self) -> Freezes:
+        return read(self._state_dir)
+
+    def close(self) -> None:
+        pass
+
+
 # -- what a freeze lets through (pure) --------------------------------------------------------------
 
 

@@ -188,9 +188,8 @@ class Guard:
         ledgers: Any = None
         if shared_buckets_dsn is not None:
             # Several hosts: key, bot and order rates, and notional budgets, in PostgreSQL (agent.shared_state).
-            from agent.shared_state import PostgresBuckets, PostgresLedgers
-
             from agent.freeze_pg import SharedFreezes
+            from agent.shared_state import PostgresBuckets, PostgresLedgers
 
             self._buckets = PostgresBuckets(shared_buckets_dsn, local=self._buckets)
             ledgers = PostgresLedgers(shared_buckets_dsn)
